@@ -1,0 +1,4 @@
+"""Persistence: typed SQLAlchemy 2.0 models, guarded state changes, migrations.
+
+Imports nothing of offpost's other layers.
+"""
