@@ -2,3 +2,60 @@
 
 Imports nothing of offpost's other layers.
 """
+
+from offpost.models.attempt import Attempt, AttemptOutcome
+from offpost.models.base import Base, utcnow
+from offpost.models.client import Client, hash_api_key, key_matches, new_api_key
+from offpost.models.credential import Credential, CredentialPage, CredentialStatus
+from offpost.models.db import make_engine, make_sessionmaker
+from offpost.models.errors import (
+    EncryptionKeysMissingError,
+    MigrationError,
+    NaiveDatetimeError,
+    PersistenceError,
+    SchemaMismatchError,
+    SchemaOutdatedError,
+    SchemaTooNewError,
+    TokenDecryptionError,
+)
+from offpost.models.idempotency import IdempotencyKey, request_hash
+from offpost.models.ids import IdPrefix, is_id, new_id
+from offpost.models.post import Post, PostStatus
+from offpost.models.schedule import Misfire, Schedule, ScheduleStatus
+from offpost.models.webhook import Webhook, new_webhook_secret
+
+__all__ = [
+    "Attempt",
+    "AttemptOutcome",
+    "Base",
+    "Client",
+    "Credential",
+    "CredentialPage",
+    "CredentialStatus",
+    "EncryptionKeysMissingError",
+    "IdPrefix",
+    "IdempotencyKey",
+    "MigrationError",
+    "Misfire",
+    "NaiveDatetimeError",
+    "PersistenceError",
+    "Post",
+    "PostStatus",
+    "Schedule",
+    "ScheduleStatus",
+    "SchemaMismatchError",
+    "SchemaOutdatedError",
+    "SchemaTooNewError",
+    "TokenDecryptionError",
+    "Webhook",
+    "hash_api_key",
+    "is_id",
+    "key_matches",
+    "make_engine",
+    "make_sessionmaker",
+    "new_api_key",
+    "new_id",
+    "new_webhook_secret",
+    "request_hash",
+    "utcnow",
+]
