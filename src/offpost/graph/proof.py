@@ -26,9 +26,7 @@ def appsecret_proof(app_secret: str, access_token: str, appsecret_time: int | No
     return hmac.new(app_secret.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
-def proof_params(
-    app_secret: str, access_token: str, *, timed: bool, now_s: int
-) -> dict[str, str]:
+def proof_params(app_secret: str, access_token: str, *, timed: bool, now_s: int) -> dict[str, str]:
     """The query parameters that carry the proof for one call made at ``now_s``."""
     if not timed:
         return {"appsecret_proof": appsecret_proof(app_secret, access_token)}

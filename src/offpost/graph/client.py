@@ -1,0 +1,460 @@
+"""The Graph API client: the calls offpost makes, on one shared ``httpx.Client``.
+
+Every request goes through :meth:`GraphClient._call`, the one place where:
+
+- the URL is built: ``{graph_url}/{version}/{path}``;
+- a token is attached by :class:`GraphTokenAuth` as ``access_token`` plus
+  ``appsecret_proof`` (and ``appsecret_time`` in timed mode), computed per call
+  from the injected clock, in the query string — for some POST endpoints a proof
+  sent only in a form body was ignored (GRAPH.md §5); POST fields go in the body;
+- transport exceptions are translated into :mod:`offpost.graph.errors` with
+  messages naming only the method and path (the query holds the token);
+- the reply is classified by :func:`offpost.graph.classify.classify_error`.
+
+Methods return the frozen dataclasses of :mod:`offpost.graph.types` and raise
+:class:`~offpost.graph.errors.GraphError` subclasses, nothing else.
+
+Note that httpx itself logs each request URL (query included) at INFO on the
+``httpx`` logger; processes must install the token-scrubbing log filter.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Generator, Mapping
+from datetime import datetime
+from urllib.parse import quote
+
+import httpx
+
+from offpost.graph.classify import classify_error
+from offpost.graph.errors import (
+    GraphConnectionError,
+    GraphError,
+    GraphMalformedResponseError,
+    GraphPermissionError,
+    GraphTimeoutError,
+    scrub_secrets,
+)
+from offpost.graph.parse import (
+    JsonObject,
+    form_token_body,
+    granular_scopes,
+    graph_time,
+    next_page_params,
+    opt_id,
+    opt_str,
+    positive_int,
+    require_str,
+    str_tuple,
+    token_info_error,
+    unix_time,
+)
+from offpost.graph.proof import proof_params
+from offpost.graph.types import (
+    ClientCode,
+    FeedPost,
+    PageAccount,
+    PageAccounts,
+    PagePosts,
+    PageToken,
+    PublishResult,
+    TokenExchange,
+    TokenInfo,
+    UserInfo,
+)
+from offpost.graph.usage import GraphUsage, parse_usage
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
+DEFAULT_POOL_TIMEOUT_S = 5.0
+#: Enough result pages for thousands of Pages or posts; a guard against a paging loop.
+DEFAULT_MAX_PAGES = 50
+
+
+def make_http_client(
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    *,
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    pool_timeout_s: float = DEFAULT_POOL_TIMEOUT_S,
+    max_connections: int = 20,
+    max_keepalive_connections: int = 10,
+    transport: httpx.BaseTransport | None = None,
+) -> httpx.Client:
+    """The ``httpx.Client`` for Graph: one per process, bounded in time and connections.
+
+    ``timeout_s`` bounds each read and write; a call can take a little longer in
+    total, so Celery time limits must sit well above it.
+    """
+    return httpx.Client(
+        timeout=httpx.Timeout(
+            connect=connect_timeout_s, read=timeout_s, write=timeout_s, pool=pool_timeout_s
+        ),
+        limits=httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_keepalive_connections
+        ),
+        follow_redirects=False,
+        headers={"User-Agent": "offpost"},
+        transport=transport,
+    )
+
+
+class GraphTokenAuth(httpx.Auth):
+    """Attaches ``access_token`` and its ``appsecret_proof`` to the query of one request."""
+
+    def __init__(
+        self, access_token: str, *, app_secret: str, timed: bool, clock: Callable[[], float]
+    ) -> None:
+        self._access_token = access_token
+        self._app_secret = app_secret
+        self._timed = timed
+        self._clock = clock
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        # Computed when the request is sent, so a timed proof is as fresh as it can be.
+        params = {
+            "access_token": self._access_token,
+            **proof_params(
+                self._app_secret, self._access_token, timed=self._timed, now_s=int(self._clock())
+            ),
+        }
+        request.url = request.url.copy_merge_params(params)
+        yield request
+
+
+class GraphClient:
+    """The Graph calls offpost makes. Raises only :class:`GraphError` subclasses."""
+
+    def __init__(
+        self,
+        http: httpx.Client,
+        *,
+        graph_url: str,
+        version: str,
+        app_id: str,
+        app_secret: str,
+        appsecret_time: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._http = http
+        self._base_url = f"{graph_url.rstrip('/')}/{version.strip('/')}"
+        self._app_id = app_id
+        self._app_secret = app_secret
+        self._timed = appsecret_time
+        self._clock = clock
+
+    @property
+    def app_token(self) -> str:
+        """The app access token, ``{app-id}|{app-secret}`` (GRAPH.md §4)."""
+        return f"{self._app_id}|{self._app_secret}"
+
+    # -- tokens ---------------------------------------------------------------
+
+    def exchange_token(self, short_lived_token: str) -> TokenExchange:
+        """Exchange a short-lived user token for a long-lived one (``fb_exchange_token``).
+
+        Tolerates a missing ``expires_in``, the legacy ``expires`` key and a legacy
+        form-encoded body. The call authenticates with ``client_secret``, as
+        documented; it carries no ``access_token``, hence no proof.
+        """
+        body, usage = self._call(
+            "GET",
+            "oauth/access_token",
+            params={
+                "grant_type": "fb_exchange_token",
+                "client_id": self._app_id,
+                "client_secret": self._app_secret,
+                "fb_exchange_token": short_lived_token,
+            },
+            secrets=(short_lived_token,),
+            accept_form=True,
+        )
+        return TokenExchange(
+            access_token=require_str(body, "access_token", "the token exchange", usage),
+            token_type=opt_str(body.get("token_type")),
+            expires_in=positive_int(body.get("expires_in", body.get("expires"))),
+            usage=usage,
+        )
+
+    def debug_token(self, input_token: str) -> TokenInfo:
+        """Inspect ``input_token`` with the app token. An invalid token is a normal
+        result (``is_valid=False`` with ``error``); only a failed call raises."""
+        body, usage = self._call(
+            "GET",
+            "debug_token",
+            token=self.app_token,
+            params={"input_token": input_token},
+            secrets=(input_token,),
+        )
+        data = body.get("data")
+        if not isinstance(data, dict):
+            raise GraphMalformedResponseError(
+                "debug_token answered without a data object", is_transient=True, usage=usage
+            )
+        return TokenInfo(
+            is_valid=data.get("is_valid") is True,
+            app_id=opt_id(data.get("app_id")),
+            type=opt_str(data.get("type")),
+            application=opt_str(data.get("application")),
+            user_id=opt_id(data.get("user_id")),
+            profile_id=opt_id(data.get("profile_id")),
+            expires_at=unix_time(data.get("expires_at")),
+            data_access_expires_at=unix_time(data.get("data_access_expires_at")),
+            issued_at=unix_time(data.get("issued_at")),
+            scopes=str_tuple(data.get("scopes")),
+            granular_scopes=granular_scopes(data.get("granular_scopes")),
+            error=token_info_error(data.get("error")),
+            usage=usage,
+        )
+
+    def me(self, user_token: str) -> UserInfo:
+        """The app-scoped user behind ``user_token`` (``/me?fields=id,name``)."""
+        body, usage = self._call("GET", "me", token=user_token, params={"fields": "id,name"})
+        return UserInfo(
+            id=require_str(body, "id", "/me", usage), name=opt_str(body.get("name")), usage=usage
+        )
+
+    def accounts(self, user_token: str, *, max_pages: int = DEFAULT_MAX_PAGES) -> PageAccounts:
+        """Every Page the user can act on, with its Page token (``/me/accounts``, all pages)."""
+        items, usage = self._paged(
+            "me/accounts",
+            token=user_token,
+            params={"fields": "id,name,access_token,tasks"},
+            max_pages=max_pages,
+        )
+        pages = tuple(
+            PageAccount(
+                id=require_str(item, "id", "/me/accounts", usage),
+                name=opt_str(item.get("name")),
+                access_token=opt_str(item.get("access_token")),
+                tasks=str_tuple(item.get("tasks")),
+            )
+            for item in items
+        )
+        return PageAccounts(pages=pages, usage=usage)
+
+    def page_token(self, page_id: str, user_token: str) -> PageToken:
+        """The Page token of one Page, derived from ``user_token``.
+
+        Raises :class:`GraphPermissionError` when Graph lists the Page without a
+        token (the user has no task on it, or it was not granted to the app).
+        """
+        body, usage = self._call(
+            "GET", _path(page_id), token=user_token, params={"fields": "access_token"}
+        )
+        token = opt_str(body.get("access_token"))
+        if token is None:
+            raise GraphPermissionError(
+                f"Graph gave no access_token for Page {page_id}: the user has no task on it "
+                "or did not grant it to the app",
+                usage=usage,
+            )
+        return PageToken(page_id=page_id, access_token=token, usage=usage)
+
+    def client_code(self, user_token: str, redirect_uri: str) -> ClientCode:
+        """A one-time code a client redeems for its own long-lived token (``oauth/client_code``)."""
+        body, usage = self._call(
+            "GET",
+            "oauth/client_code",
+            token=user_token,
+            params={
+                "client_id": self._app_id,
+                "client_secret": self._app_secret,
+                "redirect_uri": redirect_uri,
+            },
+        )
+        return ClientCode(code=require_str(body, "code", "/oauth/client_code", usage), usage=usage)
+
+    # -- publishing -----------------------------------------------------------
+
+    def publish_feed(
+        self, page_id: str, page_token: str, *, message: str | None = None, link: str | None = None
+    ) -> PublishResult:
+        """Publish a post on the Page's feed; at least one of ``message`` and ``link``.
+
+        Not idempotent: on a :class:`GraphError` with ``outcome_unknown`` the post
+        may exist — reconcile before retrying.
+        """
+        if not message and not link:
+            raise ValueError("a feed post needs a message or a link")
+        fields = {name: value for name, value in (("message", message), ("link", link)) if value}
+        body, usage = self._call("POST", f"{_path(page_id)}/feed", token=page_token, data=fields)
+        post_id = require_str(body, "id", "/feed", usage)
+        return PublishResult(id=post_id, post_id=post_id, usage=usage)
+
+    def publish_photo(
+        self, page_id: str, page_token: str, *, url: str, caption: str | None = None
+    ) -> PublishResult:
+        """Publish a photo (fetched by Graph from ``url``) as a Page post.
+
+        ``id`` is the photo id, ``post_id`` the Page post id. Not idempotent (see
+        :meth:`publish_feed`).
+        """
+        fields = {"url": url, **({"caption": caption} if caption else {})}
+        body, usage = self._call("POST", f"{_path(page_id)}/photos", token=page_token, data=fields)
+        return PublishResult(
+            id=require_str(body, "id", "/photos", usage),
+            post_id=opt_id(body.get("post_id")),
+            usage=usage,
+        )
+
+    def page_posts(
+        self,
+        page_id: str,
+        page_token: str,
+        *,
+        since: datetime | None = None,
+        limit: int = 100,
+        max_pages: int = DEFAULT_MAX_PAGES,
+    ) -> PagePosts:
+        """The Page's feed posts created at or after ``since`` (aware), all result pages.
+
+        Used to reconcile: "did our lost call create the post?".
+        """
+        params = {"fields": "id,message,link,created_time", "limit": str(limit)}
+        since_s: int | None = None
+        if since is not None:
+            if since.tzinfo is None:
+                raise ValueError("since must be timezone-aware")
+            since_s = int(since.timestamp())
+            params["since"] = str(since_s)
+        items, usage = self._paged(
+            f"{_path(page_id)}/feed", token=page_token, params=params, max_pages=max_pages
+        )
+        posts = [
+            FeedPost(
+                id=require_str(item, "id", "/feed", usage),
+                message=opt_str(item.get("message")),
+                link=opt_str(item.get("link")),
+                created_time=graph_time(item.get("created_time"), usage),
+            )
+            for item in items
+        ]
+        if since_s is not None:
+            # Graph's own since filter is trusted but not relied on.
+            posts = [p for p in posts if p.created_time.timestamp() >= since_s]
+        return PagePosts(posts=tuple(posts), usage=usage)
+
+    # -- the one request path -------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        params: Mapping[str, str] | None = None,
+        data: Mapping[str, str] | None = None,
+        secrets: tuple[str, ...] = (),
+        accept_form: bool = False,
+    ) -> tuple[JsonObject, GraphUsage]:
+        """Send one request; return its JSON object and usage, or raise a :class:`GraphError`."""
+        url = f"{self._base_url}/{path}"
+        known_secrets = (*secrets, *((token,) if token else ()), self._app_secret)
+        auth = (
+            GraphTokenAuth(token, app_secret=self._app_secret, timed=self._timed, clock=self._clock)
+            if token is not None
+            else None
+        )
+        started = time.monotonic()
+        try:
+            response = self._http.request(
+                method,
+                url,
+                params=params,
+                data=data,
+                auth=auth,
+            )
+        except httpx.RequestError as exc:  # transport failures and undecodable bodies
+            raise _transport_error(exc, method, path, known_secrets) from exc
+        duration_ms = round((time.monotonic() - started) * 1000)
+        logger.debug(
+            "graph %s /%s -> %s in %s ms",
+            method,
+            path,
+            response.status_code,
+            duration_ms,
+            extra={
+                "action": "graph_call",
+                "method": method,
+                "path": f"/{path}",
+                "http_status": response.status_code,
+                "duration_ms": duration_ms,
+            },
+        )
+        if accept_form and response.is_success:
+            form = form_token_body(response.content)
+            if form is not None:
+                return form, parse_usage(response.headers)
+        error = classify_error(
+            response.status_code,
+            response.content,
+            response.headers.get("content-type"),
+            response.headers,
+        )
+        if error is not None:
+            raise error
+        # classify_error returns None only for a 2xx JSON object.
+        body: JsonObject = response.json()
+        return body, parse_usage(response.headers)
+
+    def _paged(
+        self, path: str, *, token: str, params: Mapping[str, str], max_pages: int
+    ) -> tuple[list[JsonObject], GraphUsage]:
+        """Every ``data`` item of a listing, following ``paging.next`` on our own base URL."""
+        items: list[JsonObject] = []
+        page_params = dict(params)
+        seen: list[dict[str, str]] = []
+        for _ in range(max_pages):
+            body, usage = self._call("GET", path, token=token, params=page_params)
+            data = body.get("data")
+            if not isinstance(data, list):
+                raise GraphMalformedResponseError(
+                    f"/{path} answered without a data list", is_transient=True, usage=usage
+                )
+            items.extend(item for item in data if isinstance(item, dict))
+            next_params = next_page_params(body.get("paging"), params)
+            if not data or next_params is None:
+                return items, usage
+            if next_params in seen:
+                raise GraphMalformedResponseError(
+                    f"/{path} paging repeats itself", is_transient=True, usage=usage
+                )
+            seen.append(next_params)
+            page_params = next_params
+        raise GraphMalformedResponseError(
+            f"/{path} paging did not end after {max_pages} pages", is_transient=True
+        )
+
+
+def _path(object_id: str) -> str:
+    """A Graph object id as one path segment (ids are digits; anything else is quoted)."""
+    return quote(object_id, safe="_")
+
+
+def _transport_error(
+    exc: httpx.RequestError, method: str, path: str, secrets: tuple[str, ...]
+) -> GraphError:
+    """Our error for an httpx transport failure; names the method and path, never the query."""
+    detail = scrub_secrets(str(exc), secrets) or type(exc).__name__
+    where = f"{method} /{path}"
+    # These fail before a byte of the request is sent, so the call surely did not run.
+    never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+    if isinstance(exc, httpx.TimeoutException):
+        return GraphTimeoutError(
+            f"{where}: {type(exc).__name__} ({detail})",
+            is_transient=True,
+            outcome_unknown=not never_sent,
+        )
+    if isinstance(exc, httpx.DecodingError):
+        return GraphMalformedResponseError(
+            f"{where}: undecodable reply ({detail})", is_transient=True
+        )
+    return GraphConnectionError(
+        f"{where}: {type(exc).__name__} ({detail})",
+        is_transient=True,
+        outcome_unknown=not never_sent,
+    )

@@ -1,0 +1,134 @@
+"""What the Graph client's calls return: frozen dataclasses, one per call.
+
+Each carries the ``usage`` headers of its (last) reply. Fields holding a token
+or code are left out of ``repr`` so that printing a result never leaks one.
+Times are aware UTC datetimes; ``None`` where Graph says "never" or says nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from offpost.graph.errors import AuthReason
+from offpost.graph.usage import EMPTY_USAGE, GraphUsage
+
+
+@dataclass(frozen=True, slots=True)
+class TokenExchange:
+    """A long-lived user token from ``fb_exchange_token``."""
+
+    access_token: str = field(repr=False)
+    token_type: str | None
+    #: Seconds until expiry; ``None`` when Graph did not say (it sometimes omits it).
+    expires_in: int | None
+    usage: GraphUsage = EMPTY_USAGE
+
+
+@dataclass(frozen=True, slots=True)
+class GranularScope:
+    """One ``granular_scopes`` entry; ``target_ids`` is empty when the grant is not per asset."""
+
+    scope: str
+    target_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfoError:
+    """Why ``debug_token`` finds a token invalid (``data.error``; note Graph's key ``subcode``)."""
+
+    code: int | None
+    subcode: int | None
+    message: str
+    reason: AuthReason
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """``debug_token``'s view of a token. An invalid token is a normal result, not an error."""
+
+    is_valid: bool
+    app_id: str | None
+    type: str | None  # "USER", "PAGE", "APP", ...
+    application: str | None
+    user_id: str | None
+    profile_id: str | None  # the Page id, for Page tokens
+    expires_at: datetime | None  # None: never expires (Graph's 0)
+    data_access_expires_at: datetime | None
+    issued_at: datetime | None
+    scopes: tuple[str, ...]
+    granular_scopes: tuple[GranularScope, ...]
+    error: TokenInfoError | None
+    usage: GraphUsage = EMPTY_USAGE
+
+
+@dataclass(frozen=True, slots=True)
+class UserInfo:
+    """``/me``: the app-scoped user id behind a token."""
+
+    id: str
+    name: str | None
+    usage: GraphUsage = EMPTY_USAGE
+
+
+@dataclass(frozen=True, slots=True)
+class PageAccount:
+    """One Page of ``/me/accounts``; ``access_token`` is ``None`` when Graph gave none."""
+
+    id: str
+    name: str | None
+    access_token: str | None = field(repr=False)
+    tasks: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PageAccounts:
+    """Every Page of ``/me/accounts``, all result pages followed."""
+
+    pages: tuple[PageAccount, ...]
+    usage: GraphUsage = EMPTY_USAGE
+
+
+@dataclass(frozen=True, slots=True)
+class PageToken:
+    """A Page access token from ``/{page-id}?fields=access_token``."""
+
+    page_id: str
+    access_token: str = field(repr=False)
+    usage: GraphUsage = EMPTY_USAGE
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCode:
+    """A single-use code from ``/oauth/client_code`` that a client redeems for its own token."""
+
+    code: str = field(repr=False)
+    usage: GraphUsage = EMPTY_USAGE
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    """A created post. ``id`` is what Graph returned first: the post id for ``/feed``, the
+    photo id for ``/photos``; ``post_id`` is always the Page post id when Graph gave one."""
+
+    id: str
+    post_id: str | None
+    usage: GraphUsage = EMPTY_USAGE
+
+
+@dataclass(frozen=True, slots=True)
+class FeedPost:
+    """One post of a Page's ``/feed``."""
+
+    id: str
+    message: str | None
+    link: str | None
+    created_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PagePosts:
+    """The posts of a Page's ``/feed`` (newest first, as Graph lists them)."""
+
+    posts: tuple[FeedPost, ...]
+    usage: GraphUsage = EMPTY_USAGE
