@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Iterator
 
 import pytest
+import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -33,7 +34,9 @@ def service_missing(what: str, exc: BaseException) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _clean_offpost_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+def _clean_offpost_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """No test sees the developer's OFFPOST_* variables or their .env file."""
     for name in list(os.environ):
         if name.startswith("OFFPOST_"):
@@ -86,8 +89,6 @@ def database_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     """The test Redis URL (checked once per session)."""
-    import redis
-
     try:
         client = redis.Redis.from_url(TEST_REDIS_URL)
         client.ping()

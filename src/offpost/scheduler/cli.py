@@ -18,6 +18,7 @@ import click
 
 from offpost import __version__
 from offpost.errors import OffpostError
+from offpost.redact import install_log_scrubbing
 from offpost.scheduler.settings import Settings, load_settings
 
 P = ParamSpec("P")
@@ -44,13 +45,17 @@ def one_line_errors(func: Callable[P, R]) -> Callable[P, R]:
 
 
 def _settings() -> Settings:
-    return load_settings()
+    """Read the settings once for this process and keep its secrets out of every log line."""
+    settings = load_settings()
+    install_log_scrubbing([settings.app_secret.get_secret_value()] if settings.app_secret else [])
+    return settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="offpost")
 def main() -> None:
     """offpost: schedule Facebook Page posts and publish them later from the server."""
+    install_log_scrubbing()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
 

@@ -67,7 +67,9 @@ class Settings(BaseSettings):
     def _check_broker_url(cls, value: str) -> str:
         scheme = value.split("://", 1)[0] if "://" in value else ""
         if scheme not in _SCHEMES_BROKER:
-            raise ValueError(f"expected a broker URL such as redis://host:6379/0, got scheme {scheme!r}")
+            raise ValueError(
+                f"expected a broker URL such as redis://host:6379/0, got scheme {scheme!r}"
+            )
         return value
 
     @field_validator("graph_url")
@@ -142,7 +144,7 @@ _HINTS = {
     "app_id": "set it to your Facebook app's id (or use the Graph sandbox)",
     "app_secret": "set it to your Facebook app's secret (App Settings > Basic)",
     "encryption_keys": (
-        "generate one with: python -c \"from cryptography.fernet import Fernet; "
+        'generate one with: python -c "from cryptography.fernet import Fernet; '
         'print(Fernet.generate_key().decode())"'
     ),
 }

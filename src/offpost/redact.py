@@ -1,0 +1,98 @@
+"""Keep secrets out of text: token-shaped strings, secret query parameters, known secrets.
+
+:func:`scrub` is a pure function used wherever text may leave the process
+(error messages, log records). :func:`install_log_scrubbing` is called once at
+every process start; it wraps the log-record factory, so every record from every
+logger — ours, httpx's (which logs request URLs with their query strings),
+uvicorn's, Celery's — is scrubbed before any handler sees it, tracebacks included.
+
+This module imports nothing of offpost, so every layer may use it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+REDACTED = "[redacted]"
+
+# Facebook access tokens (user, Page, app-scoped) start with "EAA" and are long
+# base62 strings; client-side tokens in the wild are 100-250 characters.
+_FACEBOOK_TOKEN = re.compile(r"\bEAA[A-Za-z0-9]{20,}")
+# offpost's own secrets carry recognisable prefixes: API keys and webhook secrets.
+_OFFPOST_KEY = re.compile(r"\b(?:opk|whsec)_[A-Za-z0-9_-]{16,}")
+# Values of query/form parameters that carry secrets, in URLs and bodies alike.
+_SECRET_PARAMS = (
+    "access_token",
+    "input_token",
+    "fb_exchange_token",
+    "client_secret",
+    "appsecret_proof",
+    "code",
+    "app_secret",
+)
+_SECRET_PARAM = re.compile(
+    r"(?P<key>\b(?:" + "|".join(_SECRET_PARAMS) + r")(?:=|%3D|\"\s*:\s*\"|'\s*:\s*'))"
+    r"(?P<value>[^&\s\"',;)}\]]+)"
+)
+# "Authorization: Bearer <key>" and "OAuth <token>" headers echoed in text.
+_AUTH_HEADER = re.compile(r"(?i)\b(bearer|oauth)\s+[A-Za-z0-9._|~+/=-]{8,}")
+# App access tokens are "<app id>|<app secret>".
+_APP_TOKEN = re.compile(r"\b\d{5,}\|[A-Za-z0-9_-]{8,}")
+
+
+def scrub(text: str, secrets: Iterable[str] = ()) -> str:
+    """Return ``text`` with tokens, secret parameters and the given ``secrets`` redacted."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, REDACTED)
+    text = _SECRET_PARAM.sub(lambda m: m.group("key") + REDACTED, text)
+    text = _AUTH_HEADER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    text = _APP_TOKEN.sub(REDACTED, text)
+    text = _FACEBOOK_TOKEN.sub(REDACTED, text)
+    return _OFFPOST_KEY.sub(REDACTED, text)
+
+
+class _ScrubbingFactory:
+    """A log-record factory that scrubs each record as it is made."""
+
+    def __init__(self, inner: Any, secrets: list[str]) -> None:
+        self.inner = inner
+        self.secrets = secrets
+        self._formatter = logging.Formatter()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record: logging.LogRecord = self.inner(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken format string must not hide the record
+            message = f"{record.msg!r} {record.args!r}"
+        record.msg = scrub(message, self.secrets)
+        record.args = None
+        if record.exc_info:
+            # Format the traceback now, scrubbed, and drop the live exception so no
+            # handler can format it again from the unscrubbed original.
+            record.exc_text = scrub(self._formatter.formatException(record.exc_info), self.secrets)
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = scrub(record.exc_text, self.secrets)
+        if record.stack_info:
+            record.stack_info = scrub(record.stack_info, self.secrets)
+        return record
+
+
+_install_lock = threading.Lock()
+
+
+def install_log_scrubbing(secrets: Iterable[str] = ()) -> None:
+    """Scrub every log record of this process from now on (idempotent; secrets accumulate)."""
+    wanted = [s for s in secrets if s]
+    with _install_lock:
+        current = logging.getLogRecordFactory()
+        if isinstance(current, _ScrubbingFactory):
+            current.secrets.extend(s for s in wanted if s not in current.secrets)
+            return
+        logging.setLogRecordFactory(_ScrubbingFactory(current, wanted))

@@ -1,0 +1,87 @@
+"""No secret leaves through text: the scrubber and the process-wide log filter."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from offpost.redact import REDACTED, install_log_scrubbing, scrub
+
+USER_TOKEN = "EAAGm0PX4ZCpsBAKZAvQ9xZC0ZAhZB1ZBiZA7ZBb8ZCxZAZC3" + "x" * 80
+SECRET = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"token {USER_TOKEN} here",
+        f"GET https://graph.facebook.com/v26.0/me?access_token={USER_TOKEN}&fields=id",
+        "POST /oauth/access_token?client_secret=abcdef123456&fb_exchange_token=short-lived-123",
+        "debug_token?input_token=anything-at-all&access_token=123456789%7Cdeadbeefdeadbeef",
+        '{"access_token": "plain-json-value-1234"}',
+        "Authorization: Bearer opk_abcdefghijklmnop1234",
+        "app token 1234567890|0123456789abcdef0123456789abcdef",
+        f"appsecret_proof=deadbeef{'0' * 56}",
+    ],
+)
+def test_scrub_removes_every_token_shape(text: str) -> None:
+    out = scrub(text)
+    assert REDACTED in out
+    for secret in (
+        USER_TOKEN,
+        "abcdef123456",
+        "short-lived-123",
+        "anything-at-all",
+        "plain-json-value-1234",
+        "opk_abcdefghijklmnop1234",
+        "0123456789abcdef0123456789abcdef",
+        "deadbeef",
+    ):
+        assert secret not in out
+
+
+def test_scrub_removes_named_secrets_and_keeps_ordinary_text() -> None:
+    assert scrub(f"secret is {SECRET}!", [SECRET]) == f"secret is {REDACTED}!"
+    assert (
+        scrub("post_abc published to page 1234 at 09:00")
+        == "post_abc published to page 1234 at 09:00"
+    )
+
+
+@pytest.fixture
+def scrubbed_logging() -> Iterator[None]:
+    original = logging.getLogRecordFactory()
+    install_log_scrubbing([SECRET])
+    yield
+    logging.setLogRecordFactory(original)
+
+
+def test_log_records_are_scrubbed_including_tracebacks(
+    scrubbed_logging: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    logger = logging.getLogger("httpx")
+    with caplog.at_level(logging.INFO):
+        logger.info("HTTP Request: GET %s", f"https://g/v26.0/me?access_token={USER_TOKEN}")
+        try:
+            raise RuntimeError(f"failed with {USER_TOKEN} and {SECRET}")
+        except RuntimeError:
+            logger.exception("boom")
+    text = caplog.text
+    assert USER_TOKEN not in text
+    assert SECRET not in text
+    assert "RuntimeError" in text  # the traceback itself is kept
+    assert text.count(REDACTED) >= 3
+
+
+def test_install_is_idempotent_and_accumulates_secrets(
+    scrubbed_logging: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    install_log_scrubbing(["another-secret-value"])
+    factory = logging.getLogRecordFactory()
+    install_log_scrubbing([])
+    assert logging.getLogRecordFactory() is factory
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("x").info("a %s b %s", SECRET, "another-secret-value")
+    assert caplog.records[-1].getMessage() == f"a {REDACTED} b {REDACTED}"
