@@ -62,7 +62,7 @@ def test_log_records_are_scrubbed_including_tracebacks(
     scrubbed_logging: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     logger = logging.getLogger("httpx")
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="httpx"):
         logger.info("HTTP Request: GET %s", f"https://g/v26.0/me?access_token={USER_TOKEN}")
         try:
             raise RuntimeError(f"failed with {USER_TOKEN} and {SECRET}")

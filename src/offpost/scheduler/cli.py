@@ -8,55 +8,19 @@ and nothing is built at import time.
 
 from __future__ import annotations
 
-import functools
-import logging
-import sys
-from collections.abc import Callable
-from typing import ParamSpec, TypeVar
-
 import click
 
 from offpost import __version__
-from offpost.errors import OffpostError
-from offpost.redact import install_log_scrubbing
-from offpost.scheduler.settings import Settings, load_settings
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _fail(message: str) -> None:
-    click.echo(f"offpost: {message}", err=True)
-    sys.exit(1)
-
-
-def one_line_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn offpost's own errors into the one-line, exit-1 contract of API.md §1."""
-
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return func(*args, **kwargs)
-        except OffpostError as exc:
-            _fail(str(exc))
-            raise AssertionError("unreachable") from None
-
-    return wrapper
-
-
-def _settings() -> Settings:
-    """Read the settings once for this process and keep its secrets out of every log line."""
-    settings = load_settings()
-    install_log_scrubbing([settings.app_secret.get_secret_value()] if settings.app_secret else [])
-    return settings
+from offpost.scheduler.commands.clients import clients
+from offpost.scheduler.commands.common import configure_logging, one_line_errors, process_settings
+from offpost.scheduler.commands.keys import keys
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="offpost")
 def main() -> None:
     """offpost: schedule Facebook Page posts and publish them later from the server."""
-    install_log_scrubbing()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging()
 
 
 @main.command()
@@ -65,7 +29,7 @@ def migrate() -> None:
     """Bring the database schema to the newest version."""
     from offpost.models.migrate import upgrade_to_head
 
-    settings = _settings()
+    settings = process_settings()
     before, after = upgrade_to_head(settings.database_url)
     if before == after:
         click.echo(f"database schema already at {after}")
@@ -81,7 +45,7 @@ def sandbox(host: str, port: int) -> None:
     """Run the Graph sandbox alone (a local imitation of the Graph API)."""
     from offpost.graph.sandbox.server import serve
 
-    settings = _settings()
+    settings = process_settings()
     serve(
         host=host,
         port=port,
@@ -89,3 +53,38 @@ def sandbox(host: str, port: int) -> None:
         app_secret=settings.app_secret.get_secret_value() if settings.app_secret else None,
         announce=click.echo,
     )
+
+
+@main.command()
+@click.option("--host", default=None, help="Interface to listen on [default: OFFPOST_API_HOST].")
+@click.option(
+    "--port", default=None, type=click.IntRange(1, 65535), help="[default: OFFPOST_API_PORT]"
+)
+@one_line_errors
+def api(host: str | None, port: int | None) -> None:
+    """Serve the HTTP API (one replica of a distributed deployment)."""
+    import uvicorn
+
+    from offpost.models import make_engine
+    from offpost.models.migrate import ensure_schema_current
+    from offpost.scheduler.api.app import create_app
+
+    settings = process_settings()
+    settings.require("app_id", "app_secret", "encryption_keys")
+    # Refuse an outdated schema here, with one line, before uvicorn starts.
+    engine = make_engine(settings.database_url)
+    try:
+        ensure_schema_current(engine)
+    finally:
+        engine.dispose()
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        access_log=False,  # request lines would carry nothing useful that our logs lack
+        log_config=None,  # keep the scrubbed logging configured at start
+    )
+
+
+main.add_command(clients)
+main.add_command(keys)
