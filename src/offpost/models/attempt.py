@@ -65,7 +65,8 @@ class Attempt(Base):
     )
     http_status: Mapped[int | None] = mapped_column(Integer, default=None)
     #: Graph's ``error.code``/``error_subcode``/``message``/``fbtrace_id``, when it failed.
-    error_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    #: Graph's ``error.code`` as text, or an offpost code such as ``timeout``.
+    error_code: Mapped[str | None] = mapped_column(String(64), default=None)
     error_subcode: Mapped[int | None] = mapped_column(Integer, default=None)
     error_message: Mapped[str | None] = mapped_column(Text, default=None)
     fbtrace_id: Mapped[str | None] = mapped_column(String(64), default=None)

@@ -122,6 +122,10 @@ class Post(Timestamps, Base):
     published_at: Mapped[datetime | None] = mapped_column(default=None)
     #: ``{"code", "subcode", "message", "fbtrace_id"}`` of the last failure, if any.
     last_error: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    #: Set when an attempt's outcome is unknown (timeout, lost reply, 5xx, duplicate):
+    #: the start of the earliest such attempt. Before any further Graph call the
+    #: worker reads the Page's posts since then and adopts ours if it is there.
+    reconcile_since: Mapped[datetime | None] = mapped_column(default=None)
 
     def __repr__(self) -> str:
         return (

@@ -198,6 +198,7 @@ def upgrade() -> None:
         sa.Column("graph_post_id", sa.String(length=128), nullable=True),
         sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("last_error", JSON_DOCUMENT, nullable=True),
+        sa.Column("reconcile_since", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.CheckConstraint(
@@ -267,7 +268,7 @@ def upgrade() -> None:
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("outcome", sa.String(length=16), nullable=True),
         sa.Column("http_status", sa.Integer(), nullable=True),
-        sa.Column("error_code", sa.Integer(), nullable=True),
+        sa.Column("error_code", sa.String(length=64), nullable=True),
         sa.Column("error_subcode", sa.Integer(), nullable=True),
         sa.Column("error_message", sa.Text(), nullable=True),
         sa.Column("fbtrace_id", sa.String(length=64), nullable=True),
