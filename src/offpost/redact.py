@@ -31,17 +31,18 @@ _SECRET_PARAMS = (
     "fb_exchange_token",
     "client_secret",
     "appsecret_proof",
-    "code",
     "app_secret",
 )
 _SECRET_PARAM = re.compile(
     r"(?P<key>\b(?:" + "|".join(_SECRET_PARAMS) + r")(?:=|%3D|\"\s*:\s*\"|'\s*:\s*'))"
     r"(?P<value>[^&\s\"',;)}\]]+)"
 )
+# OAuth codes (``code=...``) are long; short values are Graph error codes ("code=32").
+_CODE_PARAM = re.compile(r"(?P<key>\bcode(?:=|%3D|\"\s*:\s*\"))(?P<value>[A-Za-z0-9_-]{16,})")
 # "Authorization: Bearer <key>" and "OAuth <token>" headers echoed in text.
 _AUTH_HEADER = re.compile(r"(?i)\b(bearer|oauth)\s+[A-Za-z0-9._|~+/=-]{8,}")
 # App access tokens are "<app id>|<app secret>".
-_APP_TOKEN = re.compile(r"\b\d{5,}\|[A-Za-z0-9_-]{8,}")
+_APP_TOKEN = re.compile(r"\b\d{5,}(?:\||%7C)[A-Za-z0-9_-]{8,}", re.IGNORECASE)
 
 
 def scrub(text: str, secrets: Iterable[str] = ()) -> str:
@@ -50,6 +51,7 @@ def scrub(text: str, secrets: Iterable[str] = ()) -> str:
         if secret and len(secret) >= 4:
             text = text.replace(secret, REDACTED)
     text = _SECRET_PARAM.sub(lambda m: m.group("key") + REDACTED, text)
+    text = _CODE_PARAM.sub(lambda m: m.group("key") + REDACTED, text)
     text = _AUTH_HEADER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
     text = _APP_TOKEN.sub(REDACTED, text)
     text = _FACEBOOK_TOKEN.sub(REDACTED, text)

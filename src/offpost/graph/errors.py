@@ -33,33 +33,16 @@ text that ends up in logs and API responses, so it is cleaned defensively.
 from __future__ import annotations
 
 import enum
-import re
 from typing import Any, TypedDict, Unpack
 
 from offpost.errors import OffpostError
 from offpost.graph.usage import EMPTY_USAGE, GraphUsage
-
-REDACTED = "[redacted]"
-
-# Facebook access tokens start with "EAA" and are long base62 strings.
-_FACEBOOK_TOKEN = re.compile(r"\bEAA[A-Za-z0-9]{20,}")
-# App access tokens are "<app id>|<app secret>" (also percent-encoded).
-_APP_TOKEN = re.compile(r"\b\d{5,}(?:\||%7C)[A-Za-z0-9_-]{8,}", re.IGNORECASE)
-# Parameters whose values are secrets, as they appear in URLs, forms and JSON.
-_SECRET_PARAM = re.compile(
-    r"(?P<key>\b(?:access_token|input_token|fb_exchange_token|client_secret|appsecret_proof|code)"
-    r"(?:=|%3D|\"\s*:\s*\"))(?P<value>[^&\s\"',;)}\]]+)"
-)
+from offpost.redact import scrub
 
 
 def scrub_secrets(text: str, secrets: tuple[str, ...] = ()) -> str:
     """``text`` without token-shaped strings, secret parameters and the given ``secrets``."""
-    for secret in secrets:
-        if len(secret) >= 4:
-            text = text.replace(secret, REDACTED)
-    text = _SECRET_PARAM.sub(lambda m: m.group("key") + REDACTED, text)
-    text = _APP_TOKEN.sub(REDACTED, text)
-    return _FACEBOOK_TOKEN.sub(REDACTED, text)
+    return scrub(text, secrets)
 
 
 class AuthReason(enum.StrEnum):

@@ -1,0 +1,216 @@
+"""The ``/_sandbox/`` control routes (API.md §6): not Graph, but how tests steer the sandbox.
+
+From API.md §6: ``POST /apps``, ``POST /users``, ``POST /clock``,
+``POST /users/{id}/invalidate``, ``POST|DELETE /faults``,
+``GET /pages/{id}/posts``, ``GET /calls``. Added here: ``GET /clock``,
+``GET /faults``, ``DELETE /calls``, ``GET|POST /settings``, ``POST /reset``
+and ``POST /users/{id}/tokens`` (a fresh short-lived token, as if the user
+logged in again). Errors of these routes are FastAPI's ``{"detail": …}``,
+not Graph envelopes. Nothing here ever returns an app secret.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from offpost.graph.sandbox.pages import graph_time, post_view
+from offpost.graph.sandbox.settings import SandboxSettings
+from offpost.graph.sandbox.state import DEFAULT_SCOPES, INVALIDATION_SUBCODES, SHORT_LIVED_S, World
+
+CONTROL_PREFIX = "/_sandbox"
+
+router = APIRouter(prefix=CONTROL_PREFIX)
+
+
+def _world(request: Request) -> World:
+    world: World = request.app.state.world
+    return world
+
+
+WorldDep = Annotated[World, Depends(_world)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AppIn(_Body):
+    app_id: str = Field(pattern=r"^\d{1,20}$")
+    app_secret: str = Field(min_length=1)
+    name: str | None = None
+    redirect_uris: list[str] | None = None
+
+
+class UserIn(_Body):
+    name: str | None = None
+    pages: int = Field(default=1, ge=0, le=1000)
+    scopes: list[str] | None = None
+    app_id: str | None = None
+
+
+class InvalidateIn(_Body):
+    reason: Literal["password_changed", "deauthorized", "logged_out"]
+
+
+class ClockIn(_Body):
+    advance_seconds: float = Field(ge=0)
+
+
+class FaultIn(_Body):
+    path: str
+    method: str | None = None
+    times: int = Field(default=1, ge=1)
+    status: int | None = Field(default=None, ge=100, le=599)
+    error: dict[str, Any] | None = None
+    latency_ms: int = Field(default=0, ge=0, le=600_000)
+    drop_response: bool = False
+    after_effect: bool = False
+    headers: dict[str, str] | None = None
+    probability: float = Field(default=1.0, gt=0.0, le=1.0)
+
+    @field_validator("path")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+
+@router.post("/apps", status_code=201)
+def register_app(body: AppIn, world: WorldDep) -> dict[str, Any]:
+    """Register (or re-register, e.g. after a secret reset) an app."""
+    uris = frozenset(body.redirect_uris) if body.redirect_uris is not None else None
+    app = world.register_app(body.app_id, body.app_secret, name=body.name, redirect_uris=uris)
+    return {"app_id": app.app_id, "name": app.name}
+
+
+@router.post("/users", status_code=201)
+def create_user(body: UserIn, world: WorldDep) -> dict[str, Any]:
+    """A user with Pages and a short-lived user token."""
+    app_id = body.app_id or world.default_app_id
+    if app_id not in world.apps:
+        raise HTTPException(404, f"no app {app_id} is registered")
+    scopes = tuple(body.scopes) if body.scopes is not None else DEFAULT_SCOPES
+    with world.lock:
+        user, token = world.create_user(
+            name=body.name, pages=body.pages, scopes=scopes, app_id=app_id
+        )
+        pages = [{"id": pid, "name": world.pages[pid].name} for pid in user.page_ids]
+    return {
+        "user_id": user.user_id,
+        "name": user.name,
+        "app_id": app_id,
+        "access_token": token.value,
+        "expires_in": SHORT_LIVED_S,
+        "pages": pages,
+    }
+
+
+def _known_user(world: World, user_id: str) -> None:
+    if user_id not in world.users:
+        raise HTTPException(404, f"no user {user_id}")
+
+
+@router.post("/users/{user_id}/tokens", status_code=201)
+def login_again(user_id: str, world: WorldDep) -> dict[str, Any]:
+    """A new short-lived user token for an existing user (a fresh Facebook Login)."""
+    _known_user(world, user_id)
+    token = world.login(user_id)
+    return {"access_token": token.value, "expires_in": SHORT_LIVED_S}
+
+
+@router.post("/users/{user_id}/invalidate")
+def invalidate_user(user_id: str, body: InvalidateIn, world: WorldDep) -> dict[str, Any]:
+    """Every token of the user, and every Page token derived from them, starts failing with 190."""
+    _known_user(world, user_id)
+    subcode = INVALIDATION_SUBCODES[body.reason]
+    count = world.invalidate_user(user_id, subcode)
+    return {
+        "user_id": user_id,
+        "reason": body.reason,
+        "subcode": subcode,
+        "invalidated_tokens": count,
+    }
+
+
+@router.get("/clock")
+def read_clock(world: WorldDep) -> dict[str, Any]:
+    return {"now": int(world.now())}
+
+
+@router.post("/clock")
+def advance_clock(body: ClockIn, world: WorldDep) -> dict[str, Any]:
+    return {"now": int(world.advance_clock(body.advance_seconds))}
+
+
+@router.post("/faults", status_code=201)
+def add_fault(body: FaultIn, world: WorldDep) -> dict[str, Any]:
+    with world.lock:
+        fault = world.faults.add(**body.model_dump())
+        return fault.describe()
+
+
+@router.get("/faults")
+def list_faults(world: WorldDep) -> dict[str, Any]:
+    with world.lock:
+        return {"data": world.faults.describe()}
+
+
+@router.delete("/faults")
+def clear_faults(world: WorldDep) -> dict[str, Any]:
+    with world.lock:
+        return {"cleared": world.faults.clear()}
+
+
+@router.get("/pages/{page_id}/posts")
+def page_posts(page_id: str, world: WorldDep) -> dict[str, Any]:
+    """Every post created on the Page, oldest first, published or not."""
+    with world.lock:
+        page = world.pages.get(page_id)
+        if page is None:
+            raise HTTPException(404, f"no page {page_id}")
+        return {"data": [{**post_view(post), "page_id": page_id} for post in page.posts]}
+
+
+@router.get("/calls")
+def list_calls(world: WorldDep) -> dict[str, Any]:
+    """The Graph calls received, oldest first, tokens masked."""
+    with world.lock:
+        return {"data": world.calls.entries(), "now": graph_time(world.now())}
+
+
+@router.delete("/calls")
+def clear_calls(world: WorldDep) -> dict[str, Any]:
+    with world.lock:
+        return {"cleared": world.calls.clear()}
+
+
+@router.get("/settings")
+def read_settings(world: WorldDep) -> dict[str, Any]:
+    return world.settings.model_dump()
+
+
+@router.post("/settings")
+def change_settings(world: WorldDep, changes: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+    """Change some switches; the others keep their values. Unknown keys are refused (422)."""
+    with world.lock:
+        try:
+            world.settings = SandboxSettings.model_validate(
+                {**world.settings.model_dump(), **changes}
+            )
+        except ValidationError as exc:
+            raise HTTPException(422, exc.errors(include_url=False, include_context=False)) from None
+        return world.settings.model_dump()
+
+
+@router.post("/reset")
+def reset(world: WorldDep) -> dict[str, Any]:
+    """Forget every user, Page, token, post, fault and call; settings and clock back to start."""
+    world.reset()
+    return {"reset": True, "now": int(world.now())}

@@ -1,0 +1,129 @@
+"""Injected faults (``/_sandbox/faults``): errors, latency and lost replies on chosen calls.
+
+A fault matches a Graph call when its ``path`` regex is found (``re.search``)
+in either the path as received (``/v26.0/123/feed``) or the unversioned path
+(``/123/feed``), and its ``method``, when given, equals the call's. The first
+matching fault, oldest first, is used and its ``times`` counts down; at zero it
+is gone. Faults never match ``/_sandbox/`` routes.
+
+What a fault does, in order: wait ``latency_ms`` (awaited, never blocking);
+then, if it *breaks* the call (has a ``status``, an ``error`` or
+``drop_response``), either before the call's effect or — with
+``after_effect`` — after the call ran (the post exists, the reply is lost):
+reply with the status and error envelope, or close the connection without any
+HTTP response. A fault with only ``latency_ms`` just slows the call.
+``headers`` are added to a broken call's reply (e.g. ``Retry-After`` or a usage
+header), and ``probability`` below 1 makes a fault strike only that share of
+the matching calls (the others pass untouched and do not count down ``times``).
+
+Not thread-safe by itself; the world calls it under its lock.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(eq=False)
+class Fault:
+    fault_id: int
+    pattern: re.Pattern[str]
+    method: str | None
+    remaining: int
+    status: int | None = None
+    error: dict[str, Any] | None = None
+    latency_ms: int = 0
+    drop_response: bool = False
+    after_effect: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+    probability: float = 1.0
+    hits: int = field(default=0)
+
+    @property
+    def breaks(self) -> bool:
+        """Whether the call fails (rather than only being slowed down)."""
+        return self.status is not None or self.error is not None or self.drop_response
+
+    def matches(self, method: str, paths: tuple[str, ...]) -> bool:
+        if self.method is not None and self.method != method:
+            return False
+        return any(self.pattern.search(path) for path in paths)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.fault_id,
+            "path": self.pattern.pattern,
+            "method": self.method,
+            "times": self.remaining,
+            "status": self.status,
+            "error": self.error,
+            "latency_ms": self.latency_ms,
+            "drop_response": self.drop_response,
+            "after_effect": self.after_effect,
+            "headers": self.headers,
+            "probability": self.probability,
+        }
+
+
+class FaultBook:
+    """Pending faults, oldest first."""
+
+    def __init__(self) -> None:
+        self._faults: list[Fault] = []
+        self._ids = itertools.count(1)
+        self._rng = random.Random()
+
+    def add(
+        self,
+        *,
+        path: str,
+        method: str | None,
+        times: int,
+        status: int | None,
+        error: dict[str, Any] | None,
+        latency_ms: int,
+        drop_response: bool,
+        after_effect: bool,
+        headers: dict[str, str] | None = None,
+        probability: float = 1.0,
+    ) -> Fault:
+        fault = Fault(
+            fault_id=next(self._ids),
+            pattern=re.compile(path),
+            method=method.upper() if method else None,
+            remaining=times,
+            status=status,
+            error=error,
+            latency_ms=latency_ms,
+            drop_response=drop_response,
+            after_effect=after_effect,
+            headers=dict(headers or {}),
+            probability=probability,
+        )
+        self._faults.append(fault)
+        return fault
+
+    def take(self, method: str, paths: tuple[str, ...]) -> Fault | None:
+        """The first fault matching this call, counted down (removed once used up)."""
+        for fault in self._faults:
+            if fault.matches(method, paths):
+                if fault.probability < 1.0 and self._rng.random() >= fault.probability:
+                    return None
+                fault.remaining -= 1
+                fault.hits += 1
+                if fault.remaining <= 0:
+                    self._faults.remove(fault)
+                return fault
+        return None
+
+    def clear(self) -> int:
+        count = len(self._faults)
+        self._faults.clear()
+        return count
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [fault.describe() for fault in self._faults]

@@ -1,0 +1,192 @@
+"""The Graph side of the sandbox: one catch-all endpoint that routes like Graph does.
+
+Graph routes by object id and edge rather than by fixed paths, so the
+sandbox does too: ``/oauth/access_token``, ``/oauth/client_code``,
+``/debug_token``, ``/me`` (the caller's user, or Page for a Page token),
+``/{id}`` and ``/{id}/{edge}``. The version prefix is already gone
+(:mod:`.app` strips it). Unknown objects answer Graph's "Unsupported get
+request" (100/33), unknown edges "Tried accessing nonexisting field";
+batch calls (``POST /``) are not simulated.
+
+Per call: read the parameters, apply a matching fault (latency, then an error
+or a dropped connection before or after the effect), authenticate, meter, run
+the handler, answer JSON (``application/json``) or Graph's error envelope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from offpost.graph.sandbox import errors, oauth, pages
+from offpost.graph.sandbox.auth import authenticate, meter, peek_usage
+from offpost.graph.sandbox.calls import CallContext
+from offpost.graph.sandbox.faults import Fault
+from offpost.graph.sandbox.params import GraphRequest
+from offpost.graph.sandbox.state import Page, Token, TokenKind, User, World
+
+logger = logging.getLogger(__name__)
+
+#: Where :mod:`.app` keeps the :class:`CallContext` in the ASGI scope.
+CONTEXT_KEY = "offpost.sandbox.call"
+
+
+def error_response(error: errors.GraphError) -> JSONResponse:
+    headers = {}
+    if error.type == "OAuthException":
+        kind = "invalid_token" if error.code == 190 else "invalid_request"
+        headers["www-authenticate"] = f'OAuth "Facebook Platform" "{kind}" "{error.message}"'
+    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+
+
+async def read_params(request: Request) -> tuple[dict[str, str], dict[str, str]]:
+    """(all parameters, query-string parameters); body values win over the query's."""
+    query = dict(request.query_params)
+    params = dict(query)
+    if request.method in ("GET", "HEAD"):
+        return params, query
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("application/json"):
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError:
+            raise errors.invalid_param("The request body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise errors.invalid_param("The request body must be a JSON object")
+        for key, value in body.items():
+            params[key] = value if isinstance(value, str) else json.dumps(value)
+    elif content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        form = await request.form()
+        for key, value in form.multi_items():
+            params[key] = (value.filename or key) if isinstance(value, UploadFile) else value
+        await form.close()
+    return params, query
+
+
+def _header_token(request: Request) -> str | None:
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    return (value.strip() or None) if scheme.lower() in ("oauth", "bearer") else None
+
+
+def _fault_response(fault: Fault, ctx: CallContext) -> Response:
+    if fault.drop_response:
+        ctx.drop = True
+        return Response(status_code=502)
+    status, body = errors.complete_error(fault.error or {}, fault.status)
+    return JSONResponse(body, status_code=status, headers=fault.headers or None)
+
+
+async def graph_endpoint(request: Request) -> Response:
+    """Every Graph call lands here."""
+    world: World = request.app.state.world
+    ctx: CallContext = request.scope[CONTEXT_KEY]
+    try:
+        params, query = await read_params(request)
+    except errors.GraphError as exc:
+        return error_response(exc)
+    ctx.params = params
+    req = GraphRequest(
+        method=request.method,
+        segments=tuple(part for part in ctx.graph_path.split("/") if part),
+        params=params,
+        query=query,
+        base_url=f"{request.url.scheme}://{request.url.netloc}",
+        version=ctx.version,
+        ctx=ctx,
+        header_token=_header_token(request),
+    )
+    with world.lock:
+        fault = world.faults.take(request.method, (ctx.path, ctx.graph_path))
+    if fault is not None:
+        ctx.fault_id = fault.fault_id
+        if fault.latency_ms:
+            await asyncio.sleep(fault.latency_ms / 1000)
+        if fault.breaks and not fault.after_effect:
+            peek_usage(world, ctx, req.token_value)
+            return _fault_response(fault, ctx)
+    try:
+        response: Response = JSONResponse(await dispatch(world, req))
+    except errors.GraphError as exc:
+        response = error_response(exc)
+    except Exception:
+        logger.exception("sandbox handler failed", extra={"action": "sandbox_handler_failed"})
+        response = error_response(errors.unknown_error())
+    if fault is not None and fault.breaks:
+        return _fault_response(fault, ctx)
+    return response
+
+
+async def dispatch(world: World, req: GraphRequest) -> dict[str, Any]:
+    """Route one call to its handler; raises :class:`~.errors.GraphError`."""
+    segments, method = req.segments, req.method
+    if segments == ("oauth", "access_token") and method in ("GET", "POST"):
+        return oauth.access_token(world, req)
+    if segments == ("oauth", "client_code") and method in ("GET", "POST"):
+        return oauth.client_code(world, req)
+    if segments == ("debug_token",) and method == "GET":
+        return oauth.debug_token(world, req)
+    if not segments:
+        raise errors.invalid_param("Batch and root requests are not supported by the sandbox")
+    if segments[0] == "me" and not req.token_value:
+        raise errors.active_token_required()
+    token = authenticate(world, req.token_value, req.params, req.ctx)
+    node_id = _me(token) if segments[0] == "me" else segments[0]
+    with world.lock:
+        user = world.users.get(node_id)
+        post = world.posts.get(node_id)
+        page = world.pages.get(post.page_id if post is not None else node_id)
+    req.ctx.page_id = page.page_id if page is not None else None
+    meter(world, req.ctx, app_id=token.app_id, page_id=req.ctx.page_id, token=token)
+    if len(segments) > 2:
+        raise errors.unknown_path("/".join(segments[2:]))
+    if user is not None and user.app_id == token.app_id:
+        return _user_route(world, req, token, user)
+    if post is not None and page is not None:
+        if len(segments) == 1 and method == "GET":
+            return pages.post_node(req, token, page, post)
+    elif page is not None:
+        return await _page_route(world, req, token, page)
+    raise errors.unsupported_request(method, node_id)
+
+
+def _me(token: Token) -> str:
+    if token.kind is TokenKind.PAGE and token.page_id is not None:
+        return token.page_id
+    if token.user_id is None:
+        raise errors.active_token_required()
+    return token.user_id
+
+
+def _user_route(world: World, req: GraphRequest, token: Token, user: User) -> dict[str, Any]:
+    if len(req.segments) == 1:
+        if req.method != "GET":
+            raise errors.unsupported_request(req.method, user.user_id)
+        return pages.user_node(req, user)
+    edge = req.segments[1]
+    if edge == "accounts" and req.method == "GET":
+        return pages.accounts(world, req, token, user)
+    raise errors.nonexisting_field(edge, "User")
+
+
+async def _page_route(world: World, req: GraphRequest, token: Token, page: Page) -> dict[str, Any]:
+    method = req.method
+    if len(req.segments) == 1:
+        if method != "GET":
+            raise errors.unsupported_request(method, page.page_id)
+        return pages.page_node(world, req, token, page)
+    edge = req.segments[1]
+    if edge in ("feed", "posts") and method == "GET":
+        return pages.read_feed(world, req, token, page)
+    if edge == "feed" and method == "POST":
+        return await pages.publish_feed(world, req, token, page)
+    if edge == "photos" and method == "POST":
+        return await pages.publish_photo(world, req, token, page)
+    if edge in ("feed", "posts", "photos"):
+        raise errors.unsupported_request(method, page.page_id)
+    raise errors.nonexisting_field(edge, "Page")

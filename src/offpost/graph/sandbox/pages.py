@@ -1,0 +1,262 @@
+"""Users, Pages and posts: ``/me``, ``/{id}``, ``/{user}/accounts``, ``/{page}/feed|posts|photos``.
+
+- ``/{user}/accounts`` (``/me/accounts``) lists the user's Pages with their Page
+  tokens, cursor-paged; it needs ``pages_show_list`` (GRAPH.md §3).
+- ``/{page}?fields=access_token`` with an admin's user token gives the Page token.
+- ``POST /{page}/feed`` and ``/photos`` need that Page's token with
+  ``pages_manage_posts``; a user token gets ``(#200)`` with HTTP 403 (F9). The
+  ``scheduled_publish_time`` window and an added publish latency come from the
+  settings; duplicate detection (``(#506)``) compares a feed post's message and
+  link with the Page's previous post.
+- ``GET /{page}/feed`` and ``/posts`` list published posts newest first
+  (``since``/``until``, ``limit``, cursors), readable with the Page's token or an
+  admin's user token holding ``pages_read_engagement``. Unpublished and
+  scheduled posts are not listed, as on Graph.
+
+Times are the sandbox clock, formatted like Graph's ``2026-11-28T17:00:00+0000``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from offpost.graph.sandbox import errors
+from offpost.graph.sandbox.params import GraphRequest, paginate, parse_bool, parse_time, select
+from offpost.graph.sandbox.state import Page, Post, Token, TokenKind, User, World
+
+MAX_MESSAGE_CHARS = 63_206
+PAGE_TASKS = ("ANALYZE", "ADVERTISE", "MODERATE", "CREATE_CONTENT", "MANAGE")
+_BRAND_CATEGORY = {"id": "1605186416478696", "name": "Brand"}
+_POST_FIELDS = ("created_time", "message", "id")
+
+
+def graph_time(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S+0000")
+
+
+def post_view(post: Post) -> dict[str, Any]:
+    """Every field the sandbox knows of a post (absent values left out, as Graph does)."""
+    view: dict[str, Any] = {"id": post.post_id, "created_time": graph_time(post.created_time)}
+    if post.message is not None:
+        view["message"] = post.message
+    if post.link is not None:
+        view["link"] = post.link
+    if post.photo_url is not None:
+        view["full_picture"] = post.photo_url
+    view["is_published"] = post.published
+    if post.scheduled_publish_time is not None:
+        view["scheduled_publish_time"] = post.scheduled_publish_time
+    view["permalink_url"] = f"https://www.facebook.com/{post.post_id}"
+    return view
+
+
+def _admin(token: Token, page: Page) -> bool:
+    return token.user_id is not None and token.user_id in page.admin_ids
+
+
+# --- nodes ------------------------------------------------------------------------------
+
+
+def user_node(req: GraphRequest, user: User) -> dict[str, Any]:
+    return select({"id": user.user_id, "name": user.name}, req.fields(("name", "id")))
+
+
+def page_node(world: World, req: GraphRequest, token: Token, page: Page) -> dict[str, Any]:
+    fields = req.fields(("name", "id"))
+    node: dict[str, Any] = {
+        "id": page.page_id,
+        "name": page.name,
+        "category": page.category,
+        "category_list": [_BRAND_CATEGORY],
+    }
+    if "access_token" in fields:
+        if token.kind is TokenKind.PAGE and token.page_id == page.page_id:
+            node["access_token"] = token.value
+        elif token.kind is TokenKind.USER and _admin(token, page):
+            node["access_token"] = world.page_token_for(token, page.page_id).value
+    return select(node, fields)
+
+
+def post_node(req: GraphRequest, token: Token, page: Page, post: Post) -> dict[str, Any]:
+    _require_reader(token, page)
+    return select(post_view(post), req.fields(_POST_FIELDS))
+
+
+# --- /accounts --------------------------------------------------------------------------
+
+
+def accounts(world: World, req: GraphRequest, token: Token, user: User) -> dict[str, Any]:
+    if token.kind is not TokenKind.USER:
+        raise errors.nonexisting_field(
+            "accounts", "Page" if token.kind is TokenKind.PAGE else "Application"
+        )
+    if token.user_id != user.user_id:
+        raise errors.unsupported_request("GET", user.user_id)
+    if "pages_show_list" not in token.scopes:
+        raise errors.accounts_permission()
+    fields = req.fields(("access_token", "category", "category_list", "name", "id", "tasks"))
+    with world.lock:
+        pages = [world.pages[page_id] for page_id in user.page_ids]
+        chunk, paging = paginate(req, pages, key=lambda page: page.page_id)
+        data = []
+        for page in chunk:
+            entry: dict[str, Any] = {
+                "category": page.category,
+                "category_list": [_BRAND_CATEGORY],
+                "name": page.name,
+                "id": page.page_id,
+                "tasks": list(PAGE_TASKS),
+            }
+            if "access_token" in fields:
+                entry["access_token"] = world.page_token_for(token, page.page_id).value
+            data.append(select(entry, fields))
+    body: dict[str, Any] = {"data": data}
+    if paging:
+        body["paging"] = paging
+    return body
+
+
+# --- feed -------------------------------------------------------------------------------
+
+
+def _require_reader(token: Token, page: Page) -> None:
+    allowed = (token.kind is TokenKind.PAGE and token.page_id == page.page_id) or (
+        token.kind is TokenKind.USER and _admin(token, page)
+    )
+    if not allowed or "pages_read_engagement" not in token.scopes:
+        raise errors.read_permission()
+
+
+def _require_publisher(token: Token, page: Page) -> None:
+    if (
+        token.kind is not TokenKind.PAGE
+        or token.page_id != page.page_id
+        or "pages_manage_posts" not in token.scopes
+    ):
+        raise errors.publish_permission()
+
+
+def read_feed(world: World, req: GraphRequest, token: Token, page: Page) -> dict[str, Any]:
+    _require_reader(token, page)
+    bounds = {}
+    for name in ("since", "until"):
+        raw = req.params.get(name)
+        if raw:
+            parsed = parse_time(raw)
+            if parsed is None:
+                raise errors.invalid_param(
+                    f"The parameter {name} must be a unix time or ISO-8601 time"
+                )
+            bounds[name] = parsed
+    since, until = bounds.get("since"), bounds.get("until")
+    with world.lock:
+        posts = [
+            post
+            for post in reversed(page.posts)
+            if post.published
+            and (since is None or post.created_time >= since)
+            and (until is None or post.created_time <= until)
+        ]
+    chunk, paging = paginate(req, posts, key=lambda post: post.post_id)
+    fields = req.fields(_POST_FIELDS)
+    body: dict[str, Any] = {"data": [select(post_view(post), fields) for post in chunk]}
+    if paging:
+        body["paging"] = paging
+    return body
+
+
+def _publish_options(world: World, req: GraphRequest) -> tuple[bool, int | None]:
+    published = parse_bool(req.params.get("published"), default=True)
+    raw = req.params.get("scheduled_publish_time")
+    if not raw:
+        return published, None
+    if published:
+        raise errors.invalid_param(
+            "You cannot specify a scheduled publish time on a published post"
+        )
+    when = parse_time(raw)
+    settings = world.settings
+    ahead_s = None if when is None else when - world.now()
+    if ahead_s is None or not settings.schedule_min_s <= ahead_s <= settings.schedule_max_s:
+        raise errors.invalid_param("The specified scheduled publish time is invalid.")
+    return published, when
+
+
+async def _publish_latency(world: World) -> None:
+    latency_ms = world.settings.publish_latency_ms
+    if latency_ms:
+        await asyncio.sleep(latency_ms / 1000)
+
+
+def _created(req: GraphRequest, post: Post, body: dict[str, Any]) -> dict[str, Any]:
+    """The reply, with read-after-write ``fields`` when asked for."""
+    if "fields" in req.params:
+        body.update(select(post_view(post), req.fields(())))
+    return body
+
+
+async def publish_feed(world: World, req: GraphRequest, token: Token, page: Page) -> dict[str, Any]:
+    _require_publisher(token, page)
+    message = req.params.get("message") or None
+    link = req.params.get("link") or None
+    if message is None and link is None:
+        raise errors.invalid_param("Missing message or attachment")
+    if message is not None and len(message) > MAX_MESSAGE_CHARS:
+        raise errors.invalid_param(
+            f"Message is too long: the maximum is {MAX_MESSAGE_CHARS} characters"
+        )
+    published, scheduled = _publish_options(world, req)
+    await _publish_latency(world)
+    with world.lock:
+        if (
+            world.settings.duplicate_detection
+            and message is not None
+            and page.last_content == (message, link)
+        ):
+            raise errors.duplicate_post()
+        post = world.add_post(
+            page,
+            Post(
+                post_id=f"{page.page_id}_{world.new_id(16)}",
+                page_id=page.page_id,
+                created_time=world.now(),
+                message=message,
+                link=link,
+                published=published,
+                scheduled_publish_time=scheduled,
+            ),
+        )
+    return _created(req, post, {"id": post.post_id})
+
+
+async def publish_photo(
+    world: World, req: GraphRequest, token: Token, page: Page
+) -> dict[str, Any]:
+    _require_publisher(token, page)
+    url = req.params.get("url") or req.params.get("source")
+    if not url:
+        raise errors.photo_required()
+    caption = req.params.get("caption") or req.params.get("message") or None
+    published, scheduled = _publish_options(world, req)
+    await _publish_latency(world)
+    photo_id = world.new_id(16)
+    if not published and scheduled is None:
+        return {"id": photo_id}
+    with world.lock:
+        post = world.add_post(
+            page,
+            Post(
+                post_id=f"{page.page_id}_{world.new_id(16)}",
+                page_id=page.page_id,
+                created_time=world.now(),
+                message=caption,
+                link=None,
+                published=published,
+                scheduled_publish_time=scheduled,
+                photo_id=photo_id,
+                photo_url=url,
+            ),
+        )
+    return _created(req, post, {"id": photo_id, "post_id": post.post_id})

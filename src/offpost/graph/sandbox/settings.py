@@ -1,0 +1,49 @@
+"""The sandbox's switches, read and changed through ``/_sandbox/settings``.
+
+Defaults imitate real Graph with "Require App Secret" on; budgets are generous
+so benchmarks are not throttled unless a test lowers them.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from offpost.graph.proof import PROOF_MAX_AGE_S
+
+
+class SandboxSettings(BaseModel):
+    """Behaviour switches of one sandbox (immutable; replace to change)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: "Require App Secret": user/Page-token calls without a proof fail with 100.
+    require_proof: bool = True
+    #: ``(#506) Duplicate status message`` for the same message twice in a row on a Page.
+    duplicate_detection: bool = True
+    #: Leave ``expires_in`` out of token responses (GRAPH.md F4).
+    omit_expires_in: bool = False
+    #: Extra delay of every publish (``POST /{page}/feed|photos``), awaited, never blocking.
+    publish_latency_ms: int = Field(default=0, ge=0, le=600_000)
+    #: Allowed ``scheduled_publish_time`` window, seconds from now (GRAPH.md §6).
+    schedule_min_s: int = Field(default=600, ge=0)
+    schedule_max_s: int = Field(default=30 * 86_400, ge=0)
+    #: A timed proof older than this (real wall clock) is rejected.
+    proof_max_age_s: int = Field(default=PROOF_MAX_AGE_S, ge=0)
+    #: How far in the future ``appsecret_time`` may be (client clocks run ahead).
+    proof_future_skew_s: int = Field(default=30, ge=0)
+    #: Rolling window of the usage counters, sandbox-clock seconds.
+    usage_window_s: int = Field(default=3600, ge=1)
+    #: Calls per window with user/app tokens before ``(#4)``.
+    app_call_budget: int = Field(default=100_000, ge=1)
+    #: Calls per window on one Page before ``(#32)`` / ``(#80001)``.
+    page_call_budget: int = Field(default=100_000, ge=1)
+    #: The ``facebook-api-version`` answered to unversioned calls.
+    api_version: str = Field(default="v26.0", pattern=r"^v\d+\.\d+$")
+    #: Lifetime of ``/oauth/client_code`` codes, sandbox-clock seconds.
+    code_ttl_s: int = Field(default=600, ge=1)
+
+    @model_validator(mode="after")
+    def _check_window(self) -> SandboxSettings:
+        if self.schedule_min_s > self.schedule_max_s:
+            raise ValueError("schedule_min_s must not exceed schedule_max_s")
+        return self

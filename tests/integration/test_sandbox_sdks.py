@@ -1,0 +1,189 @@
+"""Meta's own Python SDKs, pointed at the sandbox: if they disagree with it, the sandbox is wrong.
+
+facebook-sdk 3.1.0 has no ``app_secret`` argument (that came later on its
+master branch), so its calls pass ``appsecret_proof`` explicitly, as its
+``**args`` allow; facebook-business adds its untimed proof to every call itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import facebook
+import pytest
+import requests
+from facebook_business.api import FacebookAdsApi, FacebookSession
+from facebook_business.exceptions import FacebookRequestError
+
+from offpost.graph.sandbox import RunningSandbox, running_sandbox
+from tests.integration.sandbox_support import SandboxClient, sandbox_client
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RunningSandbox]:
+    with running_sandbox() as running:
+        yield running
+
+
+@pytest.fixture
+def sandbox(server: RunningSandbox) -> Iterator[SandboxClient]:
+    with sandbox_client(server) as client:
+        yield client
+
+
+# --- facebook-sdk (mobolic) ---------------------------------------------------------------
+
+
+@pytest.fixture
+def graph_api(monkeypatch: pytest.MonkeyPatch, sandbox: SandboxClient) -> Iterator[Any]:
+    """``facebook.GraphAPI`` for a token, sending to the sandbox; sessions closed afterwards."""
+    monkeypatch.setattr(facebook, "FACEBOOK_GRAPH_URL", sandbox.url + "/")
+    sessions: list[requests.Session] = []
+
+    def make(token: str) -> facebook.GraphAPI:
+        session = requests.Session()
+        sessions.append(session)
+        return facebook.GraphAPI(access_token=token, version="3.1", timeout=5, session=session)
+
+    yield make
+    for session in sessions:
+        session.close()
+
+
+def test_facebook_sdk_exchanges_debugs_lists_and_publishes(
+    sandbox: SandboxClient, graph_api: Any
+) -> None:
+    user = sandbox.mint_user(pages=2)
+
+    extended = graph_api(user["access_token"]).extend_access_token(
+        sandbox.app_id, sandbox.app_secret
+    )
+    long_token = extended["access_token"]
+    assert long_token != user["access_token"]
+    assert 5_184_000 - 5 <= int(extended["expires_in"]) <= 5_184_000
+
+    info = graph_api(long_token).debug_access_token(long_token, sandbox.app_id, sandbox.app_secret)[
+        "data"
+    ]
+    assert info["is_valid"] is True
+    assert info["type"] == "USER"
+    assert info["user_id"] == user["user_id"]
+
+    accounts = graph_api(long_token).get_connections("me", "accounts", **sandbox.proof(long_token))
+    assert {page["id"] for page in accounts["data"]} == {p["id"] for p in user["pages"]}
+    page = accounts["data"][0]
+
+    page_token = page["access_token"]
+    result = graph_api(page_token).put_object(
+        page["id"], "feed", message="hello from facebook-sdk", **sandbox.proof(page_token)
+    )
+    assert result["id"].startswith(page["id"] + "_")
+    assert [post["message"] for post in sandbox.posts(page["id"])] == ["hello from facebook-sdk"]
+
+
+@pytest.mark.parametrize(
+    ("proof", "message"),
+    [
+        ({"appsecret_proof": "0" * 64}, "Invalid appsecret_proof provided in the API argument"),
+        ({}, "API calls from the server require an appsecret_proof argument"),
+    ],
+    ids=["forged", "missing"],
+)
+def test_facebook_sdk_sees_proof_errors(
+    sandbox: SandboxClient, graph_api: Any, proof: dict[str, str], message: str
+) -> None:
+    token = sandbox.mint_user()["access_token"]
+    with pytest.raises(facebook.GraphAPIError) as caught:
+        graph_api(token).get_connections("me", "accounts", **proof)
+    assert caught.value.code == 100
+    assert caught.value.message == message
+    assert caught.value.type == "GraphMethodException"
+
+
+def test_facebook_sdk_sees_expired_token_after_clock_moves(
+    sandbox: SandboxClient, graph_api: Any
+) -> None:
+    token = sandbox.mint_user()["access_token"]
+    assert graph_api(token).get_object("me", **sandbox.proof(token))["id"]
+    sandbox.advance(3601)
+    with pytest.raises(facebook.GraphAPIError) as caught:
+        graph_api(token).get_object("me", **sandbox.proof(token))
+    assert caught.value.code == 190
+    assert caught.value.result["error"]["error_subcode"] == 463
+    assert caught.value.message.startswith("Error validating access token: Session has expired on")
+
+
+# --- facebook-business ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def ads_api(monkeypatch: pytest.MonkeyPatch, sandbox: SandboxClient) -> Iterator[Any]:
+    """``FacebookAdsApi.init(...)`` against the sandbox; returns the default api."""
+    monkeypatch.setattr(FacebookSession, "GRAPH", sandbox.url)
+    monkeypatch.setattr(FacebookAdsApi, "_default_api", None)
+    apis: list[FacebookAdsApi] = []
+
+    def init(token: str, app_secret: str | None = None) -> FacebookAdsApi:
+        FacebookAdsApi.init(
+            sandbox.app_id,
+            app_secret or sandbox.app_secret,
+            token,
+            api_version="v26.0",
+            timeout=5,
+            crash_log=False,
+        )
+        api = FacebookAdsApi.get_default_api()
+        apis.append(api)
+        return api
+
+    yield init
+    for api in apis:
+        api._session.requests.close()
+
+
+def test_facebook_business_exchanges_debugs_lists_and_publishes(
+    sandbox: SandboxClient, ads_api: Any
+) -> None:
+    user = sandbox.mint_user(pages=1)
+    short_token = user["access_token"]
+
+    exchanged = ads_api(short_token).call(
+        "GET",
+        ("oauth", "access_token"),
+        {
+            "grant_type": "fb_exchange_token",
+            "client_id": sandbox.app_id,
+            "client_secret": sandbox.app_secret,
+            "fb_exchange_token": short_token,
+        },
+    )
+    long_token = exchanged.json()["access_token"]
+    assert exchanged.headers()["facebook-api-version"] == "v26.0"
+
+    debug = ads_api(sandbox.app_token).call("GET", ("debug_token",), {"input_token": long_token})
+    assert debug.json()["data"]["is_valid"] is True
+
+    accounts = ads_api(long_token).call("GET", ("me", "accounts")).json()
+    page = accounts["data"][0]
+    assert page["id"] == user["pages"][0]["id"]
+
+    published = ads_api(page["access_token"]).call(
+        "POST", (page["id"], "feed"), {"message": "hello from facebook-business"}
+    )
+    assert published.json()["id"].startswith(page["id"] + "_")
+    assert sandbox.posts(page["id"])[0]["message"] == "hello from facebook-business"
+    proofs = [call["proof"] for call in sandbox.control("GET", "/calls")["data"]]
+    assert proofs == ["valid"] * 4
+
+
+def test_facebook_business_sees_forged_proof(sandbox: SandboxClient, ads_api: Any) -> None:
+    token = sandbox.mint_user()["access_token"]
+    api = ads_api(token, app_secret="not-the-app-secret")
+    with pytest.raises(FacebookRequestError) as caught:
+        api.call("GET", ("me",))
+    assert caught.value.api_error_code() == 100
+    assert (
+        caught.value.api_error_message() == "Invalid appsecret_proof provided in the API argument"
+    )
+    assert caught.value.http_status() == 400
