@@ -30,6 +30,7 @@ from offpost.models.migrate import (
     current_revision,
     ensure_schema_current,
     head_revision,
+    known_revisions,
     upgrade_to_head,
 )
 from offpost.scheduler.cli import main
@@ -49,8 +50,13 @@ def _migrate_with_cli(monkeypatch: pytest.MonkeyPatch, url: str) -> str:
     return result.stdout
 
 
-def test_head_is_the_initial_revision() -> None:
-    assert head_revision() == "0001"
+#: The newest revision in the tree; update with each migration.
+HEAD = "0002"
+
+
+def test_the_history_is_one_straight_line_to_head() -> None:
+    assert head_revision() == HEAD
+    assert known_revisions() == {f"{n:04d}" for n in range(1, int(HEAD) + 1)}
 
 
 def test_migrate_builds_an_empty_database_then_is_a_no_op(
@@ -59,24 +65,24 @@ def test_migrate_builds_an_empty_database_then_is_a_no_op(
     assert current_revision(engine) is None
 
     first = _migrate_with_cli(monkeypatch, database_url)
-    assert "upgraded from empty to 0001" in first
+    assert f"upgraded from empty to {HEAD}" in first
     assert current_revision(engine) == head_revision()
     assert set(inspect(engine).get_table_names()) >= set(Base.metadata.tables)
 
     second = _migrate_with_cli(monkeypatch, database_url)
-    assert "already at 0001" in second
+    assert f"already at {HEAD}" in second
     assert current_revision(engine) == head_revision()
 
 
 def test_upgrade_to_head_reports_before_and_after(database_url: str) -> None:
-    assert upgrade_to_head(database_url) == (None, "0001")
-    assert upgrade_to_head(database_url) == ("0001", "0001")
+    assert upgrade_to_head(database_url) == (None, HEAD)
+    assert upgrade_to_head(database_url) == (HEAD, HEAD)
 
 
 def test_a_plain_postgresql_url_means_psycopg(postgres_url: str) -> None:
     plain = postgres_url.replace("postgresql+psycopg://", "postgresql://")
     assert plain.startswith("postgresql://")
-    assert upgrade_to_head(plain) == (None, "0001")
+    assert upgrade_to_head(plain) == (None, HEAD)
 
 
 def test_the_start_up_check_refuses_an_empty_database_and_passes_after_migrate(
@@ -89,7 +95,7 @@ def test_the_start_up_check_refuses_an_empty_database_and_passes_after_migrate(
     assert "\n" not in message
 
     upgrade_to_head(database_url)
-    assert ensure_schema_current(engine) == "0001"
+    assert ensure_schema_current(engine) == HEAD
 
 
 def test_the_start_up_check_names_both_revisions_of_an_outdated_schema(
@@ -117,12 +123,12 @@ def test_the_outdated_message_has_the_documented_shape(
     monkeypatch: pytest.MonkeyPatch, database_url: str, engine: Engine
 ) -> None:
     upgrade_to_head(database_url)
-    monkeypatch.setattr("offpost.models.migrate.head_revision", lambda: "0002")
-    monkeypatch.setattr("offpost.models.migrate.known_revisions", lambda: {"0001", "0002"})
+    monkeypatch.setattr("offpost.models.migrate.head_revision", lambda: "0099")
+    monkeypatch.setattr("offpost.models.migrate.known_revisions", lambda: {HEAD, "0099"})
     with pytest.raises(SchemaOutdatedError) as caught:
         ensure_schema_current(engine)
     assert str(caught.value) == (
-        "the database schema is at 0001 but this offpost needs 0002: run `offpost migrate`"
+        f"the database schema is at {HEAD} but this offpost needs 0099: run `offpost migrate`"
     )
 
 
@@ -211,4 +217,4 @@ def test_downgrade_removes_everything_and_upgrade_rebuilds_it(
         command.downgrade(alembic_config(connection), "base")
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
     assert current_revision(engine) is None
-    assert upgrade_to_head(database_url) == (None, "0001")
+    assert upgrade_to_head(database_url) == (None, HEAD)

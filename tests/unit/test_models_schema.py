@@ -28,6 +28,7 @@ TABLES = {
     "posts",
     "attempts",
     "schedules",
+    "schedule_events",
     "webhooks",
     "idempotency_keys",
 }

@@ -22,6 +22,7 @@ from offpost.models.idempotency import IdempotencyKey, request_hash
 from offpost.models.ids import IdPrefix, is_id, new_id
 from offpost.models.post import Post, PostStatus
 from offpost.models.schedule import Misfire, Schedule, ScheduleStatus
+from offpost.models.schedule_event import ScheduleEvent, ScheduleEventKind
 from offpost.models.webhook import Webhook, new_webhook_secret
 
 __all__ = [
@@ -42,6 +43,8 @@ __all__ = [
     "Post",
     "PostStatus",
     "Schedule",
+    "ScheduleEvent",
+    "ScheduleEventKind",
     "ScheduleStatus",
     "SchemaMismatchError",
     "SchemaOutdatedError",

@@ -14,6 +14,7 @@ from offpost import __version__
 from offpost.scheduler.commands.clients import clients
 from offpost.scheduler.commands.common import configure_logging, one_line_errors, process_settings
 from offpost.scheduler.commands.keys import keys
+from offpost.scheduler.commands.roles import dispatcher, worker
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -88,3 +89,5 @@ def api(host: str | None, port: int | None) -> None:
 
 main.add_command(clients)
 main.add_command(keys)
+main.add_command(dispatcher)
+main.add_command(worker)

@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from cryptography.fernet import Fernet, MultiFernet
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -50,6 +50,19 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8000, ge=1, le=65535)
     refresh_margin_hours: int = Field(default=72, ge=0, le=24 * 59)
     appsecret_time: bool = True
+    # Beyond API.md §2: limits of the HTTP API.
+    rate_limit_per_minute: int = Field(default=6000, ge=1)
+    auth_failures_per_minute: int = Field(default=20, ge=1)
+    graph_timeout_s: float = Field(default=15.0, gt=0, le=120)
+    # Beyond API.md §2: the publishing machinery (see docs/architecture.md).
+    lease_s: int = Field(default=120, ge=5, le=3600)
+    retry_base_s: float = Field(default=30.0, gt=0, le=3600)
+    retry_cap_s: float = Field(default=3600.0, gt=0, le=86400)
+    requeue_after_s: int = Field(default=120, ge=1, le=86400)
+    dispatch_batch: int = Field(default=500, ge=1, le=10000)
+    message_batch: int = Field(default=20, ge=1, le=500)
+    publish_concurrency: int = Field(default=16, ge=1, le=256)
+    dispatcher_max_sleep_s: float = Field(default=2.0, gt=0, le=60)
 
     @field_validator("database_url")
     @classmethod
@@ -111,6 +124,17 @@ class Settings(BaseSettings):
                 ) from None
         return value
 
+    @model_validator(mode="after")
+    def _check_timings(self) -> Settings:
+        # A worker must never still be calling Graph when its lease runs out, or a
+        # second worker could reconcile too early and publish again.
+        if self.lease_s < 3 * self.graph_timeout_s:
+            raise ValueError(
+                f"OFFPOST_LEASE_S ({self.lease_s}) must be at least 3 x "
+                f"OFFPOST_GRAPH_TIMEOUT_S ({self.graph_timeout_s})"
+            )
+        return self
+
     def encryption_key_list(self) -> list[str]:
         """The Fernet keys, newest first (empty when none are configured)."""
         if self.encryption_keys is None:
@@ -161,6 +185,7 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else "settings"
         message = str(first["msg"]).removeprefix("Value error, ")
-        raise SettingsError(f"{env_name(field)}: {message}") from None
+        if not first["loc"]:  # a rule across variables names them itself
+            raise SettingsError(message) from None
+        raise SettingsError(f"{env_name(str(first['loc'][0]))}: {message}") from None

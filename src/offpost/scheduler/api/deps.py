@@ -1,0 +1,100 @@
+"""FastAPI dependencies as ``Annotated`` aliases; tests swap them with ``dependency_overrides``.
+
+Authentication lives here: ``Authorization: Bearer <api key>``, looked up by the
+key's SHA-256 hash and compared in constant time. Failed attempts are rate-limited
+per peer address more strictly than successful calls are per key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from offpost.graph.client import GraphClient
+from offpost.models import Client, hash_api_key, key_matches
+from offpost.models.base import utcnow
+from offpost.scheduler.api.limits import RateLimiter, retry_after_header
+from offpost.scheduler.api.problems import ProblemError
+from offpost.scheduler.settings import Settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with request.app.state.sessions() as session:
+        yield session
+
+
+def get_graph(request: Request) -> GraphClient:
+    graph: GraphClient = request.app.state.graph
+    return graph
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_now() -> datetime:
+    return utcnow()
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+GraphDep = Annotated[GraphClient, Depends(get_graph)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+NowDep = Annotated[datetime, Depends(get_now)]
+
+
+def _bearer_key(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        return None
+    return key.strip()
+
+
+def authenticate(request: Request, session: SessionDep) -> Client:
+    """The API client behind the request's bearer key, or 401 (429 after too many failures)."""
+    limiter: RateLimiter = request.app.state.limiter
+    settings: Settings = request.app.state.settings
+    key = _bearer_key(request)
+    client = None
+    if key is not None and len(key) <= 200:
+        key_hash = hash_api_key(key)
+        client = session.scalars(select(Client).where(Client.key_hash == key_hash)).one_or_none()
+        if client is not None and (client.is_revoked or not key_matches(key, client.key_hash)):
+            client = None
+    if client is None:
+        peer = request.client.host if request.client else "unknown"
+        wait_s = limiter.hit(f"authfail:{peer}", settings.auth_failures_per_minute, 60)
+        if wait_s is not None:
+            raise ProblemError(
+                "rate_limited",
+                "too many failed authentications; wait before trying again",
+                headers=retry_after_header(wait_s),
+            )
+        raise ProblemError(
+            "unauthorized",
+            "a valid API key is required: Authorization: Bearer <key>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    wait_s = limiter.hit(f"client:{client.id}", settings.rate_limit_per_minute, 60)
+    if wait_s is not None:
+        raise ProblemError(
+            "rate_limited", "too many requests for this API key", headers=retry_after_header(wait_s)
+        )
+    return client
+
+
+def require_admin(client: Annotated[Client, Depends(authenticate)]) -> Client:
+    """An admin client, or 403 for a client key."""
+    if not client.is_admin:
+        raise ProblemError("forbidden", "this route needs an admin API key")
+    return client
+
+
+ClientDep = Annotated[Client, Depends(authenticate)]
+AdminDep = Annotated[Client, Depends(require_admin)]

@@ -1,0 +1,55 @@
+"""Helpers for API tests: a migrated database, API clients, and the app on a real sandbox."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from cryptography.fernet import Fernet
+from fastapi.testclient import TestClient
+
+from offpost.graph.sandbox import RunningSandbox
+from offpost.models import Client, hash_api_key, make_engine, make_sessionmaker, new_api_key
+from offpost.models.migrate import upgrade_to_head
+from offpost.scheduler.api.app import create_app
+from offpost.scheduler.settings import Settings
+
+
+def make_settings(
+    database_url: str, sandbox: RunningSandbox, redis_url: str, **extra: Any
+) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "broker_url": redis_url,
+        "graph_url": sandbox.url,
+        "app_id": sandbox.app_id,
+        "app_secret": sandbox.app_secret,
+        "encryption_keys": Fernet.generate_key().decode(),
+        "graph_timeout_s": 2.0,
+    }
+    values.update(extra)
+    return Settings(**values)
+
+
+def add_client(settings: Settings, name: str, *, admin: bool = False) -> str:
+    """Create an API client directly in the database; returns its key."""
+    key = new_api_key()
+    engine = make_engine(settings.database_url)
+    with make_sessionmaker(engine).begin() as session:
+        session.add(Client(name=name, key_hash=hash_api_key(key), is_admin=admin))
+    engine.dispose()
+    return key
+
+
+@contextlib.contextmanager
+def api_client(settings: Settings, *, migrate: bool = True) -> Iterator[TestClient]:
+    """The API app for ``settings``, with its lifespan running."""
+    if migrate:
+        upgrade_to_head(settings.database_url)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
