@@ -1,0 +1,277 @@
+"""The post state machine as guarded SQL: each state change is one statement.
+
+::
+
+    scheduled ──claim_due──▶ queued ──claim_for_publishing──▶ publishing ──finish──▶ published
+        ▲                      │ requeue_stale (re-send)        │               failed
+        │                      ▼                                │               needs_reauth
+        └───────────── finish / reap_expired ◀─────────────────┘               scheduled
+
+Every statement names the state it expects (``WHERE status = …``, and for a
+lease holder ``AND lease_owner = :worker``), so a duplicate delivery, a second
+dispatcher or a worker whose lease ran out changes nothing: the statement
+matches no row and the caller learns it lost. On PostgreSQL the batch claims use
+``FOR UPDATE SKIP LOCKED`` so that several dispatchers never wait on each other;
+SQLite serialises writers, and the guarded outer ``WHERE`` keeps the claim
+correct there too. procrastinate's ``procrastinate_fetch_job`` is the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, literal_column, select, update
+from sqlalchemy.orm import Session
+
+from offpost.models.attempt import Attempt, AttemptOutcome
+from offpost.models.post import Post, PostStatus
+
+
+def _skip_locked(session: Session) -> dict[str, Any]:
+    """``FOR UPDATE SKIP LOCKED`` where the database has it."""
+    if session.get_bind().dialect.name == "postgresql":
+        return {"skip_locked": True}
+    return {}
+
+
+def _in_status(status: PostStatus) -> Any:
+    """``status = '<value>'`` with the value inlined, not bound.
+
+    The due/queued/lease indexes are partial (``WHERE status = 'scheduled'`` …);
+    PostgreSQL can only use them when the plan sees the literal value, which a
+    generic plan for a bound parameter does not.
+    """
+    return Post.status == literal_column(f"'{status.value}'")
+
+
+def _picked(query: Any, session: Session, name: str) -> Any:
+    """The rows to change, chosen once: a MATERIALIZED CTE, locked with SKIP LOCKED.
+
+    Written as ``WHERE id IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)`` the
+    planner may run the subquery more than once and change more than ``n`` rows
+    (or rows locked meanwhile); a materialized CTE is evaluated exactly once.
+    """
+    options = _skip_locked(session)
+    if options:
+        query = query.with_for_update(**options)
+    return select(query.cte(name).prefix_with("MATERIALIZED").c.id)
+
+
+def claim_due(session: Session, now: datetime, limit: int) -> list[str]:
+    """Move up to ``limit`` due posts from ``scheduled`` to ``queued``; their ids, oldest first.
+
+    The caller commits, and only then sends them to the broker: a post is never
+    sent before the database says it is queued.
+    """
+    due = _picked(
+        select(Post.id)
+        .where(_in_status(PostStatus.SCHEDULED), Post.due_at <= now)
+        .order_by(Post.due_at)
+        .limit(limit),
+        session,
+        "due",
+    )
+    result = session.execute(
+        update(Post)
+        .where(Post.id.in_(due), Post.status == PostStatus.SCHEDULED)
+        .values(status=PostStatus.QUEUED, queued_at=now, updated_at=now)
+        .returning(Post.id, Post.due_at)
+        .execution_options(synchronize_session=False)
+    )
+    return [row.id for row in sorted(result, key=lambda r: r.due_at)]
+
+
+def requeue_stale(session: Session, now: datetime, older_than: timedelta, limit: int) -> list[str]:
+    """Re-stamp ``queued`` posts sent longer ago than ``older_than``; their ids, to re-send.
+
+    Their message was lost (a dispatcher died between commit and send, the broker
+    lost it) or is still waiting behind a backlog; a second message is harmless
+    because the worker's claim accepts only ``queued`` rows.
+    """
+    stale = _picked(
+        select(Post.id)
+        .where(_in_status(PostStatus.QUEUED), Post.queued_at < now - older_than)
+        .order_by(Post.queued_at)
+        .limit(limit),
+        session,
+        "stale",
+    )
+    result = session.execute(
+        update(Post)
+        .where(
+            Post.id.in_(stale),
+            Post.status == PostStatus.QUEUED,
+            Post.queued_at < now - older_than,
+        )
+        .values(queued_at=now, updated_at=now)
+        .returning(Post.id)
+        .execution_options(synchronize_session=False)
+    )
+    return list(result.scalars())
+
+
+def reap_expired(session: Session, now: datetime, limit: int) -> list[str]:
+    """Put ``publishing`` posts whose lease ran out back to ``scheduled``, owing reconciliation.
+
+    Their worker died or hung, possibly after Graph published: the next worker
+    reads the Page before calling Graph again (``reconcile_since``). The attempt
+    left in flight is closed as ``retry`` with the offpost code ``lease_expired``.
+    """
+    expired = _picked(
+        select(Post.id)
+        .where(_in_status(PostStatus.PUBLISHING), Post.lease_expires_at < now)
+        .order_by(Post.lease_expires_at)
+        .limit(limit),
+        session,
+        "expired",
+    )
+    result = session.execute(
+        update(Post)
+        .where(
+            Post.id.in_(expired),
+            Post.status == PostStatus.PUBLISHING,
+            Post.lease_expires_at < now,
+        )
+        .values(
+            status=PostStatus.SCHEDULED,
+            due_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+            reconcile_since=func.coalesce(Post.reconcile_since, Post.queued_at, now),
+            updated_at=now,
+        )
+        .returning(Post.id)
+        .execution_options(synchronize_session=False)
+    )
+    ids = list(result.scalars())
+    if ids:
+        session.execute(
+            update(Attempt)
+            .where(Attempt.post_id.in_(ids), Attempt.outcome.is_(None))
+            .values(
+                outcome=AttemptOutcome.RETRY,
+                finished_at=now,
+                error_code="lease_expired",
+                error_message="the worker stopped before recording an outcome",
+            )
+            .execution_options(synchronize_session=False)
+        )
+    return ids
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedPost:
+    """What a worker needs of a post it holds the lease on."""
+
+    id: str
+    client_id: str
+    credential_id: str
+    target: str
+    message: str | None
+    link: str | None
+    photo_url: str | None
+    publish_at: datetime
+    attempts: int
+    max_attempts: int
+    reconcile_since: datetime | None
+    schedule_id: str | None
+
+
+def claim_for_publishing(
+    session: Session, ids: Sequence[str], worker: str, now: datetime, lease: timedelta
+) -> list[ClaimedPost]:
+    """Take the lease on those of ``ids`` that are ``queued``; the others are dropped.
+
+    A post not ``queued`` was claimed by another delivery of the same message,
+    canceled, or is already done: the worker must not touch it.
+    """
+    if not ids:
+        return []
+    result = session.execute(
+        update(Post)
+        .where(Post.id.in_(list(ids)), Post.status == PostStatus.QUEUED)
+        .values(
+            status=PostStatus.PUBLISHING,
+            lease_owner=worker,
+            lease_expires_at=now + lease,
+            updated_at=now,
+        )
+        .returning(
+            Post.id,
+            Post.client_id,
+            Post.credential_id,
+            Post.target,
+            Post.message,
+            Post.link,
+            Post.photo_url,
+            Post.publish_at,
+            Post.attempts,
+            Post.max_attempts,
+            Post.reconcile_since,
+            Post.schedule_id,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return [ClaimedPost(**row._asdict()) for row in result]
+
+
+def begin_attempt(session: Session, post_id: str, worker: str, now: datetime) -> Attempt:
+    """Record that a Graph call for ``post_id`` starts now (outcome still unknown)."""
+    number = session.scalar(
+        select(func.coalesce(func.max(Attempt.number), 0)).where(Attempt.post_id == post_id)
+    )
+    attempt = Attempt(post_id=post_id, number=int(number or 0) + 1, started_at=now, worker=worker)
+    session.add(attempt)
+    session.flush()
+    return attempt
+
+
+def _held(post_id: str, worker: str) -> Any:
+    return and_(
+        Post.id == post_id, Post.status == PostStatus.PUBLISHING, Post.lease_owner == worker
+    )
+
+
+def finish(session: Session, post_id: str, worker: str, now: datetime, **values: Any) -> bool:
+    """Leave ``publishing`` with ``values`` (status and what goes with it) if still held.
+
+    Returns False when the lease was lost (reaped meanwhile): the caller changed nothing.
+    """
+    values.setdefault("lease_owner", None)
+    values.setdefault("lease_expires_at", None)
+    result = session.execute(
+        update(Post)
+        .where(_held(post_id, worker))
+        .values(updated_at=now, **values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def park_credential_posts(session: Session, credential_id: str, now: datetime) -> int:
+    """Every pending post of a dead credential waits as ``needs_reauth`` (nothing is lost).
+
+    Posts held by a worker are left to it; it parks its own post when it learns.
+    """
+    result = session.execute(
+        update(Post)
+        .where(
+            Post.credential_id == credential_id,
+            # A failed post failed for its own reason; only waiting ones are parked.
+            Post.status.in_([PostStatus.SCHEDULED, PostStatus.QUEUED]),
+        )
+        .values(status=PostStatus.NEEDS_REAUTH, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def next_due_at(session: Session) -> datetime | None:
+    """When the earliest ``scheduled`` post is due (one index lookup), or None."""
+    value: datetime | None = session.scalar(
+        select(func.min(Post.due_at)).where(_in_status(PostStatus.SCHEDULED))
+    )
+    return value

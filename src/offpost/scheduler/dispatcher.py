@@ -1,0 +1,152 @@
+"""The dispatcher: turns due posts into broker messages, and keeps the pipeline honest.
+
+Each tick (DESIGN.md "The flow of one post"):
+
+1. ``before_tick`` — recurring schedules materialize their next occurrences.
+2. Reap ``publishing`` posts whose lease ran out (they owe reconciliation).
+3. Re-send ``queued`` posts whose message is overdue (lost or stuck).
+4. Claim due posts in bounded batches (``scheduled`` → ``queued``), commit, then
+   send one message per ``message_batch`` posts.
+
+Then it sleeps until the next due time — one index lookup — bounded by
+``max_sleep_s`` and cut short by a :class:`~offpost.scheduler.wake.Waker`.
+Any number of dispatchers may run: every step is a guarded claim (``SKIP LOCKED``
+on PostgreSQL), so they share the work without a leader.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from offpost.models.base import utcnow
+from offpost.models.transitions import claim_due, next_due_at, reap_expired, requeue_stale
+from offpost.scheduler.wake import LocalWaker, Waker
+
+logger = logging.getLogger(__name__)
+
+Sender = Callable[[list[str]], None]
+
+
+@dataclass(frozen=True)
+class DispatcherConfig:
+    dispatch_batch: int = 500
+    message_batch: int = 20
+    requeue_after: timedelta = timedelta(seconds=120)
+    max_sleep_s: float = 2.0
+    #: Reaping and re-sending cost a query each; they need not run every tick.
+    housekeeping_every_s: float = 1.0
+
+
+@dataclass
+class TickResult:
+    claimed: int = 0
+    requeued: int = 0
+    reaped: int = 0
+    next_due_at: datetime | None = None
+
+
+def chunks(ids: list[str], size: int) -> list[list[str]]:
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
+def sleep_seconds(now: datetime, next_due: datetime | None, max_sleep_s: float) -> float:
+    """How long to sleep: until the next due post, at most ``max_sleep_s``."""
+    if next_due is None:
+        return max_sleep_s
+    return min(max_sleep_s, max(0.0, (next_due - now).total_seconds()))
+
+
+class Dispatcher:
+    """One dispatcher loop; run as many as you like."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        send: Sender,
+        *,
+        config: DispatcherConfig | None = None,
+        waker: Waker | None = None,
+        before_tick: Callable[[datetime], object] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.sessions = sessions
+        self.send = send
+        self.config = config or DispatcherConfig()
+        self.waker = waker or LocalWaker()
+        self.before_tick = before_tick
+        self.clock = clock
+        self._last_housekeeping: datetime | None = None
+
+    def tick(self) -> TickResult:
+        """One pass; returns what it did and when the next post is due."""
+        cfg = self.config
+        result = TickResult()
+        now = self.clock()
+        if self.before_tick is not None:
+            self.before_tick(now)
+        if self._housekeeping_due(now):
+            with self.sessions.begin() as session:
+                result.reaped = len(reap_expired(session, now, cfg.dispatch_batch))
+            with self.sessions.begin() as session:
+                stale = requeue_stale(session, now, cfg.requeue_after, cfg.dispatch_batch)
+            self._send(stale)
+            result.requeued = len(stale)
+            if result.reaped or result.requeued:
+                logger.warning(
+                    "reaped %d expired leases, re-sent %d stale queued posts",
+                    result.reaped,
+                    result.requeued,
+                    extra={"action": "dispatcher_housekeeping"},
+                )
+        while True:
+            now = self.clock()
+            with self.sessions.begin() as session:
+                claimed = claim_due(session, now, cfg.dispatch_batch)
+            # Sent only after the claim committed: a crash in between leaves
+            # queued rows, which requeue_stale re-sends.
+            self._send(claimed)
+            result.claimed += len(claimed)
+            if len(claimed) < cfg.dispatch_batch:
+                break
+        with self.sessions() as session:
+            result.next_due_at = next_due_at(session)
+        if result.claimed:
+            logger.info(
+                "dispatched %d posts",
+                result.claimed,
+                extra={"action": "posts_dispatched", "count": result.claimed},
+            )
+        return result
+
+    def _housekeeping_due(self, now: datetime) -> bool:
+        last = self._last_housekeeping
+        if last is None or (now - last).total_seconds() >= self.config.housekeeping_every_s:
+            self._last_housekeeping = now
+            return True
+        return False
+
+    def _send(self, ids: list[str]) -> None:
+        for chunk in chunks(ids, self.config.message_batch):
+            self.send(chunk)
+
+    def run(self, stop: threading.Event) -> None:
+        """Tick until ``stop`` is set; database or broker errors are logged and retried."""
+        logger.info("dispatcher started", extra={"action": "dispatcher_started"})
+        while not stop.is_set():
+            try:
+                result = self.tick()
+                pause = sleep_seconds(self.clock(), result.next_due_at, self.config.max_sleep_s)
+            except Exception:
+                logger.exception(
+                    "dispatcher tick failed; retrying", extra={"action": "tick_failed"}
+                )
+                pause = self.config.max_sleep_s
+            if pause > 0 and not stop.is_set():
+                self.waker.wait(pause)
+        logger.info("dispatcher stopped", extra={"action": "dispatcher_stopped"})

@@ -1,0 +1,192 @@
+"""The Celery app: its settings against lost and duplicated deliveries, and the publish task.
+
+The broker carries only "publish these posts now" (DESIGN.md). Exactly-once
+rests on the database, not on the broker: a message may arrive twice (the
+claim drops the second) or never (the dispatcher re-sends ``queued`` rows that
+sat too long). The settings below narrow both windows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import redis
+from celery import Celery
+from celery.signals import worker_process_init, worker_process_shutdown, worker_shutting_down
+
+from offpost.graph.client import GraphClient, make_http_client
+from offpost.models import make_engine, make_sessionmaker
+from offpost.workers import ratelimit
+from offpost.workers.decide import RetryPolicy
+from offpost.workers.observe import NullObserver, PublishObserver
+from offpost.workers.publish import PublishContext, publish_batch
+
+logger = logging.getLogger(__name__)
+
+PUBLISH_TASK = "offpost.publish"
+QUEUE = "offpost"
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What a worker process needs, as plain values (the CLI maps the settings onto it)."""
+
+    database_url: str
+    broker_url: str
+    encryption_keys: list[str]
+    graph_url: str
+    graph_version: str
+    app_id: str
+    app_secret: str
+    appsecret_time: bool
+    graph_timeout_s: float
+    lease_s: int
+    retry_base_s: float
+    retry_cap_s: float
+    publish_concurrency: int
+
+
+def make_celery(broker_url: str, *, lease_s: int = 120) -> Celery:
+    """A Celery app for ``broker_url`` with offpost's delivery settings."""
+    app = Celery("offpost", broker=broker_url, set_as_current=False)
+    app.conf.update(
+        # JSON only: a broker message can never make a worker unpickle code.
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        # The outcome lives in the database; a result backend would only add writes.
+        task_ignore_result=True,
+        task_default_queue=QUEUE,
+        # Ack after the task ran, not when it was received: a worker killed mid-task
+        # leaves its message to be redelivered (the claim then drops it if the post
+        # moved on, and the lease reaper reconciles whatever was in flight).
+        task_acks_late=True,
+        # ...and a pool child killed by a signal (OOM, SIGKILL) requeues its message
+        # instead of acking it as failed.
+        task_reject_on_worker_lost=True,
+        # Hold at most one message beyond the one running: a dead worker strands
+        # little, and a backlog spreads over all workers.
+        worker_prefetch_multiplier=1,
+        # Redis redelivers an unacked message after the visibility timeout. Longer
+        # than any task may run (its time limit), so a slow task is not duplicated
+        # needlessly; duplicates are harmless anyway (guarded claim).
+        broker_transport_options={"visibility_timeout": lease_s + 300},
+        # A task never outlives its posts' leases by much: past the hard limit the
+        # child is killed, and the reaper takes the posts back after their leases.
+        task_soft_time_limit=lease_s,
+        task_time_limit=lease_s + 60,
+        # Flower and `celery events` see the workers (the operators' view).
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+def build_context(config: WorkerConfig, observer: PublishObserver | None = None) -> PublishContext:
+    """A worker process's resources: engine, one Graph client, the shared limiter."""
+    engine = make_engine(config.database_url, encryption_keys=config.encryption_keys)
+    graph = GraphClient(
+        make_http_client(config.graph_timeout_s, max_connections=config.publish_concurrency + 4),
+        graph_url=config.graph_url,
+        version=config.graph_version,
+        app_id=config.app_id,
+        app_secret=config.app_secret,
+        appsecret_time=config.appsecret_time,
+    )
+    blocks: ratelimit.BlockStore
+    if config.broker_url.startswith(("redis://", "rediss://")):
+        blocks = ratelimit.RedisBlockStore(
+            redis.Redis.from_url(config.broker_url, socket_timeout=5)
+        )
+    else:
+        blocks = ratelimit.MemoryBlockStore()
+    return PublishContext(
+        sessions=make_sessionmaker(engine),
+        graph=graph,
+        blocks=blocks,
+        app_id=config.app_id,
+        worker=f"{socket.gethostname()}:{os.getpid()}",
+        lease=timedelta(seconds=config.lease_s),
+        retry=RetryPolicy(config.retry_base_s, config.retry_cap_s),
+        pool=ThreadPoolExecutor(config.publish_concurrency, thread_name_prefix="publish"),
+        observer=observer or NullObserver(),
+    )
+
+
+class PublishRuntime:
+    """Holds the per-process :class:`PublishContext`, built after fork and on first use."""
+
+    def __init__(self, factory: Callable[[], PublishContext]) -> None:
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._context: PublishContext | None = None
+
+    def get(self) -> PublishContext:
+        with self._lock:
+            if self._context is None:
+                self._context = self._factory()
+            return self._context
+
+    def reset(self) -> None:
+        """Forget the context (a forked child must not use its parent's connections)."""
+        with self._lock:
+            self._context = None
+
+    def stop(self) -> None:
+        """Hand back posts not yet started; close connections."""
+        with self._lock:
+            context = self._context
+        if context is not None:
+            context.stopping.set()
+
+    def close(self) -> None:
+        with self._lock:
+            context, self._context = self._context, None
+        if context is not None:
+            context.stopping.set()
+            context.pool.shutdown(wait=True)
+
+
+def install_publish_task(app: Celery, runtime: PublishRuntime) -> Any:
+    """Register ``offpost.publish`` on ``app``, served by ``runtime``'s context."""
+
+    @app.task(name=PUBLISH_TASK, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
+    def publish(post_ids: list[str]) -> dict[str, int]:
+        return publish_batch(runtime.get(), list(post_ids)).outcomes
+
+    def _after_fork(**_: Any) -> None:
+        runtime.reset()
+
+    def _shutting_down(**_: Any) -> None:
+        runtime.stop()
+
+    def _process_shutdown(**_: Any) -> None:
+        runtime.close()
+
+    # weak=False: the closures live only in these connections.
+    worker_process_init.connect(_after_fork, weak=False)
+    worker_shutting_down.connect(_shutting_down, weak=False)
+    worker_process_shutdown.connect(_process_shutdown, weak=False)
+    return publish
+
+
+def make_worker_app(config: WorkerConfig) -> Celery:
+    """The Celery app a worker runs: settings, the publish task, its runtime."""
+    app = make_celery(config.broker_url, lease_s=config.lease_s)
+    install_publish_task(app, PublishRuntime(lambda: build_context(config)))
+    return app
+
+
+def send_publish(app: Celery, post_ids: list[str]) -> None:
+    """Ask a worker to publish these posts now (after their claim committed)."""
+    app.send_task(PUBLISH_TASK, args=[post_ids], queue=QUEUE)

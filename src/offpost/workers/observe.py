@@ -1,0 +1,94 @@
+"""Observers of the publish protocol: how metrics and webhooks learn what happened.
+
+:class:`PostPublisher` calls an observer *inside* the transaction that records
+an outcome (and only when the worker still held the lease), so an observer that
+writes rows — the webhook outbox — commits or rolls back with the outcome itself
+and no event is ever lost or invented. Observers that only count (metrics)
+ignore the session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy.orm import Session
+
+from offpost.graph.errors import GraphError
+from offpost.graph.usage import GraphUsage
+from offpost.models.transitions import ClaimedPost
+
+
+class PublishObserver(Protocol):
+    def post_finished(
+        self,
+        session: Session,
+        post: ClaimedPost,
+        outcome: str,
+        values: Mapping[str, Any],
+        now: datetime,
+    ) -> None:
+        """A post left ``publishing``; ``values`` are the columns just written (status, …)."""
+
+    def credential_dead(self, session: Session, credential_id: str, now: datetime) -> None:
+        """Graph rejected a credential for good: it now needs a fresh token."""
+
+    def graph_error(self, error: GraphError) -> None:
+        """Graph (or the way to it) answered a call with an error."""
+
+    def graph_usage(self, usage: GraphUsage, page_id: str) -> None:
+        """The usage headers of a successful call."""
+
+
+class NullObserver:
+    """Observes nothing."""
+
+    def post_finished(
+        self,
+        session: Session,
+        post: ClaimedPost,
+        outcome: str,
+        values: Mapping[str, Any],
+        now: datetime,
+    ) -> None:
+        return None
+
+    def credential_dead(self, session: Session, credential_id: str, now: datetime) -> None:
+        return None
+
+    def graph_error(self, error: GraphError) -> None:
+        return None
+
+    def graph_usage(self, usage: GraphUsage, page_id: str) -> None:
+        return None
+
+
+class Observers:
+    """Several observers, called in order."""
+
+    def __init__(self, observers: Sequence[PublishObserver]) -> None:
+        self.observers = list(observers)
+
+    def post_finished(
+        self,
+        session: Session,
+        post: ClaimedPost,
+        outcome: str,
+        values: Mapping[str, Any],
+        now: datetime,
+    ) -> None:
+        for observer in self.observers:
+            observer.post_finished(session, post, outcome, values, now)
+
+    def credential_dead(self, session: Session, credential_id: str, now: datetime) -> None:
+        for observer in self.observers:
+            observer.credential_dead(session, credential_id, now)
+
+    def graph_error(self, error: GraphError) -> None:
+        for observer in self.observers:
+            observer.graph_error(error)
+
+    def graph_usage(self, usage: GraphUsage, page_id: str) -> None:
+        for observer in self.observers:
+            observer.graph_usage(usage, page_id)

@@ -1,0 +1,478 @@
+"""The publish protocol: claim → token → (reconcile) → call → record, for a batch of posts.
+
+One Celery message carries a batch of post ids (the dispatcher's unit of work);
+the worker claims the batch in one statement and publishes its posts
+concurrently on a thread pool, each post on its own:
+
+1. ``claim_for_publishing`` takes the lease on the posts still ``queued``; the
+   rest (a duplicate delivery, a canceled post) are dropped.
+2. The credential's Page token comes from the store; a missing one is derived.
+3. A post owing reconciliation (``reconcile_since``) is first searched for on the
+   Page; found → ``published`` with outcome ``reconciled``, no Graph write.
+4. Shared rate-limit blocks are honoured: the post waits, no attempt is counted.
+5. An attempt row is committed *before* the Graph call, so a crash mid-call
+   leaves evidence; the outcome is recorded with a guarded UPDATE that only the
+   lease holder can make.
+
+What each Graph error means is :func:`offpost.workers.decide.action_for`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from offpost.graph.client import GraphClient
+from offpost.graph.errors import (
+    GraphAuthError,
+    GraphDuplicateError,
+    GraphError,
+    GraphRateLimitedError,
+)
+from offpost.graph.types import PublishResult
+from offpost.models import Credential, CredentialStatus, Post, PostStatus
+from offpost.models.attempt import Attempt, AttemptOutcome
+from offpost.models.base import utcnow
+from offpost.models.credential import CredentialPage
+from offpost.models.transitions import (
+    ClaimedPost,
+    begin_attempt,
+    claim_for_publishing,
+    finish,
+    park_credential_posts,
+)
+from offpost.workers import ratelimit
+from offpost.workers.decide import Action, RetryPolicy, action_for, error_document, post_text
+from offpost.workers.observe import NullObserver, PublishObserver
+from offpost.workers.reconcile import find_published
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PublishContext:
+    """A worker process's resources, built once at process start."""
+
+    sessions: sessionmaker[Session]
+    graph: GraphClient
+    blocks: ratelimit.BlockStore
+    app_id: str
+    worker: str
+    lease: timedelta
+    retry: RetryPolicy
+    pool: ThreadPoolExecutor
+    clock: Callable[[], datetime] = utcnow
+    #: Set when the worker is shutting down: posts not yet started are handed back.
+    stopping: threading.Event = field(default_factory=threading.Event)
+    rng: random.Random = field(default_factory=random.Random)
+    #: Told of every outcome inside its transaction (metrics, webhook outbox).
+    observer: PublishObserver = field(default_factory=NullObserver)
+
+
+@dataclass
+class BatchResult:
+    claimed: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+    def count(self, outcome: str) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+
+def publish_batch(ctx: PublishContext, post_ids: list[str]) -> BatchResult:
+    """Publish the posts of one message; returns what became of them."""
+    with ctx.sessions.begin() as session:
+        claimed = claim_for_publishing(session, post_ids, ctx.worker, ctx.clock(), ctx.lease)
+    result = BatchResult(claimed=len(claimed))
+    if len(claimed) < len(post_ids):
+        logger.info(
+            "%d of %d posts were not queued any more (duplicate delivery or canceled)",
+            len(post_ids) - len(claimed),
+            len(post_ids),
+            extra={"action": "claim_dropped"},
+        )
+    for outcome in ctx.pool.map(lambda post: _publish_guarded(ctx, post), claimed):
+        result.count(outcome)
+    return result
+
+
+def _publish_guarded(ctx: PublishContext, post: ClaimedPost) -> str:
+    try:
+        return PostPublisher(ctx, post).run()
+    except Exception:
+        # An unexpected error (database down, a bug) leaves the lease to run out:
+        # the reaper then reconciles and retries. Never guess an outcome here.
+        logger.exception(
+            "publishing %s failed unexpectedly; its lease will expire and it will be reconciled",
+            post.id,
+            extra={"action": "publish_crashed", "post_id": post.id},
+        )
+        return "crashed"
+
+
+class PostPublisher:
+    """One claimed post through the protocol (one thread, one post)."""
+
+    def __init__(self, ctx: PublishContext, post: ClaimedPost) -> None:
+        self.ctx = ctx
+        self.post = post
+        self.rederived = False
+
+    # -- the protocol ------------------------------------------------------------------
+
+    def run(self) -> str:
+        ctx, post = self.ctx, self.post
+        if ctx.stopping.is_set():
+            return self._release(ctx.clock(), "handed_back")
+        credential = self._credential()
+        if credential is None:
+            return self._finish(
+                status=PostStatus.CANCELED,
+                outcome="canceled",
+                last_error=_offpost_error("credential_deleted", "the credential was deleted"),
+            )
+        if credential.status == CredentialStatus.NEEDS_REAUTH:
+            return self._finish(status=PostStatus.NEEDS_REAUTH, outcome="needs_reauth")
+        self.fb_user_id = credential.fb_user_id
+        self.user_token = credential.user_token or ""
+        page = credential.page(post.target)
+        self.page_token = page.page_token if page else None
+
+        wait_s = ctx.blocks.wait_s(self._limiter_keys())
+        if wait_s > 0:
+            return self._release(ctx.clock() + timedelta(seconds=wait_s), "waiting")
+        try:
+            if self.page_token is None:
+                self._rederive_page_token()
+            if post.reconcile_since is not None:
+                found = self._reconcile(post.reconcile_since)
+                if found is not None:
+                    return found
+            if post.attempts >= post.max_attempts:
+                return self._finish(
+                    status=PostStatus.FAILED, outcome="failed", reconcile_since=None
+                )
+            return self._attempt()
+        except GraphError as exc:
+            # Errors outside an attempt (token checks, reading the Page) cost no attempt.
+            return self._after_error_without_attempt(exc)
+
+    def _attempt(self) -> str:
+        ctx, post = self.ctx, self.post
+        now = ctx.clock()
+        with ctx.sessions.begin() as session:
+            attempt = begin_attempt(session, post.id, ctx.worker, now)
+            attempt_id, started_at = attempt.id, attempt.started_at
+        try:
+            result = self._call_graph()
+        except GraphError as exc:
+            return self._after_failed_attempt(attempt_id, started_at, exc)
+        ctx.observer.graph_usage(result.usage, post.target)
+        for key, wait_s in ratelimit.usage_blocks(
+            result.usage, app_id=ctx.app_id, page_id=post.target
+        ):
+            ctx.blocks.block(key, wait_s)
+        return self._record_published(
+            attempt_id, result.post_id or result.id, AttemptOutcome.PUBLISHED, counted=True
+        )
+
+    def _call_graph(self) -> PublishResult:
+        post, token = self.post, self.page_token or ""
+        text = post_text(post.message, post.link, post.photo_url)
+        if post.photo_url:
+            return self.ctx.graph.publish_photo(
+                post.target, token, url=post.photo_url, caption=text
+            )
+        return self.ctx.graph.publish_feed(post.target, token, message=text, link=post.link)
+
+    # -- outcomes ----------------------------------------------------------------------
+
+    def _after_failed_attempt(self, attempt_id: str, started_at: datetime, exc: GraphError) -> str:
+        ctx, post = self.ctx, self.post
+        action = action_for(exc)
+        ctx.observer.graph_error(exc)
+        now = ctx.clock()
+        if action is Action.REAUTH and not self.rederived:
+            self._close_attempt(attempt_id, AttemptOutcome.RETRY, exc, now)
+            try:
+                self._rederive_page_token()
+            except GraphError as again:
+                return self._after_error_without_attempt(again)
+            return self._attempt()
+        if action is Action.REAUTH:
+            self._close_attempt(attempt_id, AttemptOutcome.NEEDS_REAUTH, exc, now)
+            return self._credential_dead(exc)
+        if action is Action.WAIT:
+            assert isinstance(exc, GraphRateLimitedError)
+            self._block(exc)
+            self._close_attempt(attempt_id, AttemptOutcome.RETRY, exc, now)
+            return self._release(
+                now + timedelta(seconds=exc.retry_after_s),
+                "waiting",
+                last_error=error_document(exc),
+            )
+        if action is Action.FAIL:
+            self._close_attempt(attempt_id, AttemptOutcome.FAILED, exc, now)
+            return self._finish(
+                status=PostStatus.FAILED,
+                outcome="failed",
+                attempts=post.attempts + 1,
+                last_error=error_document(exc),
+                reconcile_since=None,
+            )
+        # A retry; when the outcome is unknown the next worker reconciles first.
+        attempts = post.attempts + 1
+        delay_s = (
+            0.0
+            if action is Action.RETRY_RECONCILE and _is_duplicate(exc)
+            else ctx.retry.delay_s(attempts, ctx.rng)
+        )
+        since = post.reconcile_since
+        if action is Action.RETRY_RECONCILE:
+            since = min(since, started_at) if since else started_at
+        self._close_attempt(attempt_id, AttemptOutcome.RETRY, exc, now)
+        return self._finish(
+            status=PostStatus.SCHEDULED,
+            outcome="retry",
+            due_at=now + timedelta(seconds=delay_s),
+            attempts=attempts,
+            last_error=error_document(exc),
+            reconcile_since=since,
+        )
+
+    def _after_error_without_attempt(self, exc: GraphError) -> str:
+        action = action_for(exc)
+        self.ctx.observer.graph_error(exc)
+        now = self.ctx.clock()
+        if action is Action.REAUTH:
+            return self._credential_dead(exc)
+        if action is Action.WAIT:
+            assert isinstance(exc, GraphRateLimitedError)
+            self._block(exc)
+            return self._release(now + timedelta(seconds=exc.retry_after_s), "waiting")
+        if action is Action.FAIL:
+            return self._finish(
+                status=PostStatus.FAILED, outcome="failed", last_error=error_document(exc)
+            )
+        delay_s = self.ctx.retry.delay_s(max(1, self.post.attempts), self.ctx.rng)
+        return self._release(
+            now + timedelta(seconds=delay_s), "retry", last_error=error_document(exc)
+        )
+
+    def _record_published(
+        self, attempt_id: str | None, graph_post_id: str, outcome: AttemptOutcome, *, counted: bool
+    ) -> str:
+        ctx, post = self.ctx, self.post
+        now = ctx.clock()
+        values: dict[str, Any] = {
+            "status": PostStatus.PUBLISHED,
+            "graph_post_id": graph_post_id,
+            "published_at": now,
+            "attempts": post.attempts + (1 if counted else 0),
+            "last_error": None,
+            "reconcile_since": None,
+        }
+        with ctx.sessions.begin() as session:
+            held = finish(session, post.id, ctx.worker, now, **values)
+            if held:
+                ctx.observer.post_finished(session, post, outcome.value, values, now)
+            if attempt_id is None:
+                attempt = begin_attempt(session, post.id, ctx.worker, now)
+                attempt_id = attempt.id
+            session.execute(
+                update(Attempt)
+                .where(Attempt.id == attempt_id)
+                .values(outcome=outcome, finished_at=now)
+            )
+        if not held:
+            # The lease ran out mid-call and the reaper took the post back; the next
+            # worker will reconcile and adopt this very Graph post.
+            logger.warning(
+                "published %s after losing its lease; reconciliation will adopt it",
+                post.id,
+                extra={"action": "lease_lost", "post_id": post.id},
+            )
+            return "lease_lost"
+        logger.info(
+            "published %s on %s as %s (%s)",
+            post.id,
+            post.target,
+            graph_post_id,
+            outcome.value,
+            extra={"action": "post_published", "post_id": post.id, "graph_post_id": graph_post_id},
+        )
+        return outcome.value
+
+    def _finish(self, *, outcome: str, **values: Any) -> str:
+        now = self.ctx.clock()
+        with self.ctx.sessions.begin() as session:
+            held = finish(session, self.post.id, self.ctx.worker, now, **values)
+            if held:
+                self.ctx.observer.post_finished(session, self.post, outcome, values, now)
+        if not held:
+            logger.warning(
+                "lost the lease on %s before recording %s",
+                self.post.id,
+                outcome,
+                extra={"action": "lease_lost", "post_id": self.post.id},
+            )
+            return "lease_lost"
+        logger.info(
+            "post %s: %s",
+            self.post.id,
+            outcome,
+            extra={"action": f"post_{outcome}", "post_id": self.post.id},
+        )
+        return outcome
+
+    def _release(self, due_at: datetime, outcome: str, **values: Any) -> str:
+        """Back to ``scheduled`` without spending an attempt."""
+        return self._finish(status=PostStatus.SCHEDULED, due_at=due_at, outcome=outcome, **values)
+
+    def _close_attempt(
+        self, attempt_id: str, outcome: AttemptOutcome, exc: GraphError, now: datetime
+    ) -> None:
+        doc = error_document(exc)
+        with self.ctx.sessions.begin() as session:
+            session.execute(
+                update(Attempt)
+                .where(Attempt.id == attempt_id)
+                .values(
+                    outcome=outcome,
+                    finished_at=now,
+                    http_status=exc.http_status,
+                    error_code=str(doc["code"]),
+                    error_subcode=exc.subcode,
+                    error_message=exc.message,
+                    fbtrace_id=exc.fbtrace_id,
+                )
+            )
+
+    # -- tokens ------------------------------------------------------------------------
+
+    def _credential(self) -> Credential | None:
+        with self.ctx.sessions() as session:
+            credential = session.get(Credential, self.post.credential_id)
+            if (
+                credential is None
+                or credential.status == CredentialStatus.DELETED
+                or credential.user_token is None
+            ):
+                return None
+            # Load the tokens while the session is open (they decrypt on load).
+            _ = [p.page_token for p in credential.pages]
+            session.expunge(credential)
+            return credential
+
+    def _rederive_page_token(self) -> None:
+        """DESIGN.md token lifecycle 2: a stale Page token, a user token still valid → derive."""
+        ctx, post = self.ctx, self.post
+        self.rederived = True
+        info = ctx.graph.debug_token(self.user_token)
+        if not info.is_valid:
+            raise GraphAuthError(
+                info.error.message if info.error else "the user token is no longer valid",
+                code=info.error.code if info.error else 190,
+                subcode=info.error.subcode if info.error else None,
+            )
+        derived = ctx.graph.page_token(post.target, self.user_token)
+        self.page_token = derived.access_token
+        with ctx.sessions.begin() as session:
+            page = session.get(CredentialPage, (post.credential_id, post.target))
+            if page is not None:
+                page.page_token = derived.access_token
+        logger.info(
+            "re-derived the Page token of %s",
+            post.target,
+            extra={"action": "page_token_rederived", "post_id": post.id},
+        )
+
+    def _credential_dead(self, exc: GraphError) -> str:
+        """DESIGN.md token lifecycle 4: the credential and its pending posts wait for a token."""
+        ctx, post = self.ctx, self.post
+        now = ctx.clock()
+        with ctx.sessions.begin() as session:
+            session.execute(
+                update(Credential)
+                .where(
+                    Credential.id == post.credential_id,
+                    Credential.status != CredentialStatus.DELETED,
+                )
+                .values(status=CredentialStatus.NEEDS_REAUTH, last_checked_at=now, updated_at=now)
+            )
+            parked = park_credential_posts(session, post.credential_id, now)
+            ctx.observer.credential_dead(session, post.credential_id, now)
+        logger.warning(
+            "credential %s needs a fresh token (%d pending posts parked)",
+            post.credential_id,
+            parked,
+            extra={"action": "credential_needs_reauth", "credential_id": post.credential_id},
+        )
+        return self._finish(
+            status=PostStatus.NEEDS_REAUTH, outcome="needs_reauth", last_error=error_document(exc)
+        )
+
+    # -- rate limits and reconciliation ------------------------------------------------
+
+    def _limiter_keys(self) -> list[str]:
+        return [
+            ratelimit.app_key(self.ctx.app_id),
+            ratelimit.page_key(self.post.target),
+            ratelimit.user_key(self.fb_user_id),
+        ]
+
+    def _block(self, exc: GraphRateLimitedError) -> None:
+        key = ratelimit.key_for(
+            exc, app_id=self.ctx.app_id, page_id=self.post.target, fb_user_id=self.fb_user_id
+        )
+        self.ctx.blocks.block(key, exc.retry_after_s)
+
+    def _reconcile(self, since: datetime) -> str | None:
+        ctx, post = self.ctx, self.post
+        feed = ctx.graph.page_posts(
+            post.target, self.page_token or "", since=since - timedelta(minutes=1)
+        )
+        with ctx.sessions() as session:
+            taken = {
+                graph_id
+                for graph_id in session.scalars(
+                    select(Post.graph_post_id).where(
+                        Post.target == post.target,
+                        Post.graph_post_id.in_([p.id for p in feed.posts]),
+                        Post.id != post.id,
+                    )
+                )
+                if graph_id is not None
+            }
+        found = find_published(
+            feed.posts,
+            text=post_text(post.message, post.link, post.photo_url),
+            link=None if post.photo_url else post.link,
+            since=since,
+            taken=taken,
+        )
+        if found is None:
+            logger.info(
+                "reconciled %s: not on the Page, publishing again",
+                post.id,
+                extra={"action": "reconcile_not_found", "post_id": post.id},
+            )
+            return None
+        return self._record_published(None, found.id, AttemptOutcome.RECONCILED, counted=False)
+
+
+def _is_duplicate(exc: GraphError) -> bool:
+    # A duplicate is almost always our own earlier attempt: reconcile at once.
+    return isinstance(exc, GraphDuplicateError)
+
+
+def _offpost_error(code: str, message: str) -> dict[str, Any]:
+    return {"code": code, "subcode": None, "message": message, "fbtrace_id": None}

@@ -1,0 +1,121 @@
+"""The shared rate limiter: "do not call Graph for this app / Page / user until T".
+
+Graph says when it throttles (codes 4, 17, 32, 613, 80001… and usage headers
+near 100%, GRAPH.md §8), and calls made while throttled extend the block, so
+every worker must stop at once: the blocks live in Redis, shared by all workers
+on all machines (:class:`RedisBlockStore`), or in memory for the embedded mode
+(:class:`MemoryBlockStore`). A wait is not a failed attempt.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+import redis
+
+from offpost.graph.errors import GraphRateLimitedError, RateLimitScope
+from offpost.graph.usage import GraphUsage
+
+#: Usage at or above this percentage slows the app/Page down before Graph throttles.
+USAGE_HIGH_PCT = 95
+#: How long to hold off when usage is high but Graph gave no time to regain access.
+USAGE_HIGH_WAIT_S = 60.0
+
+
+def app_key(app_id: str) -> str:
+    return f"app:{app_id}"
+
+
+def page_key(page_id: str) -> str:
+    return f"page:{page_id}"
+
+
+def user_key(fb_user_id: str) -> str:
+    return f"user:{fb_user_id}"
+
+
+def key_for(error: GraphRateLimitedError, *, app_id: str, page_id: str, fb_user_id: str) -> str:
+    """Which limiter a throttle error speaks of."""
+    if error.scope == RateLimitScope.PAGE:
+        return page_key(page_id)
+    if error.scope == RateLimitScope.USER:
+        return user_key(fb_user_id)
+    return app_key(app_id)
+
+
+def usage_blocks(usage: GraphUsage, *, app_id: str, page_id: str) -> list[tuple[str, float]]:
+    """Blocks to set after a successful call whose usage headers say "nearly throttled"."""
+    blocks: list[tuple[str, float]] = []
+    wait_s = max(usage.regain_access_s or 0.0, USAGE_HIGH_WAIT_S)
+    if usage.app is not None and usage.app.max_pct >= USAGE_HIGH_PCT:
+        blocks.append((app_key(app_id), wait_s))
+    page = usage.for_object(page_id)
+    page_pct = max(
+        [usage.page.max_pct if usage.page else 0] + [entry.max_pct for entry in page],
+    )
+    if page_pct >= USAGE_HIGH_PCT:
+        blocks.append((page_key(page_id), wait_s))
+    return blocks
+
+
+class BlockStore(Protocol):
+    def block(self, key: str, wait_s: float) -> None:
+        """Nobody calls Graph for ``key`` during the next ``wait_s`` seconds (extends only)."""
+
+    def wait_s(self, keys: Iterable[str]) -> float:
+        """Seconds until every one of ``keys`` is free (0 when none is blocked)."""
+
+
+class MemoryBlockStore:
+    """Blocks for one process (the embedded ``up`` mode)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._until: dict[str, float] = {}
+
+    def block(self, key: str, wait_s: float) -> None:
+        until = self._clock() + wait_s
+        with self._lock:
+            self._until[key] = max(until, self._until.get(key, 0.0))
+
+    def wait_s(self, keys: Iterable[str]) -> float:
+        now = self._clock()
+        with self._lock:
+            return max([0.0] + [self._until.get(k, 0.0) - now for k in keys])
+
+
+# Extend only: keep the later of the stored and the new deadline.
+_BLOCK_SCRIPT = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local deadline = tonumber(ARGV[1])
+if deadline > current then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+return 1
+"""
+
+
+class RedisBlockStore:
+    """Blocks in Redis, seen by every worker at once."""
+
+    def __init__(self, client: redis.Redis, clock: Callable[[], float] = time.time) -> None:
+        self._redis = client
+        self._clock = clock
+        self._script = client.register_script(_BLOCK_SCRIPT)
+
+    def block(self, key: str, wait_s: float) -> None:
+        until = self._clock() + wait_s
+        ttl_ms = max(1, int(wait_s * 1000) + 1000)
+        self._script(keys=[f"offpost:block:{key}"], args=[f"{until:.3f}", ttl_ms])
+
+    def wait_s(self, keys: Iterable[str]) -> float:
+        names = [f"offpost:block:{k}" for k in keys]
+        if not names:
+            return 0.0
+        now = self._clock()
+        values = self._redis.mget(names)
+        return max([0.0] + [float(v) - now for v in values if v is not None])

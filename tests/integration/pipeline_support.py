@@ -1,0 +1,251 @@
+"""The whole publishing pipeline as a user runs it: real processes on real services.
+
+``offpost worker`` and ``offpost dispatcher`` run as subprocesses (a real Celery
+worker on Redis, never eager mode) against a fresh PostgreSQL database; the
+Graph sandbox serves over HTTP from a thread of the test process. Tests create
+credentials through the HTTP API (in-process), and posts through it or directly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import redis
+from cryptography.fernet import Fernet
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from offpost.graph.sandbox import RunningSandbox
+from offpost.models import Attempt, Client, Post, PostStatus, make_engine, make_sessionmaker
+from offpost.models.migrate import upgrade_to_head
+from offpost.scheduler.api.app import create_app
+from offpost.scheduler.settings import Settings
+from tests.integration.api_support import add_client, bearer
+
+T = TypeVar("T")
+OFFPOST = str(Path(sys.executable).with_name("offpost"))
+
+#: Short timings so that retries, leases and re-sends happen within a test.
+FAST_TIMINGS = {
+    "OFFPOST_GRAPH_TIMEOUT_S": "3",
+    "OFFPOST_LEASE_S": "10",
+    "OFFPOST_RETRY_BASE_S": "0.5",
+    "OFFPOST_RETRY_CAP_S": "2",
+    "OFFPOST_REQUEUE_AFTER_S": "4",
+    "OFFPOST_DISPATCHER_MAX_SLEEP_S": "0.5",
+}
+
+
+def wait_for(
+    predicate: Callable[[], T],
+    *,
+    timeout_s: float,
+    interval_s: float = 0.1,
+    what: str = "condition",
+) -> T:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+@dataclass
+class Pipeline:
+    """Processes, database and sandbox of one pipeline test module."""
+
+    env: dict[str, str]
+    settings: Settings
+    sessions: sessionmaker[Session]
+    sandbox: RunningSandbox
+    logs: Path
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        """Start ``offpost <args>`` as process ``name`` (its own process group)."""
+        # The child keeps its own copy of the file descriptor.
+        with (self.logs / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                [OFFPOST, *args],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.procs[name] = proc
+        return proc
+
+    def start_worker(self, name: str = "worker", *extra: str) -> subprocess.Popen[bytes]:
+        return self.start(
+            name,
+            "worker",
+            "--pool",
+            "threads",
+            "--concurrency",
+            "2",
+            "--without-gossip",
+            "--without-mingle",
+            "--hostname",
+            f"{name}@%h",
+            *extra,
+        )
+
+    def start_dispatcher(self, name: str = "dispatcher") -> subprocess.Popen[bytes]:
+        return self.start(name, "dispatcher")
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs.pop(name)
+        if proc.poll() is None:
+            os.killpg(proc.pid, sig)
+        proc.wait(timeout=30)
+
+    def stop(self, name: str, timeout_s: float = 30) -> int:
+        """SIGTERM and wait: the graceful path."""
+        proc = self.procs.pop(name)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        return proc.wait(timeout=timeout_s)
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            try:
+                self.stop(name, timeout_s=20)
+            except subprocess.TimeoutExpired:
+                self.kill(name)
+
+    def log_text(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.logs.glob("*.log")))
+
+    # -- objects ---------------------------------------------------------------------
+
+    @contextmanager
+    def api(self) -> Iterator[TestClient]:
+        with TestClient(create_app(self.settings), raise_server_exceptions=False) as client:
+            yield client
+
+    def credential(self, api: TestClient, key: dict[str, str], user: dict[str, Any]) -> str:
+        response = api.post(
+            "/v1/credentials", json={"access_token": user["access_token"]}, headers=key
+        )
+        assert response.status_code in (200, 201), response.text
+        return str(response.json()["id"])
+
+    def add_posts(
+        self,
+        client_id: str,
+        credential_id: str,
+        target: str,
+        messages: list[str],
+        *,
+        due_in_s: float = 0.0,
+        **extra: Any,
+    ) -> list[str]:
+        publish_at = datetime.now(UTC) + timedelta(seconds=due_in_s)
+        posts = [
+            Post(
+                client_id=client_id,
+                credential_id=credential_id,
+                target=target,
+                message=m,
+                publish_at=publish_at,
+                due_at=publish_at,
+                **extra,
+            )
+            for m in messages
+        ]
+        with self.sessions.begin() as session:
+            session.add_all(posts)
+        return [p.id for p in posts]
+
+    def posts(self, ids: list[str] | None = None) -> list[Post]:
+        with self.sessions() as session:
+            query = select(Post)
+            if ids is not None:
+                query = query.where(Post.id.in_(ids))
+            return list(session.scalars(query))
+
+    def attempts(self, post_id: str) -> list[Attempt]:
+        with self.sessions() as session:
+            return list(
+                session.scalars(
+                    select(Attempt).where(Attempt.post_id == post_id).order_by(Attempt.number)
+                )
+            )
+
+    def wait_status(
+        self, ids: list[str], statuses: set[PostStatus], timeout_s: float = 40
+    ) -> list[Post]:
+        def done() -> list[Post] | None:
+            posts = self.posts(ids)
+            return posts if all(p.status in statuses for p in posts) else None
+
+        return wait_for(
+            done, timeout_s=timeout_s, what=f"posts {ids[:3]}... to reach {sorted(statuses)}"
+        )
+
+    def client_id(self, name: str) -> str:
+        with self.sessions() as session:
+            return str(session.scalars(select(Client.id).where(Client.name == name)).one())
+
+
+@contextmanager
+def running_pipeline(
+    database_url: str, redis_url: str, sandbox: RunningSandbox, logs: Path, **env_extra: str
+) -> Iterator[Pipeline]:
+    """A migrated database and the environment of the processes; stops them all at exit."""
+    upgrade_to_head(database_url)
+    broker = redis.Redis.from_url(redis_url)
+    broker.flushdb()
+    broker.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OFFPOST_")}
+    env.update(FAST_TIMINGS)
+    env.update(
+        {
+            "OFFPOST_DATABASE_URL": database_url,
+            "OFFPOST_BROKER_URL": redis_url,
+            "OFFPOST_GRAPH_URL": sandbox.url,
+            "OFFPOST_APP_ID": sandbox.app_id,
+            "OFFPOST_APP_SECRET": sandbox.app_secret,
+            "OFFPOST_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(env_extra)
+    settings = Settings(
+        **{
+            k.removeprefix("OFFPOST_").lower(): v
+            for k, v in env.items()
+            if k.startswith("OFFPOST_")
+        }
+    )
+    engine = make_engine(database_url, encryption_keys=settings.encryption_key_list())
+    logs.mkdir(parents=True, exist_ok=True)
+    pipeline = Pipeline(
+        env=env, settings=settings, sessions=make_sessionmaker(engine), sandbox=sandbox, logs=logs
+    )
+    try:
+        yield pipeline
+    finally:
+        pipeline.stop_all()
+        engine.dispose()
+
+
+def new_client(pipeline: Pipeline, name: str) -> tuple[str, dict[str, str]]:
+    """An API client: (its id, its auth header)."""
+    key = add_client(pipeline.settings, name)
+    return pipeline.client_id(name), bearer(key)

@@ -1,0 +1,149 @@
+"""The worker's pure decisions: backoff, what an error means, what text is sent, reconciliation."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from offpost.graph.errors import (
+    GraphAuthError,
+    GraphConnectionError,
+    GraphDuplicateError,
+    GraphError,
+    GraphMalformedResponseError,
+    GraphPermissionError,
+    GraphRateLimitedError,
+    GraphRejectedError,
+    GraphTimeoutError,
+    GraphTransientError,
+)
+from offpost.graph.types import FeedPost
+from offpost.scheduler.dispatcher import chunks, sleep_seconds
+from offpost.workers.decide import Action, RetryPolicy, action_for, error_document, post_text
+from offpost.workers.reconcile import find_published
+
+T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("attempt", "low", "high"),
+    [(1, 15, 30), (2, 30, 60), (3, 60, 120), (7, 960, 1920), (20, 1800, 3600)],
+)
+def test_backoff_doubles_with_jitter_and_a_cap(attempt: int, low: float, high: float) -> None:
+    policy = RetryPolicy(base_s=30, cap_s=3600)
+    delays = [policy.delay_s(attempt, random.Random(seed)) for seed in range(200)]
+    assert all(low <= d <= high for d in delays)
+    assert max(delays) - min(delays) > (high - low) / 2  # it really is jittered
+
+
+@pytest.mark.parametrize(
+    ("error", "action"),
+    [
+        (GraphTransientError("unknown", code=1), Action.RETRY_RECONCILE),
+        (GraphTransientError("unexpected", code=2, http_status=500), Action.RETRY_RECONCILE),
+        (GraphTimeoutError("read timeout"), Action.RETRY_RECONCILE),
+        (GraphMalformedResponseError("html"), Action.RETRY_RECONCILE),
+        (GraphDuplicateError("(#506) Duplicate status message", code=506), Action.RETRY_RECONCILE),
+        (GraphRateLimitedError("(#4) limit", code=4, retry_after_s=60), Action.WAIT),
+        (GraphRateLimitedError("(#80001) page", code=80001, retry_after_s=60), Action.WAIT),
+        (GraphAuthError("Session has expired", code=190, subcode=463), Action.REAUTH),
+        (GraphAuthError("session", code=102), Action.REAUTH),
+        (GraphPermissionError("(#200) needs pages_manage_posts", code=200), Action.FAIL),
+        (GraphRejectedError("(#100) bad parameter", code=100), Action.FAIL),
+        (GraphRejectedError("deemed abusive", code=368, subcode=1346003), Action.FAIL),
+        (GraphError("something else", code=12345), Action.FAIL),
+    ],
+)
+def test_action_for_each_kind_of_error(error: GraphError, action: Action) -> None:
+    assert action_for(error) is action
+
+
+def test_a_request_that_never_left_is_retried_without_reconciling() -> None:
+    refused = GraphConnectionError("connection refused", outcome_unknown=False)
+    assert action_for(refused) is Action.RETRY
+    reset = GraphConnectionError("connection reset mid-reply")
+    assert action_for(reset) is Action.RETRY_RECONCILE
+
+
+def test_error_document_keeps_graph_fields_and_names_transport_failures() -> None:
+    graph = GraphRejectedError("(#100) Invalid parameter", code=100, subcode=33, fbtrace_id="Ab1")
+    assert error_document(graph) == {
+        "code": 100,
+        "subcode": 33,
+        "message": "(#100) Invalid parameter",
+        "fbtrace_id": "Ab1",
+    }
+    assert error_document(GraphTimeoutError("timed out"))["code"] == "timeout"
+    assert error_document(GraphConnectionError("reset"))["code"] == "connection_error"
+
+
+@pytest.mark.parametrize(
+    ("message", "link", "photo", "text"),
+    [
+        ("hello", None, None, "hello"),
+        ("hello", "https://a.example", None, "hello"),  # a feed post carries the link itself
+        ("caption", "https://a.example", "https://img.example/1.png", "caption\nhttps://a.example"),
+        (None, "https://a.example", "https://img.example/1.png", "https://a.example"),
+        (None, None, "https://img.example/1.png", None),
+    ],
+)
+def test_post_text(
+    message: str | None, link: str | None, photo: str | None, text: str | None
+) -> None:
+    assert post_text(message, link, photo) == text
+
+
+def _feed(*posts: tuple[str, str | None, str | None, timedelta]) -> list[FeedPost]:
+    return [FeedPost(id=i, message=m, link=link, created_time=T0 + dt) for i, m, link, dt in posts]
+
+
+def test_reconcile_finds_the_earliest_matching_post_since_the_attempt() -> None:
+    feed = _feed(
+        ("old", "hi", None, -timedelta(hours=1)),
+        ("ours", "hi", None, timedelta(seconds=2)),
+        ("later", "hi", None, timedelta(seconds=30)),
+        ("other", "bye", None, timedelta(seconds=1)),
+    )
+    found = find_published(feed, text="hi", link=None, since=T0)
+    assert found is not None
+    assert found.id == "ours"
+
+
+def test_reconcile_allows_clock_skew_but_not_old_posts() -> None:
+    feed = _feed(("skewed", "hi", None, -timedelta(seconds=30)))
+    assert find_published(feed, text="hi", link=None, since=T0) is not None
+    feed = _feed(("old", "hi", None, -timedelta(minutes=5)))
+    assert find_published(feed, text="hi", link=None, since=T0) is None
+
+
+def test_reconcile_skips_posts_other_offpost_posts_adopted_and_checks_the_link() -> None:
+    feed = _feed(
+        ("taken", "hi", None, timedelta(seconds=1)), ("free", "hi", None, timedelta(seconds=2))
+    )
+    found = find_published(feed, text="hi", link=None, since=T0, taken={"taken"})
+    assert found is not None
+    assert found.id == "free"
+    feed = _feed(("x", "hi", "https://other.example", timedelta(seconds=1)))
+    assert find_published(feed, text="hi", link="https://mine.example", since=T0) is None
+
+
+@pytest.mark.parametrize(
+    ("next_due", "expected"),
+    [
+        (None, 2.0),
+        (T0 + timedelta(seconds=0.3), 0.3),
+        (T0 + timedelta(hours=1), 2.0),
+        (T0 - timedelta(seconds=5), 0.0),
+    ],
+)
+def test_dispatcher_sleeps_until_the_next_due_post_bounded(
+    next_due: datetime | None, expected: float
+) -> None:
+    assert sleep_seconds(T0, next_due, 2.0) == pytest.approx(expected)
+
+
+def test_chunks() -> None:
+    assert chunks([str(i) for i in range(5)], 2) == [["0", "1"], ["2", "3"], ["4"]]
+    assert chunks([], 3) == []
