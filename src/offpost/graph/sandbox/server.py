@@ -60,7 +60,7 @@ def _install_scrubber() -> None:
             logger.addFilter(_SCRUBBER)
 
 
-class _Server(uvicorn.Server):
+class StoppableServer(uvicorn.Server):
     """uvicorn's server, but a signal only asks it to stop: nothing is re-raised afterwards."""
 
     @contextlib.contextmanager
@@ -118,7 +118,7 @@ def serve(
     it generated one (a given secret is never printed).
     """
     app = create_sandbox_app(app_id, app_secret, settings=settings)
-    server = _Server(_config(app, host, port))
+    server = StoppableServer(_config(app, host, port))
 
     async def announce_when_listening() -> None:
         while not server.started:
@@ -183,7 +183,7 @@ def running_sandbox(
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    server = _Server(_config(app, host, sock.getsockname()[1]))
+    server = StoppableServer(_config(app, host, sock.getsockname()[1]))
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="graph-sandbox", daemon=True
     )

@@ -51,8 +51,14 @@ def wake_if_soon(waker: Waker, max_sleep_s: float, due_at: datetime) -> None:
         waker.notify(due_at)
 
 
-def create_app(settings: Settings, *, check_schema: bool = True) -> FastAPI:
-    """The offpost HTTP API for ``settings`` (which must name the app and the keys)."""
+def create_app(
+    settings: Settings, *, check_schema: bool = True, waker: Waker | None = None
+) -> FastAPI:
+    """The offpost HTTP API for ``settings`` (which must name the app and the keys).
+
+    ``waker`` wakes the dispatchers when a post falls due soon; by default one
+    that reaches dispatchers in other processes through the broker's Redis.
+    """
     settings.require("app_id", "app_secret", "encryption_keys")
     install_log_scrubbing([settings.app_secret.get_secret_value()] if settings.app_secret else [])
 
@@ -60,7 +66,7 @@ def create_app(settings: Settings, *, check_schema: bool = True) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url, encryption_keys=settings.encryption_key_list())
         http = make_http_client(settings.graph_timeout_s)
-        waker = make_waker(settings.broker_url)
+        dispatcher_waker = waker or make_waker(settings.broker_url)
         try:
             if check_schema:
                 ensure_schema_current(engine)
@@ -70,7 +76,7 @@ def create_app(settings: Settings, *, check_schema: bool = True) -> FastAPI:
             app.state.broker_url = settings.broker_url
             app.state.limiter = make_rate_limiter(settings)
             app.state.wake_dispatcher = partial(
-                wake_if_soon, waker, settings.dispatcher_max_sleep_s
+                wake_if_soon, dispatcher_waker, settings.dispatcher_max_sleep_s
             )
             app.state.graph = GraphClient(
                 http,
@@ -82,7 +88,8 @@ def create_app(settings: Settings, *, check_schema: bool = True) -> FastAPI:
             )
             yield
         finally:
-            waker.close()
+            if waker is None:  # a waker passed in belongs to the caller
+                dispatcher_waker.close()
             http.close()
             engine.dispose()
 
