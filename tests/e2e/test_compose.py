@@ -1,0 +1,101 @@
+"""The distributed shape: docker-compose.yml validated by docker-compose itself.
+
+No Docker engine runs here; `docker-compose config` parses, interpolates and
+validates the file as a deployment would, which is what can be checked.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import IN_CI
+
+REPO = Path(__file__).resolve().parents[2]
+SECRETS = {
+    "POSTGRES_PASSWORD": "pw",
+    "OFFPOST_APP_ID": "1234567890",
+    "OFFPOST_APP_SECRET": "app-secret",
+    "OFFPOST_ENCRYPTION_KEYS": "a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2U=",
+}
+
+
+def compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        message = "docker-compose is not installed (Debian package docker-compose)"
+        if IN_CI:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    clean = {
+        k: v for k, v in os.environ.items() if k not in SECRETS and not k.startswith("OFFPOST_")
+    }
+    return subprocess.run(
+        [binary, "-f", str(REPO / "docker-compose.yml"), "config"],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def config() -> dict[str, Any]:
+    result = compose_config(SECRETS)
+    assert result.returncode == 0, result.stderr
+    parsed: dict[str, Any] = yaml.safe_load(result.stdout)
+    return parsed
+
+
+def test_every_role_is_there(config: dict[str, Any]) -> None:
+    assert set(config["services"]) == {
+        "postgres",
+        "redis",
+        "migrate",
+        "api",
+        "dispatcher",
+        "worker",
+        "flower",
+    }
+    services = config["services"]
+    assert services["migrate"]["command"] == ["migrate"]
+    assert services["dispatcher"]["deploy"]["replicas"] == 2
+    assert services["worker"]["command"][0] == "worker"
+    assert services["api"]["command"][:1] == ["api"]
+
+
+def test_roles_wait_for_healthy_dependencies(config: dict[str, Any]) -> None:
+    services = config["services"]
+    for name in ("postgres", "redis", "api", "worker", "dispatcher"):
+        assert services[name]["healthcheck"]["test"], name
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for role in ("api", "dispatcher", "worker"):
+        depends = services[role]["depends_on"]
+        assert depends["migrate"]["condition"] == "service_completed_successfully", role
+        assert depends["redis"]["condition"] == "service_healthy", role
+    assert services["flower"]["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_roles_share_the_interpolated_settings(config: dict[str, Any]) -> None:
+    for role in ("migrate", "api", "dispatcher", "worker"):
+        env = config["services"][role]["environment"]
+        assert (
+            env["OFFPOST_DATABASE_URL"] == "postgresql+psycopg://offpost:pw@postgres:5432/offpost"
+        )
+        assert env["OFFPOST_BROKER_URL"] == "redis://redis:6379/0"
+        assert env["OFFPOST_APP_ID"] == SECRETS["OFFPOST_APP_ID"]
+        assert env["OFFPOST_ENCRYPTION_KEYS"] == SECRETS["OFFPOST_ENCRYPTION_KEYS"]
+
+
+@pytest.mark.parametrize("missing", sorted(SECRETS))
+def test_a_missing_secret_stops_with_its_name(missing: str) -> None:
+    result = compose_config({k: v for k, v in SECRETS.items() if k != missing})
+    assert result.returncode != 0
+    assert f"set {missing}" in result.stderr
