@@ -30,6 +30,8 @@ TABLES = {
     "schedules",
     "schedule_events",
     "webhooks",
+    "webhook_events",
+    "periodic_runs",
     "idempotency_keys",
 }
 

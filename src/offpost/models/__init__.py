@@ -20,10 +20,12 @@ from offpost.models.errors import (
 )
 from offpost.models.idempotency import IdempotencyKey, request_hash
 from offpost.models.ids import IdPrefix, is_id, new_id
+from offpost.models.periodic import PeriodicRun
 from offpost.models.post import Post, PostStatus
 from offpost.models.schedule import Misfire, Schedule, ScheduleStatus
 from offpost.models.schedule_event import ScheduleEvent, ScheduleEventKind
 from offpost.models.webhook import Webhook, new_webhook_secret
+from offpost.models.webhook_event import DeliveryStatus, EventType, WebhookEvent
 
 __all__ = [
     "Attempt",
@@ -33,12 +35,15 @@ __all__ = [
     "Credential",
     "CredentialPage",
     "CredentialStatus",
+    "DeliveryStatus",
     "EncryptionKeysMissingError",
+    "EventType",
     "IdPrefix",
     "IdempotencyKey",
     "MigrationError",
     "Misfire",
     "NaiveDatetimeError",
+    "PeriodicRun",
     "PersistenceError",
     "Post",
     "PostStatus",
@@ -51,6 +56,7 @@ __all__ = [
     "SchemaTooNewError",
     "TokenDecryptionError",
     "Webhook",
+    "WebhookEvent",
     "hash_api_key",
     "is_id",
     "key_matches",

@@ -15,6 +15,7 @@ from offpost.scheduler.commands.clients import clients
 from offpost.scheduler.commands.common import configure_logging, one_line_errors, process_settings
 from offpost.scheduler.commands.keys import keys
 from offpost.scheduler.commands.roles import dispatcher, worker
+from offpost.scheduler.commands.status import status
 from offpost.scheduler.commands.up import up
 
 
@@ -92,4 +93,5 @@ main.add_command(clients)
 main.add_command(keys)
 main.add_command(dispatcher)
 main.add_command(worker)
+main.add_command(status)
 main.add_command(up)

@@ -39,18 +39,13 @@ from offpost.graph.sandbox.server import StoppableServer
 from offpost.models import Client, hash_api_key, make_engine, make_sessionmaker, new_api_key
 from offpost.models.migrate import upgrade_to_head
 from offpost.scheduler.api.app import create_app
+from offpost.scheduler.commands.roles import worker_config
 from offpost.scheduler.dispatcher import Dispatcher, DispatcherConfig
-from offpost.scheduler.materialize import run_schedules
+from offpost.scheduler.housekeeping import build_housekeeping
 from offpost.scheduler.settings import Settings
 from offpost.scheduler.wake import LocalWaker
-from offpost.workers.app import (
-    PublishRuntime,
-    WorkerConfig,
-    build_context,
-    install_publish_task,
-    make_celery,
-    send_publish,
-)
+from offpost.workers.app import install_worker_tasks, make_celery, send_publish
+from offpost.workers.webhooks import send_deliveries
 
 logger = logging.getLogger(__name__)
 
@@ -219,31 +214,18 @@ def run_embedded(
         upgrade_to_head(settings.database_url)
         admin_key = ensure_admin_client(settings)
 
-        config = WorkerConfig(
-            database_url=settings.database_url,
-            broker_url=settings.broker_url,
-            encryption_keys=settings.encryption_key_list(),
-            graph_url=settings.graph_url,
-            graph_version=settings.graph_version,
-            app_id=settings.app_id or "",
-            app_secret=settings.app_secret.get_secret_value() if settings.app_secret else "",
-            appsecret_time=settings.appsecret_time,
-            graph_timeout_s=settings.graph_timeout_s,
-            lease_s=settings.lease_s,
-            retry_base_s=settings.retry_base_s,
-            retry_cap_s=settings.retry_cap_s,
-            publish_concurrency=settings.publish_concurrency,
-        )
         celery_app = make_celery(settings.broker_url, lease_s=settings.lease_s)
-        runtime = PublishRuntime(lambda: build_context(config))
-        install_publish_task(celery_app, runtime)
-        stack.callback(runtime.close)
+        stack.callback(install_worker_tasks(celery_app, worker_config(settings)).close)
         stack.enter_context(in_process_worker(celery_app, concurrency=4))
 
         engine = make_engine(settings.database_url)
         stack.callback(engine.dispose)
         sessions = make_sessionmaker(engine)
         waker = LocalWaker()
+        housekeeping, close_housekeeping = build_housekeeping(
+            settings, sessions, partial(send_deliveries, celery_app)
+        )
+        stack.callback(close_housekeeping)
         dispatcher = Dispatcher(
             sessions,
             partial(send_publish, celery_app),
@@ -254,7 +236,8 @@ def run_embedded(
                 max_sleep_s=settings.dispatcher_max_sleep_s,
             ),
             waker=waker,
-            before_tick=partial(run_schedules, sessions),
+            # Schedules, webhook deliveries and the daily expiry sweep, before each claim.
+            before_tick=housekeeping,
         )
         stack.enter_context(dispatcher_thread(dispatcher))
 

@@ -359,11 +359,13 @@ def list_posts(
     status: PostStatus | None = None,
     target: str | None = None,
     schedule_id: str | None = None,
+    since: datetime | None = None,
     after: Cursor | None = None,
 ) -> tuple[list[Post], Cursor | None]:
     """A page of posts, newest first by ``(created_at, id)``, and the cursor of the next page.
 
-    ``client_id`` ``None`` lists every client's posts (the admin view).
+    ``client_id`` ``None`` lists every client's posts (the admin view); ``since``
+    keeps the posts created at or after it.
     """
     query = select(Post).order_by(Post.created_at.desc(), Post.id.desc()).limit(limit + 1)
     if client_id is not None:
@@ -374,6 +376,8 @@ def list_posts(
         query = query.where(Post.target == target)
     if schedule_id is not None:
         query = query.where(Post.schedule_id == schedule_id)
+    if since is not None:
+        query = query.where(Post.created_at >= since)
     if after is not None:
         # Spelled as a range plus a tie-break rather than a row comparison: the
         # range bounds the index scan on both databases.

@@ -63,6 +63,16 @@ class Settings(BaseSettings):
     message_batch: int = Field(default=20, ge=1, le=500)
     publish_concurrency: int = Field(default=16, ge=1, le=256)
     dispatcher_max_sleep_s: float = Field(default=2.0, gt=0, le=60)
+    # Beyond API.md §2: a directory the API and worker processes of one machine share
+    # for Prometheus values (prometheus_client multiprocess mode); unset, each process
+    # counts on its own and /metrics shows only the API process's own counters.
+    metrics_dir: str | None = Field(default=None, min_length=1)
+    # Beyond API.md §2: webhook delivery and the expiry sweep (see docs/webhooks.md).
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=60)
+    webhook_retry_base_s: float = Field(default=30.0, gt=0, le=3600)
+    webhook_retry_cap_s: float = Field(default=3600.0, gt=0, le=86400)
+    webhook_retry_for_s: float = Field(default=86400.0, gt=0, le=7 * 86400)
+    expiry_sweep_every_s: float = Field(default=86400.0, gt=0, le=7 * 86400)
 
     @field_validator("database_url")
     @classmethod

@@ -21,13 +21,23 @@ from typing import Any
 import redis
 from celery import Celery
 from celery.signals import worker_process_init, worker_process_shutdown, worker_shutting_down
+from sqlalchemy.engine import make_url
 
 from offpost.graph.client import GraphClient, make_http_client
 from offpost.models import make_engine, make_sessionmaker
 from offpost.workers import ratelimit
 from offpost.workers.decide import RetryPolicy
-from offpost.workers.observe import NullObserver, PublishObserver
+from offpost.workers.metrics import metrics_observer
+from offpost.workers.observe import NullObserver, Observers, PublishObserver
 from offpost.workers.publish import PublishContext, publish_batch
+from offpost.workers.webhooks import (
+    DeliveryContext,
+    DeliveryPolicy,
+    DeliveryRuntime,
+    WebhookOutbox,
+    install_webhook_task,
+    make_delivery_context,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +62,13 @@ class WorkerConfig:
     retry_base_s: float
     retry_cap_s: float
     publish_concurrency: int
+    #: Where this machine's processes share their Prometheus values (None: per process).
+    metrics_dir: str | None = None
+    #: Webhook delivery (docs/webhooks.md).
+    webhook_timeout_s: float = 10.0
+    webhook_retry_base_s: float = 30.0
+    webhook_retry_cap_s: float = 3600.0
+    webhook_retry_for_s: float = 86400.0
 
 
 def make_celery(broker_url: str, *, lease_s: int = 120) -> Celery:
@@ -92,9 +109,32 @@ def make_celery(broker_url: str, *, lease_s: int = 120) -> Celery:
     return app
 
 
+#: The most connections one worker process keeps to PostgreSQL (the default pool's 5 + 10).
+MAX_WORKER_CONNECTIONS = 20
+
+
+def worker_pool_options(database_url: str, publish_concurrency: int) -> dict[str, Any]:
+    """A connection pool that keeps what the publish threads use, instead of churning it.
+
+    SQLAlchemy's default pool keeps 5 connections and closes each of its 10
+    "overflow" connections as soon as it is returned: with more publish threads
+    than 5, nearly every short transaction opened a new PostgreSQL connection (a
+    backend process) and closed it again. Here the pool keeps them all, with the
+    same bound on how many exist (threads beyond it wait for one, as before).
+    """
+    if make_url(database_url).get_backend_name() != "postgresql":
+        return {}
+    size = min(publish_concurrency + 4, MAX_WORKER_CONNECTIONS)
+    return {"pool_size": size, "max_overflow": 0}
+
+
 def build_context(config: WorkerConfig, observer: PublishObserver | None = None) -> PublishContext:
     """A worker process's resources: engine, one Graph client, the shared limiter."""
-    engine = make_engine(config.database_url, encryption_keys=config.encryption_keys)
+    engine = make_engine(
+        config.database_url,
+        encryption_keys=config.encryption_keys,
+        **worker_pool_options(config.database_url, config.publish_concurrency),
+    )
     graph = GraphClient(
         make_http_client(config.graph_timeout_s, max_connections=config.publish_concurrency + 4),
         graph_url=config.graph_url,
@@ -180,11 +220,39 @@ def install_publish_task(app: Celery, runtime: PublishRuntime) -> Any:
     return publish
 
 
+def worker_observers(config: WorkerConfig) -> PublishObserver:
+    """Everything a worker process tells about outcomes: metrics first."""
+    return Observers([metrics_observer(config.metrics_dir), WebhookOutbox()])
+
+
+def install_worker_tasks(app: Celery, config: WorkerConfig) -> PublishRuntime:
+    """Register what a worker serves on ``app``: publishing and webhook deliveries.
+
+    Returns the publish runtime, whose ``close`` an embedding process calls at exit.
+    """
+    runtime = PublishRuntime(lambda: build_context(config, observer=worker_observers(config)))
+    install_publish_task(app, runtime)
+    install_webhook_task(app, DeliveryRuntime(lambda: webhook_context(config)))
+    return runtime
+
+
 def make_worker_app(config: WorkerConfig) -> Celery:
-    """The Celery app a worker runs: settings, the publish task, its runtime."""
+    """The Celery app a worker runs: offpost's delivery settings and its tasks."""
     app = make_celery(config.broker_url, lease_s=config.lease_s)
-    install_publish_task(app, PublishRuntime(lambda: build_context(config)))
+    install_worker_tasks(app, config)
     return app
+
+
+def webhook_context(config: WorkerConfig) -> DeliveryContext:
+    """A worker process's webhook delivery resources."""
+    return make_delivery_context(
+        config.database_url,
+        config.encryption_keys,
+        timeout_s=config.webhook_timeout_s,
+        policy=DeliveryPolicy(
+            config.webhook_retry_base_s, config.webhook_retry_cap_s, config.webhook_retry_for_s
+        ),
+    )
 
 
 def send_publish(app: Celery, post_ids: list[str]) -> None:

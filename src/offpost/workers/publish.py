@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, noload, sessionmaker
 
 from offpost.graph.client import GraphClient
 from offpost.graph.errors import (
@@ -132,7 +132,7 @@ class PostPublisher:
         ctx, post = self.ctx, self.post
         if ctx.stopping.is_set():
             return self._release(ctx.clock(), "handed_back")
-        credential = self._credential()
+        credential, page = self._credential()
         if credential is None:
             return self._finish(
                 status=PostStatus.CANCELED,
@@ -143,7 +143,6 @@ class PostPublisher:
             return self._finish(status=PostStatus.NEEDS_REAUTH, outcome="needs_reauth")
         self.fb_user_id = credential.fb_user_id
         self.user_token = credential.user_token or ""
-        page = credential.page(post.target)
         self.page_token = page.page_token if page else None
 
         wait_s = ctx.blocks.wait_s(self._limiter_keys())
@@ -358,19 +357,25 @@ class PostPublisher:
 
     # -- tokens ------------------------------------------------------------------------
 
-    def _credential(self) -> Credential | None:
+    def _credential(self) -> tuple[Credential | None, CredentialPage | None]:
+        """The post's credential and its Page (tokens decrypted), or ``(None, None)``.
+
+        Only the post's own Page is loaded: a credential may hold hundreds of Pages,
+        and decrypting every Page token for each post was most of this step's cost.
+        """
         with self.ctx.sessions() as session:
-            credential = session.get(Credential, self.post.credential_id)
+            credential = session.get(
+                Credential, self.post.credential_id, options=[noload(Credential.pages)]
+            )
             if (
                 credential is None
                 or credential.status == CredentialStatus.DELETED
                 or credential.user_token is None
             ):
-                return None
-            # Load the tokens while the session is open (they decrypt on load).
-            _ = [p.page_token for p in credential.pages]
-            session.expunge(credential)
-            return credential
+                return None, None
+            page = session.get(CredentialPage, (self.post.credential_id, self.post.target))
+            session.expunge_all()
+            return credential, page
 
     def _rederive_page_token(self) -> None:
         """DESIGN.md token lifecycle 2: a stale Page token, a user token still valid → derive."""

@@ -21,7 +21,8 @@ from offpost.models import make_engine, make_sessionmaker
 from offpost.models.base import utcnow
 from offpost.models.migrate import ensure_schema_current
 from offpost.redact import install_log_scrubbing
-from offpost.scheduler.api import admin, credentials, health, posts, schedules
+from offpost.scheduler.api import admin, credentials, health, posts, schedules, webhooks
+from offpost.scheduler.api import metrics as metrics_route
 from offpost.scheduler.api.limits import (
     BodyLimitMiddleware,
     MemoryRateLimiter,
@@ -29,6 +30,7 @@ from offpost.scheduler.api.limits import (
     RedisRateLimiter,
 )
 from offpost.scheduler.api.problems import install_problem_handlers
+from offpost.scheduler.metrics import MetricsExporter, QueueProbe
 from offpost.scheduler.settings import Settings
 from offpost.scheduler.wake import Waker, make_waker
 
@@ -66,6 +68,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url, encryption_keys=settings.encryption_key_list())
         http = make_http_client(settings.graph_timeout_s)
+        queue = QueueProbe(settings.broker_url)
         dispatcher_waker = waker or make_waker(settings.broker_url)
         try:
             if check_schema:
@@ -75,6 +78,10 @@ def create_app(
             app.state.sessions = make_sessionmaker(engine)
             app.state.broker_url = settings.broker_url
             app.state.limiter = make_rate_limiter(settings)
+            app.state.queue = queue
+            app.state.metrics = MetricsExporter(
+                app.state.sessions, queue, metrics_dir=settings.metrics_dir
+            )
             app.state.wake_dispatcher = partial(
                 wake_if_soon, dispatcher_waker, settings.dispatcher_max_sleep_s
             )
@@ -91,6 +98,7 @@ def create_app(
             if waker is None:  # a waker passed in belongs to the caller
                 dispatcher_waker.close()
             http.close()
+            queue.close()
             engine.dispose()
 
     app = FastAPI(
@@ -104,7 +112,9 @@ def create_app(
     app.include_router(credentials.router)
     app.include_router(posts.router)
     app.include_router(schedules.router)
+    app.include_router(webhooks.router)
     app.include_router(admin.router)
+    app.include_router(metrics_route.router)
     app.add_middleware(
         BodyLimitMiddleware,
         default_bytes=MAX_BODY_BYTES,

@@ -25,6 +25,7 @@ from offpost.scheduler.api.schemas import (
     CredentialList,
     CredentialOut,
 )
+from offpost.scheduler.expiry import mark_credential_dead
 from offpost.scheduler.tokens import (
     GraphUnavailableError,
     TokenRejectedError,
@@ -152,6 +153,7 @@ def create_client_code(
     client: ClientDep,
     session: SessionDep,
     graph: GraphDep,
+    now: NowDep,
 ) -> ClientCodeOut:
     credential = load_own_credential(session, client.id, credential_id)
     if credential.user_token is None or credential.status in (
@@ -164,7 +166,16 @@ def create_client_code(
         )
     try:
         code = graph.client_code(credential.user_token, body.redirect_uri)
-    except (GraphAuthError, GraphRejectedError) as exc:
+    except GraphAuthError as exc:
+        # The stored token is dead: the same as when a worker finds out (DESIGN.md
+        # token lifecycle 4), including the credential.needs_reauth event.
+        mark_credential_dead(session, credential.id, now)
+        session.commit()
+        raise ProblemError(
+            "conflict",
+            f"credential {credential_id} needs a fresh token: Graph rejected it ({exc.message})",
+        ) from exc
+    except GraphRejectedError as exc:
         raise ProblemError(
             "invalid_request",
             f"Graph refused the client code: {exc.message}",

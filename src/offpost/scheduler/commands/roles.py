@@ -42,6 +42,11 @@ def worker_config(settings: Settings) -> WorkerConfig:
         retry_base_s=settings.retry_base_s,
         retry_cap_s=settings.retry_cap_s,
         publish_concurrency=settings.publish_concurrency,
+        webhook_timeout_s=settings.webhook_timeout_s,
+        webhook_retry_base_s=settings.webhook_retry_base_s,
+        webhook_retry_cap_s=settings.webhook_retry_cap_s,
+        webhook_retry_for_s=settings.webhook_retry_for_s,
+        metrics_dir=settings.metrics_dir,
     )
 
 
@@ -85,9 +90,10 @@ def dispatcher() -> None:
     """Run a dispatcher: sends due posts to the workers (run as many as you like)."""
     from offpost.models import make_engine, make_sessionmaker
     from offpost.scheduler.dispatcher import Dispatcher, DispatcherConfig
-    from offpost.scheduler.materialize import run_schedules
+    from offpost.scheduler.housekeeping import build_housekeeping
     from offpost.scheduler.wake import make_waker
     from offpost.workers.app import make_celery, send_publish
+    from offpost.workers.webhooks import send_deliveries
 
     settings = process_settings()
     _check_schema(settings)
@@ -95,6 +101,9 @@ def dispatcher() -> None:
     sessions = make_sessionmaker(engine)
     celery_app = make_celery(settings.broker_url, lease_s=settings.lease_s)
     waker = make_waker(settings.broker_url)
+    housekeeping, close_housekeeping = build_housekeeping(
+        settings, sessions, partial(send_deliveries, celery_app)
+    )
     loop = Dispatcher(
         sessions,
         lambda ids: send_publish(celery_app, ids),
@@ -105,8 +114,8 @@ def dispatcher() -> None:
             max_sleep_s=settings.dispatcher_max_sleep_s,
         ),
         waker=waker,
-        # Recurring schedules become ordinary posts before each claim.
-        before_tick=partial(run_schedules, sessions),
+        # Schedules, webhook deliveries and the daily expiry sweep, before each claim.
+        before_tick=housekeeping,
     )
     stop = threading.Event()
 
@@ -121,4 +130,5 @@ def dispatcher() -> None:
         loop.run(stop)
     finally:
         waker.close()
+        close_housekeeping()
         engine.dispose()

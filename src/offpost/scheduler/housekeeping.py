@@ -1,0 +1,169 @@
+"""What the dispatcher does before each tick, besides publishing: the per-tick jobs, composed.
+
+- Every tick: recurring schedules materialize their next occurrences, and due
+  webhook deliveries are claimed and sent to the workers (one task each).
+- At most once per ``sweep_every`` per deployment: the expiry sweep. Several
+  dispatchers share the job through a guarded row
+  (:func:`~offpost.models.periodic.claim_periodic_run`), so exactly one runs
+  it. It runs on a thread of its own: a sweep makes Graph calls per credential
+  and must not hold up publishing.
+
+A job that fails is logged and does not keep the others (or the dispatcher's
+claim of due posts) from running.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from functools import partial
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from offpost.graph.client import GraphClient, make_http_client
+from offpost.models import make_engine, make_sessionmaker
+from offpost.models.periodic import claim_periodic_run
+from offpost.models.webhook_event import claim_due_events
+from offpost.scheduler.expiry import ExpirySweep, SweepResult
+from offpost.scheduler.materialize import run_schedules
+from offpost.scheduler.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+#: The ``periodic_runs`` row of the sweep.
+SWEEP_JOB = "expiry_sweep"
+
+DeliverySender = Callable[[list[tuple[str, int]]], None]
+
+
+class Housekeeping:
+    """The dispatcher's ``before_tick``: call it with the tick's ``now``."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        run_schedules: Callable[[datetime], object] | None = None,
+        send_deliveries: DeliverySender | None = None,
+        resend_after: timedelta = timedelta(seconds=120),
+        sweep: ExpirySweep | None = None,
+        sweep_every: timedelta = timedelta(days=1),
+        sweep_in_thread: bool = True,
+        batch: int = 500,
+    ) -> None:
+        self.sessions = sessions
+        self.run_schedules = run_schedules
+        self.send_deliveries = send_deliveries
+        self.resend_after = resend_after
+        self.sweep = sweep
+        self.sweep_every = sweep_every
+        self.sweep_in_thread = sweep_in_thread
+        self.batch = batch
+        self._sweeping = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def __call__(self, now: datetime) -> None:
+        if self.run_schedules is not None:
+            self._guarded("schedules", self.run_schedules, now)
+        if self.send_deliveries is not None:
+            self._guarded("webhooks", self.send_due_webhooks, now)
+        if self.sweep is not None:
+            self._guarded("expiry sweep", self.maybe_sweep, now)
+
+    def _guarded(self, what: str, job: Callable[[datetime], object], now: datetime) -> None:
+        try:
+            job(now)
+        except Exception:
+            logger.exception("%s failed; next tick retries", what, extra={"action": "job_failed"})
+
+    def send_due_webhooks(self, now: datetime) -> int:
+        """Claim due deliveries and send their tasks (after the claim committed)."""
+        assert self.send_deliveries is not None
+        sent = 0
+        while True:
+            with self.sessions.begin() as session:
+                due = claim_due_events(session, now, self.resend_after, self.batch)
+            if due:
+                self.send_deliveries(due)
+                sent += len(due)
+            if len(due) < self.batch:
+                return sent
+
+    def maybe_sweep(self, now: datetime) -> bool:
+        """Start the sweep if this deployment has not run it within ``sweep_every``."""
+        if self.sweep is None or self._sweeping.locked():
+            return False
+        with self.sessions.begin() as session:
+            if not claim_periodic_run(session, SWEEP_JOB, now, self.sweep_every):
+                return False
+        if not self.sweep_in_thread:
+            self._sweep(now)
+            return True
+        self._thread = threading.Thread(
+            target=self._sweep, args=(now,), name="expiry-sweep", daemon=True
+        )
+        self._thread.start()
+        return True
+
+    def _sweep(self, now: datetime) -> SweepResult | None:
+        assert self.sweep is not None
+        with self._sweeping:
+            try:
+                return self.sweep.run(now)
+            except Exception:
+                logger.exception("the expiry sweep failed", extra={"action": "expiry_sweep_failed"})
+                return None
+
+    def join(self, timeout_s: float | None = None) -> None:
+        """Wait for a sweep started on its thread (tests, shutdown)."""
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+
+def build_housekeeping(
+    settings: Settings, sessions: sessionmaker[Session], send_deliveries: DeliverySender
+) -> tuple[Housekeeping, Callable[[], None]]:
+    """A dispatcher's housekeeping from the settings, and what closes its resources.
+
+    The sweep reads tokens, so it gets its own engine with the keys, and a
+    Graph client; without the app's id, secret and keys it is left out (logged).
+    """
+    closers: list[Callable[[], None]] = []
+    sweep = None
+    if settings.app_id and settings.app_secret and settings.encryption_keys:
+        engine = make_engine(settings.database_url, encryption_keys=settings.encryption_key_list())
+        http = make_http_client(settings.graph_timeout_s)
+        graph = GraphClient(
+            http,
+            graph_url=settings.graph_url,
+            version=settings.graph_version,
+            app_id=settings.app_id,
+            app_secret=settings.app_secret.get_secret_value(),
+            appsecret_time=settings.appsecret_time,
+        )
+        sweep = ExpirySweep(
+            make_sessionmaker(engine), graph, timedelta(hours=settings.refresh_margin_hours)
+        )
+        closers += [http.close, engine.dispose]
+    else:
+        logger.warning(
+            "expiry sweep disabled: it needs OFFPOST_APP_ID, OFFPOST_APP_SECRET and "
+            "OFFPOST_ENCRYPTION_KEYS",
+            extra={"action": "expiry_sweep_disabled"},
+        )
+    housekeeping = Housekeeping(
+        sessions,
+        run_schedules=partial(run_schedules, sessions),
+        send_deliveries=send_deliveries,
+        resend_after=timedelta(seconds=settings.requeue_after_s),
+        sweep=sweep,
+        sweep_every=timedelta(seconds=settings.expiry_sweep_every_s),
+    )
+
+    def close() -> None:
+        for closer in closers:
+            closer()
+
+    return housekeeping, close

@@ -1,0 +1,290 @@
+"""What workers count for Prometheus: a :class:`PublishObserver` that feeds prometheus_client.
+
+Counters and histograms of events happen in worker processes, while
+Prometheus scrapes the API's ``/metrics``. They meet through prometheus_client's
+*multiprocess mode*: with ``OFFPOST_METRICS_DIR`` set, every process writes its
+values to memory-mapped files in that directory (one file per process and
+metric type, so forked Celery children never share one), and the API sums them
+at scrape time (:class:`prometheus_client.multiprocess.MultiProcessCollector`).
+Counters of a process that exited stay counted: a restart is not a reset.
+
+That is one machine's view: the API replica on a machine reports the workers
+that share its directory. State that the database knows — posts by status,
+due-but-not-dispatched, credentials — is not counted here but read from the
+database at scrape time (``offpost.scheduler.metrics``), so it is right across
+machines.
+
+Without ``OFFPOST_METRICS_DIR`` each process keeps its values in its own
+registry (:func:`process_metrics`): correct when the worker runs inside the
+process that serves ``/metrics``, invisible otherwise.
+
+=====================================  =========  ==========================================
+metric                                 type       labels
+=====================================  =========  ==========================================
+``offpost_posts_published_total``      counter    ``outcome``: published, reconciled
+``offpost_posts_failed_total``         counter    ``reason``: Graph code or offpost code
+``offpost_publish_outcomes_total``     counter    ``outcome``: every way a post left publishing
+``offpost_publish_duration_seconds``   histogram  from the successful attempt's start to its record
+``offpost_schedule_lateness_seconds``  histogram  ``kind``: one_off, recurring; published - due
+``offpost_graph_errors_total``         counter    ``code``: Graph's error code or offpost's
+``offpost_graph_usage_ratio``          gauge      ``scope``: app, page, business_use_case
+=====================================  =========  ==========================================
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from offpost.graph.errors import GraphError
+from offpost.graph.usage import GraphUsage
+from offpost.models.attempt import Attempt
+from offpost.models.transitions import ClaimedPost
+from offpost.workers.decide import error_document
+
+logger = logging.getLogger(__name__)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+#: Publishing one post: a Graph call plus two small transactions.
+DURATION_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+#: Lateness: the dispatcher wakes within seconds; retries and outages add minutes to hours.
+LATENESS_BUCKETS_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0)
+
+PUBLISHED_OUTCOMES = ("published", "reconciled")
+
+
+class PublishMetrics:
+    """The worker-side metrics, registered on ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.published = Counter(
+            "offpost_posts_published",
+            "Posts published (outcome reconciled: found on the Page after a lost reply).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.failed = Counter(
+            "offpost_posts_failed",
+            "Posts that ended failed, by reason: Graph's error code or an offpost code.",
+            ["reason"],
+            registry=registry,
+        )
+        self.outcomes = Counter(
+            "offpost_publish_outcomes",
+            "Every way a post left publishing: published, reconciled, retry, failed, "
+            "needs_reauth, canceled, waiting, handed_back.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "offpost_publish_duration_seconds",
+            "From the start of the successful attempt (the Graph call) to its recorded outcome.",
+            buckets=DURATION_BUCKETS_S,
+            registry=registry,
+        )
+        self.lateness = Histogram(
+            "offpost_schedule_lateness_seconds",
+            "How long after its publish_at a post was published (for kind=recurring, "
+            "publish_at is the schedule's occurrence time).",
+            ["kind"],
+            buckets=LATENESS_BUCKETS_S,
+            registry=registry,
+        )
+        self.graph_errors = Counter(
+            "offpost_graph_errors",
+            "Errors of Graph calls made by workers, by Graph's error code (or offpost's, "
+            "such as timeout, for a call that got no Graph answer).",
+            ["code"],
+            registry=registry,
+        )
+        self.graph_usage = Gauge(
+            "offpost_graph_usage_ratio",
+            "The latest usage reported by Graph's usage headers, as a fraction of the allowance "
+            "(the highest of call_count, total_time, total_cputime; 1 means throttling).",
+            ["scope"],
+            registry=registry,
+            multiprocess_mode="mostrecent",
+        )
+        # Present at 0 from the start, so a rate() has a first sample.
+        for outcome in PUBLISHED_OUTCOMES:
+            self.published.labels(outcome=outcome)
+        for kind in ("one_off", "recurring"):
+            self.lateness.labels(kind=kind)
+
+
+class MetricsObserver:
+    """Counts what the publish protocol reports; never writes a row, never raises.
+
+    A metrics failure must not roll back an outcome: every method logs and
+    swallows its own errors.
+    """
+
+    def __init__(self, metrics: PublishMetrics) -> None:
+        self.metrics = metrics
+
+    def post_finished(
+        self,
+        session: Session,
+        post: ClaimedPost,
+        outcome: str,
+        values: Mapping[str, Any],
+        now: datetime,
+    ) -> None:
+        try:
+            self._post_finished(session, post, outcome, values, now)
+        except Exception:  # counting must never undo a recorded outcome
+            logger.warning("could not count an outcome", exc_info=True, extra={"action": "metrics"})
+
+    def _post_finished(
+        self,
+        session: Session,
+        post: ClaimedPost,
+        outcome: str,
+        values: Mapping[str, Any],
+        now: datetime,
+    ) -> None:
+        m = self.metrics
+        m.outcomes.labels(outcome=outcome).inc()
+        status = str(values.get("status", ""))
+        if outcome in PUBLISHED_OUTCOMES:
+            m.published.labels(outcome=outcome).inc()
+            kind = "recurring" if post.schedule_id else "one_off"
+            m.lateness.labels(kind=kind).observe(max(0.0, (now - post.publish_at).total_seconds()))
+            if outcome == "published":
+                # The attempt row was committed before the Graph call; its start is
+                # where this post's publishing work began. One lookup on the unique
+                # (post_id, number) index: a query this small fails only when the
+                # connection does, and then the outcome's commit fails with it anyway.
+                started_at = session.scalar(
+                    select(Attempt.started_at)
+                    .where(Attempt.post_id == post.id)
+                    .order_by(Attempt.number.desc())
+                    .limit(1)
+                )
+                if started_at is not None:
+                    m.duration.observe(max(0.0, (now - started_at).total_seconds()))
+        elif status == "failed":
+            m.failed.labels(reason=failure_reason(values)).inc()
+
+    def credential_dead(self, session: Session, credential_id: str, now: datetime) -> None:
+        return None
+
+    def graph_error(self, error: GraphError) -> None:
+        try:
+            self.metrics.graph_errors.labels(code=str(error_document(error)["code"])).inc()
+        except Exception:
+            logger.warning("could not count an error", exc_info=True, extra={"action": "metrics"})
+
+    def graph_usage(self, usage: GraphUsage, page_id: str) -> None:
+        try:
+            for scope, pct in usage_by_scope(usage, page_id).items():
+                self.metrics.graph_usage.labels(scope=scope).set(pct / 100)
+        except Exception:
+            logger.warning("could not record usage", exc_info=True, extra={"action": "metrics"})
+
+
+def failure_reason(values: Mapping[str, Any]) -> str:
+    """Why a post failed, as a label: ``last_error.code``, else ``attempts_exhausted``.
+
+    A post that fails because its attempts ran out writes no new ``last_error``
+    (the previous attempt's stays); that is the one case without a code here.
+    """
+    error = values.get("last_error")
+    if isinstance(error, Mapping) and error.get("code") is not None:
+        return str(error["code"])
+    return "attempts_exhausted"
+
+
+def usage_by_scope(usage: GraphUsage, page_id: str) -> dict[str, int]:
+    """The highest percentage each header reported: ``app``, ``page``, ``business_use_case``."""
+    out: dict[str, int] = {}
+    if usage.app is not None:
+        out["app"] = usage.app.max_pct
+    if usage.page is not None:
+        out["page"] = usage.page.max_pct
+    business = usage.for_object(page_id) or usage.business
+    if business:
+        out["business_use_case"] = max(b.max_pct for b in business)
+    return out
+
+
+# --- one set of metrics per process ----------------------------------------------------------
+
+
+class _ProcessState:
+    """This process's metrics (prometheus_client's value storage is per process too)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.metrics: PublishMetrics | None = None
+        self.registry: CollectorRegistry | None = None
+        self.multiprocess_dir: str | None = None
+
+
+_process = _ProcessState()
+
+
+def use_multiprocess_dir(directory: str) -> None:
+    """Make this process's prometheus_client values live in files under ``directory``.
+
+    prometheus_client picks its value storage when it is imported, from
+    ``PROMETHEUS_MULTIPROC_DIR``; this sets the variable (for child processes too)
+    and switches the storage of metrics created from now on. Call it before the
+    first metric is created; calling it again does nothing (another directory
+    is refused with a warning: the files already opened would be split between
+    two directories, and metrics must never stop a worker).
+    """
+    path = os.path.abspath(directory)
+    with _process.lock:
+        if _process.multiprocess_dir == path:
+            return
+        if _process.multiprocess_dir is not None:
+            logger.warning(
+                "metrics of this process already go to %s; ignoring %s",
+                _process.multiprocess_dir,
+                path,
+                extra={"action": "metrics_dir_ignored"},
+            )
+            return
+        os.makedirs(path, exist_ok=True)
+        os.environ[MULTIPROC_ENV] = path
+        if not getattr(values.ValueClass, "_multiprocess", False):
+            values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+        _process.multiprocess_dir = path
+
+
+def process_metrics(metrics_dir: str | None = None) -> PublishMetrics:
+    """This process's :class:`PublishMetrics`, built on first use.
+
+    With ``metrics_dir`` the values go to files there (see the module docstring),
+    for the API to collect; without it they stay in :func:`process_registry`.
+    """
+    if metrics_dir:
+        use_multiprocess_dir(metrics_dir)
+    registry = process_registry()
+    with _process.lock:
+        if _process.metrics is None:
+            _process.metrics = PublishMetrics(registry)
+        return _process.metrics
+
+
+def process_registry() -> CollectorRegistry:
+    """The registry of this process's own metrics (the fallback without a metrics directory)."""
+    with _process.lock:
+        if _process.registry is None:
+            _process.registry = CollectorRegistry(auto_describe=True)
+        return _process.registry
+
+
+def metrics_observer(metrics_dir: str | None) -> MetricsObserver:
+    """The observer a worker process adds to its :class:`~offpost.workers.observe.Observers`."""
+    return MetricsObserver(process_metrics(metrics_dir))

@@ -1,0 +1,423 @@
+"""Webhooks (API.md §4): the outbox observer, signatures, and the delivery task.
+
+Events are rows of :class:`~offpost.models.webhook_event.WebhookEvent`, written
+inside the transaction that makes the change they report (:class:`WebhookOutbox`
+is a :class:`~offpost.workers.observe.PublishObserver`; the API and the expiry
+sweep call :func:`record_credential_event` the same way). Clients without a
+webhook get no rows.
+
+Delivery is one Celery task per attempt, ``offpost.deliver_webhook(event_id,
+attempts)``, sent by the dispatcher when the row is due. The task claims the
+attempt (a lease, and only if the row still counts ``attempts``), POSTs the
+stored body with a fresh ``Offpost-Signature``, and records the outcome: any
+2xx is ``delivered``; anything else schedules the next attempt with exponential
+backoff and jitter, until ``retry_for`` after the event was created, then
+``failed``. The retry schedule lives in the row rather than in Celery countdowns:
+an ETA message on Redis sits in a worker's memory and is redelivered after the
+visibility timeout, while a row survives anything and is re-sent by the next
+dispatcher tick. Delivery is at least once: a worker killed after the receiver
+answered but before the outcome was recorded sends the event again, with the
+same id, which receivers use to deduplicate.
+
+Signature: ``Offpost-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>``
+over the exact body bytes; see docs/webhooks.md for a verifier.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import random
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from celery import Celery
+from celery.signals import worker_process_init, worker_process_shutdown
+from sqlalchemy import select, type_coerce
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.types import Text
+
+from offpost import __version__
+from offpost.graph.errors import GraphError
+from offpost.graph.usage import GraphUsage
+from offpost.models import Credential, Post, PostStatus, Webhook, make_engine, make_sessionmaker
+from offpost.models.base import utcnow
+from offpost.models.transitions import ClaimedPost
+from offpost.models.webhook_event import (
+    ClaimedEvent,
+    DeliveryStatus,
+    EventType,
+    claim_delivery,
+    finish_delivery,
+    insert_event,
+)
+from offpost.scheduler.api.schemas import CredentialOut, PostOut
+from offpost.workers.decide import RetryPolicy
+
+logger = logging.getLogger(__name__)
+
+DELIVER_TASK = "offpost.deliver_webhook"
+SIGNATURE_HEADER = "Offpost-Signature"
+EVENT_ID_HEADER = "Offpost-Event-Id"
+USER_AGENT = f"offpost/{__version__}"
+#: How much longer than the HTTP timeout an attempt's lease lasts.
+LEASE_SLACK_S = 30.0
+#: Characters of a receiver's error kept in ``last_error``.
+MAX_ERROR_LENGTH = 300
+
+#: Post statuses that are reported, and as what.
+POST_EVENTS: dict[PostStatus, EventType] = {
+    PostStatus.PUBLISHED: EventType.POST_PUBLISHED,
+    PostStatus.FAILED: EventType.POST_FAILED,
+    PostStatus.NEEDS_REAUTH: EventType.POST_NEEDS_REAUTH,
+}
+
+
+# -- signatures ---------------------------------------------------------------------------
+
+
+def signature(secret: str, body: bytes, timestamp: int) -> str:
+    """The hex HMAC-SHA256 of ``"<timestamp>.<body>"`` keyed with ``secret``."""
+    signed = str(timestamp).encode("ascii") + b"." + body
+    return hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).hexdigest()
+
+
+def signature_header(secret: str, body: bytes, timestamp: int) -> str:
+    """The ``Offpost-Signature`` value: ``t=<unix>,v1=<hex>``."""
+    return f"t={timestamp},v1={signature(secret, body, timestamp)}"
+
+
+# -- events -------------------------------------------------------------------------------
+
+
+def _utc_z(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def event_document(event_id: str, type_: EventType, created_at: datetime, data: Any) -> str:
+    """The JSON body of an event, compact, as stored and POSTed on every attempt."""
+    return json.dumps(
+        {"id": event_id, "type": type_.value, "created_at": _utc_z(created_at), "data": data},
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+def has_webhook(session: Session, client_id: str) -> bool:
+    """Whether the client has a webhook (events are recorded only then)."""
+    return session.scalar(select(Webhook.id).where(Webhook.client_id == client_id)) is not None
+
+
+def record_post_event(
+    session: Session, post_id: str, type_: EventType, now: datetime
+) -> str | None:
+    """Record ``type_`` about the post as it is now in this transaction; the event id or None.
+
+    ``data`` is the post object exactly as the API returns it (no token).
+    """
+    post = session.scalars(
+        select(Post).where(Post.id == post_id).execution_options(populate_existing=True)
+    ).one_or_none()
+    if post is None or not has_webhook(session, post.client_id):
+        return None
+    data = PostOut.of(post).model_dump(mode="json")
+    return insert_event(
+        session,
+        client_id=post.client_id,
+        event_type=type_,
+        subject_id=post.id,
+        payload_for=lambda event_id: event_document(event_id, type_, now, data),
+        now=now,
+    )
+
+
+def record_credential_event(
+    session: Session,
+    credential_id: str,
+    type_: EventType,
+    now: datetime,
+    *,
+    dedupe_key: str | None = None,
+) -> str | None:
+    """Record ``type_`` about the credential (its public object); the event id or None.
+
+    None also when ``dedupe_key`` was recorded before for this client.
+    """
+    credential = session.scalars(
+        select(Credential)
+        .where(Credential.id == credential_id)
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+    if credential is None or not has_webhook(session, credential.client_id):
+        return None
+    data = CredentialOut.of(credential).model_dump(mode="json")
+    return insert_event(
+        session,
+        client_id=credential.client_id,
+        event_type=type_,
+        subject_id=credential.id,
+        payload_for=lambda event_id: event_document(event_id, type_, now, data),
+        now=now,
+        dedupe_key=dedupe_key,
+    )
+
+
+def needs_reauth_dedupe_key(session: Session, credential_id: str) -> str:
+    """``credential.needs_reauth`` once per stored token.
+
+    Several posts of one user may find the token dead at once; they all name the
+    same stored token, whose ciphertext (read raw, never decrypted) changes only
+    when a fresh token is stored. A hash of the ciphertext tells the episodes apart.
+    """
+    raw = session.scalar(
+        select(type_coerce(Credential.user_token, Text)).where(Credential.id == credential_id)
+    )
+    fingerprint = hashlib.sha256((raw or "").encode("ascii")).hexdigest()[:24]
+    return f"{EventType.CREDENTIAL_NEEDS_REAUTH.value}:{credential_id}:{fingerprint}"
+
+
+def expiring_dedupe_key(credential_id: str, expires_at: datetime | None) -> str:
+    """``credential.expiring`` once per credential and expiry date (not once a day)."""
+    when = _utc_z(expires_at) if expires_at is not None else "never"
+    return f"{EventType.CREDENTIAL_EXPIRING.value}:{credential_id}:{when}"
+
+
+def record_credential_needs_reauth(
+    session: Session, credential_id: str, now: datetime
+) -> str | None:
+    """``credential.needs_reauth`` for a credential just found dead (once per stored token)."""
+    return record_credential_event(
+        session,
+        credential_id,
+        EventType.CREDENTIAL_NEEDS_REAUTH,
+        now,
+        dedupe_key=needs_reauth_dedupe_key(session, credential_id),
+    )
+
+
+class WebhookOutbox:
+    """The publish observer that writes events into the outbox, inside the outcome's transaction."""
+
+    def post_finished(
+        self,
+        session: Session,
+        post: ClaimedPost,
+        outcome: str,
+        values: Mapping[str, Any],
+        now: datetime,
+    ) -> None:
+        status = values.get("status")
+        type_ = POST_EVENTS.get(PostStatus(status)) if status is not None else None
+        # Most clients have no webhook: ask that first (one indexed lookup) rather
+        # than load the whole post for nothing.
+        if type_ is not None and has_webhook(session, post.client_id):
+            record_post_event(session, post.id, type_, now)
+
+    def credential_dead(self, session: Session, credential_id: str, now: datetime) -> None:
+        record_credential_needs_reauth(session, credential_id, now)
+
+    def graph_error(self, error: GraphError) -> None:
+        return None
+
+    def graph_usage(self, usage: GraphUsage, page_id: str) -> None:
+        return None
+
+
+# -- delivery -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPolicy:
+    """When to try again: jittered exponential backoff, within ``retry_for_s`` of creation."""
+
+    base_s: float = 30.0
+    cap_s: float = 3600.0
+    retry_for_s: float = 86400.0
+
+    def next_attempt_at(
+        self, created_at: datetime, attempt: int, now: datetime, rng: random.Random | None = None
+    ) -> datetime | None:
+        """After failed attempt number ``attempt``: when the next one is due, or None (give up).
+
+        The last attempt is made at the end of the window rather than skipped.
+        """
+        deadline = created_at + timedelta(seconds=self.retry_for_s)
+        if now >= deadline:
+            return None
+        delay_s = RetryPolicy(self.base_s, self.cap_s).delay_s(attempt, rng)
+        return min(now + timedelta(seconds=delay_s), deadline)
+
+
+@dataclass
+class DeliveryContext:
+    """A worker process's means to deliver: database, one HTTP client, the policy."""
+
+    sessions: sessionmaker[Session]
+    http: httpx.Client
+    policy: DeliveryPolicy
+    lease: timedelta
+    clock: Callable[[], datetime] = utcnow
+    rng: random.Random = field(default_factory=random.Random)
+
+
+def make_delivery_context(
+    database_url: str,
+    encryption_keys: list[str],
+    *,
+    timeout_s: float,
+    policy: DeliveryPolicy,
+) -> DeliveryContext:
+    """Build the resources of :func:`deliver_event` (after a worker process forked)."""
+    engine = make_engine(database_url, encryption_keys=encryption_keys)
+    http = httpx.Client(
+        timeout=httpx.Timeout(timeout_s),
+        follow_redirects=False,  # a redirect is not a 2xx: the receiver fixes its URL
+    )
+    return DeliveryContext(
+        sessions=make_sessionmaker(engine),
+        http=http,
+        policy=policy,
+        lease=timedelta(seconds=timeout_s + LEASE_SLACK_S),
+    )
+
+
+def deliver_event(ctx: DeliveryContext, event_id: str, attempts: int) -> str:
+    """Make delivery attempt ``attempts + 1`` of the event; returns what became of it.
+
+    ``skipped`` when the attempt is not this message's to make (another worker,
+    a duplicate message, already done).
+    """
+    now = ctx.clock()
+    with ctx.sessions.begin() as session:
+        event = claim_delivery(session, event_id, attempts, now, ctx.lease)
+        webhook = None
+        if event is not None:
+            webhook = session.scalars(
+                select(Webhook).where(Webhook.client_id == event.client_id)
+            ).one_or_none()
+            target = (webhook.url, webhook.secret) if webhook is not None else None
+    if event is None:
+        return "skipped"
+    if target is None:
+        with ctx.sessions.begin() as session:
+            finish_delivery(
+                session,
+                event,
+                ctx.clock(),
+                status=DeliveryStatus.FAILED,
+                last_error="the client has no webhook any more",
+            )
+        return DeliveryStatus.FAILED.value
+    url, secret = target
+    status_code, error = _post(ctx, event, url, secret)
+    return _record(ctx, event, status_code, error)
+
+
+def _post(
+    ctx: DeliveryContext, event: ClaimedEvent, url: str, secret: str
+) -> tuple[int | None, str | None]:
+    body = event.payload.encode("utf-8")
+    # A fresh timestamp on every attempt; same id, same body.
+    timestamp = int(ctx.clock().timestamp())
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        SIGNATURE_HEADER: signature_header(secret, body, timestamp),
+        EVENT_ID_HEADER: event.id,
+    }
+    try:
+        # Streamed and never read: a receiver's reply body is not ours to download.
+        with ctx.http.stream("POST", url, content=body, headers=headers) as response:
+            code = response.status_code
+    except httpx.HTTPError as exc:
+        return None, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_LENGTH]
+    if 200 <= code < 300:
+        return code, None
+    return code, f"HTTP {code}"
+
+
+def _record(
+    ctx: DeliveryContext, event: ClaimedEvent, status_code: int | None, error: str | None
+) -> str:
+    now = ctx.clock()
+    values: dict[str, Any] = {"last_status": status_code, "last_error": error}
+    if error is None:
+        values.update(status=DeliveryStatus.DELIVERED, delivered_at=now)
+        outcome = DeliveryStatus.DELIVERED.value
+    else:
+        at = ctx.policy.next_attempt_at(event.created_at, event.attempt, now, ctx.rng)
+        if at is None:
+            values.update(status=DeliveryStatus.FAILED)
+            outcome = DeliveryStatus.FAILED.value
+        else:
+            values.update(next_attempt_at=at)
+            outcome = "retry"
+    with ctx.sessions.begin() as session:
+        held = finish_delivery(session, event, now, **values)
+    if not held:
+        return "lease_lost"
+    log = logger.info if outcome != "retry" else logger.warning
+    log(
+        "webhook event %s attempt %d: %s (%s)",
+        event.id,
+        event.attempt,
+        outcome,
+        status_code if status_code is not None else error,
+        extra={"action": f"webhook_{outcome}", "event_id": event.id, "attempt": event.attempt},
+    )
+    return outcome
+
+
+class DeliveryRuntime:
+    """Holds the per-process :class:`DeliveryContext`, built after fork and on first use."""
+
+    def __init__(self, factory: Callable[[], DeliveryContext]) -> None:
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._context: DeliveryContext | None = None
+
+    def get(self) -> DeliveryContext:
+        with self._lock:
+            if self._context is None:
+                self._context = self._factory()
+            return self._context
+
+    def reset(self) -> None:
+        with self._lock:
+            self._context = None
+
+    def close(self) -> None:
+        with self._lock:
+            context, self._context = self._context, None
+        if context is not None:
+            context.http.close()
+
+
+def install_webhook_task(app: Celery, runtime: DeliveryRuntime) -> Any:
+    """Register ``offpost.deliver_webhook`` on ``app``, served by ``runtime``'s context."""
+
+    @app.task(name=DELIVER_TASK, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
+    def deliver_webhook(event_id: str, attempts: int) -> str:
+        return deliver_event(runtime.get(), str(event_id), int(attempts))
+
+    def _after_fork(**_: Any) -> None:
+        runtime.reset()
+
+    def _process_shutdown(**_: Any) -> None:
+        runtime.close()
+
+    worker_process_init.connect(_after_fork, weak=False)
+    worker_process_shutdown.connect(_process_shutdown, weak=False)
+    return deliver_webhook
+
+
+def send_deliveries(app: Celery, due: list[tuple[str, int]]) -> None:
+    """One delivery task per ``(event_id, attempts)`` (after the dispatcher's claim committed)."""
+    for event_id, attempts in due:
+        app.send_task(DELIVER_TASK, args=[event_id, attempts], queue=app.conf.task_default_queue)

@@ -1,0 +1,98 @@
+"""``offpost status`` on a populated database (SQLite, PostgreSQL): the API's numbers as tables."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from click.testing import CliRunner, Result
+
+from offpost.models.migrate import upgrade_to_head
+from offpost.scheduler.cli import main
+from offpost.scheduler.settings import Settings
+from tests.integration.admin_support import (
+    EXPECTED_STATS,
+    Population,
+    make_admin_settings,
+    populate,
+    private_redis_url,
+    queued_messages,
+)
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    upgrade_to_head(database_url)
+    monkeypatch.setenv("OFFPOST_DATABASE_URL", database_url)
+    monkeypatch.setenv("OFFPOST_BROKER_URL", private_redis_url(redis_url))
+    monkeypatch.setenv("COLUMNS", "160")  # wide enough that Rich never wraps a cell
+    return make_admin_settings(database_url, redis_url)
+
+
+@pytest.fixture
+def pop(settings: Settings) -> Population:
+    return populate(settings)
+
+
+def offpost(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args))
+
+
+def row(output: str, label: str) -> list[str]:
+    """The cells of the table row that starts with ``label``."""
+    for line in output.splitlines():
+        cells = [c.strip() for c in re.split(r"[│|┃]", line) if c.strip()]
+        if cells and cells[0] == label:
+            return cells
+    raise AssertionError(f"no row {label!r} in:\n{output}")
+
+
+def test_status_shows_the_counts(pop: Population, redis_url: str) -> None:
+    with queued_messages(redis_url, 4):
+        result = offpost("status")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    for status, count in EXPECTED_STATS["posts"].items():
+        assert row(out, status)[-1] == str(count), status
+    assert row(out, "published in the last hour")[-1] == "10"
+    assert row(out, "failed in the last hour")[-1] == "2"
+    assert row(out, "lateness p50")[-1] == "5.5 s"
+    assert row(out, "lateness p95")[-1] == "9.6 s"  # 9.55, one decimal
+    assert row(out, "lateness p99")[-1] == "9.9 s"
+    assert row(out, "due, not dispatched")[-1] == "3"
+    assert row(out, "queue depth (messages)")[-1] == "4"
+    assert row(out, "190")[-1] == "3"
+    assert row(out, "timeout")[-1] == "1"
+    assert row(out, "active")[-1] == "2"
+    assert row(out, "expiring")[-1] == "1"
+
+
+def test_status_lists_credentials_expiring_soon(pop: Population) -> None:
+    result = offpost("status", "--expiring-within-hours", "6")
+    assert result.exit_code == 0, result.output
+    assert "Credentials expiring within 6 h" in result.stdout
+    expiring = row(result.stdout, pop.expiring_credential)
+    assert expiring[1:4] == ["acme", "u2", "expiring"]
+    assert "(in 5.0 h)" in expiring[4] or "(in 4.9 h)" in expiring[4]
+    # Deleted credentials are not listed; the one expiring in 10 days is beyond 6 h.
+    assert "u5" not in result.stdout
+    assert "u1" not in result.stdout
+
+
+def test_status_json_is_the_stats_document(pop: Population, redis_url: str) -> None:
+    with queued_messages(redis_url, 1):
+        result = offpost("status", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {**EXPECTED_STATS, "queue_depth": 1}
+
+
+def test_status_on_an_outdated_schema_is_one_line(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OFFPOST_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("OFFPOST_BROKER_URL", "memory://")
+    result = offpost("status")
+    assert result.exit_code == 1
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "migrate" in result.stderr

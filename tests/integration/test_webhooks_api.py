@@ -1,0 +1,231 @@
+"""``/v1/webhook`` over HTTP (PostgreSQL, the sandbox), and API-side ``credential.needs_reauth``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from offpost.graph.sandbox import RunningSandbox, running_sandbox
+from offpost.models import (
+    Credential,
+    CredentialStatus,
+    DeliveryStatus,
+    EventType,
+    Post,
+    PostStatus,
+    WebhookEvent,
+    make_engine,
+    make_sessionmaker,
+)
+from offpost.models.webhook_event import insert_event
+from offpost.scheduler.settings import Settings
+from offpost.workers.webhooks import event_document
+from tests.integration.api_support import add_client, api_client, bearer, make_settings
+from tests.integration.posts_support import assert_problem
+from tests.integration.sandbox_support import SandboxClient, sandbox_client
+
+
+@pytest.fixture(scope="module")
+def sandbox_server() -> Iterator[RunningSandbox]:
+    with running_sandbox() as server:
+        yield server
+
+
+@pytest.fixture
+def graph(sandbox_server: RunningSandbox) -> Iterator[SandboxClient]:
+    with sandbox_client(sandbox_server) as client:
+        yield client
+
+
+@pytest.fixture
+def settings(postgres_url: str, sandbox_server: RunningSandbox, redis_url: str) -> Settings:
+    return make_settings(postgres_url, sandbox_server, redis_url)
+
+
+@pytest.fixture
+def api(settings: Settings, graph: SandboxClient) -> Iterator[TestClient]:
+    with api_client(settings) as client:
+        yield client
+
+
+@pytest.fixture
+def alice(settings: Settings, api: TestClient) -> dict[str, str]:
+    return bearer(add_client(settings, "alice"))
+
+
+@pytest.fixture
+def bob(settings: Settings, api: TestClient) -> dict[str, str]:
+    return bearer(add_client(settings, "bob"))
+
+
+@contextlib.contextmanager
+def db(settings: Settings) -> Iterator[Session]:
+    engine = make_engine(settings.database_url, encryption_keys=settings.encryption_key_list())
+    try:
+        with make_sessionmaker(engine)() as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def events(settings: Settings) -> list[WebhookEvent]:
+    with db(settings) as session:
+        return list(session.scalars(select(WebhookEvent).order_by(WebhookEvent.created_at)))
+
+
+def test_put_returns_the_secret_once_and_get_shows_only_the_url(
+    api: TestClient, alice: dict[str, str], settings: Settings
+) -> None:
+    url = "https://hooks.example.com/offpost"
+    put = api.put("/v1/webhook", json={"url": url}, headers=alice)
+    assert put.status_code == 200, put.text
+    body = put.json()
+    assert set(body) == {"url", "secret"}
+    assert body["url"] == url
+    assert body["secret"].startswith("whsec_")
+    got = api.get("/v1/webhook", headers=alice)
+    assert got.status_code == 200
+    assert got.json() == {"url": url}
+    # At rest the secret is encrypted, never the plain text.
+    engine = make_engine(settings.database_url)
+    with engine.connect() as conn:
+        stored = conn.execute(text("SELECT secret FROM webhooks")).scalar_one()
+    engine.dispose()
+    assert body["secret"] not in stored
+
+
+def test_put_again_rotates_the_secret_and_changes_the_url(
+    api: TestClient, alice: dict[str, str]
+) -> None:
+    first = api.put("/v1/webhook", json={"url": "https://a.example/h"}, headers=alice).json()
+    second = api.put("/v1/webhook", json={"url": "https://b.example/h"}, headers=alice).json()
+    assert second["secret"] != first["secret"]
+    assert api.get("/v1/webhook", headers=alice).json() == {"url": "https://b.example/h"}
+
+
+def test_plain_http_only_for_this_machine(api: TestClient, alice: dict[str, str]) -> None:
+    for url in ("http://localhost:8080/h", "http://127.0.0.1:9000/h"):
+        assert api.put("/v1/webhook", json={"url": url}, headers=alice).status_code == 200
+    assert_problem(
+        api.put("/v1/webhook", json={"url": "http://hooks.example.com/h"}, headers=alice),
+        422,
+        "invalid_request",
+        "url",
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"url": "ftp://hooks.example.com/"},
+        {"url": "not a url"},
+        {"url": ""},
+        {},
+        {"url": "https://hooks.example.com/", "secret": "mine"},
+        {"url": 42},
+    ],
+)
+def test_bad_bodies_are_422(api: TestClient, alice: dict[str, str], body: dict[str, Any]) -> None:
+    assert_problem(api.put("/v1/webhook", json=body, headers=alice), 422, "invalid_request")
+    assert_problem(api.get("/v1/webhook", headers=alice), 404, "not_found")
+
+
+def test_every_route_needs_a_key(api: TestClient) -> None:
+    assert_problem(api.put("/v1/webhook", json={"url": "https://a.example/"}), 401, "unauthorized")
+    assert_problem(api.get("/v1/webhook"), 401, "unauthorized")
+    assert_problem(api.delete("/v1/webhook"), 401, "unauthorized")
+    bad = {"Authorization": "Bearer nope"}
+    assert_problem(api.get("/v1/webhook", headers=bad), 401, "unauthorized")
+
+
+def test_a_webhook_is_the_clients_own(
+    api: TestClient, alice: dict[str, str], bob: dict[str, str]
+) -> None:
+    api.put("/v1/webhook", json={"url": "https://alice.example/h"}, headers=alice)
+    assert_problem(api.get("/v1/webhook", headers=bob), 404, "not_found")
+    assert_problem(api.delete("/v1/webhook", headers=bob), 404, "not_found")
+    api.put("/v1/webhook", json={"url": "https://bob.example/h"}, headers=bob)
+    assert api.get("/v1/webhook", headers=alice).json() == {"url": "https://alice.example/h"}
+    assert api.get("/v1/webhook", headers=bob).json() == {"url": "https://bob.example/h"}
+
+
+def test_delete_removes_it_and_gives_up_pending_events(
+    api: TestClient, alice: dict[str, str], settings: Settings
+) -> None:
+    api.put("/v1/webhook", json={"url": "https://a.example/h"}, headers=alice)
+    with db(settings) as session:
+        client_id = session.scalar(text("SELECT id FROM clients WHERE name = 'alice'"))
+        now = datetime.now(UTC)
+        insert_event(
+            session,
+            client_id=str(client_id),
+            event_type=EventType.POST_PUBLISHED,
+            subject_id=None,
+            payload_for=lambda eid: event_document(eid, EventType.POST_PUBLISHED, now, {}),
+            now=now,
+        )
+        session.commit()
+    response = api.delete("/v1/webhook", headers=alice)
+    assert response.status_code == 204
+    assert_problem(api.get("/v1/webhook", headers=alice), 404, "not_found")
+    [event] = events(settings)
+    assert event.status == DeliveryStatus.FAILED
+    assert event.last_error == "the webhook was removed"
+
+
+def test_the_openapi_document_lists_the_routes(api: TestClient) -> None:
+    paths = api.get("/openapi.json").json()["paths"]
+    assert {"put", "get", "delete"} <= set(paths["/v1/webhook"])
+
+
+def test_a_dead_token_found_by_the_api_parks_posts_and_tells_the_webhook(
+    api: TestClient,
+    alice: dict[str, str],
+    bob: dict[str, str],
+    graph: SandboxClient,
+    settings: Settings,
+) -> None:
+    api.put("/v1/webhook", json={"url": "https://a.example/h"}, headers=alice)
+    user = graph.mint_user(pages=1)
+    cred_id = api.post(
+        "/v1/credentials", json={"access_token": user["access_token"]}, headers=alice
+    ).json()["id"]
+    post = api.post(
+        "/v1/posts",
+        json={
+            "credential_id": cred_id,
+            "target": user["pages"][0]["id"],
+            "message": "waits for a fresh token",
+            "publish_at": "2030-01-01T09:00:00Z",
+        },
+        headers=alice,
+    )
+    assert post.status_code == 201, post.text
+    graph.control("POST", f"/users/{user['user_id']}/invalidate", {"reason": "password_changed"})
+    redirect = {"redirect_uri": "https://client.example/callback"}
+    for _ in range(2):
+        response = api.post(f"/v1/credentials/{cred_id}/client-code", json=redirect, headers=alice)
+        assert_problem(response, 409, "conflict")
+    assert api.get(f"/v1/credentials/{cred_id}", headers=alice).json()["status"] == "needs_reauth"
+    with db(settings) as session:
+        parked = session.get(Post, post.json()["id"])
+        assert parked is not None
+        assert parked.status == PostStatus.NEEDS_REAUTH
+        credential = session.get(Credential, cred_id)
+        assert credential is not None
+        assert credential.status == CredentialStatus.NEEDS_REAUTH
+    [event] = events(settings)  # once, not once per call
+    assert event.type == EventType.CREDENTIAL_NEEDS_REAUTH
+    document = json.loads(event.payload)
+    assert document["id"] == event.id
+    assert document["data"] == api.get(f"/v1/credentials/{cred_id}", headers=alice).json()
+    assert user["access_token"] not in event.payload
+    assert "token" not in json.dumps(document["data"])

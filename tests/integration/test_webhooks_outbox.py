@@ -1,0 +1,252 @@
+"""The outbox's guarded steps, and in-process delivery to a real HTTP receiver."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from cryptography.fernet import Fernet
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from offpost.models import (
+    Client,
+    DeliveryStatus,
+    EventType,
+    Webhook,
+    WebhookEvent,
+    hash_api_key,
+    make_engine,
+    make_sessionmaker,
+    new_api_key,
+    new_webhook_secret,
+)
+from offpost.models.migrate import upgrade_to_head
+from offpost.models.periodic import claim_periodic_run
+from offpost.models.webhook_event import (
+    claim_delivery,
+    claim_due_events,
+    finish_delivery,
+    insert_event,
+)
+from offpost.workers.webhooks import (
+    DeliveryContext,
+    DeliveryPolicy,
+    deliver_event,
+    event_document,
+)
+from tests.integration.webhook_receiver import Receiver, running_receiver
+
+T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+LEASE = timedelta(seconds=30)
+
+
+@pytest.fixture
+def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
+    upgrade_to_head(database_url)
+    engine = make_engine(database_url, encryption_keys=[Fernet.generate_key().decode()])
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def client_id(sessions: sessionmaker[Session]) -> str:
+    client = Client(name="hooked", key_hash=hash_api_key(new_api_key()), is_admin=False)
+    with sessions.begin() as session:
+        session.add(client)
+    return client.id
+
+
+def add_event(
+    sessions: sessionmaker[Session], client_id: str, now: datetime = T0, key: str | None = None
+) -> str | None:
+    with sessions.begin() as session:
+        return insert_event(
+            session,
+            client_id=client_id,
+            event_type=EventType.POST_PUBLISHED,
+            subject_id="post_x",
+            payload_for=lambda eid: event_document(eid, EventType.POST_PUBLISHED, now, {"a": 1}),
+            now=now,
+            dedupe_key=key,
+        )
+
+
+def event(sessions: sessionmaker[Session], event_id: str) -> WebhookEvent:
+    with sessions() as session:
+        found = session.get(WebhookEvent, event_id)
+        assert found is not None
+        return found
+
+
+def test_a_dedupe_key_makes_the_second_event_a_no_op(
+    sessions: sessionmaker[Session], client_id: str
+) -> None:
+    first = add_event(sessions, client_id, key="credential.expiring:cred_1:2026-12-04T08:00:00Z")
+    assert first is not None
+    assert first.startswith("evt_")
+    assert (
+        add_event(sessions, client_id, key="credential.expiring:cred_1:2026-12-04T08:00:00Z")
+        is None
+    )
+    # Events without a key never collide.
+    assert add_event(sessions, client_id) is not None
+    assert add_event(sessions, client_id) is not None
+
+
+def test_due_events_are_claimed_once_and_re_sent_only_after_the_resend_time(
+    sessions: sessionmaker[Session], client_id: str
+) -> None:
+    event_id = add_event(sessions, client_id)
+    with sessions.begin() as session:
+        assert claim_due_events(session, T0, timedelta(seconds=60), 10) == [(event_id, 0)]
+    with sessions.begin() as session:
+        assert (
+            claim_due_events(session, T0 + timedelta(seconds=59), timedelta(seconds=60), 10) == []
+        )
+    with sessions.begin() as session:
+        later = T0 + timedelta(seconds=61)
+        assert claim_due_events(session, later, timedelta(seconds=60), 10) == [(event_id, 0)]
+
+
+def test_an_attempt_is_claimed_by_one_message_only(
+    sessions: sessionmaker[Session], client_id: str
+) -> None:
+    event_id = add_event(sessions, client_id)
+    assert event_id is not None
+    with sessions.begin() as session:
+        held = claim_delivery(session, event_id, 0, T0, LEASE)
+    assert held is not None
+    assert held.attempt == 1
+    with sessions.begin() as session:
+        # A duplicate message for the same attempt, and one for the next while leased.
+        assert claim_delivery(session, event_id, 0, T0, LEASE) is None
+        assert claim_delivery(session, event_id, 1, T0, LEASE) is None
+        # Once the lease ran out, the re-sent message (attempts=1) may go.
+        retaken = claim_delivery(session, event_id, 1, T0 + LEASE + timedelta(seconds=1), LEASE)
+    assert retaken is not None
+    assert retaken.attempt == 2
+    with sessions.begin() as session:
+        # The first holder's outcome arrives late: it changes nothing.
+        assert not finish_delivery(session, held, T0, status=DeliveryStatus.DELIVERED)
+        assert finish_delivery(session, retaken, T0, status=DeliveryStatus.DELIVERED)
+    assert event(sessions, event_id).status == DeliveryStatus.DELIVERED
+
+
+def test_a_periodic_job_runs_once_per_interval(sessions: sessionmaker[Session]) -> None:
+    day = timedelta(days=1)
+    with sessions.begin() as session:
+        assert claim_periodic_run(session, "expiry_sweep", T0, day)
+    with sessions.begin() as session:
+        assert not claim_periodic_run(session, "expiry_sweep", T0 + timedelta(hours=23), day)
+        assert claim_periodic_run(session, "other_job", T0, day)
+    with sessions.begin() as session:
+        assert claim_periodic_run(session, "expiry_sweep", T0 + day, day)
+
+
+# -- delivery -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with running_receiver() as running:
+        yield running
+
+
+@pytest.fixture
+def secret(sessions: sessionmaker[Session], client_id: str, receiver: Receiver) -> str:
+    value = new_webhook_secret()
+    with sessions.begin() as session:
+        session.add(Webhook(client_id=client_id, url=receiver.url, secret=value))
+    return value
+
+
+@pytest.fixture
+def ctx(sessions: sessionmaker[Session]) -> Iterator[DeliveryContext]:
+    with httpx.Client(timeout=httpx.Timeout(2.0)) as http:
+        yield DeliveryContext(
+            sessions=sessions,
+            http=http,
+            policy=DeliveryPolicy(base_s=0.05, cap_s=0.1, retry_for_s=60),
+            lease=LEASE,
+        )
+
+
+def deliver_due(ctx: DeliveryContext) -> list[str]:
+    """What a dispatcher tick and the workers do: claim due events, deliver each."""
+    with ctx.sessions.begin() as session:
+        due = claim_due_events(session, ctx.clock(), timedelta(seconds=60), 100)
+    return [deliver_event(ctx, event_id, attempts) for event_id, attempts in due]
+
+
+def test_500_500_200_delivers_the_same_event_three_times_then_never_again(
+    ctx: DeliveryContext, client_id: str, secret: str, receiver: Receiver
+) -> None:
+    receiver.answer(500, 500)
+    event_id = add_event(ctx.sessions, client_id, now=datetime.now(UTC))
+    outcomes: list[str] = []
+    for _ in range(100):
+        outcomes += deliver_due(ctx)
+        if "delivered" in outcomes:
+            break
+        threading.Event().wait(0.05)
+    assert outcomes == ["retry", "retry", "delivered"]
+    assert deliver_due(ctx) == []
+    got = receiver.received()
+    assert len(got) == 3
+    assert {r.headers["offpost-event-id"] for r in got} == {event_id}
+    assert {r.body for r in got} == {got[0].body}
+    assert got[0].event["id"] == event_id
+    assert all(r.signed_by(secret) for r in got)
+    assert all(r.headers["content-type"] == "application/json" for r in got)
+    assert all(r.headers["user-agent"].startswith("offpost/") for r in got)
+    row = event(ctx.sessions, event_id or "")
+    assert (row.status, row.attempts, row.last_status) == (DeliveryStatus.DELIVERED, 3, 200)
+    assert row.delivered_at is not None
+
+
+def test_a_receiver_that_never_answers_2xx_is_given_up_after_the_window(
+    ctx: DeliveryContext, client_id: str, secret: str, receiver: Receiver
+) -> None:
+    receiver.answer(*[503] * 1000)
+    ctx.policy = DeliveryPolicy(base_s=0.05, cap_s=0.1, retry_for_s=0.5)
+    event_id = add_event(ctx.sessions, client_id, now=datetime.now(UTC))
+    outcomes: list[str] = []
+    for _ in range(200):
+        outcomes += deliver_due(ctx)
+        if "failed" in outcomes:
+            break
+        threading.Event().wait(0.05)
+    assert outcomes[-1] == "failed"
+    assert set(outcomes[:-1]) == {"retry"}
+    row = event(ctx.sessions, event_id or "")
+    assert (row.status, row.last_status, row.last_error) == (DeliveryStatus.FAILED, 503, "HTTP 503")
+    assert len(receiver.received()) == row.attempts
+
+
+def test_a_leased_event_is_not_posted_by_a_second_worker(
+    ctx: DeliveryContext, client_id: str, secret: str, receiver: Receiver
+) -> None:
+    event_id = add_event(ctx.sessions, client_id, now=datetime.now(UTC))
+    assert event_id is not None
+    with ctx.sessions.begin() as session:
+        assert claim_delivery(session, event_id, 0, datetime.now(UTC), LEASE) is not None
+    # The same message delivered twice by the broker: both find the attempt taken.
+    assert deliver_event(ctx, event_id, 0) == "skipped"
+    assert deliver_event(ctx, event_id, 1) == "skipped"
+    assert receiver.received() == []
+
+
+def test_an_event_of_a_removed_webhook_fails_without_a_request(
+    ctx: DeliveryContext, client_id: str, secret: str, receiver: Receiver
+) -> None:
+    event_id = add_event(ctx.sessions, client_id, now=datetime.now(UTC))
+    with ctx.sessions.begin() as session:
+        for webhook in session.scalars(select(Webhook).where(Webhook.client_id == client_id)):
+            session.delete(webhook)
+    assert deliver_due(ctx) == ["failed"]
+    assert event(ctx.sessions, event_id or "").status == DeliveryStatus.FAILED
+    assert receiver.received() == []

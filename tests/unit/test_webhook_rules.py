@@ -1,0 +1,123 @@
+"""Pure rules of webhooks and the expiry sweep: backoff, the retry window, URLs, risk, dedupe."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from offpost.models import EventType
+from offpost.scheduler.api.webhooks import check_webhook_url
+from offpost.scheduler.expiry import at_risk
+from offpost.workers.app import make_celery
+from offpost.workers.webhooks import DeliveryPolicy, event_document, expiring_dedupe_key
+
+T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("attempt", "low_s", "high_s"),
+    [(1, 15, 30), (2, 30, 60), (3, 60, 120), (7, 960, 1920), (8, 1800, 3600), (20, 1800, 3600)],
+)
+def test_backoff_doubles_with_jitter_up_to_the_cap(
+    attempt: int, low_s: float, high_s: float
+) -> None:
+    policy = DeliveryPolicy(base_s=30, cap_s=3600, retry_for_s=86400)
+    rng = random.Random(attempt)
+    for _ in range(50):
+        at = policy.next_attempt_at(T0, attempt, T0, rng)
+        assert at is not None
+        assert timedelta(seconds=low_s) <= at - T0 <= timedelta(seconds=high_s)
+
+
+def test_the_last_attempt_is_at_the_end_of_the_window_then_it_gives_up() -> None:
+    policy = DeliveryPolicy(base_s=30, cap_s=3600, retry_for_s=86400)
+    end = T0 + timedelta(days=1)
+    almost = end - timedelta(seconds=5)
+    assert policy.next_attempt_at(T0, 25, almost, random.Random(1)) == end
+    assert policy.next_attempt_at(T0, 26, end, random.Random(1)) is None
+    assert policy.next_attempt_at(T0, 26, end + timedelta(seconds=1)) is None
+
+
+def test_the_event_document_is_compact_and_ordered() -> None:
+    body = event_document(
+        "evt_0vB4kq9TzLr2mWc8xYpA",
+        EventType.POST_PUBLISHED,
+        T0 + timedelta(microseconds=123),
+        {"id": "post_1", "message": "héllo"},
+    )
+    assert body.startswith('{"id":"evt_0vB4kq9TzLr2mWc8xYpA","type":"post.published",')
+    assert json.loads(body) == {
+        "id": "evt_0vB4kq9TzLr2mWc8xYpA",
+        "type": "post.published",
+        "created_at": "2026-12-01T08:00:00Z",
+        "data": {"id": "post_1", "message": "héllo"},
+    }
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.com/hook",
+        "https://example.com:8443/a?b=c",
+        "http://localhost:8080/hook",
+        "http://127.0.0.1:9000/",
+        "http://[::1]:9000/x",
+    ],
+)
+def test_webhook_urls_accepted(url: str) -> None:
+    assert check_webhook_url(url) == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.com/hook",
+        "http://10.0.0.1/hook",
+        "ftp://example.com/",
+        "example.com/hook",
+        "https://user:pw@example.com/",
+        "https:///nohost",
+        "",
+    ],
+)
+def test_webhook_urls_refused(url: str) -> None:
+    with pytest.raises(ValueError):
+        check_webhook_url(url)
+
+
+MARGIN = timedelta(hours=72)
+
+
+@pytest.mark.parametrize(
+    ("expires_in", "latest_post_in", "risky"),
+    [
+        (None, None, False),  # never expires
+        (timedelta(days=30), None, False),
+        (timedelta(hours=71), None, True),
+        (timedelta(hours=-1), None, True),  # already past
+        (timedelta(days=30), timedelta(days=29), False),
+        (timedelta(days=30), timedelta(days=31), True),  # a post after the token's end
+    ],
+)
+def test_at_risk(
+    expires_in: timedelta | None, latest_post_in: timedelta | None, risky: bool
+) -> None:
+    expires_at = T0 + expires_in if expires_in is not None else None
+    latest = T0 + latest_post_in if latest_post_in is not None else None
+    assert at_risk(expires_at, T0, MARGIN, latest) is risky
+
+
+def test_expiring_is_deduplicated_per_expiry_date() -> None:
+    key = expiring_dedupe_key("cred_1", T0)
+    assert key == expiring_dedupe_key("cred_1", T0)
+    assert key != expiring_dedupe_key("cred_1", T0 + timedelta(days=60))
+    assert key != expiring_dedupe_key("cred_2", T0)
+
+
+def test_workers_send_task_events_for_flower() -> None:
+    conf = make_celery("memory://").conf
+    assert conf.worker_send_task_events is True
+    assert conf.task_send_sent_event is True
