@@ -13,6 +13,8 @@ import click
 from offpost import __version__
 from offpost.scheduler.commands.clients import clients
 from offpost.scheduler.commands.common import configure_logging, one_line_errors, process_settings
+from offpost.scheduler.commands.demo import demo
+from offpost.scheduler.commands.importer import import_csv
 from offpost.scheduler.commands.keys import keys
 from offpost.scheduler.commands.roles import dispatcher, worker
 from offpost.scheduler.commands.status import status
@@ -95,3 +97,5 @@ main.add_command(dispatcher)
 main.add_command(worker)
 main.add_command(status)
 main.add_command(up)
+main.add_command(demo)
+main.add_command(import_csv)
