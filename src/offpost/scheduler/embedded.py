@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import secrets
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -57,6 +58,20 @@ ADMIN_CLIENT = "admin"
 
 class EmbeddedStartError(OffpostError):
     """``offpost up`` could not start one of its parts."""
+
+
+def check_port_free(host: str, port: int, what: str) -> None:
+    """Fail with one clear line before starting anything if ``port`` is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            raise EmbeddedStartError(
+                f"port {port} on {host} ({what}) is in use: stop what holds it or pick "
+                "another with --port"
+            ) from None
 
 
 def read_or_create_key(folder: Path) -> str:
@@ -190,6 +205,11 @@ def run_embedded(
     announce: Callable[[str], Any],
 ) -> None:
     """Run everything until Ctrl-C (or SIGTERM); returns after a clean stop."""
+    use_sandbox = force_sandbox or settings.app_id is None or settings.app_secret is None
+    # Before anything is created on disk: a taken port is one line, not a traceback.
+    check_port_free(host, port, "the API")
+    if use_sandbox:
+        check_port_free(host, sandbox_port, "the Graph sandbox")
     overrides: dict[str, Any] = {}
     key_file = None
     if settings.encryption_keys is None:
@@ -197,7 +217,6 @@ def run_embedded(
         key_file = str(folder / KEY_FILE)
     if not settings.broker_url_is_set:
         overrides["broker_url"] = EMBEDDED_BROKER
-    use_sandbox = force_sandbox or settings.app_id is None or settings.app_secret is None
 
     with ExitStack() as stack:
         sandbox = None
@@ -270,7 +289,11 @@ def run_embedded(
                     announce(line)
 
         server.startup = startup  # type: ignore[method-assign]
-        server.run()
+        try:
+            server.run()
+        except SystemExit:
+            # uvicorn exits when it cannot start; say so in one line instead.
+            raise EmbeddedStartError(f"the API could not start on {host}:{port}") from None
         if not server.started:
             raise EmbeddedStartError(f"the API could not listen on {host}:{port}")
         announce("stopping: letting posts in flight finish")
