@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from offpost.models import Credential, CredentialPage, CredentialStatus, PostStatus, is_id
 from offpost.models.ids import IdPrefix
-from offpost.scheduler.api.schemas import AttemptOut, PostBatchCreate, PostCreate, PostOut
+from offpost.scheduler.api.schemas import AttemptOut, PostBatchCreate, PostCreate
 from offpost.scheduler.idempotency import check_key
 from offpost.scheduler.post_rules import (
     MAX_MESSAGE_LENGTH,
@@ -28,6 +28,7 @@ from offpost.scheduler.post_rules import (
     publish_at_problem,
 )
 from offpost.scheduler.posts import earliest_due, new_post_ids
+from offpost.views import PostOut
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

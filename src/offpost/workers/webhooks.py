@@ -57,7 +57,7 @@ from offpost.models.webhook_event import (
     finish_delivery,
     insert_event,
 )
-from offpost.scheduler.api.schemas import CredentialOut, PostOut
+from offpost.views import CredentialOut, PostOut
 from offpost.workers.decide import RetryPolicy
 
 logger = logging.getLogger(__name__)

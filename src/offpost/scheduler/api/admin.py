@@ -24,9 +24,10 @@ from offpost.scheduler import post_rules as rules
 from offpost.scheduler import posts as store
 from offpost.scheduler.api.deps import AdminDep, NowDep, SessionDep
 from offpost.scheduler.api.problems import ProblemError, field_error
-from offpost.scheduler.api.schemas import CredentialList, CredentialOut, PostOut
+from offpost.scheduler.api.schemas import CredentialList
 from offpost.scheduler.metrics import QueueProbe
 from offpost.scheduler.stats import Stats, collect_stats
+from offpost.views import CredentialOut, PostOut
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/admin", tags=["admin"])

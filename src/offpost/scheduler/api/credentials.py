@@ -23,7 +23,6 @@ from offpost.scheduler.api.schemas import (
     ClientCodeOut,
     CredentialCreate,
     CredentialList,
-    CredentialOut,
 )
 from offpost.scheduler.expiry import mark_credential_dead
 from offpost.scheduler.tokens import (
@@ -32,6 +31,7 @@ from offpost.scheduler.tokens import (
     forget_credential,
     take_in_token,
 )
+from offpost.views import CredentialOut
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/credentials", tags=["credentials"])

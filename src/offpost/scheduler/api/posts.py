@@ -37,7 +37,6 @@ from offpost.scheduler.api.schemas import (
     PostBatchOut,
     PostCreate,
     PostList,
-    PostOut,
     PostUpdate,
 )
 from offpost.scheduler.idempotency import (
@@ -48,6 +47,7 @@ from offpost.scheduler.idempotency import (
     run_once,
 )
 from offpost.scheduler.tokens import GraphUnavailableError, take_in_token
+from offpost.views import PostOut
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/posts", tags=["posts"])

@@ -15,15 +15,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from offpost.models import Misfire, Schedule, ScheduleEvent
-from offpost.scheduler.api.schemas import (
-    HttpURL,
-    Message,
-    RequestModel,
-    RFC3339Time,
-    ShortId,
-    UTCTime,
-)
+from offpost.scheduler.api.schemas import HttpURL, Message, RequestModel, RFC3339Time, ShortId
 from offpost.scheduler.recurrence import MAX_PREVIEW
+from offpost.views import UTCTime
 
 #: Occurrences shown in ``upcoming``.
 UPCOMING_COUNT = 5

@@ -6,9 +6,8 @@ times go out as RFC 3339 UTC with ``Z``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import UTC, datetime
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated
 
 from pydantic import (
     AfterValidator,
@@ -16,11 +15,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    PlainSerializer,
     StringConstraints,
 )
 
-from offpost.models import Attempt, Credential, PostStatus
+from offpost.models import Attempt
 from offpost.scheduler.post_rules import (
     MAX_BATCH_POSTS,
     MAX_MESSAGE_LENGTH,
@@ -29,13 +27,7 @@ from offpost.scheduler.post_rules import (
     check_url,
     parse_rfc3339,
 )
-
-
-def _utc_z(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-UTCTime = Annotated[datetime, PlainSerializer(_utc_z, return_type=str)]
+from offpost.views import CredentialOut, ErrorOut, PostOut, UTCTime
 
 #: Real tokens are a few hundred characters; anything far longer is not a token.
 MAX_TOKEN_LENGTH = 4096
@@ -58,38 +50,6 @@ class ClientCodeCreate(RequestModel):
         pattern=r"^https?://\S+$",
         description="The redirect URI configured in Facebook Login > Settings.",
     )
-
-
-class PageOut(BaseModel):
-    id: str
-    name: str
-
-
-class CredentialOut(BaseModel):
-    id: str
-    fb_user_id: str
-    status: str
-    expires_at: UTCTime | None
-    data_access_expires_at: UTCTime | None
-    scopes: list[str]
-    pages: list[PageOut]
-    created_at: UTCTime
-    updated_at: UTCTime
-
-    @classmethod
-    def of(cls, credential: Credential) -> CredentialOut:
-        """The public view of a credential: never a token."""
-        return cls(
-            id=credential.id,
-            fb_user_id=credential.fb_user_id,
-            status=credential.status.value,
-            expires_at=credential.expires_at,
-            data_access_expires_at=credential.data_access_expires_at,
-            scopes=list(credential.scopes),
-            pages=[PageOut(id=p.page_id, name=p.name) for p in credential.pages],
-            created_at=credential.created_at,
-            updated_at=credential.updated_at,
-        )
 
 
 class CredentialList(BaseModel):
@@ -153,66 +113,6 @@ class PostUpdate(RequestModel):
     link: HttpURL | None = None
     photo_url: HttpURL | None = None
     publish_at: RFC3339Time | None = None
-
-
-class ErrorOut(BaseModel):
-    """What went wrong: Graph's error, or an offpost code such as ``timeout``."""
-
-    code: int | str | None
-    subcode: int | None
-    message: str
-    fbtrace_id: str | None
-
-    @classmethod
-    def of(cls, document: Mapping[str, Any] | None) -> ErrorOut | None:
-        if not document:
-            return None
-        return cls(
-            code=document.get("code"),
-            subcode=document.get("subcode"),
-            message=str(document.get("message") or ""),
-            fbtrace_id=document.get("fbtrace_id"),
-        )
-
-
-class PostOut(BaseModel):
-    id: str
-    status: PostStatus
-    credential_id: str
-    target: str
-    message: str | None
-    link: str | None
-    photo_url: str | None
-    publish_at: UTCTime
-    schedule_id: str | None
-    attempts: int
-    graph_post_id: str | None
-    published_at: UTCTime | None
-    last_error: ErrorOut | None
-    created_at: UTCTime
-    updated_at: UTCTime
-
-    @classmethod
-    def of(cls, post: Any) -> PostOut:
-        """The public view of a post: a :class:`~offpost.models.Post` or a row mapping."""
-        get = post.get if isinstance(post, Mapping) else post.__getattribute__
-        return cls(
-            id=get("id"),
-            status=get("status"),
-            credential_id=get("credential_id"),
-            target=get("target"),
-            message=get("message"),
-            link=get("link"),
-            photo_url=get("photo_url"),
-            publish_at=get("publish_at"),
-            schedule_id=get("schedule_id"),
-            attempts=get("attempts"),
-            graph_post_id=get("graph_post_id"),
-            published_at=get("published_at"),
-            last_error=ErrorOut.of(get("last_error")),
-            created_at=get("created_at"),
-            updated_at=get("updated_at"),
-        )
 
 
 class PostList(BaseModel):
