@@ -30,6 +30,7 @@ from offpost.scheduler.api.limits import (
     RedisRateLimiter,
 )
 from offpost.scheduler.api.problems import install_problem_handlers
+from offpost.scheduler.dashboard import routes as dashboard
 from offpost.scheduler.metrics import MetricsExporter, QueueProbe
 from offpost.scheduler.settings import Settings
 from offpost.scheduler.wake import Waker, make_waker
@@ -114,6 +115,7 @@ def create_app(
     app.include_router(schedules.router)
     app.include_router(webhooks.router)
     app.include_router(admin.router)
+    app.include_router(dashboard.router)
     app.include_router(metrics_route.router)
     app.add_middleware(
         BodyLimitMiddleware,

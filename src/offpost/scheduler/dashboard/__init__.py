@@ -1,0 +1,6 @@
+"""The operators' dashboard at ``/admin``: server-rendered pages over the admin views.
+
+:mod:`.routes` holds the pages and buttons, :mod:`.session` the signed session
+cookie and its CSRF token, :mod:`.chart` the per-minute chart; the Jinja2
+templates ship in ``templates/`` as package data.
+"""

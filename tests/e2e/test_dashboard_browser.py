@@ -1,0 +1,221 @@
+"""The dashboard in a real browser: headless Chromium (Debian's), driven by Playwright.
+
+A real uvicorn server runs the API on a free port, on PostgreSQL populated by
+``admin_support.populate`` (posts in every state, failed ones with attempts, a
+credential expiring soon). The browser signs in through the form, reads the
+counts, filters and pages through the table, opens a post's attempts, retries
+the failed post and cancels another, checks the chart and the expiring
+credentials, saves a screenshot, and signs out.
+
+Playwright only drives the browser the machine has (``/usr/bin/chromium``);
+nothing is downloaded. Without it the test skips locally and fails under CI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from offpost.models.migrate import upgrade_to_head
+from offpost.scheduler.api.app import create_app
+from offpost.scheduler.settings import Settings
+from tests.conftest import service_missing
+from tests.integration.admin_support import (
+    EXPECTED_STATS,
+    TOTAL_POSTS,
+    Population,
+    make_admin_settings,
+    populate,
+)
+
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(300)]
+
+CHROMIUM = os.environ.get("OFFPOST_TEST_CHROMIUM", "/usr/bin/chromium")
+# Everything that would make the browser reach beyond this machine is off.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_api(settings: Settings) -> Iterator[str]:
+    """The API app under a real uvicorn server in a thread; yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise AssertionError("the API server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+@pytest.fixture
+def browser_context(tmp_path: Path) -> Iterator[Any]:
+    """A fresh Chromium profile driven by Playwright (skips locally, fails under CI)."""
+    try:
+        from playwright.sync_api import sync_playwright  # noqa: PLC0415 - optional until here
+    except ImportError as exc:
+        service_missing("the playwright package", exc)
+    if shutil.which(CHROMIUM) is None:
+        service_missing(f"Chromium at {CHROMIUM}", FileNotFoundError(CHROMIUM))
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900},
+        )
+        context.set_default_timeout(15_000)
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture
+def dashboard(postgres_url: str, redis_url: str) -> Iterator[tuple[str, Population]]:
+    settings = make_admin_settings(postgres_url, redis_url)
+    upgrade_to_head(settings.database_url)
+    population = populate(settings)
+    with running_api(settings) as url:
+        yield url, population
+
+
+def test_sign_in_look_around_act_and_sign_out(
+    browser_context: Any, dashboard: tuple[str, Population], tmp_path: Path
+) -> None:
+    url, pop = dashboard
+    page = browser_context.new_page()
+    visited: list[str] = []
+    page.on("request", lambda request: visited.append(request.url))
+
+    # Signed out, the dashboard sends the browser to the sign-in form.
+    page.goto(f"{url}/admin")
+    assert page.url == f"{url}/admin/login"
+
+    # A wrong key gets the form again, with the reason.
+    page.fill("#key", "opk_wrong")
+    page.click("button[type=submit]")
+    assert page.inner_text("#login-error") == "That key is not valid."
+
+    page.fill("#key", pop.admin_key)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{url}/admin")
+    assert "signed in as" in page.inner_text("header")
+
+    # The session is an HttpOnly, SameSite=Strict cookie that page scripts cannot read.
+    (cookie,) = [c for c in browser_context.cookies() if c["name"] == "offpost_admin"]
+    assert cookie["httpOnly"] is True
+    assert cookie["sameSite"] == "Strict"
+    assert cookie["path"] == "/admin"
+    assert pop.admin_key not in cookie["value"]
+    assert page.evaluate("document.cookie") == ""
+
+    # Counts by status.
+    for status, count in EXPECTED_STATS["posts"].items():
+        assert page.inner_text(f"#count-{status} b") == str(count), status
+    assert page.inner_text("#due-not-dispatched b") == str(EXPECTED_STATS["due_not_dispatched"])
+
+    # The chart and the credentials expiring soon.
+    assert page.locator("#chart svg rect.published").count() == 1
+    assert page.locator("#chart svg rect.failed").count() == 2
+    assert pop.expiring_credential in page.inner_text("#expiring")
+
+    # Filter the table: the failed posts only.
+    page.select_option("#filter-status", "failed")
+    page.click("#jobs button[type=submit]")
+    page.wait_for_url("**/admin?status=failed*")
+    rows = page.locator("#posts tbody tr[data-post-id]")
+    assert rows.count() == EXPECTED_STATS["posts"]["failed"]
+    assert set(rows.evaluate_all("rows => rows.map(r => r.dataset.status)")) == {"failed"}
+
+    # Page through everything, ten at a time.
+    page.select_option("#filter-status", "")
+    page.select_option("#filter-limit", "10")
+    page.click("#jobs button[type=submit]")
+    page.wait_for_url("**/admin?*limit=10*")
+    seen = rows.evaluate_all("rows => rows.map(r => r.dataset.postId)")
+    while page.locator("#next-page").count():
+        page.click("#next-page")
+        page.wait_for_load_state()
+        seen += rows.evaluate_all("rows => rows.map(r => r.dataset.postId)")
+    assert len(seen) == len(set(seen)) == TOTAL_POSTS
+    assert page.locator("#first-page").count() == 1
+
+    # Screenshot of the dashboard as an operator first sees it.
+    page.goto(f"{url}/admin")
+    screenshot = tmp_path / "dashboard.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+
+    # A failed post: its attempts, then retry it.
+    page.goto(f"{url}/admin?status=failed")
+    page.click(f"a[href='/admin/posts/{pop.failed_post}']")
+    page.wait_for_url(f"{url}/admin/posts/{pop.failed_post}")
+    attempts = page.locator("#attempts tbody tr")
+    assert attempts.count() == 2
+    assert "368" in attempts.nth(0).inner_text()
+    assert page.inner_text("#post-status") == "failed"
+    page.screenshot(path=str(tmp_path / "post.png"), full_page=True)
+    page.click("#retry")
+    page.wait_for_url(f"{url}/admin/posts/{pop.failed_post}?done=retried")
+    assert page.inner_text("#post-status") == "scheduled"
+    assert "Retried" in page.inner_text("#notice")
+    assert page.locator("#retry").count() == 0
+
+    # Cancel a scheduled post.
+    page.goto(f"{url}/admin/posts/{pop.scheduled_post}")
+    page.click("#cancel")
+    page.wait_for_url(f"{url}/admin/posts/{pop.scheduled_post}?done=canceled")
+    assert page.inner_text("#post-status") == "canceled"
+
+    # The counts moved with them.
+    page.goto(f"{url}/admin")
+    assert page.inner_text("#count-failed b") == str(EXPECTED_STATS["posts"]["failed"] - 1)
+    assert page.inner_text("#count-canceled b") == "1"
+
+    # Sign out: the cookie is gone and the dashboard asks for the key again.
+    page.click("header button[type=submit]")
+    page.wait_for_url(f"{url}/admin/login")
+    assert not [c for c in browser_context.cookies() if c["name"] == "offpost_admin"]
+    page.goto(f"{url}/admin")
+    assert page.url == f"{url}/admin/login"
+
+    # The key never travelled in a URL.
+    assert visited
+    assert not [u for u in visited if pop.admin_key in u]
+
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert screenshot.stat().st_size > 20_000, "the screenshot looks empty"

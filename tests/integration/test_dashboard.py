@@ -1,0 +1,480 @@
+"""``/admin``, the operators' dashboard, over HTTP on a populated database.
+
+Sign-in and its cookie, CSRF and origin checks on every action, the pages'
+numbers against the rows of ``admin_support.populate``, and the admin key kept
+out of every URL, redirect, page and cookie. The browser drives the same pages
+in ``tests/e2e/test_dashboard_browser.py``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.cookies import SimpleCookie
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select, update
+
+from offpost.models import Client, Post, PostStatus
+from offpost.scheduler.api.app import create_app
+from offpost.scheduler.settings import Settings
+from tests.integration.admin_support import (
+    EXPECTED_STATS,
+    TOTAL_POSTS,
+    Population,
+    make_admin_settings,
+    populate,
+    session_for,
+)
+from tests.integration.api_support import api_client
+
+pytestmark = pytest.mark.postgres
+
+COOKIE = "offpost_admin"
+
+
+@pytest.fixture
+def settings(postgres_url: str, redis_url: str) -> Settings:
+    return make_admin_settings(postgres_url, redis_url)
+
+
+@pytest.fixture
+def api(settings: Settings) -> Iterator[TestClient]:
+    with api_client(settings) as client:
+        yield client
+
+
+@pytest.fixture
+def pop(settings: Settings, api: TestClient) -> Population:
+    return populate(settings)
+
+
+def sign_in(api: TestClient, key: str) -> httpx.Response:
+    return api.post("/admin/login", data={"key": key}, follow_redirects=False)
+
+
+@pytest.fixture
+def signed_in(api: TestClient, pop: Population) -> TestClient:
+    response = sign_in(api, pop.admin_key)
+    assert response.status_code == 303, response.text
+    return api
+
+
+def csrf_of(html: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert match, "no CSRF field on the page"
+    return match.group(1)
+
+
+def status_of(settings: Settings, post_id: str) -> PostStatus:
+    with session_for(settings) as session:
+        status = session.scalar(select(Post.status).where(Post.id == post_id))
+    assert status is not None
+    return status
+
+
+def set_cookie(response: httpx.Response) -> SimpleCookie:
+    cookie: SimpleCookie = SimpleCookie()
+    for header in response.headers.get_list("set-cookie"):
+        cookie.load(header)
+    return cookie
+
+
+def row_ids(html: str) -> list[str]:
+    return re.findall(r'data-post-id="([^"]+)"', html)
+
+
+# --- signing in ------------------------------------------------------------------------------
+
+
+def test_signed_out_pages_redirect_to_the_sign_in_form(api: TestClient, pop: Population) -> None:
+    for path in ("/admin", f"/admin/posts/{pop.failed_post}", "/admin?status=failed"):
+        response = api.get(path, follow_redirects=False)
+        assert response.status_code == 303, path
+        assert response.headers["location"] == "/admin/login"
+    form = api.get("/admin/login")
+    assert form.status_code == 200
+    assert '<form method="post" action="/admin/login"' in form.text
+    assert 'type="password"' in form.text
+
+
+def test_a_wrong_key_gets_the_form_again_with_an_error(api: TestClient, pop: Population) -> None:
+    response = sign_in(api, "opk_not-a-key")
+    assert response.status_code == 401
+    assert response.headers["content-type"].startswith("text/html")
+    assert "That key is not valid." in response.text
+    assert "opk_not-a-key" not in response.text
+    assert "set-cookie" not in response.headers
+
+
+def test_a_client_key_is_refused(api: TestClient, pop: Population) -> None:
+    response = sign_in(api, pop.client_key)
+    assert response.status_code == 403
+    assert "needs an admin key" in response.text
+    assert "set-cookie" not in response.headers
+    assert api.get("/admin", follow_redirects=False).status_code == 303
+
+
+def test_a_revoked_admin_key_is_refused(
+    settings: Settings, api: TestClient, pop: Population
+) -> None:
+    with session_for(settings) as session:
+        session.execute(
+            update(Client).where(Client.name == "ops").values(revoked_at=datetime.now(UTC))
+        )
+    assert sign_in(api, pop.admin_key).status_code == 401
+
+
+def test_repeated_failures_are_rate_limited(postgres_url: str, redis_url: str) -> None:
+    settings = make_admin_settings(postgres_url, redis_url, auth_failures_per_minute=2)
+    with api_client(settings) as api:
+        statuses = [sign_in(api, "opk_wrong").status_code for _ in range(3)]
+    assert statuses[-1] == 429
+
+
+def test_the_session_cookie_is_httponly_strict_and_scoped(api: TestClient, pop: Population) -> None:
+    response = sign_in(api, pop.admin_key)
+    assert response.status_code == 303
+    assert response.headers["location"] == "/admin"
+    morsel = set_cookie(response)[COOKIE]
+    assert morsel["httponly"] is True
+    assert morsel["samesite"].lower() == "strict"
+    assert morsel["path"] == "/admin"
+    assert int(morsel["max-age"]) > 0
+    assert not morsel["secure"]  # plain http: a Secure cookie would never come back
+    # A signed token, not the key (nor anything derived from it alone).
+    assert pop.admin_key not in morsel.value
+    assert morsel.value.startswith("v1.cli_")
+
+
+def test_over_https_the_cookie_is_secure(settings: Settings, pop: Population) -> None:
+    with TestClient(create_app(settings), base_url="https://testserver") as api:
+        morsel = set_cookie(sign_in(api, pop.admin_key))[COOKIE]
+    assert morsel["secure"] is True
+
+
+def test_the_key_never_appears_in_a_url_a_page_or_a_cookie(
+    api: TestClient, pop: Population
+) -> None:
+    seen: list[str] = []
+    response = sign_in(api, pop.admin_key)
+    seen += [str(response.url), response.headers["location"], response.text]
+    seen += response.headers.get_list("set-cookie")
+    for path in ("/admin", "/admin?status=failed", f"/admin/posts/{pop.failed_post}"):
+        page = api.get(path)
+        assert page.status_code == 200
+        seen += [str(page.url), page.text, *(str(r.url) for r in page.history)]
+    logout = api.post("/admin/logout", data={"csrf": csrf_of(page.text)}, follow_redirects=False)
+    seen += [logout.headers["location"], *logout.headers.get_list("set-cookie")]
+    for text in seen:
+        assert pop.admin_key not in text
+        assert pop.admin_key.removeprefix("opk_") not in text
+
+
+def test_a_tampered_cookie_is_no_session(signed_in: TestClient) -> None:
+    token = signed_in.cookies[COOKIE]
+    forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    signed_in.cookies.set(COOKIE, forged, path="/admin")
+    assert signed_in.get("/admin", follow_redirects=False).status_code == 303
+
+
+@pytest.mark.parametrize("change", [{"revoked_at": datetime.now(UTC)}, {"is_admin": False}])
+def test_revoking_or_demoting_the_admin_ends_its_sessions(
+    settings: Settings, signed_in: TestClient, change: dict[str, object]
+) -> None:
+    assert signed_in.get("/admin", follow_redirects=False).status_code == 200
+    with session_for(settings) as session:
+        session.execute(update(Client).where(Client.name == "ops").values(**change))
+    assert signed_in.get("/admin", follow_redirects=False).status_code == 303
+
+
+def test_logout_clears_the_cookie(signed_in: TestClient) -> None:
+    csrf = csrf_of(signed_in.get("/admin").text)
+    response = signed_in.post("/admin/logout", data={"csrf": csrf}, follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"] == "/admin/login"
+    morsel = set_cookie(response)[COOKIE]
+    assert morsel.value == ""
+    assert morsel["max-age"] == "0"
+    assert morsel["path"] == "/admin"
+    assert COOKIE not in signed_in.cookies
+    assert signed_in.get("/admin", follow_redirects=False).status_code == 303
+
+
+def test_logout_needs_the_csrf_token(signed_in: TestClient) -> None:
+    response = signed_in.post("/admin/logout", data={}, follow_redirects=False)
+    assert response.status_code == 403
+    assert signed_in.get("/admin", follow_redirects=False).status_code == 200
+
+
+# --- the pages -------------------------------------------------------------------------------
+
+
+def test_pages_carry_a_strict_policy_and_no_script(signed_in: TestClient, pop: Population) -> None:
+    for path in ("/admin", f"/admin/posts/{pop.failed_post}", "/admin/login"):
+        response = signed_in.get(path)
+        policy = response.headers["content-security-policy"]
+        assert "default-src 'none'" in policy
+        assert "frame-ancestors 'none'" in policy
+        assert response.headers["cache-control"] == "no-store"
+        assert "<script" not in response.text
+
+
+def test_the_dashboard_shows_the_stats(signed_in: TestClient, pop: Population) -> None:
+    html = signed_in.get("/admin").text
+    for status, count in EXPECTED_STATS["posts"].items():
+        assert re.search(rf'id="count-{status}"[^>]*>\s*<b>{count}</b>', html), status
+    due = EXPECTED_STATS["due_not_dispatched"]
+    assert re.search(rf"due, not yet queued: <b>{due}</b>", html)
+    for error in EXPECTED_STATS["top_errors"]:
+        assert f'<td class="mono">{error["code"]}</td><td class="num">{error["count"]}</td>' in html
+    assert "<b>10</b> published, <b>2</b> failed" in html
+    assert "5.5 s / 9.55 s / 9.91 s" in html
+
+
+def test_the_dashboard_lists_credentials_expiring_soon(
+    signed_in: TestClient, pop: Population
+) -> None:
+    expiring = signed_in.get("/admin").text.split('id="expiring"')[1].split("</section>")[0]
+    # Within the 72 h margin: u2 (5 h); the deleted u5 and the 10-day u1 are not listed.
+    assert pop.expiring_credential in expiring
+    assert ">u2<" in expiring
+    assert ">u1<" not in expiring
+    assert ">u5<" not in expiring
+
+
+def test_the_chart_counts_the_last_hours(signed_in: TestClient, pop: Population) -> None:
+    html = signed_in.get("/admin").text
+    chart = html.split('id="chart"')[1].split("</section>")[0]
+    assert "<svg" in chart
+    # 10 published 10 minutes ago (one bar), 2 failed 20 minutes ago, 3 published
+    # three hours ago (outside), 1 failed two hours ago (inside).
+    assert "published (10)" in chart
+    assert "failed (3)" in chart
+    assert chart.count('<rect class="published"') == 1
+    assert chart.count('<rect class="failed"') == 2
+    assert ": 10 published, 0 failed" in chart
+
+
+def test_the_table_shows_every_column(signed_in: TestClient, pop: Population) -> None:
+    html = signed_in.get("/admin?status=failed&client=acme").text
+    rows = row_ids(html)
+    assert len(rows) == EXPECTED_STATS["posts"]["failed"]
+    assert pop.failed_post in rows
+    row = html.split(f'data-post-id="{pop.failed_post}"')[1].split("</tr>")[0]
+    assert "page-acme" in row
+    assert "1 / 5" in row
+    assert '<span class="mono">368</span> blocked' in row
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", row)
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("status=scheduled", EXPECTED_STATS["posts"]["scheduled"]),
+        ("status=published", EXPECTED_STATS["posts"]["published"]),
+        ("target=page-globex", 2),
+        ("client=globex", 2),
+        ("client=acme&status=scheduled", EXPECTED_STATS["posts"]["scheduled"] - 1),
+    ],
+)
+def test_filters(signed_in: TestClient, pop: Population, query: str, expected: int) -> None:
+    html = signed_in.get(f"/admin?{query}&limit=100").text
+    assert len(row_ids(html)) == expected
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("status=lost", "no status"),
+        ("client=nobody", "no client named"),
+        ("cursor=garbage", "page link is broken"),
+    ],
+)
+def test_bad_filters_say_so(signed_in: TestClient, query: str, message: str) -> None:
+    response = signed_in.get(f"/admin?{query}")
+    assert response.status_code == 200
+    assert message in response.text
+    assert row_ids(response.text) == []
+
+
+def test_pages_follow_one_another(signed_in: TestClient, pop: Population) -> None:
+    seen: list[str] = []
+    url: str | None = "/admin?limit=7"
+    pages = 0
+    while url is not None:
+        html = signed_in.get(url).text
+        seen += row_ids(html)
+        pages += 1
+        found = re.search(r'id="next-page" href="([^"]+)"', html)
+        url = found.group(1).replace("&amp;", "&") if found else None
+        if pages > 1:
+            assert 'id="first-page" href="/admin?limit=7"' in html
+    assert pages == -(-TOTAL_POSTS // 7)
+    assert len(seen) == len(set(seen)) == TOTAL_POSTS
+
+
+def test_a_post_page_shows_its_attempts(signed_in: TestClient, pop: Population) -> None:
+    html = signed_in.get(f"/admin/posts/{pop.failed_post}").text
+    attempts = html.split('id="attempts"')[1].split("</table>")[0]
+    assert attempts.count("<tr>") == 1 + 2  # the header and two attempts
+    assert '<span class="mono">368</span> boom' in attempts
+    assert 'id="retry"' in html
+    assert 'id="cancel"' in html
+    assert "blocked" in html.split('id="post-last-error"')[1]
+
+
+def test_a_published_post_has_no_buttons(signed_in: TestClient, pop: Population) -> None:
+    html = signed_in.get(f"/admin/posts/{pop.published_post}").text
+    assert 'id="retry"' not in html
+    assert 'id="cancel"' not in html
+
+
+def test_an_unknown_post_is_404(signed_in: TestClient) -> None:
+    response = signed_in.get("/admin/posts/post_00000000000000000000")
+    assert response.status_code == 404
+    assert "No post" in response.text
+
+
+# --- the buttons -----------------------------------------------------------------------------
+
+
+def test_retry_puts_a_failed_post_back(
+    settings: Settings, signed_in: TestClient, pop: Population
+) -> None:
+    page = signed_in.get(f"/admin/posts/{pop.failed_post}").text
+    response = signed_in.post(
+        f"/admin/posts/{pop.failed_post}/retry",
+        data={"csrf": csrf_of(page)},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/admin/posts/{pop.failed_post}?done=retried"
+    assert status_of(settings, pop.failed_post) is PostStatus.SCHEDULED
+    after = signed_in.get(response.headers["location"]).text
+    assert "Retried" in after
+    assert 'id="post-status">scheduled' in after
+
+
+def test_cancel_cancels(settings: Settings, signed_in: TestClient, pop: Population) -> None:
+    page = signed_in.get(f"/admin/posts/{pop.scheduled_post}").text
+    response = signed_in.post(
+        f"/admin/posts/{pop.scheduled_post}/cancel", data={"csrf": csrf_of(page)}
+    )
+    assert response.status_code == 200
+    assert "Canceled." in response.text
+    assert status_of(settings, pop.scheduled_post) is PostStatus.CANCELED
+
+
+@pytest.mark.parametrize(
+    ("action", "post"), [("retry", "scheduled_post"), ("cancel", "published_post")]
+)
+def test_a_button_the_state_forbids_gets_409(
+    settings: Settings, signed_in: TestClient, pop: Population, action: str, post: str
+) -> None:
+    post_id = getattr(pop, post)
+    before = status_of(settings, post_id)
+    csrf = csrf_of(signed_in.get("/admin").text)
+    response = signed_in.post(f"/admin/posts/{post_id}/{action}", data={"csrf": csrf})
+    assert response.status_code == 409
+    assert f"post {post_id} is {before.value}" in response.text
+    assert status_of(settings, post_id) is before
+
+
+@pytest.mark.parametrize(
+    "data", [{}, {"csrf": ""}, {"csrf": "forged"}], ids=["missing", "empty", "forged"]
+)
+@pytest.mark.parametrize("action", ["retry", "cancel"])
+def test_a_button_without_the_csrf_token_is_refused(
+    settings: Settings, signed_in: TestClient, pop: Population, action: str, data: dict[str, str]
+) -> None:
+    response = signed_in.post(f"/admin/posts/{pop.failed_post}/{action}", data=data)
+    assert response.status_code == 403
+    assert status_of(settings, pop.failed_post) is PostStatus.FAILED
+
+
+def test_another_sessions_csrf_token_is_refused(
+    settings: Settings, signed_in: TestClient, pop: Population
+) -> None:
+    old = csrf_of(signed_in.get("/admin").text)
+    assert sign_in(signed_in, pop.admin_key).status_code == 303  # a new session, a new nonce
+    response = signed_in.post(f"/admin/posts/{pop.failed_post}/retry", data={"csrf": old})
+    assert response.status_code == 403
+    assert status_of(settings, pop.failed_post) is PostStatus.FAILED
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+        {"Referer": "https://evil.example/page"},
+    ],
+)
+def test_a_foreign_origin_is_refused_even_with_the_token(
+    settings: Settings, signed_in: TestClient, pop: Population, headers: dict[str, str]
+) -> None:
+    csrf = csrf_of(signed_in.get("/admin").text)
+    response = signed_in.post(
+        f"/admin/posts/{pop.failed_post}/retry", data={"csrf": csrf}, headers=headers
+    )
+    assert response.status_code == 403
+    assert status_of(settings, pop.failed_post) is PostStatus.FAILED
+
+
+def test_our_own_origin_is_accepted(
+    settings: Settings, signed_in: TestClient, pop: Population
+) -> None:
+    csrf = csrf_of(signed_in.get("/admin").text)
+    response = signed_in.post(
+        f"/admin/posts/{pop.failed_post}/retry",
+        data={"csrf": csrf},
+        headers={"Origin": "http://testserver"},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303
+    assert status_of(settings, pop.failed_post) is PostStatus.SCHEDULED
+
+
+def test_a_button_when_signed_out_gets_401(
+    settings: Settings, api: TestClient, pop: Population
+) -> None:
+    response = api.post(f"/admin/posts/{pop.failed_post}/retry", data={"csrf": "x"})
+    assert response.status_code == 401
+    assert "Sign in again" in response.text
+    assert status_of(settings, pop.failed_post) is PostStatus.FAILED
+
+
+def test_a_foreign_sign_in_form_is_refused(api: TestClient, pop: Population) -> None:
+    response = api.post(
+        "/admin/login",
+        data={"key": pop.admin_key},
+        headers={"Origin": "https://evil.example"},
+        follow_redirects=False,
+    )
+    assert response.status_code == 403
+    assert "set-cookie" not in response.headers
+
+
+# --- SQLite (what `offpost up` runs on) ------------------------------------------------------
+
+
+def test_the_dashboard_works_on_sqlite(sqlite_url: str, redis_url: str) -> None:
+    settings = make_admin_settings(sqlite_url, redis_url)
+    with api_client(settings) as api:
+        pop = populate(settings)
+        assert sign_in(api, pop.admin_key).status_code == 303
+        html = api.get("/admin").text
+        assert re.search(r'id="count-published"[^>]*>\s*<b>13</b>', html)
+        chart = html.split('id="chart"')[1].split("</section>")[0]
+        assert "published (10)" in chart
+        assert "failed (3)" in chart
+        assert ": 10 published, 0 failed" in chart
+        assert pop.expiring_credential in html
+        page = api.get(f"/admin/posts/{pop.failed_post}").text
+        response = api.post(f"/admin/posts/{pop.failed_post}/retry", data={"csrf": csrf_of(page)})
+        assert response.status_code == 200
+        assert 'id="post-status">scheduled' in response.text
