@@ -1,0 +1,1 @@
+"""offpost benchmarks: see bench/README.md."""
