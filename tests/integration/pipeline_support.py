@@ -9,6 +9,7 @@ credentials through the HTTP API (in-process), and posts through it or directly.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -20,7 +21,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-import redis
 from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -209,9 +209,6 @@ def running_pipeline(
 ) -> Iterator[Pipeline]:
     """A migrated database and the environment of the processes; stops them all at exit."""
     upgrade_to_head(database_url)
-    broker = redis.Redis.from_url(redis_url)
-    broker.flushdb()
-    broker.close()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OFFPOST_")}
     env.update(FAST_TIMINGS)
     env.update(
@@ -223,6 +220,8 @@ def running_pipeline(
             "OFFPOST_APP_SECRET": sandbox.app_secret,
             "OFFPOST_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
             "PYTHONUNBUFFERED": "1",
+            # A queue of its own: other runs sharing this Redis cannot take its messages.
+            "OFFPOST_QUEUE": f"test-{secrets.token_hex(6)}",
         }
     )
     env.update(env_extra)

@@ -233,7 +233,9 @@ def run_embedded(
         upgrade_to_head(settings.database_url)
         admin_key = ensure_admin_client(settings)
 
-        celery_app = make_celery(settings.broker_url, lease_s=settings.lease_s)
+        celery_app = make_celery(
+            settings.broker_url, lease_s=settings.lease_s, queue=settings.queue
+        )
         stack.callback(install_worker_tasks(celery_app, worker_config(settings)).close)
         stack.enter_context(in_process_worker(celery_app, concurrency=4))
 

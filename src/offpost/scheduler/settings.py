@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     message_batch: int = Field(default=20, ge=1, le=500)
     publish_concurrency: int = Field(default=16, ge=1, le=256)
     dispatcher_max_sleep_s: float = Field(default=2.0, gt=0, le=60)
+    queue: str = Field(default="offpost", pattern=r"^[A-Za-z0-9_.-]{1,100}$")
     # Beyond API.md §2: a directory the API and worker processes of one machine share
     # for Prometheus values (prometheus_client multiprocess mode); unset, each process
     # counts on its own and /metrics shows only the API process's own counters.

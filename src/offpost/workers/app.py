@@ -42,6 +42,7 @@ from offpost.workers.webhooks import (
 logger = logging.getLogger(__name__)
 
 PUBLISH_TASK = "offpost.publish"
+#: The Celery queue unless ``OFFPOST_QUEUE`` names another.
 QUEUE = "offpost"
 
 
@@ -62,6 +63,8 @@ class WorkerConfig:
     retry_base_s: float
     retry_cap_s: float
     publish_concurrency: int
+    #: The Celery queue this deployment sends to and consumes.
+    queue: str = QUEUE
     #: Where this machine's processes share their Prometheus values (None: per process).
     metrics_dir: str | None = None
     #: Webhook delivery (docs/webhooks.md).
@@ -71,7 +74,7 @@ class WorkerConfig:
     webhook_retry_for_s: float = 86400.0
 
 
-def make_celery(broker_url: str, *, lease_s: int = 120) -> Celery:
+def make_celery(broker_url: str, *, lease_s: int = 120, queue: str = QUEUE) -> Celery:
     """A Celery app for ``broker_url`` with offpost's delivery settings."""
     app = Celery("offpost", broker=broker_url, set_as_current=False)
     app.conf.update(
@@ -81,7 +84,8 @@ def make_celery(broker_url: str, *, lease_s: int = 120) -> Celery:
         result_serializer="json",
         # The outcome lives in the database; a result backend would only add writes.
         task_ignore_result=True,
-        task_default_queue=QUEUE,
+        # Several deployments (or test runs) may share one Redis: each its own queue.
+        task_default_queue=queue,
         # Ack after the task ran, not when it was received: a worker killed mid-task
         # leaves its message to be redelivered (the claim then drops it if the post
         # moved on, and the lease reaper reconciles whatever was in flight).
@@ -238,7 +242,7 @@ def install_worker_tasks(app: Celery, config: WorkerConfig) -> PublishRuntime:
 
 def make_worker_app(config: WorkerConfig) -> Celery:
     """The Celery app a worker runs: offpost's delivery settings and its tasks."""
-    app = make_celery(config.broker_url, lease_s=config.lease_s)
+    app = make_celery(config.broker_url, lease_s=config.lease_s, queue=config.queue)
     install_worker_tasks(app, config)
     return app
 
@@ -257,4 +261,4 @@ def webhook_context(config: WorkerConfig) -> DeliveryContext:
 
 def send_publish(app: Celery, post_ids: list[str]) -> None:
     """Ask a worker to publish these posts now (after their claim committed)."""
-    app.send_task(PUBLISH_TASK, args=[post_ids], queue=QUEUE)
+    app.send_task(PUBLISH_TASK, args=[post_ids], queue=app.conf.task_default_queue)

@@ -69,7 +69,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url, encryption_keys=settings.encryption_key_list())
         http = make_http_client(settings.graph_timeout_s)
-        queue = QueueProbe(settings.broker_url)
+        queue = QueueProbe(settings.broker_url, settings.queue)
         dispatcher_waker = waker or make_waker(settings.broker_url)
         try:
             if check_schema:

@@ -42,6 +42,7 @@ def worker_config(settings: Settings) -> WorkerConfig:
         retry_base_s=settings.retry_base_s,
         retry_cap_s=settings.retry_cap_s,
         publish_concurrency=settings.publish_concurrency,
+        queue=settings.queue,
         webhook_timeout_s=settings.webhook_timeout_s,
         webhook_retry_base_s=settings.webhook_retry_base_s,
         webhook_retry_cap_s=settings.webhook_retry_cap_s,
@@ -99,7 +100,7 @@ def dispatcher() -> None:
     _check_schema(settings)
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
-    celery_app = make_celery(settings.broker_url, lease_s=settings.lease_s)
+    celery_app = make_celery(settings.broker_url, lease_s=settings.lease_s, queue=settings.queue)
     waker = make_waker(settings.broker_url)
     housekeeping, close_housekeeping = build_housekeeping(
         settings, sessions, partial(send_deliveries, celery_app)

@@ -117,7 +117,7 @@ def status(expiring_within_hours: int | None, as_json: bool) -> None:
         settings.refresh_margin_hours if expiring_within_hours is None else expiring_within_hours
     )
     engine = make_engine(settings.database_url)
-    queue = QueueProbe(settings.broker_url)
+    queue = QueueProbe(settings.broker_url, settings.queue)
     try:
         ensure_schema_current(engine)
         now = utcnow()
