@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -30,6 +28,7 @@ from offpost.workers.decide import RetryPolicy
 from offpost.workers.metrics import metrics_observer
 from offpost.workers.observe import NullObserver, Observers, PublishObserver
 from offpost.workers.publish import PublishContext, publish_batch
+from offpost.workers.runtime import ProcessResource
 from offpost.workers.webhooks import (
     DeliveryContext,
     DeliveryPolicy,
@@ -167,35 +166,17 @@ def build_context(config: WorkerConfig, observer: PublishObserver | None = None)
     )
 
 
-class PublishRuntime:
-    """Holds the per-process :class:`PublishContext`, built after fork and on first use."""
-
-    def __init__(self, factory: Callable[[], PublishContext]) -> None:
-        self._factory = factory
-        self._lock = threading.Lock()
-        self._context: PublishContext | None = None
-
-    def get(self) -> PublishContext:
-        with self._lock:
-            if self._context is None:
-                self._context = self._factory()
-            return self._context
-
-    def reset(self) -> None:
-        """Forget the context (a forked child must not use its parent's connections)."""
-        with self._lock:
-            self._context = None
+class PublishRuntime(ProcessResource[PublishContext]):
+    """The per-process :class:`PublishContext`, built after fork and on first use."""
 
     def stop(self) -> None:
-        """Hand back posts not yet started; close connections."""
-        with self._lock:
-            context = self._context
+        """Hand back posts not yet started (warm shutdown)."""
+        context = self.peek()
         if context is not None:
             context.stopping.set()
 
     def close(self) -> None:
-        with self._lock:
-            context, self._context = self._context, None
+        context = self.take()
         if context is not None:
             context.stopping.set()
             context.pool.shutdown(wait=True)

@@ -30,7 +30,6 @@ import hmac
 import json
 import logging
 import random
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -59,6 +58,7 @@ from offpost.models.webhook_event import (
 )
 from offpost.views import CredentialOut, PostOut
 from offpost.workers.decide import RetryPolicy
+from offpost.workers.runtime import ProcessResource
 
 logger = logging.getLogger(__name__)
 
@@ -374,27 +374,11 @@ def _record(
     return outcome
 
 
-class DeliveryRuntime:
-    """Holds the per-process :class:`DeliveryContext`, built after fork and on first use."""
-
-    def __init__(self, factory: Callable[[], DeliveryContext]) -> None:
-        self._factory = factory
-        self._lock = threading.Lock()
-        self._context: DeliveryContext | None = None
-
-    def get(self) -> DeliveryContext:
-        with self._lock:
-            if self._context is None:
-                self._context = self._factory()
-            return self._context
-
-    def reset(self) -> None:
-        with self._lock:
-            self._context = None
+class DeliveryRuntime(ProcessResource[DeliveryContext]):
+    """The per-process :class:`DeliveryContext`, built after fork and on first use."""
 
     def close(self) -> None:
-        with self._lock:
-            context, self._context = self._context, None
+        context = self.take()
         if context is not None:
             context.http.close()
 
