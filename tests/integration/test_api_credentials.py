@@ -14,19 +14,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from offpost.graph.sandbox import RunningSandbox, running_sandbox
+from offpost.graph.sandbox import RunningSandbox
 from offpost.models import Credential, Post, PostStatus, make_engine, make_sessionmaker
 from offpost.scheduler.settings import Settings
 from tests.integration.api_support import add_client, api_client, bearer, make_settings
 from tests.integration.sandbox_support import SandboxClient, sandbox_client
 
 PROBLEM = "application/problem+json"
-
-
-@pytest.fixture(scope="module")
-def sandbox_server() -> Iterator[RunningSandbox]:
-    with running_sandbox() as server:
-        yield server
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from offpost.graph.sandbox import RunningSandbox, running_sandbox
+from offpost.graph.sandbox import RunningSandbox
 from offpost.models import (
     Credential,
     CredentialStatus,
@@ -39,12 +39,6 @@ from tests.integration.posts_support import (
     make_account,
 )
 from tests.integration.sandbox_support import SandboxClient, sandbox_client
-
-
-@pytest.fixture(scope="module")
-def sandbox_server() -> Iterator[RunningSandbox]:
-    with running_sandbox() as server:
-        yield server
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from offpost.graph.sandbox import RunningSandbox, running_sandbox
+from offpost.graph.sandbox import RunningSandbox
 from offpost.models import Attempt, AttemptOutcome, PostStatus
 from offpost.models.post import DEFAULT_MAX_ATTEMPTS
 from offpost.scheduler.settings import Settings
@@ -28,12 +28,6 @@ from tests.integration.posts_support import (
 from tests.integration.sandbox_support import SandboxClient, sandbox_client
 
 ERROR = {"code": 368, "subcode": 1390008, "message": "blocked", "fbtrace_id": "AbC"}
-
-
-@pytest.fixture(scope="module")
-def sandbox_server() -> Iterator[RunningSandbox]:
-    with running_sandbox() as server:
-        yield server
 
 
 @pytest.fixture

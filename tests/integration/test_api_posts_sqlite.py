@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from offpost.graph.sandbox import RunningSandbox, running_sandbox
+from offpost.graph.sandbox import RunningSandbox
 from offpost.models import Post, PostStatus
 from offpost.scheduler.settings import Settings
 from tests.integration.api_support import api_client, make_settings
@@ -23,12 +23,6 @@ from tests.integration.posts_support import (
     set_fields,
 )
 from tests.integration.sandbox_support import sandbox_client
-
-
-@pytest.fixture(scope="module")
-def sandbox_server() -> Iterator[RunningSandbox]:
-    with running_sandbox() as server:
-        yield server
 
 
 @pytest.fixture

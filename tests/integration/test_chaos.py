@@ -14,13 +14,12 @@ import random
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from offpost.graph.sandbox import RunningSandbox, running_sandbox
+from offpost.graph.sandbox import RunningSandbox
 from offpost.models import PostStatus
 from tests.conftest import fresh_postgres_database
 from tests.integration.pipeline_support import new_client, running_pipeline, wait_for
@@ -33,12 +32,6 @@ POSTS_PER_PAGE = 50
 DUE_WINDOW_S = 8.0
 CHAOS_S = 25.0
 LOST_REPLY_RATE = 0.1
-
-
-@pytest.fixture
-def sandbox_server() -> Iterator[RunningSandbox]:
-    with running_sandbox() as server:
-        yield server
 
 
 @pytest.mark.timeout(420)

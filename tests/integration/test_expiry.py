@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from offpost.graph.client import GraphClient, make_http_client
-from offpost.graph.sandbox import RunningSandbox, running_sandbox
+from offpost.graph.sandbox import RunningSandbox
 from offpost.models import (
     Credential,
     CredentialStatus,
@@ -38,12 +38,6 @@ from tests.integration.sandbox_support import SandboxClient, sandbox_client
 
 MARGIN = timedelta(hours=72)
 DAY = timedelta(days=1)
-
-
-@pytest.fixture(scope="module")
-def sandbox_server() -> Iterator[RunningSandbox]:
-    with running_sandbox() as server:
-        yield server
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from offpost.graph.sandbox import RunningSandbox, running_sandbox
+from offpost.graph.sandbox import RunningSandbox
 from offpost.models import AttemptOutcome, CredentialStatus, PostStatus
 from offpost.models.credential import Credential
 from tests.conftest import fresh_postgres_database
@@ -24,12 +24,6 @@ from tests.integration.sandbox_support import TIMEOUT, SandboxClient
 
 logger = logging.getLogger(__name__)
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture(scope="module")
-def sandbox_server() -> Iterator[RunningSandbox]:
-    with running_sandbox() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

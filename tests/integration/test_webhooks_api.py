@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from offpost.graph.sandbox import RunningSandbox, running_sandbox
+from offpost.graph.sandbox import RunningSandbox
 from offpost.models import (
     Credential,
     CredentialStatus,
@@ -31,12 +31,6 @@ from offpost.workers.webhooks import event_document
 from tests.integration.api_support import add_client, api_client, bearer, make_settings
 from tests.integration.posts_support import assert_problem
 from tests.integration.sandbox_support import SandboxClient, sandbox_client
-
-
-@pytest.fixture(scope="module")
-def sandbox_server() -> Iterator[RunningSandbox]:
-    with running_sandbox() as server:
-        yield server
 
 
 @pytest.fixture

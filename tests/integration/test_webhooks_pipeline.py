@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from offpost.graph.sandbox import RunningSandbox, running_sandbox
+from offpost.graph.sandbox import RunningSandbox
 from offpost.models import DeliveryStatus, PostStatus, WebhookEvent
 from tests.conftest import fresh_postgres_database
 from tests.integration.pipeline_support import Pipeline, new_client, running_pipeline, wait_for
@@ -27,12 +27,6 @@ FAST_WEBHOOKS = {
     "OFFPOST_WEBHOOK_RETRY_BASE_S": "0.3",
     "OFFPOST_WEBHOOK_RETRY_CAP_S": "1",
 }
-
-
-@pytest.fixture(scope="module")
-def sandbox_server() -> Iterator[RunningSandbox]:
-    with running_sandbox() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -193,27 +193,30 @@ def initial_status(credential: Credential | None, target: str) -> PostStatus | F
 
 @dataclass(frozen=True, slots=True)
 class Cursor:
-    """A position in a newest-first list: the last post shown."""
+    """A position in a newest-first list: the last object shown (a post, a schedule)."""
 
     created_at: datetime
-    post_id: str
+    object_id: str
 
 
 def encode_cursor(cursor: Cursor) -> str:
     """An opaque, URL-safe text for ``cursor``."""
-    payload = f"{cursor.created_at.astimezone(UTC).isoformat()}|{cursor.post_id}"
+    payload = f"{cursor.created_at.astimezone(UTC).isoformat()}|{cursor.object_id}"
     check = hashlib.sha256(payload.encode()).hexdigest()[:8]
     return base64.urlsafe_b64encode(f"{payload}|{check}".encode()).decode().rstrip("=")
 
 
-def decode_cursor(text: str) -> Cursor:
-    """The position :func:`encode_cursor` made ``text`` from; :class:`CursorError` otherwise."""
+def decode_cursor(text: str, prefix: IdPrefix = IdPrefix.POST) -> Cursor:
+    """The position :func:`encode_cursor` made ``text`` from, in a list of ``prefix`` ids.
+
+    Raises :class:`CursorError` for anything else.
+    """
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
-        stamp, post_id, check = raw.split("|")
-        payload = f"{stamp}|{post_id}"
+        stamp, object_id, check = raw.split("|")
+        payload = f"{stamp}|{object_id}"
         if check != hashlib.sha256(payload.encode()).hexdigest()[:8] or not is_id(
-            post_id, IdPrefix.POST
+            object_id, prefix
         ):
             raise ValueError("checksum")
         created_at = datetime.fromisoformat(stamp)
@@ -221,4 +224,4 @@ def decode_cursor(text: str) -> Cursor:
             raise ValueError("naive")
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise CursorError("is not a cursor this API returned") from None
-    return Cursor(created_at.astimezone(UTC), post_id)
+    return Cursor(created_at.astimezone(UTC), object_id)

@@ -383,7 +383,7 @@ def list_posts(
         # range bounds the index scan on both databases.
         query = query.where(
             Post.created_at <= after.created_at,
-            or_(Post.created_at < after.created_at, Post.id < after.post_id),
+            or_(Post.created_at < after.created_at, Post.id < after.object_id),
         )
     posts = list(session.scalars(query))
     if len(posts) <= limit:

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from offpost.models import Client, Credential, CredentialStatus, IdPrefix, PostStatus, is_id
 from offpost.scheduler import post_rules as rules
 from offpost.scheduler import posts as store
-from offpost.scheduler.api.deps import AdminDep, NowDep, SessionDep
+from offpost.scheduler.api.deps import AdminDep, NowDep, SessionDep, read_cursor
 from offpost.scheduler.api.problems import ProblemError, field_error
 from offpost.scheduler.api.schemas import CredentialList
 from offpost.scheduler.metrics import QueueProbe
@@ -67,7 +67,7 @@ def _answers() -> Iterator[None]:
         raise ProblemError("conflict", str(exc)) from exc
 
 
-def _client_id(session: Session, client: str) -> str:
+def resolve_client_id(session: Session, client: str) -> str:
     """The id of the client named (or with the id) ``client``; 422 when there is none."""
     query = select(Client.id).where(Client.name == client)
     if is_id(client, IdPrefix.CLIENT):
@@ -98,19 +98,14 @@ def admin_posts(
         str | None, Query(max_length=512, description="`next_cursor` of the previous page.")
     ] = None,
 ) -> AdminPostList:
-    after = None
-    if cursor is not None:
-        try:
-            after = rules.decode_cursor(cursor)
-        except rules.CursorError as exc:
-            raise field_error("cursor", str(exc)) from exc
+    after = read_cursor(cursor)
     created_since = None
     if since is not None:
         try:
             created_since = rules.parse_rfc3339(since)
         except ValueError as exc:
             raise field_error("since", str(exc)) from exc
-    client_id = _client_id(session, client) if client is not None else None
+    client_id = resolve_client_id(session, client) if client is not None else None
     posts, next_page = store.list_posts(
         session,
         client_id,

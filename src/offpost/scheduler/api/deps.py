@@ -16,10 +16,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from offpost.graph.client import GraphClient
-from offpost.models import Client, hash_api_key, key_matches
+from offpost.models import Client, IdPrefix, hash_api_key, key_matches
 from offpost.models.base import utcnow
 from offpost.scheduler.api.limits import RateLimiter, retry_after_header
-from offpost.scheduler.api.problems import ProblemError
+from offpost.scheduler.api.problems import ProblemError, field_error
+from offpost.scheduler.post_rules import Cursor, CursorError, decode_cursor
 from offpost.scheduler.settings import Settings
 
 
@@ -98,3 +99,13 @@ def require_admin(client: Annotated[Client, Depends(authenticate)]) -> Client:
 
 ClientDep = Annotated[Client, Depends(authenticate)]
 AdminDep = Annotated[Client, Depends(require_admin)]
+
+
+def read_cursor(cursor: str | None, prefix: IdPrefix = IdPrefix.POST) -> Cursor | None:
+    """The ``cursor`` query parameter of a newest-first list, or a 422 naming it."""
+    if cursor is None:
+        return None
+    try:
+        return decode_cursor(cursor, prefix)
+    except CursorError as exc:
+        raise field_error("cursor", str(exc)) from exc

@@ -28,7 +28,14 @@ from offpost.models import Attempt, Credential, PostStatus, request_hash
 from offpost.scheduler import post_rules as rules
 from offpost.scheduler import posts as store
 from offpost.scheduler.api.credentials import intake_problem
-from offpost.scheduler.api.deps import ClientDep, GraphDep, NowDep, SessionDep, SettingsDep
+from offpost.scheduler.api.deps import (
+    ClientDep,
+    GraphDep,
+    NowDep,
+    SessionDep,
+    SettingsDep,
+    read_cursor,
+)
 from offpost.scheduler.api.problems import ProblemError, field_error
 from offpost.scheduler.api.schemas import (
     AttemptList,
@@ -240,12 +247,7 @@ def list_posts(
         str | None, Query(max_length=512, description="`next_cursor` of the previous page.")
     ] = None,
 ) -> PostList:
-    after = None
-    if cursor is not None:
-        try:
-            after = rules.decode_cursor(cursor)
-        except rules.CursorError as exc:
-            raise field_error("cursor", str(exc)) from exc
+    after = read_cursor(cursor)
     posts, next_page = store.list_posts(
         session,
         client.id,

@@ -25,10 +25,8 @@ Thin handlers over :mod:`offpost.scheduler.recurrence` (the rule) and
 
 from __future__ import annotations
 
-import base64
-import binascii
 import itertools
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
@@ -45,7 +43,7 @@ from offpost.models import (
     is_id,
 )
 from offpost.scheduler import materialize as store
-from offpost.scheduler.api.deps import ClientDep, NowDep, SessionDep
+from offpost.scheduler.api.deps import ClientDep, NowDep, SessionDep, read_cursor
 from offpost.scheduler.api.problems import ProblemError, field_error
 from offpost.scheduler.api.schedule_schemas import (
     HISTORY_COUNT,
@@ -59,7 +57,7 @@ from offpost.scheduler.api.schedule_schemas import (
     SchedulePreview,
     ScheduleUpdate,
 )
-from offpost.scheduler.post_rules import content_problem, initial_status
+from offpost.scheduler.post_rules import Cursor, content_problem, encode_cursor, initial_status
 from offpost.scheduler.recurrence import Recurrence, RuleError, format_local, parse_rule
 
 router = APIRouter(prefix="/v1/schedules", tags=["schedules"])
@@ -246,34 +244,18 @@ def list_schedules(
         query = query.where(Schedule.status != ScheduleStatus.DELETED)
     else:
         query = query.where(Schedule.status == status_)
-    if cursor is not None:
-        created_at, schedule_id = _decode_cursor(cursor)
+    after = read_cursor(cursor, IdPrefix.SCHEDULE)
+    if after is not None:
         query = query.where(
-            tuple_(Schedule.created_at, Schedule.id) < tuple_(created_at, schedule_id)
+            tuple_(Schedule.created_at, Schedule.id) < tuple_(after.created_at, after.object_id)
         )
     rows = session.scalars(
         query.order_by(Schedule.created_at.desc(), Schedule.id.desc()).limit(limit + 1)
     ).all()
     page = rows[:limit]
-    next_cursor = _encode_cursor(page[-1]) if len(rows) > limit else None
+    last = page[-1] if len(rows) > limit else None
+    next_cursor = encode_cursor(Cursor(last.created_at, last.id)) if last else None
     return ScheduleList(schedules=[_out(s, now) for s in page], next_cursor=next_cursor)
-
-
-def _encode_cursor(schedule: Schedule) -> str:
-    raw = f"{schedule.created_at.astimezone(UTC).isoformat()}|{schedule.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(text: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
-        stamp, schedule_id = raw.split("|")
-        created_at = datetime.fromisoformat(stamp)
-        if created_at.tzinfo is None or not is_id(schedule_id, IdPrefix.SCHEDULE):
-            raise ValueError(raw)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise field_error("cursor", "is not a cursor this API returned") from None
-    return created_at, schedule_id
 
 
 @router.get(

@@ -295,7 +295,7 @@ def _posts_page(
     except rules.CursorError:
         return [], None, "that page link is broken; start again from the first page"
     try:
-        client_id = admin._client_id(db, filters.client) if filters.client else None
+        client_id = admin.resolve_client_id(db, filters.client) if filters.client else None
     except ProblemError as exc:
         return [], None, exc.detail
     posts, next_page = store.list_posts(
