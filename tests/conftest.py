@@ -17,6 +17,9 @@ import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+# No token, key or app secret in any log line of the run (see the module).
+pytest_plugins = ["tests.secrets_scan", "pytester"]
+
 DEFAULT_TEST_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
 
