@@ -2,7 +2,9 @@
 
 Authentication lives here: ``Authorization: Bearer <api key>``, looked up by the
 key's SHA-256 hash and compared in constant time. Failed attempts are rate-limited
-per peer address more strictly than successful calls are per key.
+per peer address more strictly than successful calls are per key: once an address
+has failed ``auth_failures_per_minute`` times in a minute, every request from it
+gets 429 until the minute ends, a right key included, so guessing is really slowed.
 """
 
 from __future__ import annotations
@@ -57,10 +59,25 @@ def _bearer_key(request: Request) -> str | None:
     return key.strip()
 
 
+def _too_many_failures(wait_s: float) -> ProblemError:
+    return ProblemError(
+        "rate_limited",
+        "too many failed authentications from this address; wait before trying again",
+        headers=retry_after_header(wait_s),
+    )
+
+
 def authenticate(request: Request, session: SessionDep) -> Client:
     """The API client behind the request's bearer key, or 401 (429 after too many failures)."""
     limiter: RateLimiter = request.app.state.limiter
     settings: Settings = request.app.state.settings
+    peer = request.client.host if request.client else "unknown"
+    failures = f"authfail:{peer}"
+    # A source over its budget of failures is not heard until the window ends, whatever
+    # key it sends: were a right key still let through, a guesser would not be slowed.
+    wait_s = limiter.blocked(failures, settings.auth_failures_per_minute, 60)
+    if wait_s is not None:
+        raise _too_many_failures(wait_s)
     key = _bearer_key(request)
     client = None
     if key is not None and len(key) <= 200:
@@ -69,14 +86,9 @@ def authenticate(request: Request, session: SessionDep) -> Client:
         if client is not None and (client.is_revoked or not key_matches(key, client.key_hash)):
             client = None
     if client is None:
-        peer = request.client.host if request.client else "unknown"
-        wait_s = limiter.hit(f"authfail:{peer}", settings.auth_failures_per_minute, 60)
+        wait_s = limiter.hit(failures, settings.auth_failures_per_minute, 60)
         if wait_s is not None:
-            raise ProblemError(
-                "rate_limited",
-                "too many failed authentications; wait before trying again",
-                headers=retry_after_header(wait_s),
-            )
+            raise _too_many_failures(wait_s)
         raise ProblemError(
             "unauthorized",
             "a valid API key is required: Authorization: Bearer <key>",

@@ -30,6 +30,9 @@ class RateLimiter(Protocol):
     def hit(self, key: str, limit: int, window_s: int) -> float | None:
         """Count one hit; return None when allowed, else seconds until the window resets."""
 
+    def blocked(self, key: str, limit: int, window_s: int) -> float | None:
+        """Without counting: None while under the limit, else seconds until the window resets."""
+
 
 class MemoryRateLimiter:
     """Fixed windows in this process's memory."""
@@ -55,6 +58,15 @@ class MemoryRateLimiter:
             return None
         return (window + 1) * window_s - now
 
+    def blocked(self, key: str, limit: int, window_s: int) -> float | None:
+        now = self._clock()
+        window = int(now // window_s)
+        with self._lock:
+            start, count = self._windows.get(key, (window, 0))
+        if start != window or count <= limit:
+            return None
+        return (window + 1) * window_s - now
+
 
 class RedisRateLimiter:
     """Fixed windows in Redis, shared by every API process."""
@@ -71,6 +83,14 @@ class RedisRateLimiter:
         pipe.incr(name)
         pipe.expire(name, window_s + 1)
         count = int(pipe.execute()[0])
+        if count <= limit:
+            return None
+        return (window + 1) * window_s - now
+
+    def blocked(self, key: str, limit: int, window_s: int) -> float | None:
+        now = self._clock()
+        window = int(now // window_s)
+        count = int(self._redis.get(f"offpost:ratelimit:{key}:{window}") or 0)
         if count <= limit:
             return None
         return (window + 1) * window_s - now
