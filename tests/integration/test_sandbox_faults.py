@@ -141,3 +141,111 @@ def test_fault_probability_strikes_a_share_of_calls(sandbox: SandboxClient) -> N
     assert set(statuses) == {200, 500}
     [left] = sandbox.control("GET", "/faults")["data"]
     assert left["times"] == 1000 - failed
+
+
+# -- misbehaving replies: resets, cut-off and trickled bodies, foreign bodies, headers --
+
+
+@pytest.mark.parametrize("after_effect", [False, True])
+def test_reset_connection_sends_a_tcp_reset(sandbox: SandboxClient, after_effect: bool) -> None:
+    page_id, page_token, _ = sandbox.publisher()
+    sandbox.fault(path="/feed$", method="POST", reset_connection=True, after_effect=after_effect)
+    with pytest.raises(httpx.ReadError, match="reset"):
+        sandbox.post(f"/{page_id}/feed", page_token, message="reset")
+    assert len(sandbox.posts(page_id)) == (1 if after_effect else 0)
+    assert sandbox.control("GET", "/calls")["data"][-1]["dropped"] is True
+    assert sandbox.post(f"/{page_id}/feed", page_token, message="next").status_code == 200
+
+
+def test_truncated_reply_is_cut_under_a_full_content_length(sandbox: SandboxClient) -> None:
+    page_id, page_token, _ = sandbox.publisher()
+    sandbox.fault(path="/feed$", method="POST", truncate_bytes=9)
+    with pytest.raises(httpx.RemoteProtocolError, match="received 9 bytes"):
+        sandbox.post(f"/{page_id}/feed", page_token, message="cut off")
+    # The call ran: only its reply was cut.
+    assert [p["message"] for p in sandbox.posts(page_id)] == ["cut off"]
+
+
+def test_body_fault_answers_a_proxy_page(sandbox: SandboxClient) -> None:
+    page_id, page_token, _ = sandbox.publisher()
+    page = "<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
+    sandbox.fault(path="/feed$", method="POST", status=502, body=page, content_type="text/html")
+    response = sandbox.post(f"/{page_id}/feed", page_token, message="behind a proxy")
+    assert response.status_code == 502
+    assert response.headers["content-type"].startswith("text/html")
+    assert response.text == page
+    assert sandbox.posts(page_id) == []
+
+
+def test_body_fault_after_the_effect_defaults_to_200_text(sandbox: SandboxClient) -> None:
+    page_id, page_token, _ = sandbox.publisher()
+    sandbox.fault(path="/feed$", method="POST", body="OK", after_effect=True)
+    response = sandbox.post(f"/{page_id}/feed", page_token, message="not json")
+    assert (response.status_code, response.text) == (200, "OK")
+    assert response.headers["content-type"].startswith("text/plain")
+    assert len(sandbox.posts(page_id)) == 1
+
+
+def test_error_envelope_with_status_200(sandbox: SandboxClient) -> None:
+    page_id, page_token, _ = sandbox.publisher()
+    sandbox.fault(path="/feed$", method="POST", status=200, error={"code": 1}, after_effect=True)
+    response = sandbox.post(f"/{page_id}/feed", page_token, message="200 but an error")
+    assert response.status_code == 200
+    assert error_of(response)["code"] == 1
+    assert len(sandbox.posts(page_id)) == 1
+
+
+def test_headers_fault_replaces_usage_headers_of_a_good_reply(sandbox: SandboxClient) -> None:
+    page_id, page_token, _ = sandbox.publisher()
+    huge = "9" * 12_000
+    sandbox.fault(
+        path="/feed$",
+        method="POST",
+        headers={"X-Business-Use-Case-Usage": "not json", "X-Page-Usage": huge},
+    )
+    response = sandbox.post(f"/{page_id}/feed", page_token, message="absurd usage")
+    assert response.status_code == 200
+    assert response.json()["id"].startswith(f"{page_id}_")
+    assert response.headers.get_list("x-business-use-case-usage") == ["not json"]
+    assert response.headers.get_list("x-page-usage") == [huge]
+
+
+@pytest.mark.parametrize(
+    "headers", [{"X-App-Usage": "line\r\nbreak"}, {"Bad Name": "1"}, {"X-App-Usage": "€"}]
+)
+def test_headers_fault_refuses_what_http_cannot_carry(
+    sandbox: SandboxClient, headers: dict[str, str]
+) -> None:
+    response = sandbox.http.post("/_sandbox/faults", json={"path": "/feed", "headers": headers})
+    assert response.status_code == 422
+
+
+def test_slow_drip_reply_keeps_every_read_short(sandbox: SandboxClient) -> None:
+    """Each gap is 50 ms, well under a 0.5 s read timeout; the whole reply takes longer."""
+    page_id, page_token, _ = sandbox.publisher()
+    sandbox.fault(path="/feed$", method="POST", drip_ms=50, drip_bytes=2)
+    started = time.perf_counter()
+    response = sandbox.http.post(
+        f"/v26.0/{page_id}/feed",
+        data={"message": "drip", "access_token": page_token, **sandbox.proof(page_token)},
+        timeout=httpx.Timeout(0.5),
+    )
+    elapsed = time.perf_counter() - started
+    assert response.status_code == 200
+    body_chunks = len(response.content) // 2
+    assert elapsed >= body_chunks * 0.05
+    assert elapsed > 0.5
+    assert response.json()["id"].startswith(f"{page_id}_")
+
+
+def test_latency_after_the_effect_delays_only_the_reply(sandbox: SandboxClient) -> None:
+    page_id, page_token, _ = sandbox.publisher()
+    sandbox.fault(path="/feed$", method="POST", latency_ms=1500, after_effect=True)
+    with pytest.raises(httpx.ReadTimeout):
+        sandbox.http.post(
+            f"/v26.0/{page_id}/feed",
+            data={"message": "late reply", "access_token": page_token, **sandbox.proof(page_token)},
+            timeout=httpx.Timeout(0.5),
+        )
+    # The client gave up; the post was already made.
+    assert [p["message"] for p in sandbox.posts(page_id)] == ["late reply"]

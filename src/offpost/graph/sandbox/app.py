@@ -10,10 +10,18 @@ needs the connection itself:
 - it records every Graph call in the call log once its reply starts;
 - it drops the connection for ``drop_response`` faults: no HTTP response at
   all, so the client sees a transport error (e.g. ``httpx.RemoteProtocolError``),
-  not a 5xx. Under uvicorn the ASGI ``send`` callable is a bound method of the
-  connection's request cycle, whose ``transport`` is closed; under a server
-  without that (e.g. httpx's in-process ``ASGITransport``) the call raises
-  :class:`DroppedResponseError` instead, which such transports pass to the client.
+  not a 5xx; ``reset_connection`` faults do the same with a TCP RST
+  (``ECONNRESET`` on the client's side);
+- it shapes the replies of faults with ``headers`` (set on the reply, replacing
+  the sandbox's own), ``truncate_bytes`` (the body cut off under a full
+  ``Content-Length``, then the connection closed) and ``drip_ms`` (the body
+  trickled out a few bytes at a time).
+
+Under uvicorn the ASGI ``send`` callable is a bound method of the connection's
+request cycle, whose ``transport`` the sandbox closes; under a server without
+that (e.g. httpx's in-process ``ASGITransport``) dropping or cutting a reply
+raises :class:`DroppedResponseError` instead, which such transports pass to the
+client.
 
 ``/_sandbox/`` routes pass straight to FastAPI and are not logged.
 """
@@ -22,6 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
+import struct
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -32,6 +42,7 @@ from starlette.types import Message, Receive, Scope, Send
 from offpost.errors import OffpostError
 from offpost.graph.sandbox.calls import CallContext
 from offpost.graph.sandbox.control_routes import CONTROL_PREFIX, router
+from offpost.graph.sandbox.faults import Fault
 from offpost.graph.sandbox.graph_routes import CONTEXT_KEY, graph_endpoint
 from offpost.graph.sandbox.settings import SandboxSettings
 from offpost.graph.sandbox.state import World, random_app_id, random_app_secret
@@ -45,18 +56,82 @@ class DroppedResponseError(OffpostError):
     """A ``drop_response`` fault fired on a server whose connection the sandbox cannot reach."""
 
 
-async def drop_connection(send: Send) -> None:
-    """Close the client connection behind ``send`` without writing any response."""
+def _connection(send: Send) -> tuple[Any, asyncio.WriteTransport]:
+    """The server's request cycle behind ``send`` and its transport."""
     cycle = getattr(send, "__self__", None)
     transport = getattr(cycle, "transport", None)
     if not isinstance(transport, asyncio.WriteTransport):
-        raise DroppedResponseError("the sandbox dropped this response (drop_response fault)")
-    transport.abort()
+        raise DroppedResponseError("the sandbox dropped this response (connection fault)")
+    return cycle, transport
+
+
+async def _until_disconnected(cycle: Any) -> None:
     # Let the protocol see the loss, so the server does not answer a 500 on our behalf.
     for _ in range(20):
         if getattr(cycle, "disconnected", True):
             break
         await asyncio.sleep(0)
+
+
+async def drop_connection(send: Send, *, reset: bool = False) -> None:
+    """Close the client connection behind ``send`` without writing any response.
+
+    With ``reset`` the close is a TCP RST (``SO_LINGER`` of zero), not a FIN.
+    """
+    cycle, transport = _connection(send)
+    if reset:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+    await _until_disconnected(cycle)
+
+
+async def cut_connection(send: Send) -> None:
+    """Close the connection behind ``send`` once what was written is flushed."""
+    cycle, transport = _connection(send)
+    transport.close()
+    await _until_disconnected(cycle)
+
+
+def _gone(send: Send) -> bool:
+    return bool(getattr(getattr(send, "__self__", None), "disconnected", False))
+
+
+def _with_fault_headers(
+    headers: list[tuple[bytes, bytes]], extra: dict[str, str]
+) -> list[tuple[bytes, bytes]]:
+    """``headers`` with each of ``extra`` set, replacing any header of the same name."""
+    replaced = {name.lower().encode("latin-1") for name in extra}
+    kept = [(name, value) for name, value in headers if name.lower() not in replaced]
+    return kept + [
+        (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in extra.items()
+    ]
+
+
+async def _send_mangled(send: Send, message: Message, fault: Fault, sent_bytes: int) -> bool:
+    """Send one body message cut off and/or trickled out as ``fault`` says; True once cut."""
+    body: bytes = message.get("body", b"")
+    more_body: bool = message.get("more_body", False)
+    cut = fault.truncate_bytes is not None and sent_bytes + len(body) > fault.truncate_bytes
+    if cut:
+        assert fault.truncate_bytes is not None
+        body = body[: max(0, fault.truncate_bytes - sent_bytes)]
+    step = fault.drip_bytes if fault.drip_ms else max(1, len(body))
+    for start in range(0, len(body), step):
+        if _gone(send):
+            return True
+        await send(
+            {"type": "http.response.body", "body": body[start : start + step], "more_body": True}
+        )
+        if fault.drip_ms:
+            await asyncio.sleep(fault.drip_ms / 1000)
+    if cut:
+        # Content-Length promised more: the client sees the reply end early.
+        await cut_connection(send)
+        return True
+    await send({"type": "http.response.body", "body": b"", "more_body": more_body})
+    return False
 
 
 class SandboxApp:
@@ -109,23 +184,31 @@ class SandboxApp:
         }
         version_header = (version or self.world.settings.api_version).encode()
         dropped = False
+        sent_bytes = 0
 
         async def send_reply(message: Message) -> None:
-            nonlocal dropped
+            nonlocal dropped, sent_bytes
             if dropped:
                 return
+            fault = ctx.fault
             if message["type"] == "http.response.start":
                 self._record(ctx, None if ctx.drop else int(message["status"]))
                 if ctx.drop:
                     dropped = True
-                    await drop_connection(send)
+                    await drop_connection(send, reset=fault is not None and fault.reset_connection)
                     return
                 headers = [
                     *message.get("headers", []),
                     (b"facebook-api-version", version_header),
                     *ctx.headers,
                 ]
+                if fault is not None and fault.headers:
+                    headers = _with_fault_headers(headers, fault.headers)
                 message = {**message, "headers": headers}
+            elif message["type"] == "http.response.body" and fault and fault.mangles_body:
+                dropped = await _send_mangled(send, message, fault, sent_bytes)
+                sent_bytes += len(message.get("body", b""))
+                return
             await send(message)
 
         await self._inner(inner_scope, receive, send_reply)

@@ -16,6 +16,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from offpost.graph.sandbox.faults import Fault
+
 MAX_CALLS = 10_000
 _TOKEN_PARAMS = frozenset({"access_token", "input_token", "fb_exchange_token", "code"})
 _SECRET_PARAMS = frozenset({"client_secret"})
@@ -64,6 +66,8 @@ class CallContext:
     proof: str | None = None
     proof_timed: bool = False
     fault_id: int | None = None
+    #: The fault that struck this call, if any: the reply is shaped after it.
+    fault: Fault | None = None
     drop: bool = False
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 

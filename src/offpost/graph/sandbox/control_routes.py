@@ -22,6 +22,9 @@ from offpost.graph.sandbox.settings import SandboxSettings
 from offpost.graph.sandbox.state import DEFAULT_SCOPES, INVALIDATION_SUBCODES, SHORT_LIVED_S, World
 
 CONTROL_PREFIX = "/_sandbox"
+#: A fault's ``body`` (a proxy's error page, say) stays well below a megabyte.
+MAX_FAULT_BODY_CHARS = 1_000_000
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 router = APIRouter(prefix=CONTROL_PREFIX)
 
@@ -71,6 +74,23 @@ class FaultIn(_Body):
     after_effect: bool = False
     headers: dict[str, str] | None = None
     probability: float = Field(default=1.0, gt=0.0, le=1.0)
+    body: str | None = Field(default=None, max_length=MAX_FAULT_BODY_CHARS)
+    content_type: str | None = Field(default=None, pattern=r"^[!-~][ -~]*$", max_length=200)
+    reset_connection: bool = False
+    truncate_bytes: int | None = Field(default=None, ge=0)
+    drip_bytes: int = Field(default=1, ge=1)
+    drip_ms: int = Field(default=0, ge=0, le=60_000)
+
+    @field_validator("headers")
+    @classmethod
+    def _sendable(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        # What HTTP/1.1 can carry: a token for a name, latin-1 text without CR/LF for a value.
+        for name, text in (value or {}).items():
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"not a header name: {name[:40]!r}")
+            if "\r" in text or "\n" in text or not _latin1(text):
+                raise ValueError(f"header {name} has a value HTTP cannot carry")
+        return value
 
     @field_validator("path")
     @classmethod
@@ -80,6 +100,14 @@ class FaultIn(_Body):
         except re.error as exc:
             raise ValueError(f"not a regular expression: {exc}") from None
         return value
+
+
+def _latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @router.post("/apps", status_code=201)

@@ -1,4 +1,4 @@
-"""Injected faults (``/_sandbox/faults``): errors, latency and lost replies on chosen calls.
+"""Injected faults (``/_sandbox/faults``): errors, latency, lost and mangled replies.
 
 A fault matches a Graph call when its ``path`` regex is found (``re.search``)
 in either the path as received (``/v26.0/123/feed``) or the unversioned path
@@ -6,15 +6,25 @@ in either the path as received (``/v26.0/123/feed``) or the unversioned path
 matching fault, oldest first, is used and its ``times`` counts down; at zero it
 is gone. Faults never match ``/_sandbox/`` routes.
 
-What a fault does, in order: wait ``latency_ms`` (awaited, never blocking);
-then, if it *breaks* the call (has a ``status``, an ``error`` or
-``drop_response``), either before the call's effect or — with
-``after_effect`` — after the call ran (the post exists, the reply is lost):
-reply with the status and error envelope, or close the connection without any
-HTTP response. A fault with only ``latency_ms`` just slows the call.
-``headers`` are added to a broken call's reply (e.g. ``Retry-After`` or a usage
-header), and ``probability`` below 1 makes a fault strike only that share of
-the matching calls (the others pass untouched and do not count down ``times``).
+What a fault does, in order: wait ``latency_ms`` (awaited, never blocking) —
+before the call's effect, or after it with ``after_effect``; then, if it
+*breaks* the call (has a ``status``, an ``error``, a ``body``,
+``drop_response`` or ``reset_connection``), either before the call's effect or
+— with ``after_effect`` — after the call ran (the post exists, the reply is
+lost): reply with the status and error envelope (or with ``body`` as
+``content_type``, e.g. a proxy's HTML page), close the connection without any
+HTTP response (``drop_response``), or reset it with a TCP RST
+(``reset_connection``). A fault that breaks nothing lets the call run and
+answer normally, only slower.
+
+Whatever reply goes out may then be mangled: ``truncate_bytes`` sends only that
+many bytes of its body, under a ``Content-Length`` announcing all of it, and
+closes the connection (a reply cut off in transit); ``drip_ms`` sends the body
+``drip_bytes`` at a time, ``drip_ms`` apart (a slow-drip reply: every read is
+quick, the whole reply is not). ``headers`` are set on the reply, replacing any
+header of the same name the sandbox computed (e.g. a usage header), and
+``probability`` below 1 makes a fault strike only that share of the matching
+calls (the others pass untouched and do not count down ``times``).
 
 Not thread-safe by itself; the world calls it under its lock.
 """
@@ -41,12 +51,34 @@ class Fault:
     after_effect: bool = False
     headers: dict[str, str] = field(default_factory=dict)
     probability: float = 1.0
+    body: str | None = None
+    content_type: str | None = None
+    reset_connection: bool = False
+    truncate_bytes: int | None = None
+    drip_bytes: int = 1
+    drip_ms: int = 0
     hits: int = field(default=0)
 
     @property
     def breaks(self) -> bool:
-        """Whether the call fails (rather than only being slowed down)."""
-        return self.status is not None or self.error is not None or self.drop_response
+        """Whether the fault replaces the call's reply (rather than slowing or mangling it)."""
+        return (
+            self.status is not None
+            or self.error is not None
+            or self.body is not None
+            or self.drop_response
+            or self.reset_connection
+        )
+
+    @property
+    def closes_without_reply(self) -> bool:
+        """Whether the connection is closed before any HTTP response is sent."""
+        return self.drop_response or self.reset_connection
+
+    @property
+    def mangles_body(self) -> bool:
+        """Whether the reply's body is cut off or trickled out."""
+        return self.truncate_bytes is not None or self.drip_ms > 0
 
     def matches(self, method: str, paths: tuple[str, ...]) -> bool:
         if self.method is not None and self.method != method:
@@ -66,6 +98,12 @@ class Fault:
             "after_effect": self.after_effect,
             "headers": self.headers,
             "probability": self.probability,
+            "body": self.body,
+            "content_type": self.content_type,
+            "reset_connection": self.reset_connection,
+            "truncate_bytes": self.truncate_bytes,
+            "drip_bytes": self.drip_bytes,
+            "drip_ms": self.drip_ms,
         }
 
 
@@ -90,6 +128,12 @@ class FaultBook:
         after_effect: bool,
         headers: dict[str, str] | None = None,
         probability: float = 1.0,
+        body: str | None = None,
+        content_type: str | None = None,
+        reset_connection: bool = False,
+        truncate_bytes: int | None = None,
+        drip_bytes: int = 1,
+        drip_ms: int = 0,
     ) -> Fault:
         fault = Fault(
             fault_id=next(self._ids),
@@ -103,6 +147,12 @@ class FaultBook:
             after_effect=after_effect,
             headers=dict(headers or {}),
             probability=probability,
+            body=body,
+            content_type=content_type,
+            reset_connection=reset_connection,
+            truncate_bytes=truncate_bytes,
+            drip_bytes=drip_bytes,
+            drip_ms=drip_ms,
         )
         self._faults.append(fault)
         return fault

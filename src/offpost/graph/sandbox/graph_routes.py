@@ -8,9 +8,11 @@ sandbox does too: ``/oauth/access_token``, ``/oauth/client_code``,
 request" (100/33), unknown edges "Tried accessing nonexisting field";
 batch calls (``POST /``) are not simulated.
 
-Per call: read the parameters, apply a matching fault (latency, then an error
-or a dropped connection before or after the effect), authenticate, meter, run
-the handler, answer JSON (``application/json``) or Graph's error envelope.
+Per call: read the parameters, apply a matching fault (latency, then an error,
+a foreign body or a dropped connection, before or after the effect),
+authenticate, meter, run the handler, answer JSON (``application/json``) or
+Graph's error envelope. How a reply is cut, trickled or given extra headers is
+:mod:`.app`'s part.
 """
 
 from __future__ import annotations
@@ -75,11 +77,17 @@ def _header_token(request: Request) -> str | None:
 
 
 def _fault_response(fault: Fault, ctx: CallContext) -> Response:
-    if fault.drop_response:
+    if fault.closes_without_reply:
         ctx.drop = True
         return Response(status_code=502)
+    if fault.body is not None:
+        return Response(
+            fault.body,
+            status_code=fault.status or 200,
+            media_type=fault.content_type or "text/plain; charset=utf-8",
+        )
     status, body = errors.complete_error(fault.error or {}, fault.status)
-    return JSONResponse(body, status_code=status, headers=fault.headers or None)
+    return JSONResponse(body, status_code=status)
 
 
 async def graph_endpoint(request: Request) -> Response:
@@ -105,7 +113,8 @@ async def graph_endpoint(request: Request) -> Response:
         fault = world.faults.take(request.method, (ctx.path, ctx.graph_path))
     if fault is not None:
         ctx.fault_id = fault.fault_id
-        if fault.latency_ms:
+        ctx.fault = fault
+        if fault.latency_ms and not fault.after_effect:
             await asyncio.sleep(fault.latency_ms / 1000)
         if fault.breaks and not fault.after_effect:
             peek_usage(world, ctx, req.token_value)
@@ -117,6 +126,9 @@ async def graph_endpoint(request: Request) -> Response:
     except Exception:
         logger.exception("sandbox handler failed", extra={"action": "sandbox_handler_failed"})
         response = error_response(errors.unknown_error())
+    if fault is not None and fault.latency_ms and fault.after_effect:
+        # The effect exists; the reply is what is late (a timeout that hides a post).
+        await asyncio.sleep(fault.latency_ms / 1000)
     if fault is not None and fault.breaks:
         return _fault_response(fault, ctx)
     return response
