@@ -12,8 +12,12 @@ Rules, in order (GRAPH.md §7, DESIGN.md "Error classification"):
    is often absent even on token errors.
 2. A 2xx JSON object without ``error`` is a success.
 3. Anything else — empty body, an HTML page from a proxy, text, JSON that is not
-   an object — is a :class:`GraphMalformedResponseError` (outcome unknown), except
-   a bare HTTP 429, which is a rate limit.
+   an object or is cut off — is a :class:`GraphMalformedResponseError` (outcome
+   unknown), except a bare HTTP 429, which is a rate limit.
+
+Waits are bounded: a ``Retry-After`` or ``estimated_time_to_regain_access``
+beyond :data:`~offpost.graph.usage.MAX_REGAIN_ACCESS_S` (24 hours) is capped
+there, so an absurd header cannot park a post for centuries.
 """
 
 from __future__ import annotations
@@ -35,8 +39,9 @@ from offpost.graph.errors import (
     GraphTransientError,
     RateLimitScope,
     RejectReason,
+    scrub_secrets,
 )
-from offpost.graph.usage import GraphUsage, parse_usage
+from offpost.graph.usage import MAX_REGAIN_ACCESS_S, GraphUsage, parse_usage
 
 TRANSIENT_CODES = frozenset({1, 2})
 AUTH_CODES = frozenset({102, 190})
@@ -85,6 +90,7 @@ DEFAULT_RETRY_AFTER_S: Mapping[int, int] = {
 POSTING_TOO_FAST_RETRY_AFTER_S = ONE_WINDOW_S
 
 _CODE_PREFIX = re.compile(r"^\s*\(#(\d+)\)")
+_HTML_TITLE = re.compile(rb"<title[^>]*>([^<]{1,200})</title>", re.IGNORECASE)
 _DUPLICATE_MESSAGE = re.compile(r"already posted|duplicate status message|\(#506\)", re.IGNORECASE)
 _PROOF_MESSAGE = re.compile(r"appsecret_proof|appsecret_time", re.IGNORECASE)
 _PERMISSION_NAME = re.compile(
@@ -123,10 +129,14 @@ def classify_error(
     body: bytes,
     content_type: str | None,
     headers: Mapping[str, str],
+    *,
+    call: str = "",
 ) -> GraphError | None:
     """The typed error one Graph reply stands for, or ``None`` when it is a success.
 
-    Never raises: whatever the body holds, the answer is an error object or ``None``.
+    ``call`` (``"POST /123/feed"``) names the call in the messages offpost makes
+    up for replies that are not Graph's JSON. Never raises: whatever the body
+    holds, the answer is an error object or ``None``.
     """
     usage = parse_usage(headers)
     decoded, ok = _decode_json(body)
@@ -140,16 +150,18 @@ def classify_error(
             )
         if 200 <= http_status < 300:
             return None
+    to = f" to {call}" if call else ""
     if http_status == 429:
         return GraphRateLimitedError(
-            "Graph answered HTTP 429 without an error body",
+            f"Graph answered{to} with HTTP 429 and no error body",
             retry_after_s=_retry_after_header_s(headers) or ONE_WINDOW_S,
             scope=RateLimitScope.APP,
             http_status=http_status,
             usage=usage,
         )
     return GraphMalformedResponseError(
-        f"Graph answered HTTP {http_status} with {_describe_body(body, content_type, decoded, ok)}",
+        f"Graph answered{to} with HTTP {http_status} and "
+        f"{_describe_body(body, content_type, decoded, ok)}",
         http_status=http_status,
         is_transient=True,
         usage=usage,
@@ -240,9 +252,9 @@ def missing_permissions(message: str) -> tuple[str, ...]:
 
 def retry_after_s(code: int, usage: GraphUsage, headers: Mapping[str, str]) -> int:
     """How long to wait after rate-limit ``code``: Graph's BUC estimate, else ``Retry-After``,
-    else the documented default for the code."""
+    else the documented default for the code; never more than 24 hours."""
     if usage.regain_access_s > 0:
-        return usage.regain_access_s
+        return min(usage.regain_access_s, MAX_REGAIN_ACCESS_S)
     from_header = _retry_after_header_s(headers)
     if from_header:
         return from_header
@@ -251,8 +263,10 @@ def retry_after_s(code: int, usage: GraphUsage, headers: Mapping[str, str]) -> i
 
 def _retry_after_header_s(headers: Mapping[str, str]) -> int | None:
     for name, value in headers.items():
-        if name.lower() == "retry-after" and value.strip().isdigit():
-            return int(value.strip()) or None
+        text = value.strip()
+        if name.lower() == "retry-after" and text.isascii() and text.isdigit():
+            # An absurd value waits the longest documented window, not forever.
+            return min(int(text[:12]), MAX_REGAIN_ACCESS_S) or None
     return None
 
 
@@ -266,14 +280,21 @@ def _decode_json(body: bytes) -> tuple[object, bool]:
 
 
 def _describe_body(body: bytes, content_type: str | None, decoded: object, ok: bool) -> str:
-    kind = (content_type or "no content type").split(";", 1)[0].strip()
+    kind = (content_type or "no content type").split(";", 1)[0].strip()[:60]
     if not body.strip():
-        return "an empty body"
+        return "an empty body instead of JSON"
     if ok:
         return f"JSON that is not Graph's object ({type(decoded).__name__})"
     head = body.lstrip()[:15].lower()
     if "html" in kind or head.startswith((b"<!doctype", b"<html")):
-        return f"an HTML page ({kind})"
+        title = _HTML_TITLE.search(body[:4096])
+        named = ""
+        if title:
+            text = " ".join(title.group(1).decode("utf-8", errors="replace").split())
+            named = f' titled "{scrub_secrets(text)[:100]}"' if text else ""
+        return f"an HTML page{named} instead of JSON ({kind}), as a proxy sends"
+    if "json" in kind:
+        return f"a body that is not JSON: cut off or invalid ({kind}, {len(body)} bytes)"
     return f"a body that is not JSON ({kind}, {len(body)} bytes)"
 
 

@@ -7,9 +7,18 @@ Every request goes through :meth:`GraphClient._call`, the one place where:
   ``appsecret_proof`` (and ``appsecret_time`` in timed mode), computed per call
   from the injected clock, in the query string — for some POST endpoints a proof
   sent only in a form body was ignored (GRAPH.md §5); POST fields go in the body;
+- the whole reply must arrive within one deadline (``deadline_s``, by default
+  the read timeout): httpx bounds each read, so a reply that trickles in a few
+  bytes at a time would otherwise hold a worker far beyond its lease. The
+  deadline is checked as the body arrives, so a call ends at the latest one
+  read timeout after it; a body beyond :data:`MAX_REPLY_BYTES` is refused;
 - transport exceptions are translated into :mod:`offpost.graph.errors` with
-  messages naming only the method and path (the query holds the token);
-- the reply is classified by :func:`offpost.graph.classify.classify_error`.
+  messages that say in a sentence what went wrong, naming only the method and
+  path (the query holds the token), and whether the call may have taken effect;
+- the reply is classified by :func:`offpost.graph.classify.classify_error`;
+- malformed or absurd usage headers are ignored or capped
+  (:func:`offpost.graph.usage.read_usage`), with one warning per header per
+  client, naming the header but not its value.
 
 Methods return the frozen dataclasses of :mod:`offpost.graph.types` and raise
 :class:`~offpost.graph.errors.GraphError` subclasses, nothing else.
@@ -20,7 +29,9 @@ Note that httpx itself logs each request URL (query included) at INFO on the
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Generator, Mapping
 from datetime import datetime
@@ -64,7 +75,7 @@ from offpost.graph.types import (
     TokenInfo,
     UserInfo,
 )
-from offpost.graph.usage import GraphUsage, parse_usage
+from offpost.graph.usage import GraphUsage, read_usage
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +84,8 @@ DEFAULT_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_POOL_TIMEOUT_S = 5.0
 #: Enough result pages for thousands of Pages or posts; a guard against a paging loop.
 DEFAULT_MAX_PAGES = 50
+#: Graph's replies are kilobytes; a body beyond this is not one of them.
+MAX_REPLY_BYTES = 8 * 1024 * 1024
 
 
 def make_http_client(
@@ -86,8 +99,10 @@ def make_http_client(
 ) -> httpx.Client:
     """The ``httpx.Client`` for Graph: one per process, bounded in time and connections.
 
-    ``timeout_s`` bounds each read and write; a call can take a little longer in
-    total, so Celery time limits must sit well above it.
+    ``timeout_s`` bounds each read and write; :class:`GraphClient` also makes it
+    the deadline of a whole reply, so a call ends within about twice ``timeout_s``
+    (plus the connect timeout) whatever Graph does. Celery time limits and
+    leases must sit well above that.
     """
     return httpx.Client(
         timeout=httpx.Timeout(
@@ -138,8 +153,14 @@ class GraphClient:
         app_secret: str,
         appsecret_time: bool = True,
         clock: Callable[[], float] = time.time,
+        deadline_s: float | None = None,
     ) -> None:
+        """``deadline_s`` bounds the time from sending a request to the last byte of its
+        reply; by default it is ``http``'s read timeout."""
         self._http = http
+        self._deadline_s = deadline_s or http.timeout.read or DEFAULT_TIMEOUT_S
+        self._warned_headers: set[str] = set()
+        self._warned_lock = threading.Lock()
         self._base_url = f"{graph_url.rstrip('/')}/{version.strip('/')}"
         self._app_id = app_id
         self._app_secret = app_secret
@@ -353,6 +374,7 @@ class GraphClient:
     ) -> tuple[JsonObject, GraphUsage]:
         """Send one request; return its JSON object and usage, or raise a :class:`GraphError`."""
         url = f"{self._base_url}/{path}"
+        where = f"{method} /{path}"
         known_secrets = (*secrets, *((token,) if token else ()), self._app_secret)
         auth = (
             GraphTokenAuth(token, app_secret=self._app_secret, timed=self._timed, clock=self._clock)
@@ -361,20 +383,18 @@ class GraphClient:
         )
         started = time.monotonic()
         try:
-            response = self._http.request(
-                method,
-                url,
-                params=params,
-                data=data,
-                auth=auth,
-            )
-        except httpx.RequestError as exc:  # transport failures and undecodable bodies
-            raise _transport_error(exc, method, path, known_secrets) from exc
+            request = self._http.build_request(method, url, params=params, data=data)
+            response = self._http.send(request, auth=auth, stream=True)
+        except httpx.RequestError as exc:  # nothing came back: no status line, no headers
+            raise self._transport_error(exc, where, known_secrets) from exc
+        try:
+            content = self._read_body(response, where, started, known_secrets)
+        finally:
+            response.close()
         duration_ms = round((time.monotonic() - started) * 1000)
         logger.debug(
-            "graph %s /%s -> %s in %s ms",
-            method,
-            path,
+            "graph %s -> %s in %s ms",
+            where,
             response.status_code,
             duration_ms,
             extra={
@@ -385,21 +405,137 @@ class GraphClient:
                 "duration_ms": duration_ms,
             },
         )
+        usage, problems = read_usage(response.headers)
+        if problems:
+            self._warn_usage(where, problems)
         if accept_form and response.is_success:
-            form = form_token_body(response.content)
+            form = form_token_body(content)
             if form is not None:
-                return form, parse_usage(response.headers)
+                return form, usage
         error = classify_error(
             response.status_code,
-            response.content,
+            content,
             response.headers.get("content-type"),
             response.headers,
+            call=where,
         )
         if error is not None:
             raise error
         # classify_error returns None only for a 2xx JSON object.
-        body: JsonObject = response.json()
-        return body, parse_usage(response.headers)
+        body: JsonObject = json.loads(content)
+        return body, usage
+
+    def _read_body(
+        self, response: httpx.Response, where: str, started: float, secrets: tuple[str, ...]
+    ) -> bytes:
+        """The whole body, read before the deadline; a reply cut off, late or huge raises."""
+        deadline = started + self._deadline_s
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in response.iter_bytes():
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_REPLY_BYTES:
+                    raise GraphMalformedResponseError(
+                        f"Graph's reply to {where} was larger than {MAX_REPLY_BYTES} bytes "
+                        f"and was not read to the end{_may_have_acted(where)}",
+                        http_status=response.status_code,
+                        is_transient=True,
+                    )
+                if time.monotonic() > deadline:
+                    raise GraphTimeoutError(
+                        f"Graph's reply to {where} was still arriving after "
+                        f"{self._deadline_s:g} s (it came a little at a time), so offpost "
+                        f"stopped waiting{_may_have_acted(where)}",
+                        http_status=response.status_code,
+                        is_transient=True,
+                    )
+        except httpx.TimeoutException as exc:
+            raise GraphTimeoutError(
+                f"Graph's reply to {where} stalled for longer than "
+                f"{self._http.timeout.read or 0:g} s after {size} bytes{_may_have_acted(where)}",
+                http_status=response.status_code,
+                is_transient=True,
+            ) from exc
+        except httpx.RequestError as exc:
+            detail = scrub_secrets(str(exc), secrets) or "no detail"
+            raise GraphMalformedResponseError(
+                f"Graph's reply to {where} was cut off after {size} bytes "
+                f"({type(exc).__name__}: {detail}){_may_have_acted(where)}",
+                http_status=response.status_code,
+                is_transient=True,
+            ) from exc
+        return b"".join(chunks)
+
+    def _transport_error(
+        self, exc: httpx.RequestError, where: str, secrets: tuple[str, ...]
+    ) -> GraphError:
+        """Our error for an httpx failure before any reply: a sentence naming only the call."""
+        cause = f"{type(exc).__name__}: {scrub_secrets(str(exc), secrets) or 'no detail'}"
+        timeouts = self._http.timeout
+        # These fail before a byte of the request is sent, so the call surely did not run.
+        if isinstance(exc, httpx.ConnectTimeout):
+            return GraphTimeoutError(
+                f"offpost could not connect to Graph for {where} within "
+                f"{timeouts.connect or 0:g} s ({cause}); the call was not sent",
+                is_transient=True,
+                outcome_unknown=False,
+            )
+        if isinstance(exc, httpx.PoolTimeout):
+            return GraphTimeoutError(
+                f"no connection to Graph was free for {where} within {timeouts.pool or 0:g} s "
+                f"({cause}); the call was not sent",
+                is_transient=True,
+                outcome_unknown=False,
+            )
+        if isinstance(exc, httpx.ConnectError):
+            return GraphConnectionError(
+                f"offpost could not connect to Graph for {where} ({cause}); the call was not sent",
+                is_transient=True,
+                outcome_unknown=False,
+            )
+        if isinstance(exc, httpx.WriteTimeout):
+            return GraphTimeoutError(
+                f"sending {where} to Graph took longer than {timeouts.write or 0:g} s "
+                f"({cause}){_may_have_acted(where)}",
+                is_transient=True,
+            )
+        if isinstance(exc, httpx.TimeoutException):
+            return GraphTimeoutError(
+                f"Graph did not answer {where} within {timeouts.read or 0:g} s "
+                f"({cause}){_may_have_acted(where)}",
+                is_transient=True,
+            )
+        if isinstance(exc, httpx.DecodingError):
+            return GraphMalformedResponseError(
+                f"Graph's reply to {where} could not be decoded ({cause}){_may_have_acted(where)}",
+                is_transient=True,
+            )
+        if isinstance(exc, httpx.RemoteProtocolError):
+            return GraphConnectionError(
+                f"Graph closed the connection during {where} without replying "
+                f"({cause}){_may_have_acted(where)}",
+                is_transient=True,
+            )
+        return GraphConnectionError(
+            f"the connection to Graph broke during {where} ({cause}){_may_have_acted(where)}",
+            is_transient=True,
+        )
+
+    def _warn_usage(self, where: str, problems: tuple[str, ...]) -> None:
+        """One warning per usage header per client; later ones go to the debug log."""
+        headers = {problem.split(":", 1)[0] for problem in problems}
+        with self._warned_lock:
+            fresh = headers - self._warned_headers
+            self._warned_headers |= fresh
+        logger.log(
+            logging.WARNING if fresh else logging.DEBUG,
+            "Graph sent unusable usage headers with %s: %s",
+            where,
+            "; ".join(problems),
+            extra={"action": "graph_usage_header_ignored", "headers": sorted(headers)},
+        )
 
     def _paged(
         self, path: str, *, token: str, params: Mapping[str, str], max_pages: int
@@ -435,26 +571,8 @@ def _path(object_id: str) -> str:
     return quote(object_id, safe="_")
 
 
-def _transport_error(
-    exc: httpx.RequestError, method: str, path: str, secrets: tuple[str, ...]
-) -> GraphError:
-    """Our error for an httpx transport failure; names the method and path, never the query."""
-    detail = scrub_secrets(str(exc), secrets) or type(exc).__name__
-    where = f"{method} /{path}"
-    # These fail before a byte of the request is sent, so the call surely did not run.
-    never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
-    if isinstance(exc, httpx.TimeoutException):
-        return GraphTimeoutError(
-            f"{where}: {type(exc).__name__} ({detail})",
-            is_transient=True,
-            outcome_unknown=not never_sent,
-        )
-    if isinstance(exc, httpx.DecodingError):
-        return GraphMalformedResponseError(
-            f"{where}: undecodable reply ({detail})", is_transient=True
-        )
-    return GraphConnectionError(
-        f"{where}: {type(exc).__name__} ({detail})",
-        is_transient=True,
-        outcome_unknown=not never_sent,
-    )
+def _may_have_acted(where: str) -> str:
+    """How a message about a lost reply ends: whether the call may have had an effect."""
+    if where.startswith("GET "):
+        return ""
+    return "; Graph may have acted on it"
