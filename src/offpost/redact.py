@@ -1,8 +1,9 @@
 """Keep secrets out of text: token-shaped strings, secret query parameters, known secrets.
 
-:func:`scrub` is a pure function used wherever text may leave the process
-(error messages, log records). :func:`install_log_scrubbing` is called once at
-every process start; it wraps the log-record factory, so every record from every
+:func:`scrub` is used wherever text may leave the process (error messages, log
+records); besides the patterns, it redacts the secrets the process named at
+start. :func:`install_log_scrubbing` is called once at every process start with
+those secrets; it wraps the log-record factory, so every record from every
 logger — ours, httpx's (which logs request URLs with their query strings),
 uvicorn's, Celery's — is scrubbed before any handler sees it, tracebacks included.
 
@@ -45,9 +46,15 @@ _AUTH_HEADER = re.compile(r"(?i)\b(bearer|oauth)\s+[A-Za-z0-9._|~+/=-]{8,}")
 _APP_TOKEN = re.compile(r"\b\d{5,}(?:\||%7C)[A-Za-z0-9_-]{8,}", re.IGNORECASE)
 
 
+#: The secrets of this process (the app secret), given at start to :func:`install_log_scrubbing`.
+#: Not token-shaped, so no pattern finds them: :func:`scrub` redacts them by value.
+_process_secrets: list[str] = []
+
+
 def scrub(text: str, secrets: Iterable[str] = ()) -> str:
-    """Return ``text`` with tokens, secret parameters and the given ``secrets`` redacted."""
-    for secret in secrets:
+    """Return ``text`` with tokens, secret parameters, the given ``secrets`` and the
+    process's own secrets (:func:`install_log_scrubbing`) redacted."""
+    for secret in (*secrets, *_process_secrets):
         if secret and len(secret) >= 4:
             text = text.replace(secret, REDACTED)
     text = _SECRET_PARAM.sub(lambda m: m.group("key") + REDACTED, text)
@@ -90,9 +97,14 @@ _install_lock = threading.Lock()
 
 
 def install_log_scrubbing(secrets: Iterable[str] = ()) -> None:
-    """Scrub every log record of this process from now on (idempotent; secrets accumulate)."""
+    """Scrub every log record of this process from now on (idempotent; secrets accumulate).
+
+    The ``secrets`` are also redacted by every later :func:`scrub` in this process,
+    so the error texts that leave it (API answers, ``last_error``) lose them too.
+    """
     wanted = [s for s in secrets if s]
     with _install_lock:
+        _process_secrets.extend(s for s in wanted if s not in _process_secrets)
         current = logging.getLogRecordFactory()
         if isinstance(current, _ScrubbingFactory):
             current.secrets.extend(s for s in wanted if s not in current.secrets)
