@@ -36,6 +36,7 @@ from bench.common import (
     LOGS,
     OFFPOST,
     REDIS_URL,
+    CpuMeter,
     DrainResult,
     IdMaker,
     RssSampler,
@@ -45,7 +46,6 @@ from bench.common import (
     connect,
     console,
     copy_posts,
-    cpu_seconds,
     flush_redis,
     fresh_database,
     lateness,
@@ -180,9 +180,12 @@ def run_offpost(sandbox: Sandbox, args: argparse.Namespace) -> DrainResult:
             label="inserting the burst (COPY)",
         )
         wake_dispatcher(t0)  # what POST /v1/posts does after its insert
-        cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
         worker0 = pids["offpost-worker0"]
-        with RssSampler(pids) as rss, Profiler("offpost-worker0", worker0, args.profile):
+        with (
+            CpuMeter(pids, sandbox.pid) as cpu,
+            RssSampler(pids) as rss,
+            Profiler("offpost-worker0", worker0, args.profile),
+        ):
             done = wait_count(
                 conn,
                 "SELECT count(*) FROM posts WHERE credential_id = "
@@ -190,7 +193,6 @@ def run_offpost(sandbox: Sandbox, args: argparse.Namespace) -> DrainResult:
                 args.posts,
                 args.timeout,
             )
-        cpu = sum(cpu_seconds(pid) - cpu0[name] for name, pid in pids.items())
         procs.check_alive()
     late, first, last = lateness(
         conn,
@@ -207,9 +209,11 @@ def run_offpost(sandbox: Sandbox, args: argparse.Namespace) -> DrainResult:
         done,
         (last - first).total_seconds(),
         late,
-        cpu,
+        cpu.own,
         peak_rss_mb={k.removeprefix("offpost-"): v for k, v in rss.peak.items()},
         notes=f"{dupes[0] if dupes else '?'} posts published twice",
+        sandbox_cpu_s=cpu.sandbox,
+        postgres_cpu_s=cpu.postgres,
     )
 
 
@@ -279,10 +283,11 @@ def run_naive(sandbox: Sandbox, args: argparse.Namespace) -> DrainResult:
         console.print(f"  enqueued {args.posts:,} eta tasks in {enqueue_s:.1f} s")
         if utcnow() > t0:
             console.print("  [red]enqueueing overran T0; lateness includes it[/red]")
-        cpu0 = cpu_seconds(proc.pid)
-        with RssSampler({"worker": proc.pid}) as rss:
+        with (
+            CpuMeter({"worker": proc.pid}, sandbox.pid) as cpu,
+            RssSampler({"worker": proc.pid}) as rss,
+        ):
             done = wait_count(conn, f"SELECT count(*) FROM {naive.TABLE}", args.posts, args.timeout)
-        cpu = cpu_seconds(proc.pid) - cpu0
         procs.check_alive()
     late, first, last = lateness(conn, f"SELECT publish_at, done_at FROM {naive.TABLE}")
     ok = conn.execute(f"SELECT count(*) FROM {naive.TABLE} WHERE ok").fetchone()
@@ -292,8 +297,10 @@ def run_naive(sandbox: Sandbox, args: argparse.Namespace) -> DrainResult:
         done,
         (last - first).total_seconds(),
         late,
-        cpu,
+        cpu.own,
         peak_rss_mb=rss.peak,
+        sandbox_cpu_s=cpu.sandbox,
+        postgres_cpu_s=cpu.postgres,
         notes=f"{ok[0] if ok else '?'} ok; enqueue {enqueue_s:.1f} s before T0",
     )
 
@@ -333,10 +340,11 @@ def run_apscheduler(sandbox: Sandbox, args: argparse.Namespace) -> DrainResult:
         wait_ready(procs, "apscheduler", "apscheduler ready")
         if utcnow() > t0:
             console.print("  [red]APScheduler started after T0; lateness includes it[/red]")
-        cpu0 = cpu_seconds(proc.pid)
-        with RssSampler({"scheduler": proc.pid}) as rss:
+        with (
+            CpuMeter({"scheduler": proc.pid}, sandbox.pid) as cpu,
+            RssSampler({"scheduler": proc.pid}) as rss,
+        ):
             done = wait_count(conn, f"SELECT count(*) FROM {aps.TABLE}", args.posts, args.timeout)
-        cpu = cpu_seconds(proc.pid) - cpu0
         procs.check_alive()
     late, first, last = lateness(conn, f"SELECT publish_at, done_at FROM {aps.TABLE}")
     conn.close()
@@ -345,8 +353,10 @@ def run_apscheduler(sandbox: Sandbox, args: argparse.Namespace) -> DrainResult:
         done,
         (last - first).total_seconds(),
         late,
-        cpu,
+        cpu.own,
         peak_rss_mb=rss.peak,
+        sandbox_cpu_s=cpu.sandbox,
+        postgres_cpu_s=cpu.postgres,
     )
 
 

@@ -265,6 +265,7 @@ def base_env(**extra: str) -> dict[str, str]:
 class Sandbox:
     url: str
     http: httpx.Client
+    pid: int = 0
 
     def control(self, method: str, path: str, body: Any = None) -> Any:
         response = self.http.request(method, f"/_sandbox{path}", json=body)
@@ -275,7 +276,7 @@ class Sandbox:
 def start_sandbox(procs: Procs, latency_ms: int = PUBLISH_LATENCY_MS) -> Sandbox:
     """``offpost sandbox`` in its own process: 50 ms per publish, no throttling, no 506."""
     port = free_port()
-    procs.start("sandbox", [OFFPOST, "sandbox", "--port", str(port)], base_env())
+    proc = procs.start("sandbox", [OFFPOST, "sandbox", "--port", str(port)], base_env())
     url = f"http://127.0.0.1:{port}"
     http = httpx.Client(base_url=url, timeout=30)
     deadline = time.monotonic() + 30
@@ -288,7 +289,7 @@ def start_sandbox(procs: Procs, latency_ms: int = PUBLISH_LATENCY_MS) -> Sandbox
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
-    sandbox = Sandbox(url, http)
+    sandbox = Sandbox(url, http, proc.pid)
     sandbox.control(
         "POST",
         "/settings",
@@ -421,6 +422,37 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
+def postgres_cpu_seconds() -> float:
+    """User + system CPU of every PostgreSQL process alive now (server and backends)."""
+    total = 0.0
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] in ("postgres", "postmaster"):
+            with contextlib.suppress(psutil.Error):
+                total += sum(proc.cpu_times()[:2])
+    return total
+
+
+class CpuMeter:
+    """CPU spent by the system under test, the sandbox and PostgreSQL between two points."""
+
+    def __init__(self, pids: dict[str, int], sandbox_pid: int) -> None:
+        self.pids = pids
+        self.sandbox_pid = sandbox_pid
+        self.own = self.sandbox = self.postgres = 0.0
+
+    def __enter__(self) -> CpuMeter:
+        self._own0 = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._sandbox0 = cpu_seconds(self.sandbox_pid)
+        self._postgres0 = postgres_cpu_seconds()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.own = sum(cpu_seconds(pid) - self._own0[n] for n, pid in self.pids.items())
+        self.sandbox = cpu_seconds(self.sandbox_pid) - self._sandbox0
+        # Backends that exited during the run are missed: a lower bound.
+        self.postgres = max(0.0, postgres_cpu_seconds() - self._postgres0)
+
+
 def rss_mb(pid: int) -> float:
     try:
         proc = psutil.Process(pid)
@@ -479,6 +511,8 @@ class DrainResult:
     cpu_s: float
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
     notes: str = ""
+    sandbox_cpu_s: float = 0.0
+    postgres_cpu_s: float = 0.0
 
     @property
     def throughput(self) -> float:
@@ -529,6 +563,7 @@ def results_table(title: str, results: Sequence[DrainResult], reference: str) ->
         "late p99 ms",
         "late max ms",
         "CPU ms/post",
+        "sandbox + PG ms/post",
         "peak RSS MB",
     ):
         table.add_column(col, justify="right" if col != "system" else "left")
@@ -543,6 +578,7 @@ def results_table(title: str, results: Sequence[DrainResult], reference: str) ->
             f"{1000 * r.p(99):,.0f}",
             f"{1000 * max(r.lateness_s):,.0f}",
             f"{r.cpu_ms_per_post:.2f}",
+            f"{1000 * r.sandbox_cpu_s / r.posts:.2f} + {1000 * r.postgres_cpu_s / r.posts:.2f}",
             " / ".join(f"{k} {v:.0f}" for k, v in r.peak_rss_mb.items()),
         )
     return table

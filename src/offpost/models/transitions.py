@@ -23,10 +23,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, literal_column, select, update
+from sqlalchemy import Integer, String, and_, column, func, insert, literal_column, select, update
+from sqlalchemy import values as values_clause
 from sqlalchemy.orm import Session
 
 from offpost.models.attempt import Attempt, AttemptOutcome
+from offpost.models.ids import IdPrefix, id_factory
 from offpost.models.post import Post, PostStatus
 
 
@@ -227,6 +229,114 @@ def begin_attempt(session: Session, post_id: str, worker: str, now: datetime) ->
     session.add(attempt)
     session.flush()
     return attempt
+
+
+def begin_attempts(
+    session: Session, post_ids: Sequence[str], worker: str, now: datetime
+) -> dict[str, str]:
+    """:func:`begin_attempt` for many posts in two statements: ``{post_id: attempt_id}``.
+
+    One lookup of the posts' highest attempt numbers, one multi-row INSERT. The
+    rows commit with the caller's transaction, before any of the Graph calls.
+    """
+    if not post_ids:
+        return {}
+    numbers: dict[str, int] = {
+        post_id: int(number)
+        for post_id, number in session.execute(
+            select(Attempt.post_id, func.max(Attempt.number))
+            .where(Attempt.post_id.in_(list(post_ids)))
+            .group_by(Attempt.post_id)
+        )
+    }
+    new_id = id_factory(IdPrefix.ATTEMPT)
+    rows = [
+        {
+            "id": new_id(),
+            "post_id": post_id,
+            "number": numbers.get(post_id, 0) + 1,
+            "started_at": now,
+            "worker": worker,
+        }
+        for post_id in post_ids
+    ]
+    session.execute(insert(Attempt), rows)
+    return {str(row["post_id"]): str(row["id"]) for row in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """A post Graph created: what :func:`finish_published` writes."""
+
+    post_id: str
+    graph_post_id: str
+    attempts: int
+
+
+def finish_published(
+    session: Session, published: Sequence[Published], worker: str, now: datetime
+) -> set[str]:
+    """:func:`finish` to ``published`` for many posts; the ids whose lease was still held.
+
+    On PostgreSQL one ``UPDATE … FROM (VALUES …)`` guarded exactly like
+    :func:`finish`; elsewhere one guarded UPDATE per post in the same transaction.
+    """
+    if not published:
+        return set()
+    common = {
+        "status": PostStatus.PUBLISHED,
+        "published_at": now,
+        "last_error": None,
+        "reconcile_since": None,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "updated_at": now,
+    }
+    if session.get_bind().dialect.name != "postgresql":
+        return {
+            p.post_id
+            for p in published
+            if finish(
+                session,
+                p.post_id,
+                worker,
+                now,
+                graph_post_id=p.graph_post_id,
+                attempts=p.attempts,
+                **{k: v for k, v in common.items() if k != "updated_at"},
+            )
+        }
+    rows = values_clause(
+        column("id", String),
+        column("graph_post_id", String),
+        column("attempts", Integer),
+        name="done",
+    ).data([(p.post_id, p.graph_post_id, p.attempts) for p in published])
+    result = session.execute(
+        update(Post)
+        .where(
+            Post.id == rows.c.id,
+            Post.status == PostStatus.PUBLISHING,
+            Post.lease_owner == worker,
+        )
+        .values(graph_post_id=rows.c.graph_post_id, attempts=rows.c.attempts, **common)
+        .returning(Post.id)
+        .execution_options(synchronize_session=False)
+    )
+    return set(result.scalars())
+
+
+def close_attempts(
+    session: Session, attempt_ids: Sequence[str], outcome: AttemptOutcome, now: datetime
+) -> None:
+    """Record one outcome for several attempts (a batch that all went the same way)."""
+    if attempt_ids:
+        session.execute(
+            update(Attempt)
+            .where(Attempt.id.in_(list(attempt_ids)))
+            .values(outcome=outcome, finished_at=now)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def _held(post_id: str, worker: str) -> Any:

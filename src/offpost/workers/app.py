@@ -24,10 +24,11 @@ from sqlalchemy.engine import make_url
 from offpost.graph.client import GraphClient, make_http_client
 from offpost.models import make_engine, make_sessionmaker
 from offpost.workers import ratelimit
+from offpost.workers.batch import publish_batch
 from offpost.workers.decide import RetryPolicy
 from offpost.workers.metrics import metrics_observer
 from offpost.workers.observe import NullObserver, Observers, PublishObserver
-from offpost.workers.publish import PublishContext, publish_batch
+from offpost.workers.publish import PublishContext
 from offpost.workers.runtime import ProcessResource
 from offpost.workers.webhooks import (
     DeliveryContext,

@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -49,6 +49,7 @@ from offpost.graph.usage import GraphUsage
 from offpost.models.attempt import Attempt
 from offpost.models.transitions import ClaimedPost
 from offpost.workers.decide import error_document
+from offpost.workers.observe import Finished
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +145,15 @@ class MetricsObserver:
         except Exception:  # counting must never undo a recorded outcome
             logger.warning("could not count an outcome", exc_info=True, extra={"action": "metrics"})
 
+    def posts_finished(self, session: Session, finished: Sequence[Finished], now: datetime) -> None:
+        try:
+            for item in finished:
+                self._post_finished(
+                    session, item.post, item.outcome, item.values, now, item.started_at
+                )
+        except Exception:  # counting must never undo a recorded outcome
+            logger.warning("could not count an outcome", exc_info=True, extra={"action": "metrics"})
+
     def _post_finished(
         self,
         session: Session,
@@ -151,6 +161,7 @@ class MetricsObserver:
         outcome: str,
         values: Mapping[str, Any],
         now: datetime,
+        started_at: datetime | None = None,
     ) -> None:
         m = self.metrics
         m.outcomes.labels(outcome=outcome).inc()
@@ -161,15 +172,17 @@ class MetricsObserver:
             m.lateness.labels(kind=kind).observe(max(0.0, (now - post.publish_at).total_seconds()))
             if outcome == "published":
                 # The attempt row was committed before the Graph call; its start is
-                # where this post's publishing work began. One lookup on the unique
-                # (post_id, number) index: a query this small fails only when the
-                # connection does, and then the outcome's commit fails with it anyway.
-                started_at = session.scalar(
-                    select(Attempt.started_at)
-                    .where(Attempt.post_id == post.id)
-                    .order_by(Attempt.number.desc())
-                    .limit(1)
-                )
+                # where this post's publishing work began. Unless the caller knows
+                # it, one lookup on the unique (post_id, number) index: a query this
+                # small fails only when the connection does, and then the outcome's
+                # commit fails with it anyway.
+                if started_at is None:
+                    started_at = session.scalar(
+                        select(Attempt.started_at)
+                        .where(Attempt.post_id == post.id)
+                        .order_by(Attempt.number.desc())
+                        .limit(1)
+                    )
                 if started_at is not None:
                     m.duration.observe(max(0.0, (now - started_at).total_seconds()))
         elif status == "failed":

@@ -1,7 +1,8 @@
 """Observers of the publish protocol: how metrics and webhooks learn what happened.
 
-:class:`PostPublisher` calls an observer *inside* the transaction that records
-an outcome (and only when the worker still held the lease), so an observer that
+:class:`PostPublisher` (one post) and the batch path (many posts at once) call
+an observer *inside* the transaction that records an outcome (and only for
+posts whose lease the worker still held), so an observer that
 writes rows — the webhook outbox — commits or rolls back with the outcome itself
 and no event is ever lost or invented. Observers that only count (metrics)
 ignore the session.
@@ -10,6 +11,7 @@ ignore the session.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -18,6 +20,17 @@ from sqlalchemy.orm import Session
 from offpost.graph.errors import GraphError
 from offpost.graph.usage import GraphUsage
 from offpost.models.transitions import ClaimedPost
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """One post of a batch that left ``publishing``, for :meth:`PublishObserver.posts_finished`."""
+
+    post: ClaimedPost
+    outcome: str
+    values: Mapping[str, Any]
+    #: When its attempt started, where the caller knows it.
+    started_at: datetime | None = None
 
 
 class PublishObserver(Protocol):
@@ -30,6 +43,9 @@ class PublishObserver(Protocol):
         now: datetime,
     ) -> None:
         """A post left ``publishing``; ``values`` are the columns just written (status, …)."""
+
+    def posts_finished(self, session: Session, finished: Sequence[Finished], now: datetime) -> None:
+        """Several posts left ``publishing`` in this transaction (a batch's outcomes)."""
 
     def credential_dead(self, session: Session, credential_id: str, now: datetime) -> None:
         """Graph rejected a credential for good: it now needs a fresh token."""
@@ -52,6 +68,9 @@ class NullObserver:
         values: Mapping[str, Any],
         now: datetime,
     ) -> None:
+        return None
+
+    def posts_finished(self, session: Session, finished: Sequence[Finished], now: datetime) -> None:
         return None
 
     def credential_dead(self, session: Session, credential_id: str, now: datetime) -> None:
@@ -80,6 +99,10 @@ class Observers:
     ) -> None:
         for observer in self.observers:
             observer.post_finished(session, post, outcome, values, now)
+
+    def posts_finished(self, session: Session, finished: Sequence[Finished], now: datetime) -> None:
+        for observer in self.observers:
+            observer.posts_finished(session, finished, now)
 
     def credential_dead(self, session: Session, credential_id: str, now: datetime) -> None:
         for observer in self.observers:

@@ -1,11 +1,11 @@
-"""The publish protocol: claim → token → (reconcile) → call → record, for a batch of posts.
+"""The publish protocol for one post: token → (reconcile) → call → record.
 
-One Celery message carries a batch of post ids (the dispatcher's unit of work);
-the worker claims the batch in one statement and publishes its posts
-concurrently on a thread pool, each post on its own:
+:mod:`offpost.workers.batch` claims a message's posts and runs the common case
+for the whole batch at once; a post that needs more (reconciliation, a token to
+derive, a rate-limit block, a Graph error to act on) comes here, on its own:
 
-1. ``claim_for_publishing`` takes the lease on the posts still ``queued``; the
-   rest (a duplicate delivery, a canceled post) are dropped.
+1. ``claim_for_publishing`` took the lease on the post (the batch did); a
+   duplicate delivery or a canceled post was dropped there.
 2. The credential's Page token comes from the store; a missing one is derived.
 3. A post owing reconciliation (``reconcile_since``) is first searched for on the
    Page; found → ``published`` with outcome ``reconciled``, no Graph write.
@@ -46,7 +46,6 @@ from offpost.models.credential import CredentialPage
 from offpost.models.transitions import (
     ClaimedPost,
     begin_attempt,
-    claim_for_publishing,
     finish,
     park_credential_posts,
 )
@@ -78,35 +77,25 @@ class PublishContext:
     observer: PublishObserver = field(default_factory=NullObserver)
 
 
-@dataclass
-class BatchResult:
-    claimed: int = 0
-    outcomes: dict[str, int] = field(default_factory=dict)
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """What a post needs of its credential to be published."""
 
-    def count(self, outcome: str) -> None:
-        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
-
-
-def publish_batch(ctx: PublishContext, post_ids: list[str]) -> BatchResult:
-    """Publish the posts of one message; returns what became of them."""
-    with ctx.sessions.begin() as session:
-        claimed = claim_for_publishing(session, post_ids, ctx.worker, ctx.clock(), ctx.lease)
-    result = BatchResult(claimed=len(claimed))
-    if len(claimed) < len(post_ids):
-        logger.info(
-            "%d of %d posts were not queued any more (duplicate delivery or canceled)",
-            len(post_ids) - len(claimed),
-            len(post_ids),
-            extra={"action": "claim_dropped"},
-        )
-    for outcome in ctx.pool.map(lambda post: _publish_guarded(ctx, post), claimed):
-        result.count(outcome)
-    return result
+    fb_user_id: str
+    user_token: str
+    #: ``None`` when the store has none for the Page: it is derived first.
+    page_token: str | None
 
 
-def _publish_guarded(ctx: PublishContext, post: ClaimedPost) -> str:
+def publish_guarded(ctx: PublishContext, post: ClaimedPost) -> str:
+    """The whole protocol for one claimed post; never raises."""
+    return run_guarded(post, PostPublisher(ctx, post).run)
+
+
+def run_guarded(post: ClaimedPost, step: Callable[[], str]) -> str:
+    """Run one post's ``step``; an unexpected error leaves its lease to run out."""
     try:
-        return PostPublisher(ctx, post).run()
+        return step()
     except Exception:
         # An unexpected error (database down, a bug) leaves the lease to run out:
         # the reaper then reconciles and retries. Never guess an outcome here.
@@ -121,10 +110,20 @@ def _publish_guarded(ctx: PublishContext, post: ClaimedPost) -> str:
 class PostPublisher:
     """One claimed post through the protocol (one thread, one post)."""
 
-    def __init__(self, ctx: PublishContext, post: ClaimedPost) -> None:
+    def __init__(
+        self, ctx: PublishContext, post: ClaimedPost, tokens: Tokens | None = None
+    ) -> None:
         self.ctx = ctx
         self.post = post
         self.rederived = False
+        if tokens is not None:
+            self.fb_user_id = tokens.fb_user_id
+            self.user_token = tokens.user_token
+            self.page_token = tokens.page_token
+
+    def attempt_failed(self, attempt_id: str, started_at: datetime, exc: GraphError) -> str:
+        """Carry on after the Graph call of an attempt started elsewhere (a batch) failed."""
+        return self._after_failed_attempt(attempt_id, started_at, exc)
 
     # -- the protocol ------------------------------------------------------------------
 

@@ -68,6 +68,9 @@ class BlockStore(Protocol):
     def wait_s(self, keys: Iterable[str]) -> float:
         """Seconds until every one of ``keys`` is free (0 when none is blocked)."""
 
+    def blocked(self, keys: Iterable[str]) -> dict[str, float]:
+        """The blocked ones of ``keys``, each with its seconds to wait (one round trip)."""
+
 
 class MemoryBlockStore:
     """Blocks for one process (the embedded ``up`` mode)."""
@@ -83,9 +86,13 @@ class MemoryBlockStore:
             self._until[key] = max(until, self._until.get(key, 0.0))
 
     def wait_s(self, keys: Iterable[str]) -> float:
+        return max([0.0, *self.blocked(keys).values()])
+
+    def blocked(self, keys: Iterable[str]) -> dict[str, float]:
         now = self._clock()
         with self._lock:
-            return max([0.0] + [self._until.get(k, 0.0) - now for k in keys])
+            waits = {k: self._until.get(k, 0.0) - now for k in keys}
+        return {k: w for k, w in waits.items() if w > 0}
 
 
 # Extend only: keep the later of the stored and the new deadline.
@@ -113,9 +120,13 @@ class RedisBlockStore:
         self._script(keys=[f"offpost:block:{key}"], args=[f"{until:.3f}", ttl_ms])
 
     def wait_s(self, keys: Iterable[str]) -> float:
-        names = [f"offpost:block:{k}" for k in keys]
-        if not names:
-            return 0.0
+        return max([0.0, *self.blocked(keys).values()])
+
+    def blocked(self, keys: Iterable[str]) -> dict[str, float]:
+        unique = list(dict.fromkeys(keys))
+        if not unique:
+            return {}
+        values = self._redis.mget([f"offpost:block:{k}" for k in unique])
         now = self._clock()
-        values = self._redis.mget(names)
-        return max([0.0] + [float(v) - now for v in values if v is not None])
+        waits = {k: float(v) - now for k, v in zip(unique, values, strict=True) if v is not None}
+        return {k: w for k, w in waits.items() if w > 0}

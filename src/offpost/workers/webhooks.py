@@ -30,7 +30,7 @@ import hmac
 import json
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -58,6 +58,7 @@ from offpost.models.webhook_event import (
 )
 from offpost.views import CredentialOut, PostOut
 from offpost.workers.decide import RetryPolicy
+from offpost.workers.observe import Finished
 from offpost.workers.runtime import ProcessResource
 
 logger = logging.getLogger(__name__)
@@ -218,6 +219,19 @@ class WebhookOutbox:
         # than load the whole post for nothing.
         if type_ is not None and has_webhook(session, post.client_id):
             record_post_event(session, post.id, type_, now)
+
+    def posts_finished(self, session: Session, finished: Sequence[Finished], now: datetime) -> None:
+        wanted = [item for item in finished if item.values.get("status") is not None]
+        # One lookup per client of the batch, not per post.
+        with_webhook = {
+            client_id
+            for client_id in {item.post.client_id for item in wanted}
+            if has_webhook(session, client_id)
+        }
+        for item in wanted:
+            type_ = POST_EVENTS.get(PostStatus(item.values["status"]))
+            if type_ is not None and item.post.client_id in with_webhook:
+                record_post_event(session, item.post.id, type_, now)
 
     def credential_dead(self, session: Session, credential_id: str, now: datetime) -> None:
         record_credential_needs_reauth(session, credential_id, now)
