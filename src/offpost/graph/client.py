@@ -94,10 +94,14 @@ def make_http_client(
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
     pool_timeout_s: float = DEFAULT_POOL_TIMEOUT_S,
     max_connections: int = 20,
-    max_keepalive_connections: int = 10,
+    max_keepalive_connections: int | None = None,
     transport: httpx.BaseTransport | None = None,
 ) -> httpx.Client:
     """The ``httpx.Client`` for Graph: one per process, bounded in time and connections.
+
+    Every connection the client may open is kept alive for the next call by
+    default (``max_keepalive_connections``): with fewer kept than used, each
+    call beyond them paid a new TCP connection, on both ends.
 
     ``timeout_s`` bounds each read and write; :class:`GraphClient` also makes it
     the deadline of a whole reply, so a call ends within about twice ``timeout_s``
@@ -109,7 +113,10 @@ def make_http_client(
             connect=connect_timeout_s, read=timeout_s, write=timeout_s, pool=pool_timeout_s
         ),
         limits=httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_keepalive_connections
+            max_connections=max_connections,
+            max_keepalive_connections=(
+                max_connections if max_keepalive_connections is None else max_keepalive_connections
+            ),
         ),
         follow_redirects=False,
         headers={"User-Agent": "offpost"},
