@@ -107,3 +107,25 @@ def redis_url() -> str:
     except Exception as exc:  # noqa: BLE001
         service_missing(f"Redis at {TEST_REDIS_URL}", exc)
     return TEST_REDIS_URL
+
+
+@pytest.fixture(autouse=True)
+def _no_failed_authentications_counted(request: pytest.FixtureRequest) -> None:
+    """Each test that uses Redis starts with no failed authentications counted.
+
+    Every TestClient calls from the same address ("testclient"), and the API
+    slows an address for every key once it has failed too often in a minute
+    (the counts live in Redis): without this, one test's deliberate 401s
+    would turn another's requests into 429s.
+    """
+    if "redis_url" not in request.fixturenames:
+        return
+    client = redis.Redis.from_url(TEST_REDIS_URL)
+    try:
+        names = list(client.scan_iter("offpost:ratelimit:authfail:*", count=1000))
+        if names:
+            client.delete(*names)
+    except redis.RedisError:
+        pass  # the redis_url fixture reports a missing server
+    finally:
+        client.close()
