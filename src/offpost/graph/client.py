@@ -95,6 +95,7 @@ def make_http_client(
     pool_timeout_s: float = DEFAULT_POOL_TIMEOUT_S,
     max_connections: int = 20,
     max_keepalive_connections: int | None = None,
+    per_thread: bool = False,
     transport: httpx.BaseTransport | None = None,
 ) -> httpx.Client:
     """The ``httpx.Client`` for Graph: one per process, bounded in time and connections.
@@ -102,6 +103,10 @@ def make_http_client(
     Every connection the client may open is kept alive for the next call by
     default (``max_keepalive_connections``): with fewer kept than used, each
     call beyond them paid a new TCP connection, on both ends.
+
+    ``per_thread`` gives each calling thread a pool of its own (a worker's many
+    publish threads): see :class:`PerThreadTransport`. ``max_connections`` then
+    bounds the connections of each thread, not of the client.
 
     ``timeout_s`` bounds each read and write; :class:`GraphClient` also makes it
     the deadline of a whole reply, so a call ends within about twice ``timeout_s``
@@ -120,8 +125,47 @@ def make_http_client(
         ),
         follow_redirects=False,
         headers={"User-Agent": "offpost"},
-        transport=transport,
+        transport=transport or (PerThreadTransport(max_connections) if per_thread else None),
     )
+
+
+class PerThreadTransport(httpx.BaseTransport):
+    """One small connection pool per calling thread, instead of one pool for all.
+
+    httpcore's pool walks every connection, under one lock, for each request it
+    sends and each response it closes: with dozens of publish threads sharing
+    one pool of dozens of connections, that bookkeeping cost more CPU than the
+    request itself. A thread makes one call at a time, so a pool of its own
+    never waits, and holds one kept-alive connection to Graph.
+    """
+
+    def __init__(self, max_connections: int = 2) -> None:
+        self._limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        # One TLS context for all (each one loads the CA bundle: time and memory).
+        self._ssl = httpx.create_ssl_context()
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._transports: list[httpx.HTTPTransport] = []
+
+    def _own(self) -> httpx.HTTPTransport:
+        transport: httpx.HTTPTransport | None = getattr(self._local, "transport", None)
+        if transport is None:
+            transport = httpx.HTTPTransport(verify=self._ssl, limits=self._limits)
+            self._local.transport = transport
+            with self._lock:
+                self._transports.append(transport)
+        return transport
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self._own().handle_request(request)
+
+    def close(self) -> None:
+        with self._lock:
+            transports, self._transports = self._transports, []
+        for transport in transports:
+            transport.close()
 
 
 class GraphTokenAuth(httpx.Auth):

@@ -140,7 +140,8 @@ def build_context(config: WorkerConfig, observer: PublishObserver | None = None)
         **worker_pool_options(config.database_url, config.publish_concurrency),
     )
     graph = GraphClient(
-        make_http_client(config.graph_timeout_s, max_connections=config.publish_concurrency + 4),
+        # One pool per publish thread (see PerThreadTransport), one connection each.
+        make_http_client(config.graph_timeout_s, per_thread=True),
         graph_url=config.graph_url,
         version=config.graph_version,
         app_id=config.app_id,
