@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from offpost.connections import DATABASE, REDIS, ConnectionWatch
 from offpost.models.base import utcnow
 from offpost.models.transitions import claim_due, next_due_at, reap_expired, requeue_stale
 from offpost.scheduler.wake import LocalWaker, Waker
@@ -81,6 +82,7 @@ class Dispatcher:
         self.waker = waker or LocalWaker()
         self.before_tick = before_tick
         self.clock = clock
+        self.connections = ConnectionWatch()
         self._last_housekeeping: datetime | None = None
 
     def tick(self) -> TickResult:
@@ -134,19 +136,28 @@ class Dispatcher:
     def _send(self, ids: list[str]) -> None:
         for chunk in chunks(ids, self.config.message_batch):
             self.send(chunk)
+            self.connections.succeeded(REDIS)
 
     def run(self, stop: threading.Event) -> None:
-        """Tick until ``stop`` is set; database or broker errors are logged and retried."""
+        """Tick until ``stop`` is set; database or broker errors are logged and retried.
+
+        A server that restarts costs failed ticks until it is back, logged once
+        when the connection is lost and once when it is restored. Posts claimed
+        but not sent meanwhile stay ``queued``, and are re-sent as stale.
+        """
         logger.info("dispatcher started", extra={"action": "dispatcher_started"})
         while not stop.is_set():
             try:
                 result = self.tick()
                 pause = sleep_seconds(self.clock(), result.next_due_at, self.config.max_sleep_s)
-            except Exception:
-                logger.exception(
-                    "dispatcher tick failed; retrying", extra={"action": "tick_failed"}
-                )
+            except Exception as exc:
+                if not self.connections.failed(exc):
+                    logger.exception(
+                        "dispatcher tick failed; retrying", extra={"action": "tick_failed"}
+                    )
                 pause = self.config.max_sleep_s
+            else:
+                self.connections.succeeded(DATABASE)
             if pause > 0 and not stop.is_set():
                 self.waker.wait(pause)
         logger.info("dispatcher stopped", extra={"action": "dispatcher_stopped"})

@@ -22,6 +22,7 @@ from functools import partial
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from offpost.connections import unreachable
 from offpost.graph.client import GraphClient, make_http_client
 from offpost.models import make_engine, make_sessionmaker
 from offpost.models.periodic import claim_periodic_run
@@ -75,7 +76,12 @@ class Housekeeping:
     def _guarded(self, what: str, job: Callable[[datetime], object], now: datetime) -> None:
         try:
             job(now)
-        except Exception:
+        except Exception as exc:
+            server = unreachable(exc)
+            if server is not None:
+                # The dispatcher's own tick reports the outage, once.
+                logger.debug("%s skipped: %s is unreachable", what, server)
+                return
             logger.exception("%s failed; next tick retries", what, extra={"action": "job_failed"})
 
     def send_due_webhooks(self, now: datetime) -> int:

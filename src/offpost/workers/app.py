@@ -21,10 +21,12 @@ from celery import Celery
 from celery.signals import worker_process_init, worker_process_shutdown, worker_shutting_down
 from sqlalchemy.engine import make_url
 
+from offpost.connections import DATABASE, ConnectionWatch
 from offpost.graph.client import GraphClient, make_http_client
 from offpost.models import make_engine, make_sessionmaker
 from offpost.workers import ratelimit
 from offpost.workers.batch import publish_batch
+from offpost.workers.broker import TRANSPORT as PATCHED_REDIS_TRANSPORT
 from offpost.workers.decide import RetryPolicy
 from offpost.workers.metrics import metrics_observer
 from offpost.workers.observe import NullObserver, Observers, PublishObserver
@@ -107,11 +109,29 @@ def make_celery(broker_url: str, *, lease_s: int = 120, queue: str = QUEUE) -> C
         # Flower and `celery events` see the workers (the operators' view).
         worker_send_task_events=True,
         task_send_sent_event=True,
+        # A broker that restarts or stays away costs reconnect attempts (Celery logs
+        # "Connection to broker lost", then "Connected to ..."), never the
+        # worker: without a limit, it retries until Redis is back.
         broker_connection_retry_on_startup=True,
+        broker_connection_retry=True,
+        broker_connection_max_retries=None,
+        # A task running when the connection drops runs to its end; its message
+        # comes back and the claim drops the duplicate. (Celery 6 flips the default.)
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_hijack_root_logger=False,
     )
+    if broker_url.startswith("redis://"):
+        # kombu's Redis transport, but a Redis restart cannot stop a worker
+        # (offpost.workers.broker says how it could).
+        app.conf.broker_transport = PATCHED_REDIS_TRANSPORT
     return app
 
+
+#: A message whose posts could not be claimed because the database was unreachable
+#: comes back this often, this many times; past that, the dispatcher re-sends its
+#: posts after ``OFFPOST_REQUEUE_AFTER_S`` as stale.
+UNREACHABLE_RETRY_S = 2.0
+UNREACHABLE_RETRIES = 30
 
 #: The most connections one worker process keeps to PostgreSQL (the default pool's 5 + 10).
 MAX_WORKER_CONNECTIONS = 20
@@ -186,10 +206,26 @@ class PublishRuntime(ProcessResource[PublishContext]):
 
 def install_publish_task(app: Celery, runtime: PublishRuntime) -> Any:
     """Register ``offpost.publish`` on ``app``, served by ``runtime``'s context."""
+    # Which servers this process lost: logged once per outage, not once per task.
+    connections = ConnectionWatch()
 
-    @app.task(name=PUBLISH_TASK, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
-    def publish(post_ids: list[str]) -> dict[str, int]:
-        return publish_batch(runtime.get(), list(post_ids)).outcomes
+    @app.task(name=PUBLISH_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
+    def publish(task: Any, post_ids: list[str]) -> dict[str, int]:
+        try:
+            outcomes = publish_batch(runtime.get(), list(post_ids)).outcomes
+        except Exception as exc:
+            if not connections.failed(exc):
+                raise
+            # When the claim failed, the posts are still queued: ask again soon
+            # instead of leaving them to the dispatcher's stale re-send. Posts
+            # claimed before the failure are dropped by the claim this time, and
+            # reconciled once their leases run out.
+            raise task.retry(
+                countdown=UNREACHABLE_RETRY_S, max_retries=UNREACHABLE_RETRIES, exc=exc
+            ) from None
+        if "crashed" not in outcomes:
+            connections.succeeded(DATABASE)
+        return outcomes
 
     def _after_fork(**_: Any) -> None:
         runtime.reset()

@@ -9,6 +9,7 @@ on all machines (:class:`RedisBlockStore`), or in memory for the embedded mode
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -19,10 +20,14 @@ import redis
 from offpost.graph.errors import GraphRateLimitedError, RateLimitScope
 from offpost.graph.usage import GraphUsage
 
+logger = logging.getLogger(__name__)
+
 #: Usage at or above this percentage slows the app/Page down before Graph throttles.
 USAGE_HIGH_PCT = 95
 #: How long to hold off when usage is high but Graph gave no time to regain access.
 USAGE_HIGH_WAIT_S = 60.0
+#: How long a post waits when the blocks cannot be read (Redis unreachable).
+UNREACHABLE_WAIT_S = 5.0
 
 
 def app_key(app_id: str) -> str:
@@ -107,7 +112,13 @@ return 1
 
 
 class RedisBlockStore:
-    """Blocks in Redis, seen by every worker at once."""
+    """Blocks in Redis, seen by every worker at once.
+
+    While Redis is unreachable (a restart), a block cannot be set, and is dropped
+    as the restart drops every block anyway: the outcome of the Graph call that
+    asked for it must still be recorded. Nor can blocks be read: the post waits
+    :data:`UNREACHABLE_WAIT_S` (no attempt spent) rather than call Graph blind.
+    """
 
     def __init__(self, client: redis.Redis, clock: Callable[[], float] = time.time) -> None:
         self._redis = client
@@ -117,7 +128,16 @@ class RedisBlockStore:
     def block(self, key: str, wait_s: float) -> None:
         until = self._clock() + wait_s
         ttl_ms = max(1, int(wait_s * 1000) + 1000)
-        self._script(keys=[f"offpost:block:{key}"], args=[f"{until:.3f}", ttl_ms])
+        try:
+            self._script(keys=[f"offpost:block:{key}"], args=[f"{until:.3f}", ttl_ms])
+        except redis.RedisError as exc:
+            logger.warning(
+                "could not block %s for %.0f s: Redis unreachable (%s)",
+                key,
+                wait_s,
+                type(exc).__name__,
+                extra={"action": "block_dropped"},
+            )
 
     def wait_s(self, keys: Iterable[str]) -> float:
         return max([0.0, *self.blocked(keys).values()])
@@ -126,7 +146,16 @@ class RedisBlockStore:
         unique = list(dict.fromkeys(keys))
         if not unique:
             return {}
-        values = self._redis.mget([f"offpost:block:{k}" for k in unique])
+        try:
+            values = self._redis.mget([f"offpost:block:{k}" for k in unique])
+        except redis.RedisError as exc:
+            logger.warning(
+                "rate-limit blocks unreadable: Redis unreachable (%s); waiting %.0f s",
+                type(exc).__name__,
+                UNREACHABLE_WAIT_S,
+                extra={"action": "blocks_unreachable"},
+            )
+            return dict.fromkeys(unique, UNREACHABLE_WAIT_S)
         now = self._clock()
         waits = {k: float(v) - now for k, v in zip(unique, values, strict=True) if v is not None}
         return {k: w for k, w in waits.items() if w > 0}
