@@ -108,6 +108,10 @@ class Pipeline:
     def start_dispatcher(self, name: str = "dispatcher") -> subprocess.Popen[bytes]:
         return self.start(name, "dispatcher")
 
+    def start_api(self, port: int, name: str = "api") -> subprocess.Popen[bytes]:
+        """``offpost api`` on 127.0.0.1:``port`` (uvicorn in a process of its own)."""
+        return self.start(name, "api", "--host", "127.0.0.1", "--port", str(port))
+
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         proc = self.procs.pop(name)
         if proc.poll() is None:

@@ -1,0 +1,247 @@
+"""A PostgreSQL cluster and a Redis server of a test's own, to stop and start at will.
+
+The shared servers (5432, 6379) serve every test run on the machine at once; a
+test that restarts a server must not take them down. These run on free ports
+of 127.0.0.1 from a temporary folder and are removed afterwards. A restart stops
+the server and starts it again on the same port with the same data (PostgreSQL)
+or none (Redis runs without persistence, as a cache-like broker often does: its
+queued messages are gone after the restart).
+
+PostgreSQL refuses to run as root: as root, its commands run as the ``postgres``
+system user (``runuser``), in a folder that user owns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import redis
+from sqlalchemy import create_engine, text
+
+#: Where Debian keeps initdb and pg_ctl (not on PATH); the newest version wins.
+PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+START_TIMEOUT_S = 30.0
+
+
+class ServiceError(RuntimeError):
+    """A private server could not be set up, started or stopped."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _pg_tool(name: str) -> str:
+    for folder in PG_BIN_DIRS:
+        if (folder / name).is_file():
+            return str(folder / name)
+    found = shutil.which(name)
+    if found is None:
+        raise ServiceError(f"{name} not found (is PostgreSQL installed?)")
+    return found
+
+
+def _run(argv: list[str], *, timeout_s: float = 60) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ServiceError(f"{argv[0]}: {exc}") from exc
+    if done.returncode != 0:
+        raise ServiceError(f"{' '.join(argv[:4])}... exited {done.returncode}: {done.stderr}")
+    return done.stdout
+
+
+class PrivatePostgres:
+    """A throwaway PostgreSQL cluster on 127.0.0.1:``port`` (trust auth, no fsync)."""
+
+    def __init__(self, root: Path, port: int) -> None:
+        self.root = root
+        self.port = port
+        self.data = root / "data"
+        self.log = root / "postgres.log"
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+        self._as_owner: list[str] = []
+        if os.geteuid() == 0:
+            self._as_owner = ["runuser", "-u", "postgres", "--"]
+
+    def _cmd(self, *argv: str) -> list[str]:
+        return [*self._as_owner, *argv]
+
+    def init(self) -> None:
+        if self._as_owner:
+            owner = pwd.getpwnam("postgres")
+            os.chown(self.root, owner.pw_uid, owner.pw_gid)
+        _run(
+            self._cmd(
+                _pg_tool("initdb"),
+                "--pgdata",
+                str(self.data),
+                "--username",
+                "postgres",
+                "--auth",
+                "trust",
+                "--encoding",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+            )
+        )
+
+    def start(self) -> None:
+        options = " ".join(
+            [
+                f"-p {self.port}",
+                "-c listen_addresses=127.0.0.1",
+                f"-c unix_socket_directories={self.root}",
+                "-c fsync=off",
+                "-c synchronous_commit=off",
+                "-c full_page_writes=off",
+                "-c max_connections=300",
+            ]
+        )
+        _run(
+            self._cmd(
+                _pg_tool("pg_ctl"),
+                "--pgdata",
+                str(self.data),
+                "--log",
+                str(self.log),
+                "--options",
+                options,
+                "--wait",
+                "--timeout",
+                str(int(START_TIMEOUT_S)),
+                "start",
+            ),
+            timeout_s=START_TIMEOUT_S + 10,
+        )
+        self._wait_ready()
+
+    def stop(self) -> None:
+        """Fast shutdown: open sessions are terminated, as in a server restart."""
+        _run(
+            self._cmd(
+                _pg_tool("pg_ctl"), "--pgdata", str(self.data), "--mode", "fast", "--wait", "stop"
+            )
+        )
+
+    def running(self) -> bool:
+        return (self.data / "postmaster.pid").exists()
+
+    def _wait_ready(self) -> None:
+        engine = create_engine(self.url)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        try:
+            while True:
+                try:
+                    with engine.connect() as conn:
+                        conn.execute(text("SELECT 1"))
+                    return
+                except Exception as exc:  # still starting
+                    if time.monotonic() > deadline:
+                        raise ServiceError(f"PostgreSQL on {self.port} did not answer") from exc
+                    time.sleep(0.1)
+        finally:
+            engine.dispose()
+
+
+class PrivateRedis:
+    """A Redis server on 127.0.0.1:``port``, a child of the test process, no persistence."""
+
+    def __init__(self, root: Path, port: int) -> None:
+        self.root = root
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        server = shutil.which("redis-server")
+        if server is None:
+            raise ServiceError("redis-server not found (is Redis installed?)")
+        # fmt: off
+        argv = [
+            server,
+            "--port", str(self.port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--daemonize", "no",
+            "--dir", str(self.root), "--logfile", str(self.root / "redis.log"),
+        ]
+        # fmt: on
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        try:
+            while True:
+                if self.proc.poll() is not None:
+                    raise ServiceError(f"redis-server exited {self.proc.returncode}")
+                try:
+                    client.ping()
+                    return
+                except redis.RedisError as exc:
+                    if time.monotonic() > deadline:
+                        raise ServiceError(f"Redis on {self.port} did not answer") from exc
+                    time.sleep(0.05)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        """SIGTERM: Redis closes every connection and exits (nothing saved)."""
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        if proc.poll() is None:
+            proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def _private_folder(prefix: str) -> Path:
+    # Not under pytest's tmp_path: its parents are private to root, and the
+    # postgres user must reach the cluster's folder.
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+@contextlib.contextmanager
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A fresh cluster, started; stopped and removed afterwards."""
+    root = _private_folder("offpost-pg-")
+    root.chmod(0o700)
+    server = PrivatePostgres(root, free_port())
+    try:
+        server.init()
+        server.start()
+        yield server
+    finally:
+        if server.running():
+            with contextlib.suppress(ServiceError):
+                server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def private_redis() -> Iterator[PrivateRedis]:
+    """A fresh Redis server, started; stopped and removed afterwards."""
+    root = _private_folder("offpost-redis-")
+    server = PrivateRedis(root, free_port())
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,260 @@
+"""Exactly-once at scale, through process kills, lost replies and both servers restarting.
+
+A thousand posts fall due within seconds across ten Pages. Two dispatchers and
+three workers run; at random instants one of them is killed with SIGKILL and
+restarted. A tenth of the publish replies are lost after Graph created the
+post. In the middle, Redis restarts (its queued messages are lost with it: it
+runs without persistence), and later PostgreSQL restarts (fast shutdown: every
+open session is cut). Both run as servers of this test's own, so that their
+restarts touch nothing else on the machine.
+
+Afterwards: every post is ``published``, exactly once, on its Page; no process
+exited by itself (the ones not killed reconnected on their own, and said so in
+their logs); and the API, never restarted, answers ``/readyz`` with 200 again.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from offpost.graph.sandbox import RunningSandbox
+from offpost.models import PostStatus
+from tests.conftest import service_missing
+from tests.integration.pipeline_support import Pipeline, new_client, running_pipeline, wait_for
+from tests.integration.sandbox_support import TIMEOUT, SandboxClient
+from tests.integration.services_support import (
+    PrivatePostgres,
+    PrivateRedis,
+    ServiceError,
+    free_port,
+    private_postgres,
+    private_redis,
+)
+
+logger = logging.getLogger(__name__)
+
+PAGES = 10
+POSTS_PER_PAGE = 100
+DUE_WINDOW_S = 20.0
+LOST_REPLY_RATE = 0.1
+#: Seconds into the chaos at which each server goes down, and for how long.
+REDIS_DOWN_AT_S = 10.0
+POSTGRES_DOWN_AT_S = 20.0
+OUTAGE_S = 2.0
+CHAOS_S = 30.0
+#: No kill this long before an outage: a process still starting when a server
+#: goes away may exit, as a supervisor would see and restart. Here every process
+#: meets the outage running, and must live through it by itself.
+SETTLE_S = 4.0
+
+WORKERS = ("worker-1", "worker-2", "worker-3")
+DISPATCHERS = ("dispatcher-1", "dispatcher-2")
+
+
+@pytest.fixture
+def postgres() -> Iterator[PrivatePostgres]:
+    try:
+        with private_postgres() as server:
+            yield server
+    except ServiceError as exc:
+        service_missing("a private PostgreSQL cluster", exc)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[PrivateRedis]:
+    try:
+        with private_redis() as server:
+            yield server
+    except ServiceError as exc:
+        service_missing("a private Redis server", exc)
+
+
+def readyz(api: httpx.Client) -> int:
+    try:
+        return api.get("/readyz").status_code
+    except httpx.HTTPError:
+        return 0
+
+
+def log_tail(pipeline: Pipeline, name: str, lines: int = 40) -> str:
+    text = (pipeline.logs / f"{name}.log").read_text(errors="replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class Chaos:
+    """The test's supervisor: kills and restarts the roles, takes the servers down."""
+
+    def __init__(self, pipeline: Pipeline, api: httpx.Client, rng: random.Random) -> None:
+        self.pipeline = pipeline
+        self.api = api
+        self.rng = rng
+        self.roles: dict[str, Callable[[str], subprocess.Popen[bytes]]] = {
+            **{name: pipeline.start_dispatcher for name in DISPATCHERS},
+            **{name: pipeline.start_worker for name in WORKERS},
+        }
+        self.kills: Counter[str] = Counter()
+        #: The processes that lived through each outage: (outage, role) → process.
+        self.witnesses: dict[str, dict[str, subprocess.Popen[bytes]]] = {}
+        self.not_ready_seen: set[str] = set()
+
+    def start_all(self) -> None:
+        for name, start in self.roles.items():
+            start(name)
+
+    def kill_one(self) -> None:
+        victim = self.rng.choice(sorted(self.roles))
+        self.pipeline.kill(victim, signal.SIGKILL)
+        self.kills[victim] += 1
+        time.sleep(self.rng.random() * 0.5)
+        self.roles[victim](victim)
+
+    def outage(self, what: str, stop: Callable[[], None], start: Callable[[], None]) -> None:
+        """``what`` goes down for OUTAGE_S, then comes back on the same port."""
+        self.witnesses[what] = {name: self.pipeline.procs[name] for name in self.roles}
+        logger.info("chaos: %s goes down", what)
+        stop()
+        down_until = time.monotonic() + OUTAGE_S
+        while time.monotonic() < down_until:
+            if readyz(self.api) == 503:
+                self.not_ready_seen.add(what)
+            time.sleep(0.2)
+        start()
+        logger.info("chaos: %s is back", what)
+
+    def check_alive(self) -> None:
+        """No role may have exited by itself (only the test kills them)."""
+        for name in self.roles:
+            code = self.pipeline.procs[name].poll()
+            assert code is None, (
+                f"{name} exited by itself with {code}:\n{log_tail(self.pipeline, name)}"
+            )
+
+
+@pytest.mark.timeout(300)
+def test_exactly_once_through_kills_lost_replies_and_server_restarts(
+    postgres: PrivatePostgres,
+    redis_server: PrivateRedis,
+    sandbox_server: RunningSandbox,
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(20261205)
+    api_port = free_port()
+    with (
+        running_pipeline(
+            postgres.url, redis_server.url, sandbox_server, tmp_path / "logs"
+        ) as pipeline,
+        httpx.Client(base_url=sandbox_server.url, timeout=TIMEOUT) as http,
+        httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=10) as api,
+    ):
+        graph = SandboxClient(sandbox_server, http)
+        client_id, key = new_client(pipeline, "chaos-scale")
+        api_proc = pipeline.start_api(api_port)
+        post_ids: dict[str, list[str]] = {}
+        with pipeline.api() as local_api:
+            for n in range(PAGES):
+                user = graph.mint_user(pages=1)
+                credential_id = pipeline.credential(local_api, key, user)
+                page_id = user["pages"][0]["id"]
+                post_ids[page_id] = []
+                for i in range(POSTS_PER_PAGE):
+                    post_ids[page_id] += pipeline.add_posts(
+                        client_id,
+                        credential_id,
+                        page_id,
+                        [f"chaos at scale {n}-{i}"],
+                        due_in_s=3 + rng.random() * DUE_WINDOW_S,
+                    )
+        every = [i for ids in post_ids.values() for i in ids]
+        wait_for(lambda: readyz(api) == 200, timeout_s=30, what="the API to be ready")
+
+        graph.fault(
+            path=r"/feed$",
+            method="POST",
+            times=100_000,
+            probability=LOST_REPLY_RATE,
+            after_effect=True,
+            drop_response=True,
+        )
+        chaos = Chaos(pipeline, api, rng)
+        chaos.start_all()
+        outages: list[tuple[float, str, Callable[[], None], Callable[[], None]]] = [
+            (REDIS_DOWN_AT_S, "redis", redis_server.stop, redis_server.start),
+            (POSTGRES_DOWN_AT_S, "postgres", postgres.stop, postgres.start),
+        ]
+        began = time.monotonic()
+        while (elapsed := time.monotonic() - began) < CHAOS_S:
+            if outages and elapsed >= outages[0][0] - SETTLE_S:
+                at, what, stop, start = outages.pop(0)
+                time.sleep(max(0.0, began + at - time.monotonic()))
+                chaos.check_alive()
+                chaos.outage(what, stop, start)
+            else:
+                time.sleep(0.5 + rng.random() * 1.5)
+                if not (outages and time.monotonic() - began >= outages[0][0] - SETTLE_S):
+                    chaos.kill_one()
+            chaos.check_alive()
+        graph.control("DELETE", "/faults")
+        logger.info("chaos over after %d kills; waiting for the rest", chaos.kills.total())
+
+        def all_done() -> bool:
+            chaos.check_alive()
+            return all(p.status == PostStatus.PUBLISHED for p in pipeline.posts(every))
+
+        wait_for(all_done, timeout_s=150, interval_s=0.5, what="every post published")
+
+        # Exactly once: each post on its Page once, as the post it belongs to.
+        posts = {p.id: p for p in pipeline.posts(every)}
+        for page_id, ids in post_ids.items():
+            on_page = graph.posts(page_id)
+            messages = Counter(p["message"] for p in on_page)
+            duplicates = {m: c for m, c in messages.items() if c > 1}
+            assert not duplicates, f"published twice on {page_id}: {duplicates}"
+            assert len(on_page) == len(ids), (
+                f"{page_id}: {len(on_page)} on the Page, {len(ids)} posts"
+            )
+            assert {posts[i].graph_post_id for i in ids} == {p["id"] for p in on_page}
+            assert {posts[i].message for i in ids} == set(messages)
+
+        # The API saw each outage, and is ready again by itself: same process.
+        assert chaos.not_ready_seen == {"redis", "postgres"}
+        wait_for(lambda: readyz(api) == 200, timeout_s=30, what="/readyz to be 200 again")
+        assert api_proc.poll() is None
+        assert pipeline.procs["api"] is api_proc
+
+        # Every role was killed at least once, and none exited by itself.
+        assert set(chaos.kills) == set(chaos.roles), chaos.kills
+        chaos.check_alive()
+        # The processes that met an outage running reconnected by themselves:
+        # still alive unless the test killed them later, and they said so.
+        logs = pipeline.log_text()
+        for what, witnesses in chaos.witnesses.items():
+            for name, proc in witnesses.items():
+                killed_later = pipeline.procs[name] is not proc
+                assert killed_later or proc.poll() is None, f"{name} died after {what}"
+        # The dispatchers' lines (offpost.connections); Celery's own for the workers.
+        assert "lost the connection to the database" in logs
+        assert "connection to the database restored" in logs
+        assert "lost the connection to Redis" in logs
+        assert "connection to Redis restored" in logs
+        assert "Connection to broker lost" in logs
+        assert "Unrecoverable error" not in logs
+
+        lost = sum(1 for c in graph.control("GET", "/calls")["data"] if c.get("dropped"))
+        logger.info(
+            "%d posts, %d kills, %d replies lost, Redis and PostgreSQL restarted: "
+            "all published exactly once",
+            len(every),
+            chaos.kills.total(),
+            lost,
+        )
+        assert lost >= 10
