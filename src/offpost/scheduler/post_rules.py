@@ -222,6 +222,7 @@ def decode_cursor(text: str, prefix: IdPrefix = IdPrefix.POST) -> Cursor:
         created_at = datetime.fromisoformat(stamp)
         if created_at.tzinfo is None:
             raise ValueError("naive")
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        created_at = created_at.astimezone(UTC)  # overflows at the ends of the calendar
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise CursorError("is not a cursor this API returned") from None
-    return Cursor(created_at.astimezone(UTC), object_id)
+    return Cursor(created_at, object_id)

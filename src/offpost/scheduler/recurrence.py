@@ -498,7 +498,11 @@ class Recurrence:
         # Like DTSTART: a wall time before start_at's own is no occurrence, even
         # when a DST gap moves its instant to start_at or later.
         first_wall = wall_time(self.start_at, self.zone)
-        for wall in self._walls(wall_time(lower, self.zone) - _WALL_MARGIN):
+        try:
+            since = wall_time(lower, self.zone) - _WALL_MARGIN
+        except OverflowError:  # ``after`` within days of year 1: start from the first one
+            since = first_wall
+        for wall in self._walls(since):
             if wall < first_wall:
                 continue
             instant = resolve_wall_time(wall, self.zone)
@@ -544,6 +548,16 @@ def parse_rule(
     if start_at.tzinfo is None or (end_at is not None and end_at.tzinfo is None):
         raise RuleError("start_at" if start_at.tzinfo is None else "end_at", "needs a UTC offset")
     zone = load_zone(timezone)
+    try:
+        return _checked_recurrence(rrule, cron, zone, start_at, end_at)
+    except OverflowError:  # a wall time before 0001-01-01 (start_at in its first day or two)
+        raise RuleError("start_at", "is too close to the first day of year 1") from None
+
+
+def _checked_recurrence(
+    rrule: str | None, cron: str | None, zone: ZoneInfo, start_at: datetime, end_at: datetime | None
+) -> Recurrence:
+    """:func:`parse_rule` past its quick checks."""
     start = start_at.astimezone(UTC).replace(microsecond=0)
     end = None if end_at is None else end_at.astimezone(UTC)
     if end is not None and end < start:

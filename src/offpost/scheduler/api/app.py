@@ -13,7 +13,7 @@ from datetime import datetime
 from functools import partial
 
 import redis
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from offpost import __version__
 from offpost.graph.client import GraphClient, make_http_client
@@ -23,12 +23,14 @@ from offpost.models.migrate import ensure_schema_current
 from offpost.redact import install_log_scrubbing
 from offpost.scheduler.api import admin, credentials, health, posts, schedules, webhooks
 from offpost.scheduler.api import metrics as metrics_route
+from offpost.scheduler.api.deps import refuse_nul_characters
 from offpost.scheduler.api.limits import (
     BodyLimitMiddleware,
     MemoryRateLimiter,
     RateLimiter,
     RedisRateLimiter,
 )
+from offpost.scheduler.api.openapi import install_openapi
 from offpost.scheduler.api.problems import install_problem_handlers
 from offpost.scheduler.dashboard import routes as dashboard
 from offpost.scheduler.metrics import MetricsExporter, QueueProbe
@@ -107,6 +109,7 @@ def create_app(
         version=__version__,
         summary="Schedule Facebook Page posts; offpost publishes them later from the server.",
         lifespan=lifespan,
+        dependencies=[Depends(refuse_nul_characters)],
     )
     install_problem_handlers(app)
     app.include_router(health.router)
@@ -117,9 +120,7 @@ def create_app(
     app.include_router(admin.router)
     app.include_router(dashboard.router)
     app.include_router(metrics_route.router)
-    app.add_middleware(
-        BodyLimitMiddleware,
-        default_bytes=MAX_BODY_BYTES,
-        limits={"/v1/posts/batch": MAX_BATCH_BODY_BYTES},
-    )
+    body_limits = {"/v1/posts/batch": MAX_BATCH_BODY_BYTES}
+    app.add_middleware(BodyLimitMiddleware, default_bytes=MAX_BODY_BYTES, limits=body_limits)
+    install_openapi(app, lambda path: body_limits.get(path, MAX_BODY_BYTES))
     return app

@@ -113,6 +113,18 @@ ClientDep = Annotated[Client, Depends(authenticate)]
 AdminDep = Annotated[Client, Depends(require_admin)]
 
 
+def refuse_nul_characters(request: Request) -> None:
+    """422 for a NUL character in a path or query parameter (every route has this check).
+
+    No id, filter or cursor contains one, and PostgreSQL cannot compare text
+    with it: the query would fail instead of finding nothing.
+    """
+    params = [*request.path_params.items(), *request.query_params.multi_items()]
+    for name, value in params:
+        if isinstance(value, str) and "\x00" in value:
+            raise field_error(name, "must not contain NUL characters")
+
+
 def read_cursor(cursor: str | None, prefix: IdPrefix = IdPrefix.POST) -> Cursor | None:
     """The ``cursor`` query parameter of a newest-first list, or a 422 naming it."""
     if cursor is None:

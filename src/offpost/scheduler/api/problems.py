@@ -83,6 +83,10 @@ def problem_response(problem: ProblemError) -> JSONResponse:
     )
 
 
+#: The one entry of ``errors`` for a body that cannot be parsed at all.
+BODY_ERROR = {"field": "body", "message": "the body is not valid JSON"}
+
+
 def _field_path(loc: tuple[Any, ...]) -> str:
     """``("body", "posts", 17, "publish_at")`` → ``posts[17].publish_at``."""
     parts = list(loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc)
@@ -113,7 +117,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"field": _field_path(tuple(e.get("loc", ()))), "message": _validation_message(e)}
+            # A JSON syntax error's location is a character offset, not a field.
+            BODY_ERROR
+            if e.get("type") == "json_invalid"
+            else {"field": _field_path(tuple(e.get("loc", ()))), "message": _validation_message(e)}
             for e in exc.errors()
         ]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
@@ -121,6 +128,11 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's answer to a body it cannot decode (not UTF-8, nested past
+            # the parser's depth): API.md's 422, as for any other malformed body.
+            detail = f"{BODY_ERROR['field']}: {BODY_ERROR['message']}"
+            return problem_response(ProblemError("invalid_request", detail, errors=[BODY_ERROR]))
         code = {
             401: "unauthorized",
             403: "forbidden",

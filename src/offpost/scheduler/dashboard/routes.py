@@ -14,8 +14,9 @@ Pages (``GET``) and actions (``POST``, each a form with a CSRF token):
 - ``POST /admin/logout``.
 
 A page asked for without a valid session redirects to the sign-in form; an
-action answers 401. Every answer is HTML (never the API's problem+json), carries
-a strict Content-Security-Policy, and is not cached.
+action answers 401. Every answer is HTML (never the API's problem+json; only a
+malformed query string, refused before any page runs, gets the API's 422),
+carries a strict Content-Security-Policy, and is not cached.
 """
 
 from __future__ import annotations
@@ -65,6 +66,24 @@ PAGE_SIZES = (10, 25, 50, 100, 200)
 #: A form body larger than this is not a sign-in or a button press.
 MAX_FORM_BYTES = 4096
 _DONE = {"retried": "Retried: the post is scheduled again, due now.", "canceled": "Canceled."}
+
+
+def _answers(**statuses: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` of HTML pages, ``_303="…"`` → ``{303: …}``."""
+    return {
+        int(name.lstrip("_")): {"description": text, "content": {"text/html": {}}}
+        for name, text in statuses.items()
+    }
+
+
+_SIGNED_OUT = "signed out: a redirect to the sign-in form"
+_ACTION = _answers(
+    _303="done: a redirect to the post's page",
+    _401="signed out",
+    _403="the form came from another site, or its CSRF token expired",
+    _404="no such post",
+    _409="the post is not in a state that allows it",
+)
 
 
 @functools.cache
@@ -190,14 +209,29 @@ def _checked_action(
 # --- sign in and out -----------------------------------------------------------------------
 
 
-@router.get("/login", response_class=HTMLResponse, summary="The dashboard's sign-in form")
+@router.get(
+    "/login",
+    response_class=HTMLResponse,
+    summary="The dashboard's sign-in form",
+    responses=_answers(_303="already signed in: a redirect to the dashboard"),
+)
 def login_form(who: SignedInDep) -> Response:
     if who is not None:
         return _redirect("/admin")
     return _page("login.html")
 
 
-@router.post("/login", response_class=HTMLResponse, summary="Sign in with an admin key")
+@router.post(
+    "/login",
+    response_class=HTMLResponse,
+    summary="Sign in with an admin key",
+    responses=_answers(
+        _303="signed in: the session cookie, and a redirect to the dashboard",
+        _401="not a valid key",
+        _403="a client key, or the form came from another site",
+        _429="too many failed sign-ins from this address",
+    ),
+)
 def login(request: Request, form: FormDep, db: SessionDep, now: NowDep) -> Response:
     if not same_origin(
         request.headers.get("origin"), request.headers.get("referer"), _own_origin(request)
@@ -238,7 +272,15 @@ def login(request: Request, form: FormDep, db: SessionDep, now: NowDep) -> Respo
     return response
 
 
-@router.post("/logout", response_class=HTMLResponse, summary="Sign out of the dashboard")
+@router.post(
+    "/logout",
+    response_class=HTMLResponse,
+    summary="Sign out of the dashboard",
+    responses=_answers(
+        _303="signed out: a redirect to the sign-in form",
+        _403="the form came from another site, or its CSRF token expired",
+    ),
+)
 def logout(request: Request, form: FormDep, who: SignedInDep) -> Response:
     if who is not None:
         checked = _checked_action(request, who, form)
@@ -309,7 +351,12 @@ def _posts_page(
     return posts, rules.encode_cursor(next_page) if next_page else None, None
 
 
-@router.get("", response_class=HTMLResponse, summary="The dashboard (sign in first)")
+@router.get(
+    "",
+    response_class=HTMLResponse,
+    summary="The dashboard (sign in first)",
+    responses=_answers(_303=_SIGNED_OUT),
+)
 def dashboard(
     request: Request,
     who: SignedInDep,
@@ -379,7 +426,12 @@ def _post_page(
     )
 
 
-@router.get("/posts/{post_id}", response_class=HTMLResponse, summary="A post and its attempts")
+@router.get(
+    "/posts/{post_id}",
+    response_class=HTMLResponse,
+    summary="A post and its attempts",
+    responses=_answers(_303=_SIGNED_OUT, _404="no such post"),
+)
 def post_page(
     post_id: str,
     who: SignedInDep,
@@ -418,14 +470,24 @@ def _act(
     return _redirect(f"/admin/posts/{post_id}?done={done}")
 
 
-@router.post("/posts/{post_id}/retry", response_class=HTMLResponse, summary="Retry a failed post")
+@router.post(
+    "/posts/{post_id}/retry",
+    response_class=HTMLResponse,
+    summary="Retry a failed post",
+    responses=_ACTION,
+)
 def retry(
     post_id: str, request: Request, form: FormDep, who: SignedInDep, db: SessionDep, now: NowDep
 ) -> Response:
     return _act("retry", post_id, request, form, who, db, now)
 
 
-@router.post("/posts/{post_id}/cancel", response_class=HTMLResponse, summary="Cancel a post")
+@router.post(
+    "/posts/{post_id}/cancel",
+    response_class=HTMLResponse,
+    summary="Cancel a post",
+    responses=_ACTION,
+)
 def cancel(
     post_id: str, request: Request, form: FormDep, who: SignedInDep, db: SessionDep, now: NowDep
 ) -> Response:
