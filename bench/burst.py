@@ -185,6 +185,7 @@ def run_offpost(sandbox: Sandbox, args: argparse.Namespace) -> DrainResult:
             CpuMeter(pids, sandbox.pid) as cpu,
             RssSampler(pids) as rss,
             Profiler("offpost-worker0", worker0, args.profile),
+            Profiler("sandbox", sandbox.pid, args.profile),
         ):
             done = wait_count(
                 conn,
@@ -211,7 +212,11 @@ def run_offpost(sandbox: Sandbox, args: argparse.Namespace) -> DrainResult:
         late,
         cpu.own,
         peak_rss_mb={k.removeprefix("offpost-"): v for k, v in rss.peak.items()},
-        notes=f"{dupes[0] if dupes else '?'} posts published twice",
+        notes=f"{dupes[0] if dupes else '?'} posts published twice; CPU ms/post by process: "
+        + ", ".join(
+            f"{name.removeprefix('offpost-')} {1000 * cpu_s / max(1, done):.2f}"
+            for name, cpu_s in cpu.by_process.items()
+        ),
         sandbox_cpu_s=cpu.sandbox,
         postgres_cpu_s=cpu.postgres,
     )
@@ -372,7 +377,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dispatch-batch", type=int, default=500)
     parser.add_argument("--message-batch", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait per system")
-    parser.add_argument("--profile", action="store_true", help="py-spy the first offpost worker")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy the first offpost worker and the sandbox"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
 

@@ -439,6 +439,7 @@ class CpuMeter:
         self.pids = pids
         self.sandbox_pid = sandbox_pid
         self.own = self.sandbox = self.postgres = 0.0
+        self.by_process: dict[str, float] = {}
 
     def __enter__(self) -> CpuMeter:
         self._own0 = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
@@ -447,7 +448,8 @@ class CpuMeter:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.own = sum(cpu_seconds(pid) - self._own0[n] for n, pid in self.pids.items())
+        self.by_process = {n: cpu_seconds(pid) - self._own0[n] for n, pid in self.pids.items()}
+        self.own = sum(self.by_process.values())
         self.sandbox = cpu_seconds(self.sandbox_pid) - self._sandbox0
         # Backends that exited during the run are missed: a lower bound.
         self.postgres = max(0.0, postgres_cpu_seconds() - self._postgres0)
