@@ -34,14 +34,18 @@ _SECRET_PARAMS = (
     "appsecret_proof",
     "app_secret",
 )
+# A known secret is redacted by value first, so a value may already hold the marker
+# ("1234|[redacted]" for an app token): the marker counts as part of the value, or
+# the value would end at its "]" and leave that bracket behind ("[redacted]]").
+_MARKED = re.escape(REDACTED)
 _SECRET_PARAM = re.compile(
     r"(?P<key>\b(?:" + "|".join(_SECRET_PARAMS) + r")(?:=|%3D|\"\s*:\s*\"|'\s*:\s*'))"
-    r"(?P<value>[^&\s\"',;)}\]]+)"
+    r"(?P<value>(?:" + _MARKED + r"|[^&\s\"',;)}\]])+)"
 )
 # OAuth codes (``code=...``) are long; short values are Graph error codes ("code=32").
 _CODE_PARAM = re.compile(r"(?P<key>\bcode(?:=|%3D|\"\s*:\s*\"))(?P<value>[A-Za-z0-9_-]{16,})")
 # "Authorization: Bearer <key>" and "OAuth <token>" headers echoed in text.
-_AUTH_HEADER = re.compile(r"(?i)\b(bearer|oauth)\s+[A-Za-z0-9._|~+/=-]{8,}")
+_AUTH_HEADER = re.compile(r"(?i)\b(bearer|oauth)\s+(?:" + _MARKED + r"|[A-Za-z0-9._|~+/=-]){8,}")
 # App access tokens are "<app id>|<app secret>".
 _APP_TOKEN = re.compile(r"\b\d{5,}(?:\||%7C)[A-Za-z0-9_-]{8,}", re.IGNORECASE)
 

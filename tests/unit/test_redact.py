@@ -50,6 +50,27 @@ def test_scrub_removes_named_secrets_and_keeps_ordinary_text() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"GET /v26.0/debug_token?access_token=1234567%7C{SECRET}&x=1", "access_token=[redacted]&"),
+        (f"GET /v26.0/debug_token?access_token=1234567|{SECRET}", "access_token=[redacted]"),
+        (f'{{"access_token": "1234567|{SECRET}"}}', '"access_token": "[redacted]"}'),
+        (f"Authorization: OAuth 1234567|{SECRET}", "OAuth [redacted]"),
+    ],
+)
+def test_an_app_token_whose_secret_is_known_is_one_clean_redaction(
+    text: str, expected: str
+) -> None:
+    # The secret goes by value first; the parameter's pattern must then swallow the
+    # marker whole instead of ending at its "]" (which left "[redacted]]").
+    out = scrub(text, [SECRET])
+    assert expected in out
+    assert out.count(REDACTED) == 1
+    assert "]]" not in out
+    assert "1234567" not in out
+
+
 @pytest.fixture
 def scrubbed_logging() -> Iterator[None]:
     original = logging.getLogRecordFactory()
