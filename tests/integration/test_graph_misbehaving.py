@@ -3,7 +3,8 @@
 One ``offpost worker`` and one ``offpost dispatcher`` process serve the module
 (PostgreSQL, Redis, the sandbox over HTTP, a 3 s Graph timeout). Each case
 below gets its own sandbox user and Page, and a fault on its Page's calls:
-timeouts before and after Graph made the post, TCP resets before and after, a
+timeouts before and after Graph made the post (and one where Graph makes it
+only after offpost gave up), TCP resets before and after, a
 reply cut off under its Content-Length, a body that is not JSON, a proxy's
 HTML page, 200s carrying error envelopes, absurd usage headers, a slow-drip
 reply, and a reconciliation read that itself gets an HTML page. All the posts
@@ -71,6 +72,15 @@ CASES = [
     Case(
         "timeout after the effect",
         [publish_fault(latency_ms=(GRAPH_TIMEOUT_S + 2) * 1000, after_effect=True)],
+        [RETRY, RECONCILED],
+        "timeout",
+        f"did not answer POST /{{page}}/feed within {GRAPH_TIMEOUT_S} s",
+    ),
+    Case(
+        # Graph makes the post 2 s after offpost stopped waiting: the retry must
+        # not read the Page before then, or it would publish a second time.
+        "timeout, and the post made after offpost gave up",
+        [publish_fault(latency_ms=(GRAPH_TIMEOUT_S + 2) * 1000)],
         [RETRY, RECONCILED],
         "timeout",
         f"did not answer POST /{{page}}/feed within {GRAPH_TIMEOUT_S} s",

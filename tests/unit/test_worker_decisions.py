@@ -21,7 +21,14 @@ from offpost.graph.errors import (
 )
 from offpost.graph.types import FeedPost
 from offpost.scheduler.dispatcher import chunks, sleep_seconds
-from offpost.workers.decide import Action, RetryPolicy, action_for, error_document, post_text
+from offpost.workers.decide import (
+    Action,
+    RetryPolicy,
+    action_for,
+    error_document,
+    post_text,
+    retry_delay_s,
+)
 from offpost.workers.reconcile import find_published
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -147,3 +154,32 @@ def test_dispatcher_sleeps_until_the_next_due_post_bounded(
 def test_chunks() -> None:
     assert chunks([str(i) for i in range(5)], 2) == [["0", "1"], ["2", "3"], ["4"]]
     assert chunks([], 3) == []
+
+
+# -- how long a post waits after a failed attempt --------------------------------------
+
+
+def test_a_timeout_waits_for_the_call_it_gave_up_on_to_settle() -> None:
+    """A reconciliation read too soon after a timeout could miss a post Graph makes late."""
+    policy = RetryPolicy(base_s=0.5, cap_s=2)
+    timeout = GraphTimeoutError("Graph did not answer POST /1/feed within 15 s")
+    assert timeout.outcome_unknown
+    for attempts in range(1, 6):
+        assert retry_delay_s(timeout, attempts, policy, settle_s=15.0) == 15.0
+    # A long backoff is not shortened by the settling time.
+    slow = RetryPolicy(base_s=60, cap_s=3600)
+    assert retry_delay_s(timeout, 1, slow, settle_s=15.0, rng=random.Random(1)) >= 30.0
+
+
+def test_a_timeout_that_never_left_and_other_errors_wait_the_backoff_only() -> None:
+    policy = RetryPolicy(base_s=0.5, cap_s=2)
+    never_sent = GraphTimeoutError("could not connect", outcome_unknown=False)
+    reset = GraphConnectionError("the connection was reset")
+    server = GraphTransientError("An unexpected error has occurred", code=2)
+    for error in (never_sent, reset, server):
+        assert retry_delay_s(error, 1, policy, settle_s=15.0, rng=random.Random(2)) <= 0.5
+
+
+def test_a_duplicate_is_reconciled_at_once() -> None:
+    duplicate = GraphDuplicateError("(#506) Duplicate status message", code=506)
+    assert retry_delay_s(duplicate, 3, RetryPolicy(), settle_s=15.0) == 0.0

@@ -183,6 +183,7 @@ def build_context(config: WorkerConfig, observer: PublishObserver | None = None)
         worker=f"{socket.gethostname()}:{os.getpid()}",
         lease=timedelta(seconds=config.lease_s),
         retry=RetryPolicy(config.retry_base_s, config.retry_cap_s),
+        timeout_settle_s=config.graph_timeout_s,
         pool=ThreadPoolExecutor(config.publish_concurrency, thread_name_prefix="publish"),
         observer=observer or NullObserver(),
     )

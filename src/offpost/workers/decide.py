@@ -19,6 +19,7 @@ from offpost.graph.errors import (
     GraphPermissionError,
     GraphRateLimitedError,
     GraphRejectedError,
+    GraphTimeoutError,
     GraphTransientError,
 )
 
@@ -70,6 +71,32 @@ def action_for(error: GraphError) -> Action:
     if isinstance(error, GraphPermissionError | GraphRejectedError):
         return Action.FAIL
     return Action.FAIL
+
+
+def retry_delay_s(
+    error: GraphError,
+    attempts: int,
+    policy: RetryPolicy,
+    *,
+    settle_s: float,
+    rng: random.Random | None = None,
+) -> float:
+    """Seconds until the next try after the ``attempts``-th attempt failed with ``error``.
+
+    - A duplicate (``368``/``506``) is almost always our own earlier attempt:
+      reconcile at once.
+    - After a timeout, Graph may still be working on the call we gave up on: the
+      post can appear on the Page after the attempt ended. A reconciliation read
+      made too soon would find nothing and publish a second time, so the next
+      try waits at least ``settle_s`` (one Graph timeout) beyond the backoff.
+    - Otherwise the backoff of ``policy``.
+    """
+    if isinstance(error, GraphDuplicateError) and error.outcome_unknown:
+        return 0.0
+    delay = policy.delay_s(attempts, rng)
+    if isinstance(error, GraphTimeoutError) and error.outcome_unknown:
+        return max(delay, settle_s)
+    return delay
 
 
 def error_document(error: GraphError) -> dict[str, Any]:

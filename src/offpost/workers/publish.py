@@ -34,7 +34,6 @@ from sqlalchemy.orm import Session, noload, sessionmaker
 from offpost.graph.client import GraphClient
 from offpost.graph.errors import (
     GraphAuthError,
-    GraphDuplicateError,
     GraphError,
     GraphRateLimitedError,
 )
@@ -50,7 +49,14 @@ from offpost.models.transitions import (
     park_credential_posts,
 )
 from offpost.workers import ratelimit
-from offpost.workers.decide import Action, RetryPolicy, action_for, error_document, post_text
+from offpost.workers.decide import (
+    Action,
+    RetryPolicy,
+    action_for,
+    error_document,
+    post_text,
+    retry_delay_s,
+)
 from offpost.workers.observe import NullObserver, PublishObserver
 from offpost.workers.reconcile import find_published
 
@@ -73,6 +79,9 @@ class PublishContext:
     #: Set when the worker is shutting down: posts not yet started are handed back.
     stopping: threading.Event = field(default_factory=threading.Event)
     rng: random.Random = field(default_factory=random.Random)
+    #: After a timeout, the least wait before the post is tried (and reconciled)
+    #: again: the Graph call may still be running (see ``decide.retry_delay_s``).
+    timeout_settle_s: float = 0.0
     #: Told of every outcome inside its transaction (metrics, webhook outbox).
     observer: PublishObserver = field(default_factory=NullObserver)
 
@@ -228,10 +237,8 @@ class PostPublisher:
             )
         # A retry; when the outcome is unknown the next worker reconciles first.
         attempts = post.attempts + 1
-        delay_s = (
-            0.0
-            if action is Action.RETRY_RECONCILE and _is_duplicate(exc)
-            else ctx.retry.delay_s(attempts, ctx.rng)
+        delay_s = retry_delay_s(
+            exc, attempts, ctx.retry, settle_s=ctx.timeout_settle_s, rng=ctx.rng
         )
         since = post.reconcile_since
         if action is Action.RETRY_RECONCILE:
@@ -471,11 +478,6 @@ class PostPublisher:
             )
             return None
         return self._record_published(None, found.id, AttemptOutcome.RECONCILED, counted=False)
-
-
-def _is_duplicate(exc: GraphError) -> bool:
-    # A duplicate is almost always our own earlier attempt: reconcile at once.
-    return isinstance(exc, GraphDuplicateError)
 
 
 def _offpost_error(code: str, message: str) -> dict[str, Any]:
