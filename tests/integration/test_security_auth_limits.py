@@ -99,6 +99,17 @@ def test_bad_keys_from_one_address_get_429_with_retry_after(
     assert_problem(elsewhere.get("/v1/posts", headers=bearer("opk_typo")), 401, "unauthorized")
 
 
+def test_the_right_key_is_refused_as_soon_as_the_budget_is_spent(
+    api: TestClient, settings: Settings, clock: Clock
+) -> None:
+    good = bearer(add_client(settings, "alice"))
+    attacker = from_address(api, "203.0.113.11")
+    for n in range(LIMIT):
+        assert attacker.get("/v1/posts", headers=bearer(f"opk_guess{n}")).status_code == 401
+    # No further guess is judged, a right one included.
+    assert_problem(attacker.get("/v1/posts", headers=good), 429, "rate_limited")
+
+
 def test_the_address_recovers_when_the_window_ends(
     api: TestClient, settings: Settings, clock: Clock
 ) -> None:

@@ -63,7 +63,9 @@ class MemoryRateLimiter:
         window = int(now // window_s)
         with self._lock:
             start, count = self._windows.get(key, (window, 0))
-        if start != window or count <= limit:
+        # Blocked once the budget is spent, not one failure later: after ``limit``
+        # failures even a right key is refused, as the rule says.
+        if start != window or count < limit:
             return None
         return (window + 1) * window_s - now
 
@@ -91,7 +93,7 @@ class RedisRateLimiter:
         now = self._clock()
         window = int(now // window_s)
         count = int(self._redis.get(f"offpost:ratelimit:{key}:{window}") or 0)
-        if count <= limit:
+        if count < limit:
             return None
         return (window + 1) * window_s - now
 
