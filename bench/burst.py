@@ -62,6 +62,7 @@ from bench.common import (
     wait_ready,
     wake_dispatcher,
 )
+from offpost.scheduler.settings import Settings
 
 BACKGROUND_START = timedelta(hours=1)
 BACKGROUND_SPAN = timedelta(days=30)
@@ -373,9 +374,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--systems", default="offpost,naive,apscheduler")
     parser.add_argument("--workers", type=int, default=2, help="offpost worker processes")
     parser.add_argument("--worker-threads", type=int, default=4, help="Celery threads per worker")
-    parser.add_argument("--publish-concurrency", type=int, default=64)
-    parser.add_argument("--dispatch-batch", type=int, default=500)
-    parser.add_argument("--message-batch", type=int, default=20)
+    defaults = Settings.model_fields  # offpost as shipped, unless told otherwise
+    parser.add_argument(
+        "--publish-concurrency", type=int, default=defaults["publish_concurrency"].default
+    )
+    parser.add_argument("--dispatch-batch", type=int, default=defaults["dispatch_batch"].default)
+    parser.add_argument("--message-batch", type=int, default=defaults["message_batch"].default)
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait per system")
     parser.add_argument(
         "--profile", action="store_true", help="py-spy the first offpost worker and the sandbox"

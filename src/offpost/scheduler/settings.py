@@ -60,8 +60,8 @@ class Settings(BaseSettings):
     retry_cap_s: float = Field(default=3600.0, gt=0, le=86400)
     requeue_after_s: int = Field(default=120, ge=1, le=86400)
     dispatch_batch: int = Field(default=500, ge=1, le=10000)
-    message_batch: int = Field(default=20, ge=1, le=500)
-    publish_concurrency: int = Field(default=16, ge=1, le=256)
+    message_batch: int = Field(default=50, ge=1, le=500)
+    publish_concurrency: int = Field(default=64, ge=1, le=256)
     dispatcher_max_sleep_s: float = Field(default=2.0, gt=0, le=60)
     queue: str = Field(default="offpost", pattern=r"^[A-Za-z0-9_.-]{1,100}$")
     # Beyond API.md §2: a directory the API and worker processes of one machine share
