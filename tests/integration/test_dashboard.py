@@ -9,17 +9,20 @@ in ``tests/e2e/test_dashboard_browser.py``.
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.cookies import SimpleCookie
 
 import httpx
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from offpost.models import Client, Post, PostStatus
 from offpost.scheduler.api.app import create_app
+from offpost.scheduler.api.limits import RedisRateLimiter
 from offpost.scheduler.settings import Settings
 from tests.integration.admin_support import (
     EXPECTED_STATS,
@@ -128,11 +131,45 @@ def test_a_revoked_admin_key_is_refused(
     assert sign_in(api, pop.admin_key).status_code == 401
 
 
-def test_repeated_failures_are_rate_limited(postgres_url: str, redis_url: str) -> None:
+@pytest.fixture
+def slow_limit(postgres_url: str, redis_url: str) -> Iterator[tuple[TestClient, Population]]:
+    """An API that slows an address after 2 bad keys, with its limiter on a fixed clock.
+
+    The clock sits in a minute of its own, far from now: no window ends half-way
+    through the test, and no other test's failures are counted in it.
+    """
     settings = make_admin_settings(postgres_url, redis_url, auth_failures_per_minute=2)
-    with api_client(settings) as api:
-        statuses = [sign_in(api, "opk_wrong").status_code for _ in range(3)]
-    assert statuses[-1] == 429
+    counts = redis.Redis.from_url(settings.broker_url)
+    minute = 60 * (10**9 + secrets.randbelow(10**6))
+    try:
+        with api_client(settings) as api:
+            limiter = RedisRateLimiter(counts, clock=lambda: minute + 10.0)
+            api.app.state.limiter = limiter  # type: ignore[attr-defined]
+            yield api, populate(settings)
+    finally:
+        counts.close()
+
+
+def test_repeated_failures_are_rate_limited(slow_limit: tuple[TestClient, Population]) -> None:
+    api, _ = slow_limit
+    statuses = [sign_in(api, "opk_wrong").status_code for _ in range(3)]
+    assert statuses == [401, 401, 429]
+
+
+def test_an_address_slowed_for_bad_keys_is_refused_even_the_right_key(
+    slow_limit: tuple[TestClient, Population],
+) -> None:
+    api, pop = slow_limit
+    for _ in range(2):
+        assert sign_in(api, "opk_wrong").status_code == 401
+    # The budget is spent: the right admin key is not even looked at, so a guesser
+    # learns nothing until the minute ends (the window began 10 s ago).
+    slowed = sign_in(api, pop.admin_key)
+    assert slowed.status_code == 429
+    assert slowed.headers["retry-after"] == "50"
+    assert "Too many failed sign-ins" in slowed.text
+    assert "set-cookie" not in slowed.headers
+    assert sign_in(api, pop.client_key).status_code == 429
 
 
 def test_the_session_cookie_is_httponly_strict_and_scoped(api: TestClient, pop: Population) -> None:

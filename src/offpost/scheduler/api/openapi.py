@@ -9,7 +9,8 @@ from how the API behaves (API.md §3):
 - every ``/v1/*`` route answers 401 without a valid key and 429 (with
   ``Retry-After``) when the key, or the address failing to authenticate, is
   over its limit; ``/v1/admin/*`` answers 403 to a client key;
-- a redirect (the dashboard's) has a ``Location`` and no body;
+- a redirect (the dashboard's) has a ``Location`` and no body, and a 429
+  anywhere (the dashboard's sign-in too) has ``Retry-After``;
 - a route that reads a body answers 413 over the body limit and 422 for a body
   that is not valid JSON or not the declared shape; a route with parameters
   answers 422 for a bad one.
@@ -107,8 +108,9 @@ def describe_operation(
             response["headers"] = _LOCATION
         if (api and int(status) >= 400) or status in ("413", "422"):
             response["content"] = _problem_content()
-            if status == "503":
-                response["headers"] = _RETRY_AFTER
+        if status == "429" or (api and status == "503"):
+            # The dashboard's sign-in says when to come back too.
+            response["headers"] = _RETRY_AFTER
 
 
 def describe_problems(document: Document, body_limit: Callable[[str], int]) -> Document:
