@@ -109,23 +109,39 @@ def redis_url() -> str:
     return TEST_REDIS_URL
 
 
+#: Databases of the test Redis server that tests use as a broker of their own,
+#: besides TEST_REDIS_URL's: 12 (the metrics pipeline) and 13 (the admin views).
+PRIVATE_REDIS_DATABASES = (12, 13)
+
+
+def sibling_redis_url(redis_url: str, database: int) -> str:
+    """``redis_url``'s server, another database of it."""
+    return f"{redis_url.rsplit('/', 1)[0]}/{database}"
+
+
 @pytest.fixture(autouse=True)
 def _no_failed_authentications_counted(request: pytest.FixtureRequest) -> None:
     """Each test that uses Redis starts with no failed authentications counted.
 
     Every TestClient calls from the same address ("testclient"), and the API
     slows an address for every key once it has failed too often in a minute
-    (the counts live in Redis): without this, one test's deliberate 401s
-    would turn another's requests into 429s.
+    (the counts live in the broker's Redis database, whichever the test chose):
+    without this, one test's deliberate 401s would turn another's requests into
+    429s. Limiters in memory live and die with their app, so need nothing.
     """
     if "redis_url" not in request.fixturenames:
         return
-    client = redis.Redis.from_url(TEST_REDIS_URL)
-    try:
-        names = list(client.scan_iter("offpost:ratelimit:authfail:*", count=1000))
-        if names:
-            client.delete(*names)
-    except redis.RedisError:
-        pass  # the redis_url fixture reports a missing server
-    finally:
-        client.close()
+    urls = [
+        TEST_REDIS_URL,
+        *(sibling_redis_url(TEST_REDIS_URL, n) for n in PRIVATE_REDIS_DATABASES),
+    ]
+    for url in urls:
+        client = redis.Redis.from_url(url)
+        try:
+            names = list(client.scan_iter("offpost:ratelimit:authfail:*", count=1000))
+            if names:
+                client.delete(*names)
+        except redis.RedisError:
+            pass  # the redis_url fixture reports a missing server
+        finally:
+            client.close()

@@ -30,6 +30,7 @@ from offpost.models import (
     new_api_key,
 )
 from offpost.scheduler.settings import Settings
+from tests.conftest import sibling_redis_url
 
 #: Lateness of the posts published in the last hour: 1 s ... 10 s.
 RECENT_LATENESS_S = [float(s) for s in range(1, 11)]
@@ -66,7 +67,7 @@ OLD_POSTS = 4
 
 def private_redis_url(redis_url: str) -> str:
     """Another database of the test Redis: no worker of a pipeline test drains its queue."""
-    return redis_url.rsplit("/", 1)[0] + "/13"
+    return sibling_redis_url(redis_url, 13)
 
 
 def make_admin_settings(database_url: str, redis_url: str, **extra: Any) -> Settings:

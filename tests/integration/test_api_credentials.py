@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+import secrets
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from offpost.graph.sandbox import RunningSandbox
 from offpost.models import Credential, Post, PostStatus, make_engine, make_sessionmaker
+from offpost.scheduler.api.limits import MemoryRateLimiter, RedisRateLimiter
 from offpost.scheduler.settings import Settings
 from tests.integration.api_support import add_client, api_client, bearer, make_settings
 from tests.integration.sandbox_support import SandboxClient, sandbox_client
@@ -471,6 +474,16 @@ def test_unknown_routes_and_methods_are_problems(api: TestClient, alice: dict[st
     assert_problem(api.put("/v1/credentials", headers=alice), 405, "invalid_request")
 
 
+def fixed_clock() -> Callable[[], float]:
+    """A limiter's clock 10 s into a minute of its own, far from now.
+
+    No window ends half-way through a test (a clock minute may end at any time
+    on a slow machine), and no other test's counts share it.
+    """
+    now = float(60 * (10**9 + secrets.randbelow(10**6)) + 10)
+    return lambda: now
+
+
 def test_failed_authentications_are_rate_limited(
     postgres_url: str, sandbox_server: RunningSandbox, redis_url: str
 ) -> None:
@@ -483,6 +496,8 @@ def test_failed_authentications_are_rate_limited(
         broker_url="memory://",
     )
     with api_client(settings) as api:
+        assert isinstance(api.app.state.limiter, MemoryRateLimiter)  # type: ignore[attr-defined]
+        api.app.state.limiter = MemoryRateLimiter(clock=fixed_clock())  # type: ignore[attr-defined]
         statuses = [
             api.get("/v1/credentials", headers=bearer("wrong")).status_code for _ in range(5)
         ]
@@ -505,12 +520,20 @@ def test_rate_limits_are_shared_through_redis(
     upgrade = True
     key = None
     codes = []
+    clock = fixed_clock()
+    counts = redis.Redis.from_url(settings.broker_url)
     # Two app instances (two API processes) share one allowance.
-    for _ in range(2):
-        with api_client(settings, migrate=upgrade) as api:
-            key = key or bearer(add_client(settings, "shared"))
-            codes += [api.get("/v1/credentials", headers=key).status_code for _ in range(3)]
-        upgrade = False
+    try:
+        for _ in range(2):
+            with api_client(settings, migrate=upgrade) as api:
+                state = api.app.state  # type: ignore[attr-defined]
+                assert isinstance(state.limiter, RedisRateLimiter)
+                state.limiter = RedisRateLimiter(counts, clock=clock)
+                key = key or bearer(add_client(settings, "shared"))
+                codes += [api.get("/v1/credentials", headers=key).status_code for _ in range(3)]
+            upgrade = False
+    finally:
+        counts.close()
     assert codes.count(200) == 4
     assert codes[4:] == [429, 429]
 

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from offpost.graph.sandbox import RunningSandbox, running_sandbox
 from offpost.models import PostStatus
-from tests.conftest import fresh_postgres_database
+from tests.conftest import fresh_postgres_database, sibling_redis_url
 from tests.integration.pipeline_support import Pipeline, new_client, running_pipeline, wait_for
 from tests.integration.sandbox_support import TIMEOUT, SandboxClient
 from tests.integration.test_metrics import promtool_check, samples
@@ -43,7 +43,7 @@ def pipeline(
     tmp_path: Path,
 ) -> Iterator[Pipeline]:
     # A Redis database of its own: no other pipeline's worker takes these messages.
-    broker = redis_url.rsplit("/", 1)[0] + "/12"
+    broker = sibling_redis_url(redis_url, 12)
     metrics_dir = tmp_path / "metrics"
     with (
         fresh_postgres_database(postgres_server_url) as db,
