@@ -73,6 +73,7 @@ def create_app(
         http = make_http_client(settings.graph_timeout_s)
         queue = QueueProbe(settings.broker_url, settings.queue)
         dispatcher_waker = waker or make_waker(settings.broker_url)
+        limiter = make_rate_limiter(settings)
         try:
             if check_schema:
                 ensure_schema_current(engine)
@@ -80,7 +81,7 @@ def create_app(
             app.state.engine = engine
             app.state.sessions = make_sessionmaker(engine)
             app.state.broker_url = settings.broker_url
-            app.state.limiter = make_rate_limiter(settings)
+            app.state.limiter = limiter
             app.state.queue = queue
             app.state.metrics = MetricsExporter(
                 app.state.sessions, queue, metrics_dir=settings.metrics_dir
@@ -102,6 +103,7 @@ def create_app(
                 dispatcher_waker.close()
             http.close()
             queue.close()
+            limiter.close()
             engine.dispose()
 
     app = FastAPI(

@@ -33,6 +33,9 @@ class RateLimiter(Protocol):
     def blocked(self, key: str, limit: int, window_s: int) -> float | None:
         """Without counting: None while under the limit, else seconds until the window resets."""
 
+    def close(self) -> None:
+        """Let go of any connection (the app's lifespan ends)."""
+
 
 class MemoryRateLimiter:
     """Fixed windows in this process's memory."""
@@ -69,6 +72,9 @@ class MemoryRateLimiter:
             return None
         return (window + 1) * window_s - now
 
+    def close(self) -> None:
+        pass
+
 
 class RedisRateLimiter:
     """Fixed windows in Redis, shared by every API process."""
@@ -96,6 +102,9 @@ class RedisRateLimiter:
         if count < limit:
             return None
         return (window + 1) * window_s - now
+
+    def close(self) -> None:
+        self._redis.close()
 
 
 def retry_after_header(wait_s: float) -> dict[str, str]:
