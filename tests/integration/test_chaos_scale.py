@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import signal
 import subprocess
 import time
@@ -52,10 +53,13 @@ REDIS_DOWN_AT_S = 10.0
 POSTGRES_DOWN_AT_S = 20.0
 OUTAGE_S = 2.0
 CHAOS_S = 30.0
-#: No kill this long before an outage: a process still starting when a server
-#: goes away may exit, as a supervisor would see and restart. Here every process
-#: meets the outage running, and must live through it by itself.
-SETTLE_S = 4.0
+#: No kill this long before an outage, and none while the roles get ready for it.
+QUIET_S = 2.0
+#: A process still starting when a server goes away may exit at its schema check,
+#: as a supervisor would see and restart. Here every process meets the outage
+#: running: before each outage the test waits (up to this long, the chaos clock
+#: standing still meanwhile) until every role has said it is ready.
+READY_TIMEOUT_S = 90.0
 
 WORKERS = ("worker-1", "worker-2", "worker-3")
 DISPATCHERS = ("dispatcher-1", "dispatcher-2")
@@ -91,6 +95,14 @@ def log_tail(pipeline: Pipeline, name: str, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def ready_line(name: str) -> re.Pattern[str]:
+    """What role ``name`` logs once it runs: past its schema check and connected."""
+    if name in DISPATCHERS:
+        return re.compile(r"\bdispatcher started\b")
+    # Celery's own line, once the worker consumes: "worker-1@host ready."
+    return re.compile(rf"\b{re.escape(name)}@\S+ ready\.")
+
+
 class Chaos:
     """The test's supervisor: kills and restarts the roles, takes the servers down."""
 
@@ -103,13 +115,21 @@ class Chaos:
             **{name: pipeline.start_worker for name in WORKERS},
         }
         self.kills: Counter[str] = Counter()
+        #: Where each role's log stood when its current process started.
+        self.log_starts: dict[str, int] = {}
         #: The processes that lived through each outage: (outage, role) → process.
         self.witnesses: dict[str, dict[str, subprocess.Popen[bytes]]] = {}
         self.not_ready_seen: set[str] = set()
 
+    def start(self, name: str) -> None:
+        # The log is appended to across restarts: only what follows counts.
+        log = self.pipeline.logs / f"{name}.log"
+        self.log_starts[name] = log.stat().st_size if log.exists() else 0
+        self.roles[name](name)
+
     def start_all(self) -> None:
-        for name, start in self.roles.items():
-            start(name)
+        for name in self.roles:
+            self.start(name)
 
     def kill_one(self) -> None:
         # Each role once first (in random order), then any: every role dies at least once.
@@ -118,7 +138,26 @@ class Chaos:
         self.pipeline.kill(victim, signal.SIGKILL)
         self.kills[victim] += 1
         time.sleep(self.rng.random() * 0.5)
-        self.roles[victim](victim)
+        self.start(victim)
+
+    def is_ready(self, name: str) -> bool:
+        with (self.pipeline.logs / f"{name}.log").open("rb") as log:
+            log.seek(self.log_starts[name])
+            since_start = log.read().decode(errors="replace")
+        return ready_line(name).search(since_start) is not None
+
+    def wait_ready(self) -> float:
+        """Wait until every role's current process is ready; returns the seconds waited."""
+        began = time.monotonic()
+
+        def all_ready() -> bool:
+            self.check_alive()
+            return all(self.is_ready(name) for name in self.roles)
+
+        wait_for(all_ready, timeout_s=READY_TIMEOUT_S, what="every role to be ready")
+        waited = time.monotonic() - began
+        logger.info("chaos: every role ready after %.1f s", waited)
+        return waited
 
     def outage(self, what: str, stop: Callable[[], None], start: Callable[[], None]) -> None:
         """``what`` goes down for OUTAGE_S, then comes back on the same port."""
@@ -195,14 +234,16 @@ def test_exactly_once_through_kills_lost_replies_and_server_restarts(
         ]
         began = time.monotonic()
         while (elapsed := time.monotonic() - began) < CHAOS_S:
-            if outages and elapsed >= outages[0][0] - SETTLE_S:
+            if outages and elapsed >= outages[0][0] - QUIET_S:
                 at, what, stop, start = outages.pop(0)
                 time.sleep(max(0.0, began + at - time.monotonic()))
-                chaos.check_alive()
+                # The chaos clock stands still while the roles get ready: a slow
+                # start delays the outage, and the schedule after it, alike.
+                began += chaos.wait_ready()
                 chaos.outage(what, stop, start)
             else:
                 time.sleep(0.5 + rng.random() * 1.5)
-                if not (outages and time.monotonic() - began >= outages[0][0] - SETTLE_S):
+                if not (outages and time.monotonic() - began >= outages[0][0] - QUIET_S):
                     chaos.kill_one()
             chaos.check_alive()
         graph.control("DELETE", "/faults")
