@@ -14,9 +14,11 @@ system user (``runuser``), in a folder that user owns.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -27,9 +29,12 @@ from pathlib import Path
 import redis
 from sqlalchemy import create_engine, text
 
+logger = logging.getLogger(__name__)
+
 #: Where Debian keeps initdb and pg_ctl (not on PATH); the newest version wins.
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 30.0
 
 
 class ServiceError(RuntimeError):
@@ -128,16 +133,70 @@ class PrivatePostgres:
         )
         self._wait_ready()
 
-    def stop(self) -> None:
-        """Fast shutdown: open sessions are terminated, as in a server restart."""
+    def stop(self, mode: str = "fast") -> None:
+        """Fast shutdown (by default): open sessions are terminated, as in a server restart."""
         _run(
             self._cmd(
-                _pg_tool("pg_ctl"), "--pgdata", str(self.data), "--mode", "fast", "--wait", "stop"
-            )
+                _pg_tool("pg_ctl"),
+                "--pgdata",
+                str(self.data),
+                "--mode",
+                mode,
+                "--wait",
+                "--timeout",
+                str(int(STOP_TIMEOUT_S)),
+                "stop",
+            ),
+            timeout_s=STOP_TIMEOUT_S + 10,
         )
 
     def running(self) -> bool:
         return (self.data / "postmaster.pid").exists()
+
+    def stop_for_good(self) -> None:
+        """Stop the server whatever it takes: fast, else immediate, else SIGKILL.
+
+        Raises :class:`ServiceError` only when a postmaster of this cluster is
+        still alive after all of it (then its folder must not be removed).
+        """
+        for mode in ("fast", "immediate"):
+            if not self.running():
+                return
+            try:
+                self.stop(mode)
+                return
+            except ServiceError as exc:
+                logger.warning("pg_ctl stop --mode %s failed: %s", mode, exc)
+        pid = self._postmaster_pid()
+        if pid is None:
+            return
+        # Its children would notice its death and exit; they are not left to that.
+        group = [pid, *_children(pid)]
+        logger.warning("killing postmaster %d of %s and its children %s", pid, self.data, group[1:])
+        for member in group:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(member, signal.SIGKILL)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while alive := [member for member in group if _alive(member)]:
+            if time.monotonic() > deadline:
+                raise ServiceError(f"PostgreSQL processes {alive} of {self.data} survived SIGKILL")
+            time.sleep(0.05)
+
+    def _postmaster_pid(self) -> int | None:
+        """The live postmaster of this cluster, from ``postmaster.pid``; None if none is."""
+        try:
+            pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        # A stale file may name a pid reused since by another process: only a
+        # postgres process serving this very folder is ours to kill.
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return None
+        if str(self.data).encode() not in cmdline or not _alive(pid):
+            return None
+        return pid
 
     def _wait_ready(self) -> None:
         engine = create_engine(self.url)
@@ -195,20 +254,48 @@ class PrivateRedis:
             client.close()
 
     def stop(self) -> None:
-        """SIGTERM: Redis closes every connection and exits (nothing saved)."""
+        """SIGTERM: Redis closes every connection and exits (nothing saved); else SIGKILL."""
         if self.proc is None:
             return
-        proc, self.proc = self.proc, None
+        proc = self.proc
         if proc.poll() is None:
             proc.terminate()
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
+            logger.warning("redis-server %d ignored SIGTERM: killing it", proc.pid)
             proc.kill()
-            proc.wait(timeout=10)
+            try:
+                proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired as exc:
+                raise ServiceError(f"redis-server {proc.pid} survived SIGKILL") from exc
+        self.proc = None
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # "pid (comm) state ppid ...": comm may hold spaces, so split after its ")".
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 1 and fields[1] == str(pid):
+            found.append(int(stat.parent.name))
+    return found
 
 
 def _private_folder(prefix: str) -> Path:
@@ -219,7 +306,11 @@ def _private_folder(prefix: str) -> Path:
 
 @contextlib.contextmanager
 def private_postgres() -> Iterator[PrivatePostgres]:
-    """A fresh cluster, started; stopped and removed afterwards."""
+    """A fresh cluster, started; stopped (killed if need be) and removed afterwards.
+
+    The folder is removed only once no server runs in it; if one survived every
+    way of stopping it, the folder stays and the error says so.
+    """
     root = _private_folder("offpost-pg-")
     root.chmod(0o700)
     server = PrivatePostgres(root, free_port())
@@ -228,15 +319,13 @@ def private_postgres() -> Iterator[PrivatePostgres]:
         server.start()
         yield server
     finally:
-        if server.running():
-            with contextlib.suppress(ServiceError):
-                server.stop()
+        server.stop_for_good()
         shutil.rmtree(root, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def private_redis() -> Iterator[PrivateRedis]:
-    """A fresh Redis server, started; stopped and removed afterwards."""
+    """A fresh Redis server, started; stopped (killed if need be) and removed afterwards."""
     root = _private_folder("offpost-redis-")
     server = PrivateRedis(root, free_port())
     try:
