@@ -54,12 +54,20 @@ _APP_TOKEN = re.compile(r"\b\d{5,}(?:\||%7C)[A-Za-z0-9_-]{8,}", re.IGNORECASE)
 #: Not token-shaped, so no pattern finds them: :func:`scrub` redacts them by value.
 _process_secrets: list[str] = []
 
+#: A secret is redacted by value only from this length on: a shorter value could be
+#: an ordinary word ("unused", "password") and would vanish from every later text of
+#: the process. Real ones are far longer: app secrets have 32 characters, tokens 100+.
+MIN_SECRET_LENGTH = 16
+
 
 def scrub(text: str, secrets: Iterable[str] = ()) -> str:
     """Return ``text`` with tokens, secret parameters, the given ``secrets`` and the
-    process's own secrets (:func:`install_log_scrubbing`) redacted."""
+    process's own secrets (:func:`install_log_scrubbing`) redacted.
+
+    A secret shorter than :data:`MIN_SECRET_LENGTH` is not looked for by value.
+    """
     for secret in (*secrets, *_process_secrets):
-        if secret and len(secret) >= 4:
+        if len(secret) >= MIN_SECRET_LENGTH:
             text = text.replace(secret, REDACTED)
     text = _SECRET_PARAM.sub(lambda m: m.group("key") + REDACTED, text)
     text = _CODE_PARAM.sub(lambda m: m.group("key") + REDACTED, text)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from offpost import redact
 from offpost.redact import REDACTED, install_log_scrubbing, scrub
 
 USER_TOKEN = "EAAGm0PX4ZCpsBAKZAvQ9xZC0ZAhZB1ZBiZA7ZBb8ZCxZAZC3" + "x" * 80
@@ -74,9 +75,11 @@ def test_an_app_token_whose_secret_is_known_is_one_clean_redaction(
 @pytest.fixture
 def scrubbed_logging() -> Iterator[None]:
     original = logging.getLogRecordFactory()
+    process_secrets = list(redact._process_secrets)
     install_log_scrubbing([SECRET])
     yield
     logging.setLogRecordFactory(original)
+    redact._process_secrets[:] = process_secrets
 
 
 def test_log_records_are_scrubbed_including_tracebacks(
@@ -106,3 +109,18 @@ def test_install_is_idempotent_and_accumulates_secrets(
     with caplog.at_level(logging.INFO):
         logging.getLogger("x").info("a %s b %s", SECRET, "another-secret-value")
     assert caplog.records[-1].getMessage() == f"a {REDACTED} b {REDACTED}"
+
+
+def test_a_short_secret_does_not_redact_ordinary_words(
+    scrubbed_logging: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A test's fake app secret ("unused") once took that word out of every later
+    # error text of the process. Only values of a secret's length go by value.
+    install_log_scrubbing(["unused", "password"])
+    text = "unused credential: wrong password"
+    assert scrub(text) == text
+    assert scrub(text, ["credential"]) == text
+    assert scrub(f"{text} {SECRET}") == f"{text} {REDACTED}"
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("x").info(text)
+    assert caplog.records[-1].getMessage() == text
