@@ -20,10 +20,21 @@ scan checks what really reaches a handler.
 
 What is scanned:
 
-- every log record of the test process, as it is emitted, by the first handler
-  of the root logger (which is set to INFO, so that httpx's request lines — URLs
-  with their query strings — are made and seen); a leak fails the test it
-  happened in, and the record is masked before pytest's own capture gets it;
+- every log record of the test process that a logger hands to its handlers,
+  whichever the logger: ``logging.Logger.callHandlers`` is wrapped, so records
+  of loggers that do not propagate to the root (uvicorn's, once uvicorn has
+  configured logging, and any other) are scanned too, and so are records of
+  loggers created or reconfigured later. The root logger is set to INFO, so
+  that httpx's request lines (URLs with their query strings) are made and
+  seen. Not scanned: records that no logger lets through (below its level,
+  filtered out, or of a disabled logger), which reach no handler at all. A
+  leaking record is masked before its first handler — pytest's capture
+  included — gets it;
+- a leak fails the test during which it was logged (its setup, call or
+  teardown, function-scoped fixtures included); one logged between tests (a
+  module- or session-scoped fixture's teardown) fails the next test, and one
+  logged after the last test's own checks (the last teardowns, session-scoped
+  fixtures included) fails the run at its end;
 - at the end of the session, every ``*.log`` file under the run's temporary
   folder: the logs of the ``offpost`` processes the tests started
   (``pipeline_support`` writes one per process). A leak there fails the run.
@@ -126,19 +137,18 @@ def _excerpt(text: str, secrets: Iterable[str]) -> str:
     return _masked(text, secrets)[:300].replace("\n", "\\n")
 
 
-class _RecordScanner(logging.Handler):
-    """Scans each record as it is emitted; masks a leaking record before others see it.
+class _RecordScanner:
+    """Scans each record before any handler gets it; masks a leaking record.
 
-    It is the root logger's first handler, so pytest's own capture (which shows
-    the records of a failing test) receives the masked record, not the leak.
+    Every handler, pytest's own capture (which shows the records of a failing
+    test) included, then receives the masked record, not the leak.
     """
 
     def __init__(self) -> None:
-        super().__init__(level=logging.NOTSET)
         self._leaks: list[Leak] = []
         self._leaks_lock = threading.Lock()
 
-    def emit(self, record: logging.LogRecord) -> None:
+    def scan(self, record: logging.LogRecord) -> None:
         try:
             parts = [record.getMessage(), record.exc_text or "", record.stack_info or ""]
             if record.exc_info and not record.exc_text:
@@ -161,6 +171,22 @@ class _RecordScanner(logging.Handler):
 
 
 _scanner = _RecordScanner()
+_call_handlers = logging.Logger.callHandlers
+
+
+def _scanning_call_handlers(self: logging.Logger, record: logging.LogRecord) -> None:
+    """``Logger.callHandlers``, scanning the record first.
+
+    Every record that any logger passes on goes through here once, whether or not
+    it propagates: a handler on the root logger would miss the records of
+    loggers with ``propagate = False``, and would be lost to a ``dictConfig``.
+    """
+    _scanner.scan(record)
+    _call_handlers(self, record)
+
+
+def _install_scanner() -> None:
+    logging.Logger.callHandlers = _scanning_call_handlers  # type: ignore[method-assign]
 
 
 def leaks_in_log_files(root: Path) -> list[Leak]:
@@ -218,9 +244,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # Every offpost process installs the scrubbing at its start (offpost.redact);
     # the test process, which runs the same code in-process, does the same.
     install_log_scrubbing()
+    _install_scanner()
     root = logging.getLogger()
-    if _scanner not in root.handlers:
-        root.handlers.insert(0, _scanner)
     if root.level > logging.INFO or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
 
@@ -249,17 +274,18 @@ def _remember_basetemp(
     request.config.stash[_BASETEMP] = tmp_path_factory.getbasetemp()
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own, which may still tear fixtures down
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    found = {"secrets in log records after the last test's checks": _scanner.take()}
     basetemp = session.config.stash.get(_BASETEMP, None)
-    if basetemp is None:
-        return
-    leaks = leaks_in_log_files(basetemp)
-    if not leaks:
+    if basetemp is not None:
+        found["secrets in process logs"] = leaks_in_log_files(basetemp)
+    if not any(found.values()):
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    lines = [leak.describe() for leak in leaks[:50]]
-    if reporter is not None:
-        reporter.section("secrets in process logs", sep="=", red=True, bold=True)
-        for line in lines:
-            reporter.line(line)
+    for title, leaks in found.items():
+        if leaks and reporter is not None:
+            reporter.section(title, sep="=", red=True, bold=True)
+            for leak in leaks[:50]:
+                reporter.line(leak.describe())
     session.exitstatus = pytest.ExitCode.TESTS_FAILED

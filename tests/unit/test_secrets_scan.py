@@ -94,3 +94,72 @@ def test_a_secret_in_a_process_log_fails_the_run(pytester: pytest.Pytester) -> N
 def test_register_ignores_empty_and_short_values() -> None:
     register(None, "", "abc")  # must not raise, and must not make "abc" a secret
     assert SecretRegistry().find("abc") == []
+
+
+def test_a_leak_on_a_logger_that_does_not_propagate_is_caught_and_masked(
+    pytester: pytest.Pytester,
+) -> None:
+    # As uvicorn's loggers after uvicorn configured logging: own handler, no root.
+    secret = "quiet-" + SECRET
+    pytester.makepyfile(
+        f"""
+        import logging
+        from tests.secrets_scan import register
+
+        class Keep(logging.Handler):
+            def __init__(self):
+                super().__init__()
+                self.seen = []
+
+            def emit(self, record):
+                self.seen.append(record.getMessage())
+
+        def test_leaks():
+            register({secret!r})
+            quiet = logging.getLogger("selftest.quiet")
+            quiet.propagate = False
+            quiet.setLevel(logging.INFO)
+            keep = Keep()
+            quiet.addHandler(keep)
+            try:
+                quiet.info("serving with %s", {secret!r})
+            finally:
+                quiet.removeHandler(keep)
+            assert len(keep.seen) == 1
+            assert {secret!r} not in keep.seen[0]  # masked before its own handler saw it
+        """
+    )
+    result = pytester.runpytest_inprocess("-p", "tests.secrets_scan", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, errors=1)
+    output = result.stdout.str()
+    assert "secrets in log records of" in output
+    assert "logger selftest.quiet" in output
+    assert mask(secret) in output
+    assert secret not in output
+
+
+def test_a_leak_in_a_session_fixtures_teardown_fails_the_run(pytester: pytest.Pytester) -> None:
+    secret = "teardown-" + SECRET
+    pytester.makepyfile(
+        f"""
+        import logging
+        import pytest
+        from tests.secrets_scan import register
+
+        @pytest.fixture(scope="session")
+        def server():
+            yield
+            register({secret!r})
+            logging.getLogger("somewhere").warning("stopping with %s", {secret!r})
+
+        def test_uses_the_server(server):
+            pass
+        """
+    )
+    result = pytester.runpytest_inprocess("-p", "tests.secrets_scan", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(passed=1)
+    output = result.stdout.str()
+    assert "secrets in log records after the last test's checks" in output
+    assert mask(secret) in output
+    assert secret not in output
