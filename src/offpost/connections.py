@@ -61,6 +61,13 @@ def _database_unreachable(exc: BaseException) -> bool:
     return False
 
 
+def redis_probe(broker_url: str) -> redis.Redis | None:
+    """A client whose ``ping`` asks whether Redis is back; None when the broker is not Redis."""
+    if not broker_url.startswith(("redis://", "rediss://")):
+        return None
+    return redis.Redis.from_url(broker_url, socket_timeout=2, socket_connect_timeout=2)
+
+
 def _reason(exc: BaseException) -> str:
     cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
     first_line = (str(cause).strip().splitlines() or [""])[0]

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, cast
 
 import psycopg
 import pytest
 import redis
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError as SQLAlchemyOperationalError
+from sqlalchemy.orm import Session, sessionmaker
 
 from offpost.connections import DATABASE, REDIS, ConnectionWatch, unreachable
+from offpost.scheduler import dispatcher as dispatcher_module
+from offpost.scheduler.dispatcher import Dispatcher
 from offpost.workers.broker import Channel
 
 
@@ -96,3 +103,111 @@ def test_a_channel_of_a_closed_broker_connection_raises_a_connection_error() -> 
     channel.connection = _ClosedTransport()
     with pytest.raises(redis.ConnectionError):
         channel._connparams()
+
+
+class Outages:
+    """A dispatcher's world, one step per tick: which server is down at which step.
+
+    The step is also the clock of the dispatcher's :class:`ConnectionWatch`, so
+    an outage's reported length is counted in steps.
+    """
+
+    def __init__(self, *, database_down: range, redis_down: range, due: range, steps: int) -> None:
+        self.database_down, self.redis_down, self.due, self.steps = (
+            database_down,
+            redis_down,
+            due,
+            steps,
+        )
+        self.step = 0
+        self.sent: list[list[str]] = []
+        self.pings = 0
+        self.stop = threading.Event()
+
+    @contextmanager
+    def begin(self) -> Iterator[object]:  # the sessions' transactions
+        if self.step in self.database_down:
+            raise wrapped(psycopg.OperationalError("connection failed: Connection refused"))
+        yield object()
+
+    def send(self, ids: list[str]) -> None:
+        if self.step in self.redis_down:
+            raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379")
+        self.sent.append(ids)
+
+    def ping(self) -> bool:
+        self.pings += 1
+        if self.step in self.redis_down:
+            raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379")
+        return True
+
+    def wait(self, timeout_s: float) -> bool:  # the waker: each sleep ends a step
+        self.step += 1
+        if self.step >= self.steps:
+            self.stop.set()
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def claim_due(self, session: object, now: object, batch: int) -> list[str]:
+        return [f"post-{self.step}"] if self.step in self.due else []
+
+    def run(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(dispatcher_module, "claim_due", self.claim_due)
+        monkeypatch.setattr(dispatcher_module, "reap_expired", lambda *_: [])
+        monkeypatch.setattr(dispatcher_module, "requeue_stale", lambda *_: [])
+        monkeypatch.setattr(dispatcher_module, "next_due_at", lambda _: None)
+        loop = Dispatcher(
+            cast(sessionmaker[Session], self),
+            self.send,
+            waker=self,
+            check_broker=self.ping,
+        )
+        loop.connections = ConnectionWatch(clock=lambda: float(self.step))
+        loop.run(self.stop)
+
+
+def connection_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[Any, ...]]:
+    """(action, server, step-length of a restored outage) of each line of offpost.connections."""
+    lines: list[tuple[Any, ...]] = []
+    for record in caplog.records:
+        if record.name == "offpost.connections":
+            action, server = record.__dict__["action"], record.__dict__["server"]
+            after = record.getMessage().rpartition(" after ")[2]
+            lines.append(
+                (action, server, after) if action == "connection_restored" else (action, server)
+            )
+    return lines
+
+
+def test_an_idle_dispatcher_says_redis_is_restored_without_sending_anything(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One post at step 0, whose message fails; then nothing more to send.
+    world = Outages(database_down=range(0), redis_down=range(0, 3), due=range(0, 1), steps=6)
+    with caplog.at_level(logging.WARNING, logger="offpost.connections"):
+        world.run(monkeypatch)
+    assert connection_lines(caplog) == [
+        ("connection_lost", REDIS),
+        ("connection_restored", REDIS, "3.0 s"),
+    ]
+    assert world.sent == []  # the ping said so, not a message
+    assert world.pings == 3  # only while Redis was down (steps 1, 2, 3)
+
+
+def test_a_redis_outage_does_not_lengthen_the_database_outage(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The database is down at steps 1-2, Redis at 1-5 (seen from step 3 on, the
+    # first time a message is sent); a post is due at every step.
+    world = Outages(database_down=range(1, 3), redis_down=range(1, 6), due=range(8), steps=8)
+    with caplog.at_level(logging.WARNING, logger="offpost.connections"):
+        world.run(monkeypatch)
+    assert connection_lines(caplog) == [
+        ("connection_lost", DATABASE),
+        ("connection_restored", DATABASE, "2.0 s"),
+        ("connection_lost", REDIS),
+        ("connection_restored", REDIS, "3.0 s"),
+    ]
+    assert world.sent == [["post-0"], ["post-6"], ["post-7"]]

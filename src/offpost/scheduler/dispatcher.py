@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -75,9 +76,13 @@ class Dispatcher:
         waker: Waker | None = None,
         before_tick: Callable[[datetime], object] | None = None,
         clock: Callable[[], datetime] = utcnow,
+        check_broker: Callable[[], object] | None = None,
     ) -> None:
         self.sessions = sessions
         self.send = send
+        #: Asks the broker whether it is back (a Redis ping), while it is down:
+        #: an idle dispatcher sends nothing, so no send would tell.
+        self.check_broker = check_broker
         self.config = config or DispatcherConfig()
         self.waker = waker or LocalWaker()
         self.before_tick = before_tick
@@ -93,9 +98,9 @@ class Dispatcher:
         if self.before_tick is not None:
             self.before_tick(now)
         if self._housekeeping_due(now):
-            with self.sessions.begin() as session:
+            with self._database() as session:
                 result.reaped = len(reap_expired(session, now, cfg.dispatch_batch))
-            with self.sessions.begin() as session:
+            with self._database() as session:
                 stale = requeue_stale(session, now, cfg.requeue_after, cfg.dispatch_batch)
             self._send(stale)
             result.requeued = len(stale)
@@ -108,7 +113,7 @@ class Dispatcher:
                 )
         while True:
             now = self.clock()
-            with self.sessions.begin() as session:
+            with self._database() as session:
                 claimed = claim_due(session, now, cfg.dispatch_batch)
             # Sent only after the claim committed: a crash in between leaves
             # queued rows, which requeue_stale re-sends.
@@ -116,7 +121,7 @@ class Dispatcher:
             result.claimed += len(claimed)
             if len(claimed) < cfg.dispatch_batch:
                 break
-        with self.sessions() as session:
+        with self._database() as session:
             result.next_due_at = next_due_at(session)
         if result.claimed:
             logger.info(
@@ -133,20 +138,43 @@ class Dispatcher:
             return True
         return False
 
+    @contextmanager
+    def _database(self) -> Iterator[Session]:
+        """A transaction; once it has committed, the database is known to be reachable."""
+        with self.sessions.begin() as session:
+            yield session
+        self.connections.succeeded(DATABASE)
+
     def _send(self, ids: list[str]) -> None:
         for chunk in chunks(ids, self.config.message_batch):
             self.send(chunk)
             self.connections.succeeded(REDIS)
 
+    def _check_broker(self) -> None:
+        """While Redis is down, ask it directly whether it is back."""
+        if self.check_broker is None or not self.connections.is_down(REDIS):
+            return
+        try:
+            self.check_broker()
+        except Exception as exc:
+            if not self.connections.failed(exc):
+                logger.exception("broker check failed", extra={"action": "broker_check_failed"})
+            return
+        self.connections.succeeded(REDIS)
+
     def run(self, stop: threading.Event) -> None:
         """Tick until ``stop`` is set; database or broker errors are logged and retried.
 
         A server that restarts costs failed ticks until it is back, logged once
-        when the connection is lost and once when it is restored. Posts claimed
-        but not sent meanwhile stay ``queued``, and are re-sent as stale.
+        when the connection is lost and once when it is restored. Each server's
+        lines are its own: the database is restored at the first transaction
+        that commits, Redis at the first message sent or, while nothing is
+        sent, the first answer to ``check_broker``. Posts claimed but not sent
+        meanwhile stay ``queued``, and are re-sent as stale.
         """
         logger.info("dispatcher started", extra={"action": "dispatcher_started"})
         while not stop.is_set():
+            self._check_broker()
             try:
                 result = self.tick()
                 pause = sleep_seconds(self.clock(), result.next_due_at, self.config.max_sleep_s)
@@ -156,8 +184,6 @@ class Dispatcher:
                         "dispatcher tick failed; retrying", extra={"action": "tick_failed"}
                     )
                 pause = self.config.max_sleep_s
-            else:
-                self.connections.succeeded(DATABASE)
             if pause > 0 and not stop.is_set():
                 self.waker.wait(pause)
         logger.info("dispatcher stopped", extra={"action": "dispatcher_stopped"})

@@ -89,6 +89,7 @@ def worker(celery_args: tuple[str, ...]) -> None:
 @one_line_errors
 def dispatcher() -> None:
     """Run a dispatcher: sends due posts to the workers (run as many as you like)."""
+    from offpost.connections import redis_probe
     from offpost.models import make_engine, make_sessionmaker
     from offpost.scheduler.dispatcher import Dispatcher, DispatcherConfig
     from offpost.scheduler.housekeeping import build_housekeeping
@@ -102,6 +103,7 @@ def dispatcher() -> None:
     sessions = make_sessionmaker(engine)
     celery_app = make_celery(settings.broker_url, lease_s=settings.lease_s, queue=settings.queue)
     waker = make_waker(settings.broker_url)
+    probe = redis_probe(settings.broker_url)
     housekeeping, close_housekeeping = build_housekeeping(
         settings, sessions, partial(send_deliveries, celery_app)
     )
@@ -117,6 +119,7 @@ def dispatcher() -> None:
         waker=waker,
         # Schedules, webhook deliveries and the daily expiry sweep, before each claim.
         before_tick=housekeeping,
+        check_broker=probe.ping if probe is not None else None,
     )
     stop = threading.Event()
 
@@ -131,5 +134,7 @@ def dispatcher() -> None:
         loop.run(stop)
     finally:
         waker.close()
+        if probe is not None:
+            probe.close()
         close_housekeeping()
         engine.dispose()
