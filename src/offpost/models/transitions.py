@@ -194,6 +194,8 @@ class ClaimedPost:
     max_attempts: int
     reconcile_since: datetime | None
     schedule_id: str | None
+    #: When this worker's lease ends (the reaper may take the post back then).
+    lease_expires_at: datetime | None = None
 
 
 def claim_for_publishing(
@@ -228,6 +230,7 @@ def claim_for_publishing(
             Post.max_attempts,
             Post.reconcile_since,
             Post.schedule_id,
+            Post.lease_expires_at,
         )
         .execution_options(synchronize_session=False)
     )

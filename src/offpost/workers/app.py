@@ -184,6 +184,9 @@ def build_context(config: WorkerConfig, observer: PublishObserver | None = None)
         lease=timedelta(seconds=config.lease_s),
         retry=RetryPolicy(config.retry_base_s, config.retry_cap_s),
         timeout_settle_s=config.graph_timeout_s,
+        # GraphClient's deadline: a reply ends within about two read timeouts of
+        # being sent (a connect timeout means nothing was sent).
+        call_bound_s=2 * config.graph_timeout_s,
         pool=ThreadPoolExecutor(config.publish_concurrency, thread_name_prefix="publish"),
         observer=observer or NullObserver(),
     )

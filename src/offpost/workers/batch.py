@@ -11,7 +11,9 @@ lets a burst of thousands of due posts drain at the speed of the Graph calls:
 3. Posts on the common path — active credential, Page token at hand, no
    reconciliation owed, attempts left, nothing blocked — get their attempt rows
    in one INSERT, **committed before any of their Graph calls**.
-4. Their Graph calls run concurrently on the worker's thread pool.
+4. Their Graph calls run concurrently on the worker's thread pool; a call is
+   not started once the post's lease might end before it finishes (the post
+   goes back to ``scheduled`` and its unsent attempt is removed).
 5. What Graph created is recorded in one transaction: the guarded ``finish``
    of every post (one ``UPDATE … FROM (VALUES …)`` that only the lease holder
    can make), the attempts closed, and the observers (metrics, webhook outbox)
@@ -56,6 +58,7 @@ from offpost.workers.publish import (
     PostPublisher,
     PublishContext,
     Tokens,
+    lease_too_short,
     publish_guarded,
     run_guarded,
 )
@@ -182,6 +185,11 @@ def publish_ready(ctx: PublishContext, ready: Sequence[Ready]) -> list[str]:
     for item, call in zip(ready, calls, strict=True):
         try:
             reply = call.result()
+        except LeaseTooShort:
+            publisher = PostPublisher(ctx, item.post, item.tokens)
+            step = partial(publisher.not_started, attempt_ids[item.post.id])
+            outcomes.append(run_guarded(item.post, step))
+            continue
         except GraphError as exc:
             # Errors are rare and each means something different: the per-post path.
             publisher = PostPublisher(ctx, item.post, item.tokens)
@@ -207,8 +215,14 @@ def publish_ready(ctx: PublishContext, ready: Sequence[Ready]) -> list[str]:
     return outcomes
 
 
+class LeaseTooShort(Exception):
+    """The call was not started: the post's lease might end before it could finish."""
+
+
 def _call_graph(ctx: PublishContext, item: Ready) -> PublishResult:
     post, token = item.post, item.tokens.page_token or ""
+    if lease_too_short(ctx, post):
+        raise LeaseTooShort
     text = post_text(post.message, post.link, post.photo_url)
     if post.photo_url:
         return ctx.graph.publish_photo(post.target, token, url=post.photo_url, caption=text)

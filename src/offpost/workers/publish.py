@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, noload, sessionmaker
 
 from offpost.graph.client import GraphClient
@@ -82,6 +82,9 @@ class PublishContext:
     #: After a timeout, the least wait before the post is tried (and reconciled)
     #: again: the Graph call may still be running (see ``decide.retry_delay_s``).
     timeout_settle_s: float = 0.0
+    #: The longest a Graph call may run once sent (about twice the Graph timeout):
+    #: no call starts later than this before its post's lease ends.
+    call_bound_s: float = 0.0
     #: Told of every outcome inside its transaction (metrics, webhook outbox).
     observer: PublishObserver = field(default_factory=NullObserver)
 
@@ -99,6 +102,20 @@ class Tokens:
 def publish_guarded(ctx: PublishContext, post: ClaimedPost) -> str:
     """The whole protocol for one claimed post; never raises."""
     return run_guarded(post, PostPublisher(ctx, post).run)
+
+
+def lease_too_short(ctx: PublishContext, post: ClaimedPost) -> bool:
+    """Whether a Graph call started now might outlive the post's lease.
+
+    Once the lease ends the reaper takes the post back and another worker may
+    reconcile it and publish it while this call is still running: a second post.
+    A call is therefore only started while the lease outlasts the longest call.
+    Posts wait for a thread of the pool after their claim, so this can happen
+    when Graph is slow and the pool is full.
+    """
+    if post.lease_expires_at is None:
+        return False
+    return ctx.clock() + timedelta(seconds=ctx.call_bound_s) > post.lease_expires_at
 
 
 def run_guarded(post: ClaimedPost, step: Callable[[], str]) -> str:
@@ -133,6 +150,11 @@ class PostPublisher:
     def attempt_failed(self, attempt_id: str, started_at: datetime, exc: GraphError) -> str:
         """Carry on after the Graph call of an attempt started elsewhere (a batch) failed."""
         return self._after_failed_attempt(attempt_id, started_at, exc)
+
+    def not_started(self, attempt_id: str) -> str:
+        """The batch opened an attempt but its call was not started (the lease was too
+        short): the post goes back to ``scheduled`` and the attempt, never sent, is removed."""
+        return self._hand_back_unstarted(attempt_id)
 
     # -- the protocol ------------------------------------------------------------------
 
@@ -174,6 +196,8 @@ class PostPublisher:
 
     def _attempt(self) -> str:
         ctx, post = self.ctx, self.post
+        if lease_too_short(ctx, post):
+            return self._hand_back_unstarted(None)
         now = ctx.clock()
         with ctx.sessions.begin() as session:
             attempt = begin_attempt(session, post.id, ctx.worker, now)
@@ -316,11 +340,13 @@ class PostPublisher:
         )
         return outcome.value
 
-    def _finish(self, *, outcome: str, **values: Any) -> str:
+    def _finish(self, *, outcome: str, drop_attempt: str | None = None, **values: Any) -> str:
         now = self.ctx.clock()
         with self.ctx.sessions.begin() as session:
             held = finish(session, self.post.id, self.ctx.worker, now, **values)
             if held:
+                if drop_attempt is not None:
+                    session.execute(delete(Attempt).where(Attempt.id == drop_attempt))
                 self.ctx.observer.post_finished(session, self.post, outcome, values, now)
         if not held:
             logger.warning(
@@ -341,6 +367,22 @@ class PostPublisher:
     def _release(self, due_at: datetime, outcome: str, **values: Any) -> str:
         """Back to ``scheduled`` without spending an attempt."""
         return self._finish(status=PostStatus.SCHEDULED, due_at=due_at, outcome=outcome, **values)
+
+    def _hand_back_unstarted(self, attempt_id: str | None) -> str:
+        """Back to ``scheduled``, due now, without calling Graph: see :func:`lease_too_short`."""
+        logger.warning(
+            "not starting the Graph call for %s: its lease ends within the %.0f s a call may "
+            "take; handed back to be published by the next worker",
+            self.post.id,
+            self.ctx.call_bound_s,
+            extra={"action": "lease_too_short", "post_id": self.post.id},
+        )
+        return self._finish(
+            status=PostStatus.SCHEDULED,
+            due_at=self.ctx.clock(),
+            outcome="handed_back",
+            drop_attempt=attempt_id,
+        )
 
     def _close_attempt(
         self, attempt_id: str, outcome: AttemptOutcome, exc: GraphError, now: datetime
