@@ -420,6 +420,8 @@ def main(argv: list[str] | None = None) -> None:
                         "p50_ms": 1000 * r.p(50),
                         "p99_ms": 1000 * r.p(99),
                         "cpu_ms_per_post": r.cpu_ms_per_post,
+                        "sandbox_cpu_ms_per_post": 1000 * r.sandbox_cpu_s / r.posts,
+                        "postgres_cpu_ms_per_post": 1000 * r.postgres_cpu_s / r.posts,
                         "peak_rss_mb": r.peak_rss_mb,
                         "notes": r.notes,
                     }
