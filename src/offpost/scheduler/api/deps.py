@@ -67,18 +67,22 @@ def _too_many_failures(wait_s: float) -> ProblemError:
     )
 
 
-def authenticate(request: Request, session: SessionDep) -> Client:
-    """The API client behind the request's bearer key, or 401 (429 after too many failures)."""
+def check_key(request: Request, session: Session, key: str | None) -> tuple[Client | None, float]:
+    """The client behind ``key`` (not revoked), counting failures per address.
+
+    Returns ``(client, 0)`` for a good key, ``(None, 0)`` for a bad one, and
+    ``(None, wait_s)`` once the address is over its budget of failures. Such an
+    address is not heard until the window ends, whatever key it sends: were a
+    right key still let through, a guesser would not be slowed. The API and the
+    dashboard's sign-in both ask here.
+    """
     limiter: RateLimiter = request.app.state.limiter
     settings: Settings = request.app.state.settings
     peer = request.client.host if request.client else "unknown"
     failures = f"authfail:{peer}"
-    # A source over its budget of failures is not heard until the window ends, whatever
-    # key it sends: were a right key still let through, a guesser would not be slowed.
     wait_s = limiter.blocked(failures, settings.auth_failures_per_minute, 60)
     if wait_s is not None:
-        raise _too_many_failures(wait_s)
-    key = _bearer_key(request)
+        return None, wait_s
     client = None
     if key is not None and len(key) <= 200:
         key_hash = hash_api_key(key)
@@ -86,9 +90,18 @@ def authenticate(request: Request, session: SessionDep) -> Client:
         if client is not None and (client.is_revoked or not key_matches(key, client.key_hash)):
             client = None
     if client is None:
-        wait_s = limiter.hit(failures, settings.auth_failures_per_minute, 60)
-        if wait_s is not None:
-            raise _too_many_failures(wait_s)
+        return None, limiter.hit(failures, settings.auth_failures_per_minute, 60) or 0.0
+    return client, 0.0
+
+
+def authenticate(request: Request, session: SessionDep) -> Client:
+    """The API client behind the request's bearer key, or 401 (429 after too many failures)."""
+    limiter: RateLimiter = request.app.state.limiter
+    settings: Settings = request.app.state.settings
+    client, refused_s = check_key(request, session, _bearer_key(request))
+    if refused_s:
+        raise _too_many_failures(refused_s)
+    if client is None:
         raise ProblemError(
             "unauthorized",
             "a valid API key is required: Authorization: Bearer <key>",

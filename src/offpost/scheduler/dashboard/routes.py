@@ -35,13 +35,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from offpost.models import Attempt, Client, Post, PostStatus, hash_api_key
+from offpost.models import Attempt, Client, Post, PostStatus
 from offpost.models.post import CANCELABLE_STATUSES
 from offpost.scheduler import post_rules as rules
 from offpost.scheduler import posts as store
 from offpost.scheduler.api import admin
-from offpost.scheduler.api.deps import NowDep, SessionDep
-from offpost.scheduler.api.limits import RateLimiter, retry_after_header
+from offpost.scheduler.api.deps import NowDep, SessionDep, check_key
+from offpost.scheduler.api.limits import retry_after_header
 from offpost.scheduler.api.problems import ProblemError
 from offpost.scheduler.dashboard.chart import chart, outcomes_per_minute
 from offpost.scheduler.dashboard.session import (
@@ -237,24 +237,12 @@ def login(request: Request, form: FormDep, db: SessionDep, now: NowDep) -> Respo
         request.headers.get("origin"), request.headers.get("referer"), _own_origin(request)
     ):
         return _page("login.html", 403, error="That sign-in form came from another site.")
-    limiter: RateLimiter = request.app.state.limiter
-    settings: Settings = request.app.state.settings
-    peer = request.client.host if request.client else "unknown"
-    failures = f"authfail:{peer}"
-    # As for the API's keys (deps.authenticate): an address over its budget of failures
-    # is not heard until the window ends, or a right guess would still be confirmed.
-    wait_s = limiter.blocked(failures, settings.auth_failures_per_minute, 60)
-    if wait_s is not None:
+    # The same check, and the same budget of failures per address, as the API's keys.
+    client, wait_s = check_key(request, db, form.get("key", "").strip() or None)
+    if wait_s:
         return _too_many_sign_ins(wait_s)
-    key = form.get("key", "").strip()
-    client = None
-    if key and len(key) <= 200:
-        client = db.scalars(select(Client).where(Client.key_hash == hash_api_key(key))).first()
-    if client is None or client.is_revoked:
+    if client is None:
         logger.warning("dashboard sign-in refused", extra={"action": "dashboard_login_failed"})
-        wait_s = limiter.hit(failures, settings.auth_failures_per_minute, 60)
-        if wait_s is not None:
-            return _too_many_sign_ins(wait_s)
         return _page("login.html", 401, error="That key is not valid.")
     if not client.is_admin:
         return _page(
