@@ -9,11 +9,13 @@ credentials through the HTTP API (in-process), and posts through it or directly.
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,7 +33,9 @@ from offpost.models import Attempt, Client, Post, PostStatus, make_engine, make_
 from offpost.models.migrate import upgrade_to_head
 from offpost.scheduler.api.app import create_app
 from offpost.scheduler.settings import Settings
+from tests.conftest import fresh_postgres_database
 from tests.integration.api_support import add_client, bearer
+from tests.integration.sandbox_support import SandboxClient
 
 T = TypeVar("T")
 OFFPOST = str(Path(sys.executable).with_name("offpost"))
@@ -248,7 +252,84 @@ def running_pipeline(
         engine.dispose()
 
 
+@contextmanager
+def serving_pipeline(
+    server_url: str, redis_url: str, sandbox: RunningSandbox, logs: Path, **env_extra: str
+) -> Iterator[Pipeline]:
+    """A fresh database with one worker and one dispatcher serving it: what a module of
+    pipeline tests shares."""
+    with (
+        fresh_postgres_database(server_url) as db,
+        running_pipeline(db, redis_url, sandbox, logs, **env_extra) as pipeline,
+    ):
+        pipeline.start_worker()
+        pipeline.start_dispatcher()
+        yield pipeline
+
+
 def new_client(pipeline: Pipeline, name: str) -> tuple[str, dict[str, str]]:
     """An API client: (its id, its auth header)."""
     key = add_client(pipeline.settings, name)
     return pipeline.client_id(name), bearer(key)
+
+
+# -- the chaos tests' posts and their proof --------------------------------------------
+
+
+def posts_across_pages(
+    pipeline: Pipeline,
+    graph: SandboxClient,
+    client_id: str,
+    key: dict[str, str],
+    *,
+    pages: int,
+    per_page: int,
+    label: str,
+    window_s: float,
+    rng: random.Random,
+) -> dict[str, list[str]]:
+    """``pages`` fresh users of one Page each, ``per_page`` posts on each due at random
+    within ``window_s`` from 3 s on; the post ids by Page id."""
+    post_ids: dict[str, list[str]] = {}
+    with pipeline.api() as api:
+        for n in range(pages):
+            user = graph.mint_user(pages=1)
+            credential_id = pipeline.credential(api, key, user)
+            page_id = user["pages"][0]["id"]
+            post_ids[page_id] = []
+            for i in range(per_page):
+                post_ids[page_id] += pipeline.add_posts(
+                    client_id,
+                    credential_id,
+                    page_id,
+                    [f"{label} {n}-{i}"],
+                    due_in_s=3 + rng.random() * window_s,
+                )
+    return post_ids
+
+
+def lose_publish_replies(graph: SandboxClient, rate: float, times: int) -> None:
+    """Graph makes the post, then the reply is lost (the connection dropped), at ``rate``."""
+    graph.fault(
+        path=r"/feed$",
+        method="POST",
+        times=times,
+        probability=rate,
+        after_effect=True,
+        drop_response=True,
+    )
+
+
+def assert_each_published_once(
+    pipeline: Pipeline, graph: SandboxClient, post_ids: dict[str, list[str]]
+) -> None:
+    """Each post on its Page exactly once, under the Graph id and with the message offpost holds."""
+    posts = {p.id: p for p in pipeline.posts([i for ids in post_ids.values() for i in ids])}
+    for page_id, ids in post_ids.items():
+        on_page = graph.posts(page_id)
+        messages = Counter(p["message"] for p in on_page)
+        duplicates = {m: c for m, c in messages.items() if c > 1}
+        assert not duplicates, f"published twice on {page_id}: {duplicates}"
+        assert len(on_page) == len(ids), f"{page_id}: {len(on_page)} on the Page, {len(ids)} posts"
+        assert {posts[i].graph_post_id for i in ids} == {p["id"] for p in on_page}
+        assert {posts[i].message for i in ids} == set(messages)

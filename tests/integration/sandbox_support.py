@@ -126,6 +126,16 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
+def shared_sandbox_client(server: RunningSandbox) -> Iterator[SandboxClient]:
+    """A client on a world that running processes use too: nothing is reset (each test
+    mints its own users); the faults set through it are removed afterwards."""
+    with httpx.Client(base_url=server.url, timeout=TIMEOUT) as http:
+        client = SandboxClient(server, http)
+        yield client
+        client.control("DELETE", "/faults")
+
+
+@contextlib.contextmanager
 def sandbox_client(server: RunningSandbox) -> Iterator[SandboxClient]:
     """A client on a reset world."""
     with httpx.Client(base_url=server.url, timeout=TIMEOUT) as http:

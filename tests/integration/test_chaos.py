@@ -13,7 +13,6 @@ import logging
 import random
 import signal
 import time
-from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -22,7 +21,14 @@ import pytest
 from offpost.graph.sandbox import RunningSandbox
 from offpost.models import PostStatus
 from tests.conftest import fresh_postgres_database
-from tests.integration.pipeline_support import new_client, running_pipeline, wait_for
+from tests.integration.pipeline_support import (
+    assert_each_published_once,
+    lose_publish_replies,
+    new_client,
+    posts_across_pages,
+    running_pipeline,
+    wait_for,
+)
 from tests.integration.sandbox_support import TIMEOUT, SandboxClient
 
 logger = logging.getLogger(__name__)
@@ -46,30 +52,19 @@ def test_exactly_once_through_kills_and_lost_replies(
     ):
         graph = SandboxClient(sandbox_server, http)
         client_id, key = new_client(pipeline, "chaos")
-        post_ids: dict[str, list[str]] = {}
-        with pipeline.api() as api:
-            for n in range(PAGES):
-                user = graph.mint_user(pages=1)
-                credential_id = pipeline.credential(api, key, user)
-                page_id = user["pages"][0]["id"]
-                post_ids[page_id] = []
-                for i in range(POSTS_PER_PAGE):
-                    post_ids[page_id] += pipeline.add_posts(
-                        client_id,
-                        credential_id,
-                        page_id,
-                        [f"chaos {n}-{i}"],
-                        due_in_s=3 + rng.random() * DUE_WINDOW_S,
-                    )
-        every = [i for ids in post_ids.values() for i in ids]
-        graph.fault(
-            path=r"/feed$",
-            method="POST",
-            times=10_000,
-            probability=LOST_REPLY_RATE,
-            after_effect=True,
-            drop_response=True,
+        post_ids = posts_across_pages(
+            pipeline,
+            graph,
+            client_id,
+            key,
+            pages=PAGES,
+            per_page=POSTS_PER_PAGE,
+            label="chaos",
+            window_s=DUE_WINDOW_S,
+            rng=rng,
         )
+        every = [i for ids in post_ids.values() for i in ids]
+        lose_publish_replies(graph, LOST_REPLY_RATE, times=10_000)
 
         roles = {
             "dispatcher-1": pipeline.start_dispatcher,
@@ -97,18 +92,7 @@ def test_exactly_once_through_kills_and_lost_replies(
 
         wait_for(all_done, timeout_s=180, interval_s=0.5, what="every post published")
 
-        posts = {p.id: p for p in pipeline.posts(every)}
-        for page_id, ids in post_ids.items():
-            on_page = graph.posts(page_id)
-            messages = Counter(p["message"] for p in on_page)
-            duplicates = {m: c for m, c in messages.items() if c > 1}
-            assert not duplicates, f"published twice on {page_id}: {duplicates}"
-            assert len(on_page) == len(ids), (
-                f"{page_id}: {len(on_page)} on the Page, {len(ids)} posts"
-            )
-            graph_ids = {p["id"] for p in on_page}
-            assert {posts[i].graph_post_id for i in ids} == graph_ids
-            assert {posts[i].message for i in ids} == set(messages)
+        assert_each_published_once(pipeline, graph, post_ids)
         lost = sum(1 for c in graph.control("GET", "/calls")["data"] if c.get("dropped"))
         logger.info(
             "%d posts, %d kills, %d replies lost: all published exactly once",

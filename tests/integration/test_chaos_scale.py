@@ -31,7 +31,15 @@ import pytest
 from offpost.graph.sandbox import RunningSandbox
 from offpost.models import PostStatus
 from tests.conftest import service_missing
-from tests.integration.pipeline_support import Pipeline, new_client, running_pipeline, wait_for
+from tests.integration.pipeline_support import (
+    Pipeline,
+    assert_each_published_once,
+    lose_publish_replies,
+    new_client,
+    posts_across_pages,
+    running_pipeline,
+    wait_for,
+)
 from tests.integration.sandbox_support import TIMEOUT, SandboxClient
 from tests.integration.services_support import (
     PrivatePostgres,
@@ -200,32 +208,21 @@ def test_exactly_once_through_kills_lost_replies_and_server_restarts(
         graph = SandboxClient(sandbox_server, http)
         client_id, key = new_client(pipeline, "chaos-scale")
         api_proc = pipeline.start_api(api_port)
-        post_ids: dict[str, list[str]] = {}
-        with pipeline.api() as local_api:
-            for n in range(PAGES):
-                user = graph.mint_user(pages=1)
-                credential_id = pipeline.credential(local_api, key, user)
-                page_id = user["pages"][0]["id"]
-                post_ids[page_id] = []
-                for i in range(POSTS_PER_PAGE):
-                    post_ids[page_id] += pipeline.add_posts(
-                        client_id,
-                        credential_id,
-                        page_id,
-                        [f"chaos at scale {n}-{i}"],
-                        due_in_s=3 + rng.random() * DUE_WINDOW_S,
-                    )
+        post_ids = posts_across_pages(
+            pipeline,
+            graph,
+            client_id,
+            key,
+            pages=PAGES,
+            per_page=POSTS_PER_PAGE,
+            label="chaos at scale",
+            window_s=DUE_WINDOW_S,
+            rng=rng,
+        )
         every = [i for ids in post_ids.values() for i in ids]
         wait_for(lambda: readyz(api) == 200, timeout_s=30, what="the API to be ready")
 
-        graph.fault(
-            path=r"/feed$",
-            method="POST",
-            times=100_000,
-            probability=LOST_REPLY_RATE,
-            after_effect=True,
-            drop_response=True,
-        )
+        lose_publish_replies(graph, LOST_REPLY_RATE, times=100_000)
         chaos = Chaos(pipeline, api, rng)
         chaos.start_all()
         outages: list[tuple[float, str, Callable[[], None], Callable[[], None]]] = [
@@ -256,17 +253,7 @@ def test_exactly_once_through_kills_lost_replies_and_server_restarts(
         wait_for(all_done, timeout_s=150, interval_s=0.5, what="every post published")
 
         # Exactly once: each post on its Page once, as the post it belongs to.
-        posts = {p.id: p for p in pipeline.posts(every)}
-        for page_id, ids in post_ids.items():
-            on_page = graph.posts(page_id)
-            messages = Counter(p["message"] for p in on_page)
-            duplicates = {m: c for m, c in messages.items() if c > 1}
-            assert not duplicates, f"published twice on {page_id}: {duplicates}"
-            assert len(on_page) == len(ids), (
-                f"{page_id}: {len(on_page)} on the Page, {len(ids)} posts"
-            )
-            assert {posts[i].graph_post_id for i in ids} == {p["id"] for p in on_page}
-            assert {posts[i].message for i in ids} == set(messages)
+        assert_each_published_once(pipeline, graph, post_ids)
 
         # The API saw each outage, and is ready again by itself: same process.
         assert chaos.not_ready_seen == {"redis", "postgres"}

@@ -21,14 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from offpost.graph.sandbox import RunningSandbox
 from offpost.models import AttemptOutcome, PostStatus
-from tests.conftest import fresh_postgres_database
-from tests.integration.pipeline_support import Pipeline, new_client, running_pipeline, wait_for
-from tests.integration.sandbox_support import TIMEOUT, SandboxClient
+from tests.integration.pipeline_support import (
+    Pipeline,
+    new_client,
+    serving_pipeline,
+    wait_for,
+)
+from tests.integration.sandbox_support import SandboxClient, shared_sandbox_client
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -199,21 +202,14 @@ def pipeline(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Pipeline]:
     logs = tmp_path_factory.mktemp("misbehaving-logs")
-    with (
-        fresh_postgres_database(postgres_server_url) as db,
-        running_pipeline(db, redis_url, sandbox_server, Path(logs)) as pipeline,
-    ):
-        pipeline.start_worker()
-        pipeline.start_dispatcher()
+    with serving_pipeline(postgres_server_url, redis_url, sandbox_server, Path(logs)) as pipeline:
         yield pipeline
 
 
 @pytest.fixture
 def graph(sandbox_server: RunningSandbox) -> Iterator[SandboxClient]:
-    with httpx.Client(base_url=sandbox_server.url, timeout=TIMEOUT) as http:
-        client = SandboxClient(sandbox_server, http)
+    with shared_sandbox_client(sandbox_server) as client:
         yield client
-        client.control("DELETE", "/faults")
 
 
 def for_page(fault: dict[str, Any], page_id: str) -> dict[str, Any]:

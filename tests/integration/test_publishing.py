@@ -12,15 +12,18 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
-import httpx
 import pytest
 
 from offpost.graph.sandbox import RunningSandbox
 from offpost.models import AttemptOutcome, CredentialStatus, PostStatus
 from offpost.models.credential import Credential
-from tests.conftest import fresh_postgres_database
-from tests.integration.pipeline_support import Pipeline, new_client, running_pipeline, wait_for
-from tests.integration.sandbox_support import TIMEOUT, SandboxClient
+from tests.integration.pipeline_support import (
+    Pipeline,
+    new_client,
+    serving_pipeline,
+    wait_for,
+)
+from tests.integration.sandbox_support import SandboxClient, shared_sandbox_client
 
 logger = logging.getLogger(__name__)
 pytestmark = pytest.mark.timeout(180)
@@ -34,12 +37,7 @@ def pipeline(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Pipeline]:
     logs = tmp_path_factory.mktemp("pipeline-logs")
-    with (
-        fresh_postgres_database(postgres_server_url) as db,
-        running_pipeline(db, redis_url, sandbox_server, Path(logs)) as pipeline,
-    ):
-        pipeline.start_worker()
-        pipeline.start_dispatcher()
+    with serving_pipeline(postgres_server_url, redis_url, sandbox_server, Path(logs)) as pipeline:
         yield pipeline
         text = pipeline.log_text()
         # No token or secret in any process's log.
@@ -49,11 +47,8 @@ def pipeline(
 
 @pytest.fixture
 def graph(sandbox_server: RunningSandbox) -> Iterator[SandboxClient]:
-    # No reset: the module's processes share this sandbox; each test mints its own user.
-    with httpx.Client(base_url=sandbox_server.url, timeout=TIMEOUT) as http:
-        client = SandboxClient(sandbox_server, http)
+    with shared_sandbox_client(sandbox_server) as client:
         yield client
-        client.control("DELETE", "/faults")
 
 
 @pytest.fixture

@@ -27,9 +27,12 @@ from offpost.graph.sandbox import RunningSandbox
 from offpost.models import PostStatus, make_engine
 from offpost.models.keys import encrypted_columns
 from offpost.scheduler.settings import Settings
-from tests.conftest import fresh_postgres_database
 from tests.integration.api_support import add_client, api_client, bearer, make_settings
-from tests.integration.pipeline_support import Pipeline, new_client, running_pipeline
+from tests.integration.pipeline_support import (
+    Pipeline,
+    new_client,
+    serving_pipeline,
+)
 from tests.integration.posts_support import assert_problem
 from tests.integration.sandbox_support import TIMEOUT, SandboxClient, sandbox_client
 from tests.secrets_scan import register
@@ -224,12 +227,7 @@ def pipeline(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Pipeline]:
     logs = tmp_path_factory.mktemp("secrets-pipeline-logs")
-    with (
-        fresh_postgres_database(postgres_server_url) as db,
-        running_pipeline(db, redis_url, sandbox_server, Path(logs)) as pipeline,
-    ):
-        pipeline.start_worker()
-        pipeline.start_dispatcher()
+    with serving_pipeline(postgres_server_url, redis_url, sandbox_server, Path(logs)) as pipeline:
         yield pipeline
 
 

@@ -8,15 +8,18 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import select
 
 from offpost.graph.sandbox import RunningSandbox
 from offpost.models import DeliveryStatus, PostStatus, WebhookEvent
-from tests.conftest import fresh_postgres_database
-from tests.integration.pipeline_support import Pipeline, new_client, running_pipeline, wait_for
-from tests.integration.sandbox_support import TIMEOUT, SandboxClient
+from tests.integration.pipeline_support import (
+    Pipeline,
+    new_client,
+    serving_pipeline,
+    wait_for,
+)
+from tests.integration.sandbox_support import SandboxClient, shared_sandbox_client
 from tests.integration.webhook_receiver import Received, Receiver, running_receiver
 
 pytestmark = pytest.mark.timeout(180)
@@ -37,12 +40,9 @@ def pipeline(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Pipeline]:
     logs = tmp_path_factory.mktemp("webhook-pipeline-logs")
-    with (
-        fresh_postgres_database(postgres_server_url) as db,
-        running_pipeline(db, redis_url, sandbox_server, Path(logs), **FAST_WEBHOOKS) as pipeline,
-    ):
-        pipeline.start_worker()
-        pipeline.start_dispatcher()
+    with serving_pipeline(
+        postgres_server_url, redis_url, sandbox_server, Path(logs), **FAST_WEBHOOKS
+    ) as pipeline:
         yield pipeline
         text = pipeline.log_text()
         assert sandbox_server.app_secret not in text
@@ -52,10 +52,8 @@ def pipeline(
 
 @pytest.fixture
 def graph(sandbox_server: RunningSandbox) -> Iterator[SandboxClient]:
-    with httpx.Client(base_url=sandbox_server.url, timeout=TIMEOUT) as http:
-        client = SandboxClient(sandbox_server, http)
+    with shared_sandbox_client(sandbox_server) as client:
         yield client
-        client.control("DELETE", "/faults")
 
 
 @pytest.fixture
