@@ -139,11 +139,12 @@ def sort_out(
                 )
             )
         }
-    blocked = ctx.blocks.blocked(
-        [ratelimit.app_key(ctx.app_id)]
-        + [ratelimit.page_key(target) for target in targets]
-        + [ratelimit.user_key(row.fb_user_id) for row in credentials.values()]
-    )
+    keys = {
+        post.id: ratelimit.keys_for_call(ctx.app_id, post.target, credentials[cid].fb_user_id)
+        for post in claimed
+        if (cid := post.credential_id) in credentials
+    }
+    blocked = ctx.blocks.blocked({key for post_keys in keys.values() for key in post_keys})
     ready: list[Ready] = []
     one_by_one: list[ClaimedPost] = []
     for post in claimed:
@@ -156,14 +157,7 @@ def sort_out(
             or page_token is None
             or post.reconcile_since is not None
             or post.attempts >= post.max_attempts
-            or any(
-                key in blocked
-                for key in (
-                    ratelimit.app_key(ctx.app_id),
-                    ratelimit.page_key(post.target),
-                    ratelimit.user_key(credential.fb_user_id),
-                )
-            )
+            or any(key in blocked for key in keys[post.id])
         ):
             one_by_one.append(post)
         else:
@@ -187,7 +181,7 @@ def publish_ready(ctx: PublishContext, ready: Sequence[Ready]) -> list[str]:
             reply = call.result()
         except LeaseTooShort:
             publisher = PostPublisher(ctx, item.post, item.tokens)
-            step = partial(publisher.not_started, attempt_ids[item.post.id])
+            step = partial(publisher.hand_back_unstarted, attempt_ids[item.post.id])
             outcomes.append(run_guarded(item.post, step))
             continue
         except GraphError as exc:

@@ -147,15 +147,6 @@ class PostPublisher:
             self.user_token = tokens.user_token
             self.page_token = tokens.page_token
 
-    def attempt_failed(self, attempt_id: str, started_at: datetime, exc: GraphError) -> str:
-        """Carry on after the Graph call of an attempt started elsewhere (a batch) failed."""
-        return self._after_failed_attempt(attempt_id, started_at, exc)
-
-    def not_started(self, attempt_id: str) -> str:
-        """The batch opened an attempt but its call was not started (the lease was too
-        short): the post goes back to ``scheduled`` and the attempt, never sent, is removed."""
-        return self._hand_back_unstarted(attempt_id)
-
     # -- the protocol ------------------------------------------------------------------
 
     def run(self) -> str:
@@ -175,7 +166,9 @@ class PostPublisher:
         self.user_token = credential.user_token or ""
         self.page_token = page.page_token if page else None
 
-        wait_s = ctx.blocks.wait_s(self._limiter_keys())
+        wait_s = ratelimit.wait_s(
+            ctx.blocks, ratelimit.keys_for_call(ctx.app_id, post.target, self.fb_user_id)
+        )
         if wait_s > 0:
             return self._release(ctx.clock() + timedelta(seconds=wait_s), "waiting")
         try:
@@ -197,7 +190,7 @@ class PostPublisher:
     def _attempt(self) -> str:
         ctx, post = self.ctx, self.post
         if lease_too_short(ctx, post):
-            return self._hand_back_unstarted(None)
+            return self.hand_back_unstarted(None)
         now = ctx.clock()
         with ctx.sessions.begin() as session:
             attempt = begin_attempt(session, post.id, ctx.worker, now)
@@ -205,7 +198,7 @@ class PostPublisher:
         try:
             result = self._call_graph()
         except GraphError as exc:
-            return self._after_failed_attempt(attempt_id, started_at, exc)
+            return self.attempt_failed(attempt_id, started_at, exc)
         ctx.observer.graph_usage(result.usage, post.target)
         for key, wait_s in ratelimit.usage_blocks(
             result.usage, app_id=ctx.app_id, page_id=post.target
@@ -226,7 +219,8 @@ class PostPublisher:
 
     # -- outcomes ----------------------------------------------------------------------
 
-    def _after_failed_attempt(self, attempt_id: str, started_at: datetime, exc: GraphError) -> str:
+    def attempt_failed(self, attempt_id: str, started_at: datetime, exc: GraphError) -> str:
+        """What follows the failed Graph call of an attempt (this one's, or a batch's)."""
         ctx, post = self.ctx, self.post
         action = action_for(exc)
         ctx.observer.graph_error(exc)
@@ -368,8 +362,11 @@ class PostPublisher:
         """Back to ``scheduled`` without spending an attempt."""
         return self._finish(status=PostStatus.SCHEDULED, due_at=due_at, outcome=outcome, **values)
 
-    def _hand_back_unstarted(self, attempt_id: str | None) -> str:
-        """Back to ``scheduled``, due now, without calling Graph: see :func:`lease_too_short`."""
+    def hand_back_unstarted(self, attempt_id: str | None) -> str:
+        """Back to ``scheduled``, due now, without calling Graph: see :func:`lease_too_short`.
+
+        ``attempt_id`` is an attempt opened for the call (by a batch): never sent, it is
+        removed."""
         logger.warning(
             "not starting the Graph call for %s: its lease ends within the %.0f s a call may "
             "take; handed back to be published by the next worker",
@@ -474,13 +471,6 @@ class PostPublisher:
         )
 
     # -- rate limits and reconciliation ------------------------------------------------
-
-    def _limiter_keys(self) -> list[str]:
-        return [
-            ratelimit.app_key(self.ctx.app_id),
-            ratelimit.page_key(self.post.target),
-            ratelimit.user_key(self.fb_user_id),
-        ]
 
     def _block(self, exc: GraphRateLimitedError) -> None:
         key = ratelimit.key_for(

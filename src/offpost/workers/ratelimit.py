@@ -42,6 +42,11 @@ def user_key(fb_user_id: str) -> str:
     return f"user:{fb_user_id}"
 
 
+def keys_for_call(app_id: str, page_id: str, fb_user_id: str) -> list[str]:
+    """Every block that stops a call on ``page_id`` with ``fb_user_id``'s token."""
+    return [app_key(app_id), page_key(page_id), user_key(fb_user_id)]
+
+
 def key_for(error: GraphRateLimitedError, *, app_id: str, page_id: str, fb_user_id: str) -> str:
     """Which limiter a throttle error speaks of."""
     if error.scope == RateLimitScope.PAGE:
@@ -70,11 +75,13 @@ class BlockStore(Protocol):
     def block(self, key: str, wait_s: float) -> None:
         """Nobody calls Graph for ``key`` during the next ``wait_s`` seconds (extends only)."""
 
-    def wait_s(self, keys: Iterable[str]) -> float:
-        """Seconds until every one of ``keys`` is free (0 when none is blocked)."""
-
     def blocked(self, keys: Iterable[str]) -> dict[str, float]:
         """The blocked ones of ``keys``, each with its seconds to wait (one round trip)."""
+
+
+def wait_s(blocks: BlockStore, keys: Iterable[str]) -> float:
+    """Seconds until every one of ``keys`` is free (0 when none is blocked)."""
+    return max([0.0, *blocks.blocked(keys).values()])
 
 
 class MemoryBlockStore:
@@ -89,9 +96,6 @@ class MemoryBlockStore:
         until = self._clock() + wait_s
         with self._lock:
             self._until[key] = max(until, self._until.get(key, 0.0))
-
-    def wait_s(self, keys: Iterable[str]) -> float:
-        return max([0.0, *self.blocked(keys).values()])
 
     def blocked(self, keys: Iterable[str]) -> dict[str, float]:
         now = self._clock()
@@ -138,9 +142,6 @@ class RedisBlockStore:
                 type(exc).__name__,
                 extra={"action": "block_dropped"},
             )
-
-    def wait_s(self, keys: Iterable[str]) -> float:
-        return max([0.0, *self.blocked(keys).values()])
 
     def blocked(self, keys: Iterable[str]) -> dict[str, float]:
         unique = list(dict.fromkeys(keys))
