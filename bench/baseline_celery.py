@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 from datetime import UTC, datetime
 from typing import Any
@@ -100,6 +101,29 @@ def publisher(table: str) -> Publisher:
 @app.task(name=TASK)
 def publish(post_id: str, page_id: str, message: str, publish_at: str) -> None:
     publisher(TABLE).publish(post_id, page_id, message, publish_at)
+
+
+def worker_argv() -> list[str]:
+    """The naive baseline's Celery worker: 64 threads on a queue of its own."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "bench.baseline_celery",
+        "worker",
+        "--pool",
+        "threads",
+        "--concurrency",
+        "64",
+        "-Q",
+        QUEUE,
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "--loglevel",
+        "INFO",
+    ]
 
 
 def create_outcome_table(conn: psycopg.Connection[Any], table: str) -> None:

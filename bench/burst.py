@@ -26,6 +26,9 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+
+import psycopg
 
 from bench import baseline_apscheduler as aps
 from bench import baseline_celery as naive
@@ -254,25 +257,7 @@ def run_naive(sandbox: Sandbox, args: argparse.Namespace) -> DrainResult:
     with process_group() as procs:
         proc = procs.start(
             "naive-worker",
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "bench.baseline_celery",
-                "worker",
-                "--pool",
-                "threads",
-                "--concurrency",
-                "64",
-                "-Q",
-                naive.QUEUE,
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "--loglevel",
-                "INFO",
-            ],
+            naive.worker_argv(),
             baseline_env(sandbox, tenant),
         )
         wait_ready(procs, "naive-worker", "ready")
@@ -289,17 +274,31 @@ def run_naive(sandbox: Sandbox, args: argparse.Namespace) -> DrainResult:
         console.print(f"  enqueued {args.posts:,} eta tasks in {enqueue_s:.1f} s")
         if utcnow() > t0:
             console.print("  [red]enqueueing overran T0; lateness includes it[/red]")
-        with (
-            CpuMeter({"worker": proc.pid}, sandbox.pid) as cpu,
-            RssSampler({"worker": proc.pid}) as rss,
-        ):
-            done = wait_count(conn, f"SELECT count(*) FROM {naive.TABLE}", args.posts, args.timeout)
+        result = drain_baseline(
+            conn, "naive celery eta", naive.TABLE, "worker", proc.pid, sandbox, args
+        )
         procs.check_alive()
-    late, first, last = lateness(conn, f"SELECT publish_at, done_at FROM {naive.TABLE}")
     ok = conn.execute(f"SELECT count(*) FROM {naive.TABLE} WHERE ok").fetchone()
     conn.close()
+    result.notes = f"{ok[0] if ok else '?'} ok; enqueue {enqueue_s:.1f} s before T0"
+    return result
+
+
+def drain_baseline(
+    conn: psycopg.Connection[Any],
+    system: str,
+    table: str,
+    role: str,
+    pid: int,
+    sandbox: Sandbox,
+    args: argparse.Namespace,
+) -> DrainResult:
+    """Wait for a baseline's ``table`` to hold every outcome; what the drain took."""
+    with CpuMeter({role: pid}, sandbox.pid) as cpu, RssSampler({role: pid}) as rss:
+        done = wait_count(conn, f"SELECT count(*) FROM {table}", args.posts, args.timeout)
+    late, first, last = lateness(conn, f"SELECT publish_at, done_at FROM {table}")
     return DrainResult(
-        "naive celery eta",
+        system,
         done,
         (last - first).total_seconds(),
         late,
@@ -307,7 +306,6 @@ def run_naive(sandbox: Sandbox, args: argparse.Namespace) -> DrainResult:
         peak_rss_mb=rss.peak,
         sandbox_cpu_s=cpu.sandbox,
         postgres_cpu_s=cpu.postgres,
-        notes=f"{ok[0] if ok else '?'} ok; enqueue {enqueue_s:.1f} s before T0",
     )
 
 
@@ -346,24 +344,12 @@ def run_apscheduler(sandbox: Sandbox, args: argparse.Namespace) -> DrainResult:
         wait_ready(procs, "apscheduler", "apscheduler ready")
         if utcnow() > t0:
             console.print("  [red]APScheduler started after T0; lateness includes it[/red]")
-        with (
-            CpuMeter({"scheduler": proc.pid}, sandbox.pid) as cpu,
-            RssSampler({"scheduler": proc.pid}) as rss,
-        ):
-            done = wait_count(conn, f"SELECT count(*) FROM {aps.TABLE}", args.posts, args.timeout)
+        result = drain_baseline(
+            conn, "apscheduler 3", aps.TABLE, "scheduler", proc.pid, sandbox, args
+        )
         procs.check_alive()
-    late, first, last = lateness(conn, f"SELECT publish_at, done_at FROM {aps.TABLE}")
     conn.close()
-    return DrainResult(
-        "apscheduler 3",
-        done,
-        (last - first).total_seconds(),
-        late,
-        cpu.own,
-        peak_rss_mb=rss.peak,
-        sandbox_cpu_s=cpu.sandbox,
-        postgres_cpu_s=cpu.postgres,
-    )
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -87,25 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         pids["naive"] = [
             procs.start(
                 "naive-worker",
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "bench.baseline_celery",
-                    "worker",
-                    "--pool",
-                    "threads",
-                    "--concurrency",
-                    "64",
-                    "-Q",
-                    naive.QUEUE,
-                    "--without-gossip",
-                    "--without-mingle",
-                    "--without-heartbeat",
-                    "--loglevel",
-                    "INFO",
-                ],
+                naive.worker_argv(),
                 base,
             ).pid
         ]
