@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -27,6 +28,13 @@ DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
 TEST_DATABASE_URL = os.environ.get("OFFPOST_TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL)
 TEST_REDIS_URL = os.environ.get("OFFPOST_TEST_REDIS_URL", DEFAULT_TEST_REDIS_URL)
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def service_missing(what: str, exc: BaseException) -> None:

@@ -13,22 +13,15 @@ nothing is downloaded. Without it the test skips locally and fails under CI.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from offpost.models.migrate import upgrade_to_head
-from offpost.scheduler.api.app import create_app
-from offpost.scheduler.settings import Settings
 from tests.conftest import service_missing
 from tests.integration.admin_support import (
     EXPECTED_STATS,
@@ -37,6 +30,7 @@ from tests.integration.admin_support import (
     make_admin_settings,
     populate,
 )
+from tests.integration.api_support import running_api
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(300)]
 
@@ -52,33 +46,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def running_api(settings: Settings) -> Iterator[str]:
-    """The API app under a real uvicorn server in a thread; yields its base URL."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise AssertionError("the API server did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
 
 
 @pytest.fixture

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import uvicorn
 from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
 
@@ -14,6 +17,7 @@ from offpost.models import Client, hash_api_key, make_engine, make_sessionmaker,
 from offpost.models.migrate import upgrade_to_head
 from offpost.scheduler.api.app import create_app
 from offpost.scheduler.settings import Settings
+from tests.conftest import free_port
 
 
 def make_settings(
@@ -53,3 +57,30 @@ def api_client(settings: Settings, *, migrate: bool = True) -> Iterator[TestClie
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+@contextlib.contextmanager
+def running_api(settings: Settings) -> Iterator[str]:
+    """The API app under a real uvicorn server in a thread; yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            access_log=False,
+        )
+    )
+    thread = threading.Thread(target=server.run, name="uvicorn-api", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise AssertionError("the API server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)

@@ -10,60 +10,22 @@ can be sent real ones.
 from __future__ import annotations
 
 import contextlib
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import httpx
-import uvicorn
 from sqlalchemy import update
 
 from offpost.graph.sandbox import RunningSandbox
 from offpost.models import Attempt, AttemptOutcome, Post, PostStatus
 from offpost.models.migrate import upgrade_to_head
 from offpost.models.post import error_document
-from offpost.scheduler.api.app import create_app
 from offpost.scheduler.settings import Settings
 from tests.conftest import fresh_postgres_database
-from tests.integration.api_support import add_client, bearer, make_settings
+from tests.integration.api_support import add_client, bearer, make_settings, running_api
 from tests.integration.posts_support import db_session
 from tests.integration.sandbox_support import SandboxClient, sandbox_client
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def running_api(settings: Settings) -> Iterator[str]:
-    """The API app under a real uvicorn server in a thread; yields its base URL."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            access_log=False,
-        )
-    )
-    thread = threading.Thread(target=server.run, name="uvicorn-api", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise AssertionError("the API server did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
 
 
 @dataclass

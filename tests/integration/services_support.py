@@ -19,7 +19,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -28,6 +27,8 @@ from pathlib import Path
 
 import redis
 from sqlalchemy import create_engine, text
+
+from tests.conftest import free_port
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +40,6 @@ STOP_TIMEOUT_S = 30.0
 
 class ServiceError(RuntimeError):
     """A private server could not be set up, started or stopped."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _pg_tool(name: str) -> str:

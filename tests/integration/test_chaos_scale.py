@@ -30,7 +30,7 @@ import pytest
 
 from offpost.graph.sandbox import RunningSandbox
 from offpost.models import PostStatus
-from tests.conftest import service_missing
+from tests.conftest import free_port, service_missing
 from tests.integration.pipeline_support import (
     Pipeline,
     assert_each_published_once,
@@ -45,7 +45,6 @@ from tests.integration.services_support import (
     PrivatePostgres,
     PrivateRedis,
     ServiceError,
-    free_port,
     private_postgres,
     private_redis,
 )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,13 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import free_port
+
 OFFPOST = Path(sys.executable).with_name("offpost")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _lines(stream: object, into: queue.Queue[str]) -> None:
@@ -33,7 +28,7 @@ def _lines(stream: object, into: queue.Queue[str]) -> None:
 def test_cli_sandbox_serves_and_stops_on_signal(
     tmp_path: Path, stop_signal: signal.Signals
 ) -> None:
-    port = _free_port()
+    port = free_port()
     env = {name: value for name, value in os.environ.items() if not name.startswith("OFFPOST_")}
     proc = subprocess.Popen(
         [str(OFFPOST), "sandbox", "--port", str(port)],
