@@ -52,13 +52,13 @@ from offpost.models.transitions import (
     finish_published,
 )
 from offpost.workers import ratelimit
-from offpost.workers.decide import post_text
 from offpost.workers.observe import Finished
 from offpost.workers.publish import (
     PostPublisher,
     PublishContext,
     Tokens,
     lease_too_short,
+    publish_call,
     publish_guarded,
     run_guarded,
 )
@@ -198,11 +198,6 @@ def publish_ready(ctx: PublishContext, ready: Sequence[Ready]) -> list[str]:
             )
             outcomes.append("crashed")
             continue
-        ctx.observer.graph_usage(reply.usage, item.post.target)
-        for key, wait_s in ratelimit.usage_blocks(
-            reply.usage, app_id=ctx.app_id, page_id=item.post.target
-        ):
-            ctx.blocks.block(key, wait_s)
         published.append((item, reply))
     if published:
         outcomes += _record(ctx, published, attempt_ids, started_at)
@@ -214,13 +209,9 @@ class LeaseTooShort(Exception):
 
 
 def _call_graph(ctx: PublishContext, item: Ready) -> PublishResult:
-    post, token = item.post, item.tokens.page_token or ""
-    if lease_too_short(ctx, post):
+    if lease_too_short(ctx, item.post):
         raise LeaseTooShort
-    text = post_text(post.message, post.link, post.photo_url)
-    if post.photo_url:
-        return ctx.graph.publish_photo(post.target, token, url=post.photo_url, caption=text)
-    return ctx.graph.publish_feed(post.target, token, message=text, link=post.link)
+    return publish_call(ctx, item.post, item.tokens.page_token or "")
 
 
 def _record(

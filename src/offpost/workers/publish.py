@@ -118,6 +118,20 @@ def lease_too_short(ctx: PublishContext, post: ClaimedPost) -> bool:
     return ctx.clock() + timedelta(seconds=ctx.call_bound_s) > post.lease_expires_at
 
 
+def publish_call(ctx: PublishContext, post: ClaimedPost, page_token: str) -> PublishResult:
+    """The one Graph write for a post (a photo post or a feed post). Its usage headers
+    are counted and, when high, block the app or the Page for every worker."""
+    text = post_text(post.message, post.link, post.photo_url)
+    if post.photo_url:
+        result = ctx.graph.publish_photo(post.target, page_token, url=post.photo_url, caption=text)
+    else:
+        result = ctx.graph.publish_feed(post.target, page_token, message=text, link=post.link)
+    ctx.observer.graph_usage(result.usage, post.target)
+    for key, wait_s in ratelimit.usage_blocks(result.usage, app_id=ctx.app_id, page_id=post.target):
+        ctx.blocks.block(key, wait_s)
+    return result
+
+
 def run_guarded(post: ClaimedPost, step: Callable[[], str]) -> str:
     """Run one post's ``step``; an unexpected error leaves its lease to run out."""
     try:
@@ -196,26 +210,12 @@ class PostPublisher:
             attempt = begin_attempt(session, post.id, ctx.worker, now)
             attempt_id, started_at = attempt.id, attempt.started_at
         try:
-            result = self._call_graph()
+            result = publish_call(ctx, post, self.page_token or "")
         except GraphError as exc:
             return self.attempt_failed(attempt_id, started_at, exc)
-        ctx.observer.graph_usage(result.usage, post.target)
-        for key, wait_s in ratelimit.usage_blocks(
-            result.usage, app_id=ctx.app_id, page_id=post.target
-        ):
-            ctx.blocks.block(key, wait_s)
         return self._record_published(
             attempt_id, result.post_id or result.id, AttemptOutcome.PUBLISHED, counted=True
         )
-
-    def _call_graph(self) -> PublishResult:
-        post, token = self.post, self.page_token or ""
-        text = post_text(post.message, post.link, post.photo_url)
-        if post.photo_url:
-            return self.ctx.graph.publish_photo(
-                post.target, token, url=post.photo_url, caption=text
-            )
-        return self.ctx.graph.publish_feed(post.target, token, message=text, link=post.link)
 
     # -- outcomes ----------------------------------------------------------------------
 
