@@ -63,6 +63,10 @@ def test_each_thread_keeps_one_connection_of_its_own(server: tuple[str, list[int
         thread.start()
     for thread in threads:
         thread.join(timeout=10)
+    # A pool per thread, each holding the one connection its thread kept using.
+    pools = [t._pool for t in http._transport._transports]
+    assert len(pools) == 3
+    assert all(len(pool.connections) == 1 for pool in pools)
     http.close()
 
     assert errors == []
