@@ -29,10 +29,11 @@ import httpx
 import psutil
 import psycopg
 import redis
-from cryptography.fernet import Fernet
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
+
+from offpost.models.types import new_encryption_key
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -334,7 +335,7 @@ def make_tenant(sandbox: Sandbox, pages: int = 20, encryption_keys: str | None =
     from offpost.scheduler.api.app import create_app
     from offpost.scheduler.settings import Settings
 
-    keys = encryption_keys or Fernet.generate_key().decode()
+    keys = encryption_keys or new_encryption_key()
     settings = Settings(
         database_url=SA_URL,
         broker_url=REDIS_URL,

@@ -4,7 +4,8 @@ It learns the secrets as they are made, wherever they are made:
 
 - every token the in-process Graph sandbox mints (user, long-lived, Page and app
   tokens), every app secret it registers and every OAuth code it issues;
-- every Fernet key the tests generate (``Fernet.generate_key``), and the keys
+- every encryption key the tests make (through offpost's own
+  :func:`offpost.models.types.new_encryption_key`), and the keys
   that ``offpost up`` writes to ``.offpost-key`` files under the run's
   temporary folder;
 - whatever a test hands to :func:`register` (API keys, webhook secrets, …).
@@ -48,17 +49,19 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
-from cryptography.fernet import Fernet
 
 from offpost.graph.sandbox import state as sandbox_state
+from offpost.models import types
 from offpost.redact import install_log_scrubbing
 
 #: A secret shorter than this would match ordinary text by chance; none is this short.
@@ -111,7 +114,7 @@ SECRETS = SecretRegistry()
 
 
 def register(*secrets: str | bytes | None) -> None:
-    """Tell the scan about secrets a test made by other means than the sandbox or Fernet."""
+    """Tell the scan about secrets made elsewhere than the sandbox or offpost's key seam."""
     SECRETS.add(*secrets)
 
 
@@ -226,14 +229,23 @@ def _learn_the_secrets() -> None:
     _learn_from(world, "_store", lambda token, *_a, **_k: [token.value])
     _learn_from(world, "register_app", lambda app, *_a, **_k: [app.app_secret])
     _learn_from(world, "new_code", lambda code, *_a, **_k: [code.value])
-    original_generate_key = Fernet.generate_key.__func__  # type: ignore[attr-defined]
+    _learn_from_seam(types, "new_encryption_key", lambda key, *_a, **_k: [key])
 
-    def generate_key(cls: type[Fernet]) -> bytes:
-        key: bytes = original_generate_key(cls)
-        register(key)
-        return key
 
-    Fernet.generate_key = classmethod(generate_key)  # type: ignore[method-assign,assignment]
+def _learn_from_seam(
+    module: ModuleType, name: str, secrets_of: Callable[..., Iterable[Any]]
+) -> None:
+    """Like :func:`_learn_from`, for a function of offpost's that others import by name.
+
+    A module that imported it before the scan started holds the original, so
+    every loaded module's reference to it is replaced too.
+    """
+    original = getattr(module, name)
+    _learn_from(module, name, secrets_of)
+    learning = getattr(module, name)
+    for loaded in list(sys.modules.values()):
+        if loaded is not None and getattr(loaded, name, None) is original:
+            setattr(loaded, name, learning)
 
 
 # --- the hooks ---------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
-from cryptography.fernet import Fernet
 from sqlalchemy.orm import Session
 
 from offpost.models import (
@@ -29,6 +28,7 @@ from offpost.models import (
     make_sessionmaker,
     new_api_key,
 )
+from offpost.models.types import new_encryption_key
 from offpost.scheduler.settings import Settings
 from tests.conftest import sibling_redis_url
 
@@ -81,7 +81,7 @@ def make_admin_settings(database_url: str, redis_url: str, **extra: Any) -> Sett
         "graph_url": "http://127.0.0.1:9",
         "app_id": "1234",
         "app_secret": "not-a-real-secret",
-        "encryption_keys": Fernet.generate_key().decode(),
+        "encryption_keys": new_encryption_key(),
         "graph_timeout_s": 2.0,
         # The 401 tests fail authentication on purpose, many times a minute.
         "auth_failures_per_minute": 10_000,

@@ -9,12 +9,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
-from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
 
 from offpost.graph.sandbox import RunningSandbox
 from offpost.models import Client, hash_api_key, make_engine, make_sessionmaker, new_api_key
 from offpost.models.migrate import upgrade_to_head
+from offpost.models.types import new_encryption_key
 from offpost.scheduler.api.app import create_app
 from offpost.scheduler.settings import Settings
 from tests.conftest import free_port
@@ -29,7 +29,7 @@ def make_settings(
         "graph_url": sandbox.url,
         "app_id": sandbox.app_id,
         "app_secret": sandbox.app_secret,
-        "encryption_keys": Fernet.generate_key().decode(),
+        "encryption_keys": new_encryption_key(),
         "graph_timeout_s": 2.0,
     }
     values.update(extra)

@@ -23,7 +23,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -31,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from offpost.graph.sandbox import RunningSandbox
 from offpost.models import Attempt, Client, Post, PostStatus, make_engine, make_sessionmaker
 from offpost.models.migrate import upgrade_to_head
+from offpost.models.types import new_encryption_key
 from offpost.scheduler.api.app import create_app
 from offpost.scheduler.settings import Settings
 from tests.conftest import fresh_postgres_database
@@ -226,7 +226,7 @@ def running_pipeline(
             "OFFPOST_GRAPH_URL": sandbox.url,
             "OFFPOST_APP_ID": sandbox.app_id,
             "OFFPOST_APP_SECRET": sandbox.app_secret,
-            "OFFPOST_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+            "OFFPOST_ENCRYPTION_KEYS": new_encryption_key(),
             "PYTHONUNBUFFERED": "1",
             # A queue of its own: other runs sharing this Redis cannot take its messages.
             "OFFPOST_QUEUE": f"test-{secrets.token_hex(6)}",

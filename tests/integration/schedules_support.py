@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,13 +25,14 @@ from offpost.models import (
     new_api_key,
 )
 from offpost.models.migrate import upgrade_to_head
+from offpost.models.types import new_encryption_key
 from offpost.scheduler.api.app import create_app
 from offpost.scheduler.materialize import recurrence_of, restart_schedule
 from offpost.scheduler.settings import Settings
 
 PAGE_ID = "1001"
 #: One Fernet key for every engine of a test run, so each can read the others' tokens.
-TEST_KEY = Fernet.generate_key().decode()
+TEST_KEY = new_encryption_key()
 
 
 @dataclass(frozen=True)

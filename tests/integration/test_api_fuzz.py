@@ -24,7 +24,6 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from cryptography.fernet import Fernet
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
@@ -36,6 +35,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from offpost.graph.sandbox import RunningSandbox
+from offpost.models.types import new_encryption_key
 from offpost.scheduler.api.app import create_app
 from offpost.scheduler.settings import Settings
 from tests.integration.api_support import bearer
@@ -72,9 +72,7 @@ def openapi_document() -> dict[str, Any]:
     factory = logging.getLogRecordFactory()
     try:
         app = create_app(
-            Settings(
-                app_id="1", app_secret="unused", encryption_keys=Fernet.generate_key().decode()
-            )
+            Settings(app_id="1", app_secret="unused", encryption_keys=new_encryption_key())
         )
         return app.openapi()
     finally:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from cryptography.fernet import Fernet
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
@@ -30,6 +29,7 @@ from offpost.models import (
     new_api_key,
 )
 from offpost.models.migrate import upgrade_to_head
+from offpost.models.types import new_encryption_key
 from offpost.scheduler.cli import main
 
 HEADER = "target,message,link,photo_url,publish_at,timezone"
@@ -49,7 +49,7 @@ class Shop:
 def shop(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Shop]:
     upgrade_to_head(database_url)
     monkeypatch.setenv("OFFPOST_DATABASE_URL", database_url)
-    engine = make_engine(database_url, encryption_keys=[Fernet.generate_key().decode()])
+    engine = make_engine(database_url, encryption_keys=[new_encryption_key()])
     with make_sessionmaker(engine).begin() as session:
         bakery = Client(name="bakery", key_hash=hash_api_key(new_api_key()))
         other = Client(name="other", key_hash=hash_api_key(new_api_key()))

@@ -29,6 +29,7 @@ from offpost.models import (
 from offpost.models import keys as keys_module
 from offpost.models.errors import TokenDecryptionError
 from offpost.models.migrate import upgrade_to_head
+from offpost.models.types import new_encryption_key
 from offpost.scheduler.cli import main
 
 EngineFactory = Callable[..., Engine]
@@ -66,12 +67,12 @@ def engines(migrated_url: str) -> Iterator[EngineFactory]:
 
 @pytest.fixture
 def key_a() -> str:
-    return Fernet.generate_key().decode()
+    return new_encryption_key()
 
 
 @pytest.fixture
 def key_b() -> str:
-    return Fernet.generate_key().decode()
+    return new_encryption_key()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from cryptography.fernet import Fernet
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, StatementError
@@ -26,6 +25,7 @@ from offpost.models import (
     make_sessionmaker,
 )
 from offpost.models.migrate import upgrade_to_head
+from offpost.models.types import new_encryption_key
 
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 
@@ -33,7 +33,7 @@ T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
     upgrade_to_head(database_url)
-    engine = make_engine(database_url, encryption_keys=[Fernet.generate_key().decode()])
+    engine = make_engine(database_url, encryption_keys=[new_encryption_key()])
     yield engine
     engine.dispose()
 

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from cryptography.fernet import Fernet
 from sqlalchemy import select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -26,6 +25,7 @@ from offpost.models import (
 )
 from offpost.models.migrate import upgrade_to_head
 from offpost.models.post import DEFAULT_MAX_ATTEMPTS, error_document
+from offpost.models.types import new_encryption_key
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -33,7 +33,7 @@ BERLIN = ZoneInfo("Europe/Berlin")
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
     upgrade_to_head(database_url)
-    engine = make_engine(database_url, encryption_keys=[Fernet.generate_key().decode()])
+    engine = make_engine(database_url, encryption_keys=[new_encryption_key()])
     yield engine
     engine.dispose()
 

@@ -23,6 +23,7 @@ from offpost.models import (
 from offpost.models.errors import EncryptionKeysMissingError, TokenDecryptionError
 from offpost.models.keys import rotate_all
 from offpost.models.migrate import upgrade_to_head
+from offpost.models.types import new_encryption_key
 
 USER_TOKEN = "EAAGm0PX4ZCpsBAUserTokenPlaintext0123456789"
 PAGE_TOKEN = "EAAGm0PX4ZCpsBAPageTokenPlaintext9876543210"
@@ -54,12 +55,12 @@ def engines(migrated_url: str) -> Iterator[EngineFactory]:
 
 @pytest.fixture
 def old_key() -> str:
-    return Fernet.generate_key().decode()
+    return new_encryption_key()
 
 
 @pytest.fixture
 def new_key() -> str:
-    return Fernet.generate_key().decode()
+    return new_encryption_key()
 
 
 def _store_credential(engine: Engine) -> str:

@@ -26,6 +26,7 @@ from sqlalchemy import MetaData, text
 from offpost.graph.sandbox import RunningSandbox
 from offpost.models import PostStatus, make_engine
 from offpost.models.keys import encrypted_columns
+from offpost.models.types import new_encryption_key
 from offpost.scheduler.settings import Settings
 from tests.integration.api_support import add_client, api_client, bearer, make_settings
 from tests.integration.pipeline_support import (
@@ -73,7 +74,7 @@ def is_fernet(value: str) -> bool:
 def test_raw_rows_hold_no_plaintext_secret(
     database_url: str, sandbox_server: RunningSandbox, redis_url: str
 ) -> None:
-    fernet_key = Fernet.generate_key().decode()
+    fernet_key = new_encryption_key()
     settings = make_settings(
         database_url, sandbox_server, redis_url, encryption_keys=fernet_key, broker_url="memory://"
     )

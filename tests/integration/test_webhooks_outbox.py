@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from cryptography.fernet import Fernet
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,6 +25,7 @@ from offpost.models import (
 )
 from offpost.models.migrate import upgrade_to_head
 from offpost.models.periodic import claim_periodic_run
+from offpost.models.types import new_encryption_key
 from offpost.models.webhook_event import (
     claim_delivery,
     claim_due_events,
@@ -47,7 +47,7 @@ LEASE = timedelta(seconds=30)
 @pytest.fixture
 def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
     upgrade_to_head(database_url)
-    engine = make_engine(database_url, encryption_keys=[Fernet.generate_key().decode()])
+    engine = make_engine(database_url, encryption_keys=[new_encryption_key()])
     yield make_sessionmaker(engine)
     engine.dispose()
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from cryptography.fernet import Fernet
 
+from offpost.models.types import new_encryption_key
 from offpost.scheduler.dashboard.session import (
     SESSION_TTL,
     SessionSigner,
@@ -21,7 +21,7 @@ KEY_HASH = "ab" * 32
 
 @pytest.fixture
 def keys() -> list[str]:
-    return [Fernet.generate_key().decode(), Fernet.generate_key().decode()]
+    return [new_encryption_key(), new_encryption_key()]
 
 
 def test_a_token_verifies_until_it_expires(keys: list[str]) -> None:

@@ -22,6 +22,7 @@ from offpost.models.types import (
     StrEnumType,
     UTCDateTime,
     make_cipher,
+    new_encryption_key,
     rotate_ciphertext,
     to_utc,
 )
@@ -113,7 +114,7 @@ def test_a_value_read_in_another_session_zone_is_converted_to_utc() -> None:
 
 
 def test_a_token_is_stored_as_fernet_ciphertext_and_read_back() -> None:
-    dialect = _dialect_with_keys(Fernet.generate_key().decode())
+    dialect = _dialect_with_keys(new_encryption_key())
     stored = EncryptedToken().process_bind_param(TOKEN, dialect)
     assert stored is not None
     assert TOKEN not in stored
@@ -122,7 +123,7 @@ def test_a_token_is_stored_as_fernet_ciphertext_and_read_back() -> None:
 
 
 def test_two_writes_of_the_same_token_differ() -> None:
-    dialect = _dialect_with_keys(Fernet.generate_key().decode())
+    dialect = _dialect_with_keys(new_encryption_key())
     first = EncryptedToken().process_bind_param(TOKEN, dialect)
     assert first != EncryptedToken().process_bind_param(TOKEN, dialect)
 
@@ -140,8 +141,8 @@ def test_a_dialect_without_keys_refuses_to_write_or_read_a_token() -> None:
 
 
 def test_a_ciphertext_of_a_removed_key_says_what_to_do_without_token_material() -> None:
-    old = _dialect_with_keys(Fernet.generate_key().decode())
-    new = _dialect_with_keys(Fernet.generate_key().decode())
+    old = _dialect_with_keys(new_encryption_key())
+    new = _dialect_with_keys(new_encryption_key())
     stored = EncryptedToken().process_bind_param(TOKEN, old)
     assert stored is not None
     with pytest.raises(TokenDecryptionError) as caught:
@@ -156,7 +157,7 @@ def test_a_ciphertext_of_a_removed_key_says_what_to_do_without_token_material() 
 
 
 def test_the_first_key_encrypts_and_any_key_decrypts() -> None:
-    old_key, new_key = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    old_key, new_key = new_encryption_key(), new_encryption_key()
     stored_with_old = EncryptedToken().process_bind_param(TOKEN, _dialect_with_keys(old_key))
     both = _dialect_with_keys(new_key, old_key)
     assert EncryptedToken().process_result_value(stored_with_old, both) == TOKEN
@@ -165,7 +166,7 @@ def test_the_first_key_encrypts_and_any_key_decrypts() -> None:
 
 
 def test_rotating_a_ciphertext_makes_the_newest_key_alone_enough() -> None:
-    old_key, new_key = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    old_key, new_key = new_encryption_key(), new_encryption_key()
     stored = make_cipher([old_key]).encrypt(TOKEN.encode()).decode()
     rotated = rotate_ciphertext(make_cipher([new_key, old_key]), stored)
     assert Fernet(new_key).decrypt(rotated.encode()).decode() == TOKEN
@@ -174,7 +175,7 @@ def test_rotating_a_ciphertext_makes_the_newest_key_alone_enough() -> None:
 
 
 def test_make_cipher_refuses_a_bad_key_without_echoing_it() -> None:
-    good = Fernet.generate_key().decode()
+    good = new_encryption_key()
     with pytest.raises(ValueError, match="key #2 is not a Fernet key") as caught:
         make_cipher([good, "not-a-key-secret"])
     assert "not-a-key-secret" not in str(caught.value)

@@ -73,10 +73,10 @@ def test_a_test_that_logs_a_secret_fails_and_the_report_does_not_repeat_it(
 def test_a_secret_in_a_process_log_fails_the_run(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
-        from cryptography.fernet import Fernet
+        from offpost.models.types import new_encryption_key
 
         def test_writes_a_log(tmp_path):
-            key = Fernet.generate_key().decode()
+            key = new_encryption_key()
             (tmp_path / "worker.log").write_text("starting with key " + key + "\\n")
         """
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
+from offpost.models.types import new_encryption_key
 from offpost.scheduler.settings import Settings, SettingsError, load_settings
 
 
@@ -27,7 +28,7 @@ def test_defaults_match_the_contract() -> None:
 
 
 def test_every_variable_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    key = Fernet.generate_key().decode()
+    key = new_encryption_key()
     values = {
         "OFFPOST_DATABASE_URL": "postgresql+psycopg://u@db:5432/offpost",
         "OFFPOST_BROKER_URL": "redis://cache:6379/3",
@@ -35,7 +36,7 @@ def test_every_variable_is_read_from_the_environment(monkeypatch: pytest.MonkeyP
         "OFFPOST_GRAPH_VERSION": "v25.0",
         "OFFPOST_APP_ID": "1234567890",
         "OFFPOST_APP_SECRET": "s3cr3t",
-        "OFFPOST_ENCRYPTION_KEYS": f"{key}, {Fernet.generate_key().decode()}",
+        "OFFPOST_ENCRYPTION_KEYS": f"{key}, {new_encryption_key()}",
         "OFFPOST_API_HOST": "0.0.0.0",
         "OFFPOST_API_PORT": "9000",
         "OFFPOST_REFRESH_MARGIN_HOURS": "24",
@@ -101,7 +102,7 @@ def test_malformed_value_is_one_line_naming_the_variable(
 
 
 def test_bad_encryption_key_is_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
-    good = Fernet.generate_key().decode()
+    good = new_encryption_key()
     monkeypatch.setenv("OFFPOST_ENCRYPTION_KEYS", f"{good},tooshort-but-secret")
     with pytest.raises(SettingsError) as caught:
         load_settings()
@@ -118,16 +119,14 @@ def test_require_names_the_missing_variable() -> None:
 
 
 def test_multi_fernet_encrypts_with_the_first_key() -> None:
-    new, old = Fernet.generate_key(), Fernet.generate_key()
-    settings = Settings(encryption_keys=f"{new.decode()},{old.decode()}")
+    new, old = new_encryption_key(), new_encryption_key()
+    settings = Settings(encryption_keys=f"{new},{old}")
     token = settings.multi_fernet().encrypt(b"x")
     assert Fernet(new).decrypt(token) == b"x"
     assert settings.multi_fernet().decrypt(Fernet(old).encrypt(b"y")) == b"y"
 
 
 def test_secrets_stay_out_of_repr() -> None:
-    settings = Settings(
-        app_secret="very-secret-value", encryption_keys=Fernet.generate_key().decode()
-    )
+    settings = Settings(app_secret="very-secret-value", encryption_keys=new_encryption_key())
     assert "very-secret-value" not in repr(settings)
     assert settings.encryption_key_list()[0] not in repr(settings)

@@ -105,6 +105,11 @@ class EncryptedToken(TypeDecorator[str]):
         return decrypt(cipher_of(dialect), value)
 
 
+def new_encryption_key() -> str:
+    """A new random Fernet key, as text: the one place offpost makes an encryption key."""
+    return Fernet.generate_key().decode("ascii")
+
+
 def make_cipher(keys: list[str]) -> MultiFernet:
     """A cipher that encrypts with ``keys[0]`` and decrypts with any of ``keys``.
 

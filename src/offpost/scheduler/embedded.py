@@ -39,6 +39,7 @@ from offpost.graph.sandbox import running_sandbox
 from offpost.graph.sandbox.server import StoppableServer
 from offpost.models import Client, hash_api_key, make_engine, make_sessionmaker, new_api_key
 from offpost.models.migrate import upgrade_to_head
+from offpost.models.types import new_encryption_key
 from offpost.scheduler.api.app import create_app
 from offpost.scheduler.commands.roles import worker_config
 from offpost.scheduler.dispatcher import Dispatcher, DispatcherConfig
@@ -87,7 +88,7 @@ def read_or_create_key(folder: Path) -> str:
                 "the stored tokens cannot be read) or set OFFPOST_ENCRYPTION_KEYS"
             ) from None
         return key
-    key = Fernet.generate_key().decode()
+    key = new_encryption_key()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(key + "\n")
