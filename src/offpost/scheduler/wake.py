@@ -64,7 +64,7 @@ class RedisWaker:
         deadline = time.monotonic() + max(0.0, timeout_s)
         try:
             if self._pubsub is None:
-                self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+                self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
                 self._pubsub.subscribe(CHANNEL)
             while True:
                 remaining = deadline - time.monotonic()
