@@ -1,4 +1,4 @@
-"""A newcomer's first run: clone, install into a fresh virtualenv, `offpost up`, publish, restart.
+"""A newcomer's first run: clone, the README's install, `offpost up`, publish, restart.
 
 No settings, no Redis, no PostgreSQL, no Facebook app: `up` brings SQLite, an
 in-memory broker, a real Celery worker, the dispatcher, the API and the Graph
@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,18 +37,26 @@ def wait_until(check: Any, timeout_s: float, what: str) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def quick_start_install() -> str:
+    """The install half of the README's first command (the one that ends in `offpost up`)."""
+    readme = (REPO / "README.md").read_text()
+    command = readme.split("```sh\n", 1)[1].split("\n", 1)[0]
+    install, separator, _ = command.partition(" && .venv/bin/offpost up")
+    assert separator, f"the README's first command does not run offpost up: {command}"
+    return install
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The repository cloned and installed into a fresh virtual environment; its bin/."""
+    """The repository cloned and installed as the README says, in a fresh virtualenv; its bin/."""
     base = tmp_path_factory.mktemp("newcomer")
     clone = base / "offpost"
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
-    venv = base / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("OFFPOST_VENV", "VIRTUAL_ENV")}
     subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "--quiet", str(clone)], check=True, timeout=500
+        ["bash", "-c", quick_start_install()], cwd=clone, env=env, check=True, timeout=500
     )
-    return venv / "bin"
+    return clone / ".venv" / "bin"
 
 
 class Up:
