@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from offpost.models import (
@@ -20,6 +21,8 @@ from offpost.models import (
     make_engine,
     make_sessionmaker,
 )
+from offpost.models.base import utcnow
+from offpost.models.clock import DatabaseClock
 from offpost.models.migrate import upgrade_to_head
 from offpost.models.transitions import (
     begin_attempt,
@@ -38,8 +41,17 @@ LEASE = timedelta(seconds=60)
 
 @pytest.fixture
 def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    upgrade_to_head(database_url)
-    engine = make_engine(database_url)
+    yield from _sessions(database_url)
+
+
+@pytest.fixture
+def postgres_sessions(postgres_url: str) -> Iterator[sessionmaker[Session]]:
+    yield from _sessions(postgres_url)
+
+
+def _sessions(url: str) -> Iterator[sessionmaker[Session]]:
+    upgrade_to_head(url)
+    engine = make_engine(url)
     yield make_sessionmaker(engine)
     engine.dispose()
 
@@ -115,14 +127,19 @@ def test_worker_claim_is_guarded_against_duplicate_deliveries(
 
 
 def test_expired_leases_are_reaped_owing_reconciliation(sessions: sessionmaker[Session]) -> None:
+    # Leases are on the database's clock, so this test runs on real time.
+    lease = timedelta(seconds=1.5)
     [post_id] = add_posts(sessions, [timedelta(0)])
     with sessions.begin() as session:
         claim_due(session, NOW, 10)
-        claim_for_publishing(session, [post_id], "w1", NOW, LEASE)
-        begin_attempt(session, post_id, "w1", NOW)
+        [claimed] = claim_for_publishing(session, [post_id], "w1", utcnow(), lease)
+        begin_attempt(session, post_id, "w1", utcnow())
+    assert claimed.lease_deadline is not None
+    assert 1.0 < claimed.lease_deadline - time.monotonic() <= 1.5
     with sessions.begin() as session:
-        assert reap_expired(session, NOW + LEASE - timedelta(seconds=1), 10) == []
-    later = NOW + LEASE + timedelta(seconds=1)
+        assert reap_expired(session, utcnow(), 10) == []
+    time.sleep(1.6)
+    later = utcnow()
     with sessions.begin() as session:
         assert reap_expired(session, later, 10) == [post_id]
     with sessions() as session:
@@ -136,6 +153,25 @@ def test_expired_leases_are_reaped_owing_reconciliation(sessions: sessionmaker[S
     with sessions.begin() as session:
         # The late worker cannot record anything any more.
         assert finish(session, post_id, "w1", later, status=PostStatus.PUBLISHED) is False
+
+
+def test_a_reaper_whose_clock_runs_ahead_leaves_a_live_lease_alone(
+    postgres_sessions: sessionmaker[Session],
+) -> None:
+    """The database's clock decides that a lease ran out, not the reaper's machine's.
+
+    PostgreSQL only: on SQLite every process shares one machine, and so one clock.
+    """
+    sessions = postgres_sessions
+    [post_id] = add_posts(sessions, [timedelta(0)])
+    with sessions.begin() as session:
+        claim_due(session, NOW, 10)
+        # The worker's machine runs 10 minutes behind: its lease still ends 60 s from now.
+        claim_for_publishing(session, [post_id], "w1", utcnow() - timedelta(minutes=10), LEASE)
+    with sessions.begin() as session:
+        # A reaper whose machine runs 10 minutes ahead finds nothing to take back.
+        assert reap_expired(session, utcnow() + timedelta(minutes=10), 10) == []
+    assert statuses(sessions)[post_id] == PostStatus.PUBLISHING
 
 
 def test_stale_queued_posts_are_resent_once_per_window(sessions: sessionmaker[Session]) -> None:
@@ -191,3 +227,15 @@ def test_concurrent_dispatchers_never_claim_the_same_post(sessions: sessionmaker
     every = [i for mine in results for i in mine]
     assert len(every) == len(set(every)) == len(ids)
     assert sum(1 for mine in results if mine) >= 2  # the work was shared, not serialised
+
+
+def test_the_database_clock_corrects_a_machine_clock_that_is_off(
+    postgres_sessions: sessionmaker[Session],
+) -> None:
+    """A process whose machine runs 90 s ahead still stamps the database's time."""
+    ahead = DatabaseClock(postgres_sessions, machine=lambda: utcnow() + timedelta(seconds=90))
+    stamped = ahead()
+    with postgres_sessions() as session:
+        database = session.scalar(select(func.statement_timestamp()))
+    assert abs((stamped - database).total_seconds()) < 1.0
+    assert abs(ahead.offset.total_seconds() + 90) < 1.0

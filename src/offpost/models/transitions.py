@@ -18,29 +18,35 @@ correct there too. procrastinate's ``procrastinate_fetch_job`` is the model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     Integer,
+    Interval,
     String,
     Table,
     and_,
     column,
     func,
     insert,
+    literal,
     literal_column,
     select,
+    type_coerce,
     update,
 )
 from sqlalchemy import values as values_clause
 from sqlalchemy.orm import Session
 
-from offpost.models.attempt import Attempt, AttemptOutcome
+from offpost.models.attempt import Attempt, AttemptOutcome, Sent
+from offpost.models.clock import db_now, is_postgresql
 from offpost.models.ids import IdPrefix, id_factory
 from offpost.models.post import Post, PostStatus
+from offpost.models.types import UTCDateTime
 
 POSTS: Table = Post.__table__  # type: ignore[assignment]
 ATTEMPTS: Table = Attempt.__table__  # type: ignore[assignment]
@@ -135,10 +141,17 @@ def reap_expired(session: Session, now: datetime, limit: int) -> list[str]:
     Their worker died or hung, possibly after Graph published: the next worker
     reads the Page before calling Graph again (``reconcile_since``). The attempt
     left in flight is closed as ``retry`` with the offpost code ``lease_expired``.
+
+    Whether a lease ran out is decided by the database's clock inside the
+    statement (:func:`~offpost.models.clock.db_now`), the clock that set the
+    lease's end: a reaper whose machine runs ahead cannot take a post back while
+    its worker's call is still within the lease. ``now`` only stamps the rows
+    (and is the clock on SQLite, where everything shares one machine).
     """
+    database_now = db_now(session, now)
     expired = _picked(
         select(Post.id)
-        .where(_in_status(PostStatus.PUBLISHING), Post.lease_expires_at < now)
+        .where(_in_status(PostStatus.PUBLISHING), Post.lease_expires_at < database_now)
         .order_by(Post.lease_expires_at)
         .limit(limit),
         session,
@@ -149,7 +162,7 @@ def reap_expired(session: Session, now: datetime, limit: int) -> list[str]:
         .where(
             Post.id.in_(expired),
             Post.status == PostStatus.PUBLISHING,
-            Post.lease_expires_at < now,
+            Post.lease_expires_at < database_now,
         )
         .values(
             status=PostStatus.SCHEDULED,
@@ -196,6 +209,10 @@ class ClaimedPost:
     schedule_id: str | None
     #: When this worker's lease ends (the reaper may take the post back then).
     lease_expires_at: datetime | None = None
+    #: The lease's end on this process's monotonic clock (:func:`time.monotonic`):
+    #: the seconds the database granted, counted from the claim's reply, so that
+    #: this machine's wall clock plays no part in deciding whether it still holds it.
+    lease_deadline: float | None = None
 
 
 def claim_for_publishing(
@@ -205,16 +222,21 @@ def claim_for_publishing(
 
     A post not ``queued`` was claimed by another delivery of the same message,
     canceled, or is already done: the worker must not touch it.
+
+    The lease ends ``lease`` after the database's time of the statement; each
+    post comes back with that end also as a deadline on this process's
+    monotonic clock (``lease_deadline``), which is what the worker checks.
     """
     if not ids:
         return []
+    database_now = db_now(session, now)
     result = session.execute(
         update(Post)
         .where(Post.id.in_(list(ids)), Post.status == PostStatus.QUEUED)
         .values(
             status=PostStatus.PUBLISHING,
             lease_owner=worker,
-            lease_expires_at=now + lease,
+            lease_expires_at=_later(session, database_now, now, lease),
             updated_at=now,
         )
         .returning(
@@ -231,33 +253,61 @@ def claim_for_publishing(
             Post.reconcile_since,
             Post.schedule_id,
             Post.lease_expires_at,
+            database_now.label("claimed_at"),
         )
         .execution_options(synchronize_session=False)
     )
-    return [ClaimedPost(**row._asdict()) for row in result]
+    answered = time.monotonic()
+    claimed = []
+    for row in result:
+        values = row._asdict()
+        granted = (values["lease_expires_at"] - values.pop("claimed_at")).total_seconds()
+        claimed.append(ClaimedPost(**values, lease_deadline=answered + granted))
+    return claimed
 
 
-def begin_attempt(session: Session, post_id: str, worker: str, now: datetime) -> Attempt:
-    """Record that a Graph call for ``post_id`` starts now (outcome still unknown)."""
+def _later(session: Session, database_now: Any, now: datetime, lease: timedelta) -> Any:
+    """``database_now + lease`` as SQL (the lease's end on the database's clock)."""
+    if is_postgresql(session):
+        return type_coerce(database_now + literal(lease, Interval()), UTCDateTime())
+    return literal(now + lease, UTCDateTime())
+
+
+def begin_attempt(
+    session: Session, post_id: str, worker: str, now: datetime, sent: Sent | None = None
+) -> Attempt:
+    """Record that a Graph call for ``post_id`` starts now (outcome still unknown).
+
+    ``sent`` is what the call sends; ``None`` for an attempt that sends nothing
+    (a post found by reconciliation).
+    """
     number = session.scalar(
         select(func.coalesce(func.max(Attempt.number), 0)).where(Attempt.post_id == post_id)
     )
-    attempt = Attempt(post_id=post_id, number=int(number or 0) + 1, started_at=now, worker=worker)
+    attempt = Attempt(
+        post_id=post_id,
+        number=int(number or 0) + 1,
+        started_at=now,
+        worker=worker,
+        **(sent.columns() if sent else {}),
+    )
     session.add(attempt)
     session.flush()
     return attempt
 
 
 def begin_attempts(
-    session: Session, post_ids: Sequence[str], worker: str, now: datetime
+    session: Session, sends: Mapping[str, Sent], worker: str, now: datetime
 ) -> dict[str, str]:
-    """:func:`begin_attempt` for many posts in two statements: ``{post_id: attempt_id}``.
+    """:func:`begin_attempt` for many posts (``{post_id: what its call sends}``) in two
+    statements; returns ``{post_id: attempt_id}``.
 
     One lookup of the posts' highest attempt numbers, one multi-row INSERT. The
     rows commit with the caller's transaction, before any of the Graph calls.
     """
-    if not post_ids:
+    if not sends:
         return {}
+    post_ids = list(sends)
     numbers: dict[str, int] = {
         post_id: int(number)
         for post_id, number in session.execute(
@@ -274,6 +324,7 @@ def begin_attempts(
             "number": numbers.get(post_id, 0) + 1,
             "started_at": now,
             "worker": worker,
+            **sends[post_id].columns(),
         }
         for post_id in post_ids
     ]

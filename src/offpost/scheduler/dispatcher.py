@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session, sessionmaker
 
 from offpost.connections import DATABASE, REDIS, ConnectionWatch
-from offpost.models.base import utcnow
+from offpost.models.clock import DatabaseClock
 from offpost.models.transitions import claim_due, next_due_at, reap_expired, requeue_stale
 from offpost.scheduler.wake import LocalWaker, Waker
 
@@ -75,7 +75,7 @@ class Dispatcher:
         config: DispatcherConfig | None = None,
         waker: Waker | None = None,
         before_tick: Callable[[datetime], object] | None = None,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Callable[[], datetime] | None = None,
         check_broker: Callable[[], object] | None = None,
     ) -> None:
         self.sessions = sessions
@@ -86,7 +86,9 @@ class Dispatcher:
         self.config = config or DispatcherConfig()
         self.waker = waker or LocalWaker()
         self.before_tick = before_tick
-        self.clock = clock
+        #: The database's clock unless told otherwise: every dispatcher, on any
+        #: machine, claims, re-sends and stamps by the same time.
+        self.clock = clock or DatabaseClock(sessions)
         self.connections = ConnectionWatch()
         self._last_housekeeping: datetime | None = None
 

@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 from offpost.connections import DATABASE, ConnectionWatch
 from offpost.graph.client import GraphClient, make_http_client
 from offpost.models import make_engine, make_sessionmaker
+from offpost.models.clock import DatabaseClock
 from offpost.workers import ratelimit
 from offpost.workers.batch import publish_batch
 from offpost.workers.broker import TRANSPORT as PATCHED_REDIS_TRANSPORT
@@ -175,8 +176,11 @@ def build_context(config: WorkerConfig, observer: PublishObserver | None = None)
         )
     else:
         blocks = ratelimit.MemoryBlockStore()
+    sessions = make_sessionmaker(engine)
     return PublishContext(
-        sessions=make_sessionmaker(engine),
+        sessions=sessions,
+        # Every time this worker writes (attempts, retries) is on the database's clock.
+        clock=DatabaseClock(sessions),
         graph=graph,
         blocks=blocks,
         app_id=config.app_id,
