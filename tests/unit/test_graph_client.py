@@ -528,6 +528,7 @@ def test_page_posts_since_filter_and_paging(make_client: MakeClient) -> None:
                             "id": "7_3",
                             "message": "third",
                             "created_time": "2026-11-28T17:05:00+0000",
+                            "application": {"id": "1234", "name": "offpost"},
                         },
                         {
                             "id": "7_2",
@@ -556,7 +557,7 @@ def test_page_posts_since_filter_and_paging(make_client: MakeClient) -> None:
 
     first, second = recorder.requests
     assert first.url.path == "/v25.0/7/feed"
-    assert query(first)["fields"] == "id,message,link,created_time"
+    assert query(first)["fields"] == "id,message,link,created_time,application"
     assert query(first)["since"] == str(since_s)
     assert query(first)["limit"] == "2"
     assert (query(second)["until"], query(second)["__paging_token"]) == (str(until_s), "enc_abc")
@@ -568,6 +569,8 @@ def test_page_posts_since_filter_and_paging(make_client: MakeClient) -> None:
     assert result.posts[0].created_time == datetime(2026, 11, 28, 17, 5, tzinfo=UTC)
     assert result.posts[0].message == "third"
     assert (result.posts[1].message, result.posts[1].link) == (None, "https://x")
+    # The app that made a post, when Graph names one (a person's post has none).
+    assert [p.application_id for p in result.posts] == ["1234", None]
 
 
 def test_page_posts_without_since(make_client: MakeClient) -> None:

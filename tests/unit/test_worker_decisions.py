@@ -20,6 +20,7 @@ from offpost.graph.errors import (
     GraphTransientError,
 )
 from offpost.graph.types import FeedPost
+from offpost.models.attempt import Sent
 from offpost.scheduler.dispatcher import chunks, sleep_seconds
 from offpost.workers.decide import (
     Action,
@@ -29,7 +30,7 @@ from offpost.workers.decide import (
     post_text,
     retry_delay_s,
 )
-from offpost.workers.reconcile import find_published
+from offpost.workers.reconcile import Sought, find_published
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -102,38 +103,68 @@ def test_post_text(
     assert post_text(message, link, photo) == text
 
 
-def _feed(*posts: tuple[str, str | None, str | None, timedelta]) -> list[FeedPost]:
-    return [FeedPost(id=i, message=m, link=link, created_time=T0 + dt) for i, m, link, dt in posts]
+APP = "1234"
 
 
-def test_reconcile_finds_the_earliest_matching_post_since_the_attempt() -> None:
+def _feed(
+    *posts: tuple[str, str | None, str | None, timedelta], app: str | None = APP
+) -> list[FeedPost]:
+    return [
+        FeedPost(id=i, message=m, link=link, created_time=T0 + dt, application_id=app)
+        for i, m, link, dt in posts
+    ]
+
+
+def _sought(
+    text: str, link: str | None = None, lasted: timedelta = timedelta(seconds=10)
+) -> Sought:
+    """An attempt that sent ``text`` (and ``link``), started at T0 and lasted ``lasted``."""
+    return Sought.of(Sent.of(text, link, None), T0, T0 + lasted, timedelta(seconds=15))
+
+
+def test_reconcile_finds_the_earliest_post_the_attempt_made_inside_its_window() -> None:
     feed = _feed(
         ("old", "hi", None, -timedelta(hours=1)),
         ("ours", "hi", None, timedelta(seconds=2)),
         ("later", "hi", None, timedelta(seconds=30)),
         ("other", "bye", None, timedelta(seconds=1)),
     )
-    found = find_published(feed, text="hi", link=None, since=T0)
+    found = find_published(feed, [_sought("hi")], app_id=APP)
     assert found is not None
     assert found.id == "ours"
 
 
-def test_reconcile_allows_clock_skew_but_not_old_posts() -> None:
+def test_reconcile_allows_clock_skew_but_not_posts_outside_the_window() -> None:
+    # The window: from the start less the skew, to the end plus the settling time and the skew.
     feed = _feed(("skewed", "hi", None, -timedelta(seconds=30)))
-    assert find_published(feed, text="hi", link=None, since=T0) is not None
+    assert find_published(feed, [_sought("hi")], app_id=APP) is not None
     feed = _feed(("old", "hi", None, -timedelta(minutes=5)))
-    assert find_published(feed, text="hi", link=None, since=T0) is None
+    assert find_published(feed, [_sought("hi")], app_id=APP) is None
+    feed = _feed(("much later", "hi", None, timedelta(minutes=5)))
+    assert find_published(feed, [_sought("hi")], app_id=APP) is None
+
+
+def test_reconcile_matches_what_the_attempt_sent_not_the_posts_text_now() -> None:
+    feed = _feed(("sent", "Sale at 9", None, timedelta(seconds=1)))
+    assert find_published(feed, [_sought("Sale at 10 (corrected)")], app_id=APP) is None
+    assert find_published(feed, [_sought("  Sale at 9\n")], app_id=APP) is not None
+
+
+def test_reconcile_never_adopts_a_post_another_app_or_a_person_made() -> None:
+    for app in (None, "999"):
+        feed = _feed(("lookalike", "hi", None, timedelta(seconds=1)), app=app)
+        assert find_published(feed, [_sought("hi")], app_id=APP) is None
 
 
 def test_reconcile_skips_posts_other_offpost_posts_adopted_and_checks_the_link() -> None:
     feed = _feed(
         ("taken", "hi", None, timedelta(seconds=1)), ("free", "hi", None, timedelta(seconds=2))
     )
-    found = find_published(feed, text="hi", link=None, since=T0, taken={"taken"})
+    found = find_published(feed, [_sought("hi")], app_id=APP, taken={"taken"})
     assert found is not None
     assert found.id == "free"
     feed = _feed(("x", "hi", "https://other.example", timedelta(seconds=1)))
-    assert find_published(feed, text="hi", link="https://mine.example", since=T0) is None
+    assert find_published(feed, [_sought("hi", "https://mine.example")], app_id=APP) is None
 
 
 @pytest.mark.parametrize(

@@ -386,7 +386,7 @@ class GraphClient:
 
         Used to reconcile: "did our lost call create the post?".
         """
-        params = {"fields": "id,message,link,created_time", "limit": str(limit)}
+        params = {"fields": "id,message,link,created_time,application", "limit": str(limit)}
         since_s: int | None = None
         if since is not None:
             if since.tzinfo is None:
@@ -402,6 +402,7 @@ class GraphClient:
                 message=opt_str(item.get("message")),
                 link=opt_str(item.get("link")),
                 created_time=graph_time(item.get("created_time"), usage),
+                application_id=_application_id(item.get("application")),
             )
             for item in items
         ]
@@ -627,3 +628,10 @@ def _may_have_acted(where: str) -> str:
     if where.startswith("GET "):
         return ""
     return "; Graph may have acted on it"
+
+
+def _application_id(value: object) -> str | None:
+    """The ``id`` of a post's ``application`` object, if Graph gave one."""
+    if isinstance(value, dict):
+        return opt_id(value.get("id"))
+    return None

@@ -124,6 +124,9 @@ class FeedPost:
     message: str | None
     link: str | None
     created_time: datetime
+    #: The id of the app that made the post (Graph's ``application``); ``None`` when
+    #: a person made it in Facebook's own interface.
+    application_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,8 @@ Graph.
 from __future__ import annotations
 
 import enum
+import hashlib
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import CheckConstraint, ForeignKey, Integer, String, Text, UniqueConstraint
@@ -37,6 +39,36 @@ class AttemptOutcome(enum.StrEnum):
     NEEDS_REAUTH = "needs_reauth"
     #: The reply was lost, and reconciliation found the post on the Page.
     RECONCILED = "reconciled"
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """What one Graph call publishes, in the form reconciliation compares.
+
+    Recorded on the attempt before the call, so that a lost reply is searched
+    for by what *that call* sent, whatever the post holds later.
+    """
+
+    #: SHA-256 (hex) of the text, surrounding whitespace removed; ``None`` for no text.
+    text_sha256: str | None
+    #: The link of a feed post (a photo post carries its link in the caption).
+    link: str | None
+    #: The photo's URL, for a photo post.
+    media: str | None
+
+    @classmethod
+    def of(cls, text: str | None, link: str | None, media: str | None) -> Sent:
+        return cls(text_sha256(text), link, media)
+
+    def columns(self) -> dict[str, str | None]:
+        """The attempt columns that hold it."""
+        return {"sent_sha256": self.text_sha256, "sent_link": self.link, "sent_media": self.media}
+
+
+def text_sha256(text: str | None) -> str | None:
+    """The digest reconciliation compares texts by (whitespace at the ends ignored)."""
+    stripped = (text or "").strip()
+    return hashlib.sha256(stripped.encode("utf-8")).hexdigest() if stripped else None
 
 
 class Attempt(Base):
@@ -72,6 +104,11 @@ class Attempt(Base):
     fbtrace_id: Mapped[str | None] = mapped_column(String(64), default=None)
     #: Which worker made it (hostname and process), for operators.
     worker: Mapped[str | None] = mapped_column(String(255), default=None)
+    #: What the call sent, as reconciliation compares it with the Page's posts:
+    #: the SHA-256 of the text (message, or caption), the link, the photo URL.
+    sent_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    sent_link: Mapped[str | None] = mapped_column(Text, default=None)
+    sent_media: Mapped[str | None] = mapped_column(Text, default=None)
 
     @property
     def in_flight(self) -> bool:

@@ -86,6 +86,9 @@ class Post(Timestamps, Base):
         Index("ix_posts_client_created", "client_id", "created_at", "id"),
         Index("ix_posts_created", "created_at", "id"),
         Index("ix_posts_credential_status", "credential_id", "status"),
+        # A Graph post is at most one offpost post's: reconciliation can never adopt
+        # a post that another one recorded, however the two race.
+        Index("ix_posts_graph_post_id", "graph_post_id", unique=True),
     )
 
     id: Mapped[str] = mapped_column(
@@ -146,3 +149,11 @@ def error_document(
     ``code`` is Graph's ``error.code``, or an offpost code such as ``"timeout"``.
     """
     return {"code": code, "subcode": subcode, "message": message, "fbtrace_id": fbtrace_id}
+
+
+#: ``last_error.message`` of a post whose credential was deleted while an earlier
+#: attempt's outcome was unknown (it is ``failed`` with the code ``outcome_unknown``).
+OUTCOME_UNKNOWN_AT_DELETION = (
+    "the credential was deleted while an earlier attempt's outcome was unknown: the post "
+    "may be on the Page; offpost can no longer read the Page to find out"
+)

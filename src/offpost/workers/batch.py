@@ -61,6 +61,7 @@ from offpost.workers.publish import (
     publish_call,
     publish_guarded,
     run_guarded,
+    sent_by,
 )
 
 logger = logging.getLogger(__name__)
@@ -172,7 +173,9 @@ def publish_ready(ctx: PublishContext, ready: Sequence[Ready]) -> list[str]:
         return []
     started_at = ctx.clock()
     with ctx.sessions.begin() as session:
-        attempt_ids = begin_attempts(session, [r.post.id for r in ready], ctx.worker, started_at)
+        attempt_ids = begin_attempts(
+            session, {r.post.id: sent_by(r.post) for r in ready}, ctx.worker, started_at
+        )
     calls: list[Future[PublishResult]] = [ctx.pool.submit(_call_graph, ctx, r) for r in ready]
     outcomes: list[str] = []
     published: list[tuple[Ready, PublishResult]] = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from offpost.graph.errors import (
@@ -23,7 +23,10 @@ from offpost.graph.errors import (
     GraphTransientError,
 )
 
-#: A Graph clock and ours may disagree a little; the reconciliation window starts earlier.
+#: How far Graph's clock (a post's ``created_time``) and the database's (an attempt's
+#: times) may disagree: each attempt's reconciliation window is widened by this on
+#: both sides. Both are NTP-disciplined server clocks, normally milliseconds apart;
+#: a minute leaves room for a badly drifting one without reaching far back.
 RECONCILE_SKEW = timedelta(seconds=60)
 
 
@@ -130,8 +133,3 @@ def post_text(message: str | None, link: str | None, photo_url: str | None) -> s
     if photo_url and link:
         return f"{message}\n{link}" if message else link
     return message
-
-
-def reconcile_since(first_unknown: datetime) -> datetime:
-    """Where the search of the Page's posts for a lost publish starts."""
-    return first_unknown - RECONCILE_SKEW

@@ -22,13 +22,14 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session, noload, sessionmaker
 
 from offpost.graph.client import GraphClient
@@ -39,9 +40,10 @@ from offpost.graph.errors import (
 )
 from offpost.graph.types import PublishResult
 from offpost.models import Credential, CredentialStatus, Post, PostStatus
-from offpost.models.attempt import Attempt, AttemptOutcome
+from offpost.models.attempt import Attempt, AttemptOutcome, Sent
 from offpost.models.base import utcnow
 from offpost.models.credential import CredentialPage
+from offpost.models.post import OUTCOME_UNKNOWN_AT_DELETION
 from offpost.models.transitions import (
     ClaimedPost,
     begin_attempt,
@@ -58,7 +60,7 @@ from offpost.workers.decide import (
     retry_delay_s,
 )
 from offpost.workers.observe import NullObserver, PublishObserver
-from offpost.workers.reconcile import find_published
+from offpost.workers.reconcile import Sought, find_published
 
 logger = logging.getLogger(__name__)
 
@@ -112,10 +114,20 @@ def lease_too_short(ctx: PublishContext, post: ClaimedPost) -> bool:
     A call is therefore only started while the lease outlasts the longest call.
     Posts wait for a thread of the pool after their claim, so this can happen
     when Graph is slow and the pool is full.
+
+    The lease's end is the database's (see :func:`claim_for_publishing`), counted
+    on this process's monotonic clock from the claim's reply: a machine whose
+    wall clock is off cannot believe it has time it has not.
     """
-    if post.lease_expires_at is None:
+    if post.lease_deadline is None:
         return False
-    return ctx.clock() + timedelta(seconds=ctx.call_bound_s) > post.lease_expires_at
+    return time.monotonic() + ctx.call_bound_s > post.lease_deadline
+
+
+def sent_by(post: ClaimedPost) -> Sent:
+    """What :func:`publish_call` sends for ``post``, as its attempt records it."""
+    text = post_text(post.message, post.link, post.photo_url)
+    return Sent.of(text, None if post.photo_url else post.link, post.photo_url)
 
 
 def publish_call(ctx: PublishContext, post: ClaimedPost, page_token: str) -> PublishResult:
@@ -169,6 +181,13 @@ class PostPublisher:
             return self._release(ctx.clock(), "handed_back")
         credential, page = self._credential()
         if credential is None:
+            if post.reconcile_since is not None:
+                # The post may be on the Page, and without a token nobody can look.
+                return self._finish(
+                    status=PostStatus.FAILED,
+                    outcome="failed",
+                    last_error=_offpost_error("outcome_unknown", OUTCOME_UNKNOWN_AT_DELETION),
+                )
             return self._finish(
                 status=PostStatus.CANCELED,
                 outcome="canceled",
@@ -207,7 +226,7 @@ class PostPublisher:
             return self.hand_back_unstarted(None)
         now = ctx.clock()
         with ctx.sessions.begin() as session:
-            attempt = begin_attempt(session, post.id, ctx.worker, now)
+            attempt = begin_attempt(session, post.id, ctx.worker, now, sent_by(post))
             attempt_id, started_at = attempt.id, attempt.started_at
         try:
             result = publish_call(ctx, post, self.page_token or "")
@@ -479,29 +498,62 @@ class PostPublisher:
         self.ctx.blocks.block(key, exc.retry_after_s)
 
     def _reconcile(self, since: datetime) -> str | None:
+        """Adopt the post an earlier attempt may have made; None when there is none."""
         ctx, post = self.ctx, self.post
+        now = ctx.clock()
+        settle = timedelta(seconds=ctx.timeout_settle_s)
+        with ctx.sessions() as session:
+            attempts = session.execute(
+                select(
+                    Attempt.started_at,
+                    Attempt.finished_at,
+                    Attempt.sent_sha256,
+                    Attempt.sent_link,
+                    Attempt.sent_media,
+                ).where(
+                    Attempt.post_id == post.id,
+                    Attempt.started_at >= since,
+                    or_(Attempt.outcome.is_(None), Attempt.outcome == AttemptOutcome.RETRY),
+                )
+            ).all()
+        sought = [
+            Sought.of(
+                # An attempt from before offpost recorded what it sent sent the post's content.
+                Sent(a.sent_sha256, a.sent_link, a.sent_media)
+                if a.sent_sha256 or a.sent_link or a.sent_media
+                else sent_by(post),
+                a.started_at,
+                a.finished_at or now,
+                settle,
+            )
+            for a in attempts
+        ]
+        if not sought:
+            # Attempt rows commit before their Graph call: none means no call was made.
+            logger.info(
+                "reconciled %s: no attempt since %s reached Graph, publishing",
+                post.id,
+                since.isoformat(),
+                extra={"action": "reconcile_not_found", "post_id": post.id},
+            )
+            return None
         feed = ctx.graph.page_posts(
-            post.target, self.page_token or "", since=since - timedelta(minutes=1)
+            post.target,
+            self.page_token or "",
+            since=min(s.start for s in sought) - timedelta(minutes=1),
         )
         with ctx.sessions() as session:
             taken = {
                 graph_id
                 for graph_id in session.scalars(
                     select(Post.graph_post_id).where(
-                        Post.target == post.target,
                         Post.graph_post_id.in_([p.id for p in feed.posts]),
                         Post.id != post.id,
                     )
                 )
                 if graph_id is not None
             }
-        found = find_published(
-            feed.posts,
-            text=post_text(post.message, post.link, post.photo_url),
-            link=None if post.photo_url else post.link,
-            since=since,
-            taken=taken,
-        )
+        found = find_published(feed.posts, sought, app_id=ctx.app_id, taken=taken)
         if found is None:
             logger.info(
                 "reconciled %s: not on the Page, publishing again",

@@ -19,7 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from offpost.graph.sandbox.pages import graph_time, post_view
 from offpost.graph.sandbox.settings import SandboxSettings
-from offpost.graph.sandbox.state import DEFAULT_SCOPES, INVALIDATION_SUBCODES, SHORT_LIVED_S, World
+from offpost.graph.sandbox.state import (
+    DEFAULT_SCOPES,
+    INVALIDATION_SUBCODES,
+    SHORT_LIVED_S,
+    Post,
+    World,
+)
 
 CONTROL_PREFIX = "/_sandbox"
 #: A fault's ``body`` (a proxy's error page, say) stays well below a megabyte.
@@ -61,6 +67,11 @@ class InvalidateIn(_Body):
 
 class ClockIn(_Body):
     advance_seconds: float = Field(ge=0)
+
+
+class PersonPostIn(_Body):
+    message: str | None = Field(default=None, max_length=63_206)
+    link: str | None = None
 
 
 class FaultIn(_Body):
@@ -204,6 +215,31 @@ def page_posts(page_id: str, world: WorldDep) -> dict[str, Any]:
         if page is None:
             raise HTTPException(404, f"no page {page_id}")
         return {"data": [{**post_view(post), "page_id": page_id} for post in page.posts]}
+
+
+@router.post("/pages/{page_id}/posts", status_code=201)
+def person_posts(page_id: str, body: PersonPostIn, world: WorldDep) -> dict[str, Any]:
+    """A post a person made on the Page in Facebook's own interface: no app made it.
+
+    It appears in the Page's ``/feed`` like any other, without ``application``.
+    """
+    if body.message is None and body.link is None:
+        raise HTTPException(422, "give a message or a link")
+    with world.lock:
+        page = world.pages.get(page_id)
+        if page is None:
+            raise HTTPException(404, f"no page {page_id}")
+        post = world.add_post(
+            page,
+            Post(
+                post_id=f"{page_id}_{world.new_id(16)}",
+                page_id=page_id,
+                created_time=world.now(),
+                message=body.message,
+                link=body.link,
+            ),
+        )
+        return {**post_view(post), "page_id": page_id}
 
 
 @router.get("/calls")

@@ -49,6 +49,8 @@ def post_view(post: Post) -> dict[str, Any]:
     if post.scheduled_publish_time is not None:
         view["scheduled_publish_time"] = post.scheduled_publish_time
     view["permalink_url"] = f"https://www.facebook.com/{post.post_id}"
+    if post.app is not None:
+        view["application"] = {"id": post.app.app_id, "name": post.app.name}
     return view
 
 
@@ -226,6 +228,7 @@ async def publish_feed(world: World, req: GraphRequest, token: Token, page: Page
                 link=link,
                 published=published,
                 scheduled_publish_time=scheduled,
+                app=world.apps.get(token.app_id),
             ),
         )
     return _created(req, post, {"id": post.post_id})
@@ -255,6 +258,7 @@ async def publish_photo(
                 link=None,
                 published=published,
                 scheduled_publish_time=scheduled,
+                app=world.apps.get(token.app_id),
                 photo_id=photo_id,
                 photo_url=url,
             ),

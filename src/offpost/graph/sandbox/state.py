@@ -116,6 +116,9 @@ class Post:
     scheduled_publish_time: int | None = None
     photo_id: str | None = None
     photo_url: str | None = None
+    #: The app whose token made the post (Graph's ``application`` field); ``None``
+    #: for a post a person made in Facebook's own interface.
+    app: App | None = None
 
 
 @dataclass(eq=False)
