@@ -488,10 +488,16 @@ def sweep_misfires(
 def cancel_posts(
     session: Session, where: Iterable[Any], now: datetime, code: str, message: str
 ) -> list[tuple[str, str, datetime]]:
-    """Cancel the posts matching ``where``; returns ``(id, schedule_id, occurrence_at)`` of each."""
+    """Cancel the posts matching ``where``; returns ``(id, schedule_id, occurrence_at)`` of each.
+
+    A post whose last attempt may have published it (``reconcile_since``) is
+    never canceled: it is left to the worker, which reads the Page first and
+    either adopts what it finds or publishes it. A ``canceled`` post is never
+    on the Page.
+    """
     rows = session.execute(
         update(Post)
-        .where(*where)
+        .where(*where, Post.reconcile_since.is_(None))
         .values(
             status=PostStatus.CANCELED, last_error=error_document(code, message), updated_at=now
         )

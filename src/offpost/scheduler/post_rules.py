@@ -78,6 +78,40 @@ class PostStateError(OffpostError):
         self.status = status
 
 
+class PostOutcomeUnknownError(PostStateError):
+    """An earlier attempt may have published the post: it cannot change until offpost knows.
+
+    The post's last Graph call ended without an answer (a lost reply, a timeout,
+    a worker that died mid-call), so the post may already be on the Page with
+    the content it had then. Until a worker has read the Page
+    (reconciliation), an edit could publish a second post and a cancel could
+    answer ``canceled`` for a live one. ``known_at`` is when that read is due
+    (``None`` when it waits on something else, such as a fresh token).
+    """
+
+    def __init__(
+        self, post_id: str, status: PostStatus, action: str, known_at: datetime | None
+    ) -> None:
+        OffpostError.__init__(
+            self,
+            f"post {post_id} cannot be {action} yet: its last attempt may have published it "
+            "(Graph's answer never arrived), and offpost will know only after reading the "
+            "Page"
+            + (
+                f", on the next attempt at {known_at.isoformat()}"
+                if known_at is not None
+                else (
+                    " once the post is retried (POST /v1/posts/{id}/retry)"
+                    if status is PostStatus.FAILED
+                    else " once its credential has a valid token again"
+                )
+            )
+            + "; ask again then",
+        )
+        self.status = status
+        self.known_at = known_at
+
+
 class CursorError(OffpostError):
     """A pagination cursor that offpost did not make."""
 

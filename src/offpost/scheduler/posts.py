@@ -39,6 +39,7 @@ from offpost.scheduler.post_rules import (
     FieldProblem,
     PostInputError,
     PostNotFoundError,
+    PostOutcomeUnknownError,
     PostStateError,
     content_problem,
     initial_status,
@@ -453,16 +454,28 @@ def update_post(
     if sent and all(changes[name] is None for name in sent):
         kept = [getattr(Post, name).is_not(None) for name in CONTENT_FIELDS if name not in changes]
         extra.append(or_(*kept))
-    post = _guarded(session, client_id, post_id, EDITABLE_STATUSES, values, *extra)
+    post = _guarded(session, client_id, post_id, EDITABLE_STATUSES, values, *extra, _KNOWN)
     if post is None:
         current = load_post(session, client_id, post_id)
         if current.status not in EDITABLE_STATUSES:
             raise PostStateError(post_id, current.status, "edited")
+        if current.reconcile_since is not None:
+            raise _outcome_unknown(current, "edited")
         raise PostInputError(
             [FieldProblem(sent[0], "the post would have no message, link or photo_url left")]
         )
     session.commit()
     return post
+
+
+#: The guard that keeps edits and cancels away from a post whose last attempt may have
+#: published it: only once a worker has read the Page (reconciliation) is it known.
+_KNOWN = Post.reconcile_since.is_(None)
+
+
+def _outcome_unknown(post: Post, action: str) -> PostOutcomeUnknownError:
+    known_at = post.due_at if post.status in (PostStatus.SCHEDULED, PostStatus.QUEUED) else None
+    return PostOutcomeUnknownError(post.id, post.status, action, known_at)
 
 
 def _change_problems(changes: Mapping[str, Any], now: datetime) -> list[FieldProblem]:
@@ -484,13 +497,16 @@ def _change_problems(changes: Mapping[str, Any], now: datetime) -> list[FieldPro
 def cancel_post(session: Session, client_id: str | None, post_id: str, now: datetime) -> Post:
     """Cancel a post not yet publishing; an already canceled post is returned as it is. Commits.
 
-    Raises :class:`PostNotFoundError`, or :class:`PostStateError` once it is
+    Raises :class:`PostNotFoundError`, :class:`PostOutcomeUnknownError` while an
+    earlier attempt may have published it, or :class:`PostStateError` once it is
     ``publishing`` or ``published``.
     """
     values = {"status": PostStatus.CANCELED, "updated_at": now}
-    post = _guarded(session, client_id, post_id, CANCELABLE_STATUSES, values)
+    post = _guarded(session, client_id, post_id, CANCELABLE_STATUSES, values, _KNOWN)
     if post is None:
         post = load_post(session, client_id, post_id)
+        if post.status in CANCELABLE_STATUSES and post.reconcile_since is not None:
+            raise _outcome_unknown(post, "canceled")
         if post.status is not PostStatus.CANCELED:
             raise PostStateError(post_id, post.status, "canceled")
     session.commit()

@@ -28,6 +28,7 @@ from offpost.graph.errors import (
 )
 from offpost.graph.types import PageAccount, TokenInfo
 from offpost.models import Credential, CredentialPage, CredentialStatus, Post, PostStatus
+from offpost.models.post import OUTCOME_UNKNOWN_AT_DELETION, error_document
 
 logger = logging.getLogger(__name__)
 
@@ -195,22 +196,32 @@ def take_in_token(
     return store_verified_token(session, client_id, verified, now)
 
 
+#: The posts a deleted credential takes with it.
+_UNPUBLISHED = [PostStatus.SCHEDULED, PostStatus.QUEUED, PostStatus.FAILED, PostStatus.NEEDS_REAUTH]
+
+
 def forget_credential(session: Session, credential: Credential, now: datetime) -> int:
-    """Wipe the credential's tokens and cancel its unpublished posts; returns how many. Commits."""
+    """Wipe the credential's tokens and cancel its unpublished posts; returns how many. Commits.
+
+    A post whose last attempt may have published it cannot be said to be
+    canceled, and without a token nobody can read the Page to find out: it
+    becomes ``failed`` with the code ``outcome_unknown`` instead (not counted).
+    """
     credential.forget_tokens()
+    mine = [Post.credential_id == credential.id, Post.status.in_(_UNPUBLISHED)]
+    session.execute(
+        update(Post)
+        .where(*mine, Post.reconcile_since.is_not(None))
+        .values(
+            status=PostStatus.FAILED,
+            last_error=error_document("outcome_unknown", OUTCOME_UNKNOWN_AT_DELETION),
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
     result = session.execute(
         update(Post)
-        .where(
-            Post.credential_id == credential.id,
-            Post.status.in_(
-                [
-                    PostStatus.SCHEDULED,
-                    PostStatus.QUEUED,
-                    PostStatus.FAILED,
-                    PostStatus.NEEDS_REAUTH,
-                ]
-            ),
-        )
+        .where(*mine, Post.reconcile_since.is_(None))
         .values(status=PostStatus.CANCELED, updated_at=now)
         .execution_options(synchronize_session=False)
     )

@@ -23,7 +23,7 @@ from offpost.models import Client, Credential, CredentialStatus, IdPrefix, PostS
 from offpost.scheduler import post_rules as rules
 from offpost.scheduler import posts as store
 from offpost.scheduler.api.deps import AdminDep, NowDep, SessionDep, read_cursor
-from offpost.scheduler.api.problems import ProblemError, field_error
+from offpost.scheduler.api.problems import ProblemError, field_error, outcome_unknown
 from offpost.scheduler.api.schemas import CredentialList
 from offpost.scheduler.metrics import QueueProbe
 from offpost.scheduler.stats import Stats, collect_stats
@@ -63,6 +63,8 @@ def _answers() -> Iterator[None]:
         yield
     except rules.PostNotFoundError as exc:
         raise ProblemError("not_found", str(exc)) from exc
+    except rules.PostOutcomeUnknownError as exc:
+        raise outcome_unknown(exc) from exc
     except rules.PostStateError as exc:
         raise ProblemError("conflict", str(exc)) from exc
 

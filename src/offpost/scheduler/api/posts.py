@@ -36,7 +36,7 @@ from offpost.scheduler.api.deps import (
     SettingsDep,
     read_cursor,
 )
-from offpost.scheduler.api.problems import ProblemError, field_error
+from offpost.scheduler.api.problems import ProblemError, field_error, outcome_unknown
 from offpost.scheduler.api.schemas import (
     AttemptList,
     AttemptOut,
@@ -96,6 +96,8 @@ def _answers() -> Iterator[None]:
         ) from exc
     except rules.PostNotFoundError as exc:
         raise ProblemError("not_found", str(exc)) from exc
+    except rules.PostOutcomeUnknownError as exc:
+        raise outcome_unknown(exc) from exc
     except (rules.PostStateError, IdempotencyConflictError) as exc:
         raise ProblemError("conflict", str(exc)) from exc
     except GraphUnavailableError as exc:
@@ -289,7 +291,11 @@ def list_attempts(post_id: str, client: ClientDep, session: SessionDep) -> Attem
     response_model=PostOut,
     summary="Change a post not yet queued (scheduled, failed or needs_reauth)",
     responses={
-        409: {"description": "the post is queued, publishing, published or canceled"},
+        409: {
+            "description": "conflict: the post is queued, publishing, published or canceled; "
+            "outcome_unknown: its last attempt may have published it (Graph's answer was "
+            "lost) and offpost has not read the Page yet; Retry-After says when to ask again",
+        },
         422: {"description": "invalid_request; errors[].field names each bad field"},
         **_NOT_FOUND,
     },
@@ -316,7 +322,15 @@ def update_post(
     "/{post_id}",
     response_model=PostOut,
     summary="Cancel a post not yet publishing",
-    responses={409: {"description": "the post is publishing or published"}, **_NOT_FOUND},
+    responses={
+        409: {
+            "description": "conflict: the post is publishing or published; outcome_unknown: "
+            "its last attempt may have published it (Graph's answer was lost) and offpost has "
+            "not read the Page yet, so it cannot say it is canceled; Retry-After says when "
+            "to ask again",
+        },
+        **_NOT_FOUND,
+    },
 )
 def cancel_post(post_id: str, client: ClientDep, session: SessionDep, now: NowDep) -> PostOut:
     with _answers():

@@ -10,6 +10,7 @@ detail ever carries a token or the app secret: every text goes through
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,7 +19,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from offpost.errors import OffpostError
+from offpost.models.base import utcnow
 from offpost.redact import scrub
+from offpost.scheduler.post_rules import PostOutcomeUnknownError
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +33,8 @@ CODES: dict[str, tuple[int, str]] = {
     "forbidden": (403, "Forbidden"),
     "not_found": (404, "Not found"),
     "conflict": (409, "Conflict"),
+    # An edit or cancel while an earlier attempt may have published the post.
+    "outcome_unknown": (409, "Outcome unknown"),
     "invalid_request": (422, "Invalid request"),
     "invalid_token": (422, "Invalid token"),
     "payload_too_large": (413, "Payload too large"),
@@ -59,6 +64,20 @@ class ProblemError(OffpostError):
         self.detail = detail
         self.errors = errors or []
         self.headers = headers or {}
+
+
+def outcome_unknown(exc: PostOutcomeUnknownError) -> ProblemError:
+    """409 ``outcome_unknown``, with ``Retry-After`` when offpost knows when it will know."""
+    headers = {}
+    if exc.known_at is not None:
+        # The next attempt reads the Page first: ask again once it has had time to.
+        wait_s = (exc.known_at - utcnow()).total_seconds() + OUTCOME_KNOWN_AFTER_S
+        headers["Retry-After"] = str(max(OUTCOME_KNOWN_AFTER_S, math.ceil(wait_s)))
+    return ProblemError("outcome_unknown", str(exc), headers=headers)
+
+
+#: Seconds a worker normally needs, once a post is due, to read its Page.
+OUTCOME_KNOWN_AFTER_S = 5
 
 
 def field_error(field: str, message: str, code: str = "invalid_request") -> ProblemError:
