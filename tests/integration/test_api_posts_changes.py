@@ -337,6 +337,59 @@ def test_delete_is_409_once_publishing(
     assert load(settings, post_id).status is status
 
 
+# --- while an earlier attempt may have published the post --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_after"),
+    [
+        (PostStatus.SCHEDULED, True),
+        (PostStatus.QUEUED, True),
+        (PostStatus.FAILED, False),
+        (PostStatus.NEEDS_REAUTH, False),
+    ],
+)
+def test_edit_and_cancel_are_409_outcome_unknown_while_the_post_may_be_live(
+    api: TestClient, alice: Account, settings: Settings, status: PostStatus, retry_after: bool
+) -> None:
+    post_id = str(_create(api, alice)["id"])
+    due = datetime.now(UTC) + timedelta(seconds=30)
+    set_fields(
+        settings,
+        post_id,
+        status=status,
+        due_at=due,
+        reconcile_since=datetime.now(UTC) - timedelta(seconds=5),
+        attempts=1,
+    )
+    cancel = api.delete(f"/v1/posts/{post_id}", headers=alice.headers)
+    body = assert_problem(cancel, 409, "outcome_unknown")
+    assert "may have published it" in body["detail"]
+    assert ("Retry-After" in cancel.headers) is retry_after
+    if retry_after:
+        # The next attempt, which reads the Page first, is due in about 30 s.
+        assert 30 <= int(cancel.headers["Retry-After"]) <= 40
+    if status is not PostStatus.QUEUED:  # a queued post is not editable anyway
+        edit = api.patch(f"/v1/posts/{post_id}", json={"message": "new"}, headers=alice.headers)
+        assert_problem(edit, 409, "outcome_unknown")
+    post = load(settings, post_id)
+    assert (post.status, post.message) == (status, "hello")
+
+
+def test_once_the_outcome_is_known_the_post_can_be_edited_and_canceled_again(
+    api: TestClient, alice: Account, settings: Settings
+) -> None:
+    post_id = str(_create(api, alice)["id"])
+    set_fields(settings, post_id, reconcile_since=datetime.now(UTC))
+    assert_problem(
+        api.delete(f"/v1/posts/{post_id}", headers=alice.headers), 409, "outcome_unknown"
+    )
+    set_fields(settings, post_id, reconcile_since=None)  # a worker read the Page: nothing there
+    edit = api.patch(f"/v1/posts/{post_id}", json={"message": "new"}, headers=alice.headers)
+    assert edit.status_code == 200, edit.text
+    assert api.delete(f"/v1/posts/{post_id}", headers=alice.headers).json()["status"] == "canceled"
+
+
 # --- retry -------------------------------------------------------------------------------------
 
 

@@ -170,7 +170,13 @@ def admin_retry_post(
     "/posts/{post_id}/cancel",
     response_model=AdminPostOut,
     summary="Cancel any client's post not yet publishing",
-    responses={409: {"description": "the post is publishing or published"}, **_NOT_FOUND},
+    responses={
+        409: {
+            "description": "conflict: the post is publishing or published; outcome_unknown: "
+            "its last attempt may have published it and offpost has not read the Page yet",
+        },
+        **_NOT_FOUND,
+    },
 )
 def admin_cancel_post(
     post_id: str, admin: AdminDep, session: SessionDep, now: NowDep

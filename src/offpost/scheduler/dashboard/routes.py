@@ -422,7 +422,8 @@ def _post_page(
         client=db.get(Client, post.client_id),
         attempts=list(attempts),
         can_retry=post.status is PostStatus.FAILED,
-        can_cancel=post.status in CANCELABLE_STATUSES,
+        # Not while an earlier attempt may have published it (409 outcome_unknown).
+        can_cancel=post.status in CANCELABLE_STATUSES and post.reconcile_since is None,
         **context,
     )
 
