@@ -320,16 +320,256 @@ def lose_publish_replies(graph: SandboxClient, rate: float, times: int) -> None:
     )
 
 
+@dataclass
+class PostLedger:
+    """What a client was told about one post: the promise its post must keep."""
+
+    #: The message the post was created with.
+    original: str
+    #: The content the client last set successfully: the last edit answered 200, else
+    #: ``original``.
+    content: str
+    #: Every text the client ever asked for (original, edits answered 200 or 409): none
+    #: of them may be on the Page except ``content``, once.
+    texts: set[str]
+    #: Whether a cancel answered 200 (the post was then ``canceled``).
+    canceled: bool = False
+
+    @classmethod
+    def of(cls, message: str) -> PostLedger:
+        return cls(message, message, {message})
+
+
+@dataclass
+class Verdict:
+    """How the posts ended, against their ledgers; ``broken`` lists each promise broken."""
+
+    published: int = 0
+    canceled: int = 0
+    failed: int = 0
+    #: Page posts beyond the first of one offpost post (any of its texts).
+    duplicates: int = 0
+    #: Posts neither canceled nor failed that are not on their Page with their content.
+    lost: int = 0
+    broken: list[str] = field(default_factory=list)
+
+
+def check_promise(
+    pipeline: Pipeline,
+    graph: SandboxClient,
+    post_ids: dict[str, list[str]],
+    ledgers: dict[str, PostLedger],
+) -> Verdict:
+    """Each post exactly one of: ``published`` once, under its Graph id, with the content
+    its client last set; ``canceled`` (a cancel answered 200) and absent from the Page;
+    ``failed`` with a clear error (code and message, not ``outcome_unknown``) and absent.
+
+    Every Page post must be one of these posts' texts. Nothing is asserted: the
+    verdict counts and lists, so that a caller can report the numbers first.
+    """
+    posts = {p.id: p for p in pipeline.posts([i for ids in post_ids.values() for i in ids])}
+    verdict = Verdict()
+    broken = verdict.broken
+    for page_id, ids in post_ids.items():
+        owner = {text: i for i in ids for text in ledgers[i].texts}
+        on_page: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+        for page_post in graph.posts(page_id):
+            text = page_post.get("message")
+            if text in owner:
+                on_page[owner[text]].append(page_post)
+            else:
+                broken.append(f"{page_id}: a Page post no post of it asked for: {page_post}")
+        for i in ids:
+            post, ledger, found = posts[i], ledgers[i], on_page[i]
+            if post.message != ledger.content:  # a 409 changed it, or a 200 did not
+                broken.append(f"{i} holds {post.message!r}, the client set {ledger.content!r}")
+            verdict.duplicates += max(0, len(found) - 1)
+            if len(found) > 1:
+                shown = [(f["id"], f["message"]) for f in found]
+                broken.append(f"{i} is on {page_id} {len(found)} times: {shown}")
+            if post.status is PostStatus.PUBLISHED:
+                verdict.published += 1
+                if ledger.canceled:
+                    broken.append(f"{i} is published, but its cancel answered 200")
+                if not found:
+                    verdict.lost += 1
+                    broken.append(f"{i} is published as {post.graph_post_id}, not on {page_id}")
+                elif not any(
+                    f["id"] == post.graph_post_id and f["message"] == ledger.content for f in found
+                ):
+                    shown = [(f["id"], f["message"]) for f in found]
+                    broken.append(
+                        f"{i} is published as {post.graph_post_id} with {ledger.content!r}; "
+                        f"the Page holds {shown}"
+                    )
+                continue
+            if found:
+                shown = [(f["id"], f["message"]) for f in found]
+                broken.append(f"{i} is {post.status.value}, yet on {page_id}: {shown}")
+            if post.status is PostStatus.CANCELED:
+                verdict.canceled += 1
+                if not ledger.canceled:
+                    broken.append(f"{i} is canceled, but no cancel of it answered 200")
+            elif post.status is PostStatus.FAILED:
+                verdict.failed += 1
+                if ledger.canceled:
+                    broken.append(f"{i} failed, but its cancel answered 200")
+                error = post.last_error or {}
+                if not error.get("code") or not error.get("message"):
+                    broken.append(f"{i} failed without a clear error: {post.last_error}")
+                elif error["code"] == "outcome_unknown":
+                    broken.append(f"{i} failed with its outcome unknown: {post.last_error}")
+            else:
+                broken.append(f"{i} ended {post.status.value}")
+            if not ledger.canceled and post.status is not PostStatus.FAILED and not found:
+                verdict.lost += 1
+    return verdict
+
+
 def assert_each_published_once(
     pipeline: Pipeline, graph: SandboxClient, post_ids: dict[str, list[str]]
 ) -> None:
-    """Each post on its Page exactly once, under the Graph id and with the message offpost holds."""
-    posts = {p.id: p for p in pipeline.posts([i for ids in post_ids.values() for i in ids])}
-    for page_id, ids in post_ids.items():
-        on_page = graph.posts(page_id)
-        messages = Counter(p["message"] for p in on_page)
-        duplicates = {m: c for m, c in messages.items() if c > 1}
-        assert not duplicates, f"published twice on {page_id}: {duplicates}"
-        assert len(on_page) == len(ids), f"{page_id}: {len(on_page)} on the Page, {len(ids)} posts"
-        assert {posts[i].graph_post_id for i in ids} == {p["id"] for p in on_page}
-        assert {posts[i].message for i in ids} == set(messages)
+    """Each post ``published``, on its Page exactly once, under the Graph id and with the
+    message offpost holds (posts never edited nor canceled: :func:`check_promise`)."""
+    posts = pipeline.posts([i for ids in post_ids.values() for i in ids])
+    ledgers = {p.id: PostLedger.of(p.message or "") for p in posts}
+    verdict = check_promise(pipeline, graph, post_ids, ledgers)
+    assert not verdict.broken, "\n".join(verdict.broken[:20])
+    assert verdict.published == len(posts), verdict
+
+
+class ChangingClient:
+    """A client editing and canceling its posts through the HTTP API while chaos runs.
+
+    One request at a time (so "the last edit answered 200" is well defined), each
+    answer entered into the posts' :class:`PostLedger`. A target is drawn at
+    random among the posts falling due within a few seconds (an edit or cancel
+    then usually lands), those falling due right now (racing the dispatchers and
+    the workers) and, at ``unknown_share``, those owing reconciliation (their last
+    Graph call may have published them). Edits make unique texts
+    (``"<original> (edit <n>)"``), so a wrong or second publication shows.
+    ``answers`` counts ``"edit ok"``, ``"edit outcome_unknown"``, ``"edit conflict"``
+    and the same of ``cancel``; any other answer goes to ``unexpected``.
+    """
+
+    #: Seconds from now between which a post "falls due soon", and "falls due now".
+    SOON = (0.5, 6.0)
+    NOW = (-4.0, 0.5)
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        api: TestClient,
+        key: dict[str, str],
+        post_ids: list[str],
+        rng: random.Random,
+        *,
+        cancel_share: float,
+        unknown_share: float,
+        soon_share: float,
+    ) -> None:
+        posts = pipeline.posts(post_ids)
+        self.pipeline = pipeline
+        self.api = api
+        self.key = key
+        self.rng = rng
+        self.cancel_share = cancel_share
+        self.unknown_share = unknown_share
+        self.soon_share = soon_share
+        self.ledgers = {p.id: PostLedger.of(p.message or "") for p in posts}
+        self.due = sorted((p.due_at, p.id) for p in posts)
+        self.answers: Counter[str] = Counter()
+        self.unexpected: list[str] = []
+        self.edits = 0
+
+    def fire_until(self, deadline: float, pause_s: float) -> None:
+        """Edit or cancel a random post, pause up to ``2 * pause_s``, until ``deadline``
+        (:func:`time.monotonic`)."""
+        while time.monotonic() < deadline:
+            self.fire()
+            left = deadline - time.monotonic()
+            if left > 0:
+                time.sleep(min(left, self.rng.random() * 2 * pause_s))
+
+    def fire(self) -> None:
+        post_id = self._pick()
+        if not self.ledgers[post_id].canceled and self.rng.random() < self.cancel_share:
+            self._cancel(post_id)
+        else:
+            self._edit(post_id)
+
+    def _pick(self) -> str:
+        draw = self.rng.random()
+        if draw < self.unknown_share and (owing := self._owing_reconciliation()):
+            return self.rng.choice(owing)
+        lo, hi = self.SOON if draw < self.unknown_share + self.soon_share else self.NOW
+        now = datetime.now(UTC)
+        start, end = now + timedelta(seconds=lo), now + timedelta(seconds=hi)
+        window = [i for due, i in self.due if start <= due <= end]
+        return self.rng.choice(window or [i for _, i in self.due])
+
+    def _owing_reconciliation(self) -> list[str]:
+        with self.pipeline.sessions() as session:
+            return list(
+                session.scalars(
+                    select(Post.id).where(
+                        Post.id.in_(list(self.ledgers)),
+                        Post.reconcile_since.is_not(None),
+                        Post.status.in_([PostStatus.SCHEDULED, PostStatus.QUEUED]),
+                    )
+                )
+            )
+
+    def _edit(self, post_id: str) -> None:
+        ledger = self.ledgers[post_id]
+        self.edits += 1
+        text = f"{ledger.original} (edit {self.edits})"
+        ledger.texts.add(text)
+        response = self.api.patch(f"/v1/posts/{post_id}", json={"message": text}, headers=self.key)
+        if response.status_code == 200:
+            body = response.json()
+            if (
+                ledger.canceled
+                or body.get("message") != text
+                or body.get("status")
+                not in (
+                    "scheduled",
+                    "failed",
+                    "needs_reauth",
+                )
+            ):
+                self._unexpected("edit", post_id, response)
+            ledger.content = text
+            self.answers["edit ok"] += 1
+        else:
+            self._refused("edit", post_id, response)
+
+    def _cancel(self, post_id: str) -> None:
+        response = self.api.delete(f"/v1/posts/{post_id}", headers=self.key)
+        if response.status_code == 200:
+            if response.json().get("status") != "canceled":
+                self._unexpected("cancel", post_id, response)
+            self.ledgers[post_id].canceled = True
+            self.answers["cancel ok"] += 1
+        else:
+            self._refused("cancel", post_id, response)
+
+    def _refused(self, action: str, post_id: str, response: Any) -> None:
+        """A 409 ``conflict``, or ``outcome_unknown`` with ``Retry-After``: counted."""
+        try:
+            code = response.json().get("code")
+        except ValueError:
+            code = None
+        retry_after = response.headers.get("Retry-After", "")
+        if response.status_code == 409 and (
+            code == "conflict" or (code == "outcome_unknown" and retry_after.isdigit())
+        ):
+            self.answers[f"{action} {code}"] += 1
+        else:
+            self._unexpected(action, post_id, response)
+
+    def _unexpected(self, action: str, post_id: str, response: Any) -> None:
+        self.unexpected.append(
+            f"{action} {post_id}: {response.status_code} "
+            f"Retry-After={response.headers.get('Retry-After')} {response.text[:300]}"
+        )

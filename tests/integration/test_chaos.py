@@ -1,10 +1,20 @@
-"""The promise under fire: every post published exactly once while processes die.
+"""The promise under fire: edits and cancels while processes die and replies are lost.
 
-A few hundred posts fall due within seconds, across several Pages. Two
-dispatchers and three workers run; every second or so one of them is killed
+A few hundred posts fall due over some twenty seconds, across several Pages.
+Two dispatchers and three workers run; every second or so one of them is killed
 with SIGKILL at a random instant and restarted. A tenth of the publish replies
-are lost after Graph created the post. Afterwards every post is ``published``,
-exactly once, on its Page, and nothing is missing.
+are lost after Graph created the post. All the while a client edits and cancels
+random posts through the HTTP API, one request at a time: posts falling due
+within seconds, posts falling due right now, and posts whose last Graph call
+may have published them (those must answer ``409 outcome_unknown``). Each
+answer goes into the post's ledger: the content of its last edit answered 200
+(else its first message), and whether a cancel answered 200; a 409 changes
+nothing.
+
+Afterwards every post is exactly one of: ``published`` once, on its Page, under
+its Graph id, with the content the client last set; ``canceled`` after a cancel
+answered 200, and none of its texts on the Page; ``failed`` with a clear error
+and absent from the Page. Nothing in between, nothing twice, nothing lost.
 """
 
 from __future__ import annotations
@@ -17,12 +27,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from offpost.graph.sandbox import RunningSandbox
-from offpost.models import PostStatus
+from offpost.models import Attempt, AttemptOutcome, PostStatus
 from tests.conftest import fresh_postgres_database
 from tests.integration.pipeline_support import (
-    assert_each_published_once,
+    ChangingClient,
+    check_promise,
     lose_publish_replies,
     new_client,
     posts_across_pages,
@@ -35,20 +47,32 @@ logger = logging.getLogger(__name__)
 
 PAGES = 6
 POSTS_PER_PAGE = 50
-DUE_WINDOW_S = 8.0
+#: Posts fall due over most of the chaos, so that edits and cancels meet every state.
+DUE_WINDOW_S = 20.0
 CHAOS_S = 25.0
 LOST_REPLY_RATE = 0.1
+#: The client's pause between two requests: at random, up to twice this.
+CLIENT_PAUSE_S = 0.08
+#: Of the client's requests: cancels (the rest are edits); and the targets drawn
+#: among posts owing reconciliation, and among posts falling due soon (the rest
+#: among those falling due now).
+CANCEL_SHARE = 0.2
+UNKNOWN_SHARE = 0.25
+SOON_SHARE = 0.45
+TERMINAL = {PostStatus.PUBLISHED, PostStatus.CANCELED, PostStatus.FAILED}
 
 
 @pytest.mark.timeout(420)
-def test_exactly_once_through_kills_and_lost_replies(
+def test_promise_kept_through_kills_lost_replies_edits_and_cancels(
     postgres_server_url: str, redis_url: str, sandbox_server: RunningSandbox, tmp_path: Path
 ) -> None:
+    started = time.monotonic()
     rng = random.Random(20261128)
     with (
         fresh_postgres_database(postgres_server_url) as db,
         running_pipeline(db, redis_url, sandbox_server, tmp_path / "logs") as pipeline,
         httpx.Client(base_url=sandbox_server.url, timeout=TIMEOUT) as http,
+        pipeline.api() as api,
     ):
         graph = SandboxClient(sandbox_server, http)
         client_id, key = new_client(pipeline, "chaos")
@@ -64,6 +88,16 @@ def test_exactly_once_through_kills_and_lost_replies(
             rng=rng,
         )
         every = [i for ids in post_ids.values() for i in ids]
+        client = ChangingClient(
+            pipeline,
+            api,
+            key,
+            every,
+            random.Random(rng.random()),
+            cancel_share=CANCEL_SHARE,
+            unknown_share=UNKNOWN_SHARE,
+            soon_share=SOON_SHARE,
+        )
         lose_publish_replies(graph, LOST_REPLY_RATE, times=10_000)
 
         roles = {
@@ -78,26 +112,67 @@ def test_exactly_once_through_kills_and_lost_replies(
         kills = 0
         deadline = time.monotonic() + CHAOS_S
         while time.monotonic() < deadline:
-            time.sleep(0.5 + rng.random() * 1.5)
+            client.fire_until(time.monotonic() + 0.5 + rng.random() * 1.5, CLIENT_PAUSE_S)
             victim = rng.choice(sorted(roles))
             pipeline.kill(victim, signal.SIGKILL)
             kills += 1
-            time.sleep(rng.random() * 0.5)
+            client.fire_until(time.monotonic() + rng.random() * 0.5, CLIENT_PAUSE_S)
             roles[victim](victim)
+        faults_fired = sum(
+            10_000 - int(f["times"]) for f in graph.control("GET", "/faults")["data"]
+        )
         graph.control("DELETE", "/faults")
         logger.info("chaos over after %d kills; waiting for the rest", kills)
 
         def all_done() -> bool:
-            return all(p.status == PostStatus.PUBLISHED for p in pipeline.posts(every))
+            return all(p.status in TERMINAL for p in pipeline.posts(every))
 
-        wait_for(all_done, timeout_s=180, interval_s=0.5, what="every post published")
+        wait_for(all_done, timeout_s=180, interval_s=0.5, what="every post settled")
 
-        assert_each_published_once(pipeline, graph, post_ids)
-        lost = sum(1 for c in graph.control("GET", "/calls")["data"] if c.get("dropped"))
-        logger.info(
-            "%d posts, %d kills, %d replies lost: all published exactly once",
-            len(every),
-            kills,
-            lost,
+        verdict = check_promise(pipeline, graph, post_ids, client.ledgers)
+        lost_replies = sum(1 for c in graph.control("GET", "/calls")["data"] if c.get("dropped"))
+        answers = client.answers
+        edited = {
+            p.id
+            for p in pipeline.posts(every)
+            if p.status is PostStatus.PUBLISHED and p.message != client.ledgers[p.id].original
+        }
+        with pipeline.sessions() as session:
+            adopted = set(
+                session.scalars(
+                    select(Attempt.post_id).where(
+                        Attempt.post_id.in_(every), Attempt.outcome == AttemptOutcome.RECONCILED
+                    )
+                )
+            )
+        summary = (
+            f"chaos: posts={len(every)} kills={kills} lost_replies={lost_replies} "
+            f"(faults fired={faults_fired}, rate={LOST_REPLY_RATE}) "
+            f"edits ok={answers['edit ok']} "
+            f"refused outcome_unknown={answers['edit outcome_unknown']} "
+            f"refused conflict={answers['edit conflict']} "
+            f"cancels ok={answers['cancel ok']} "
+            f"refused outcome_unknown={answers['cancel outcome_unknown']} "
+            f"refused conflict={answers['cancel conflict']} "
+            f"unexpected answers={len(client.unexpected)} "
+            f"published={verdict.published} (edited={len(edited)}, "
+            f"adopted by reconciliation={len(adopted)}, both={len(edited & adopted)}) "
+            f"canceled={verdict.canceled} "
+            f"failed={verdict.failed} duplicates={verdict.duplicates} lost={verdict.lost} "
+            f"broken={len(verdict.broken)} in {time.monotonic() - started:.0f} s"
         )
+        logger.info("%s", summary)
+        print(f"\n{summary}")
+
+        assert not client.unexpected, "\n".join(client.unexpected[:20])
+        assert not verdict.broken, "\n".join(verdict.broken[:20])
+        assert verdict.duplicates == 0
+        assert verdict.lost == 0
+        assert verdict.published + verdict.canceled + verdict.failed == len(every)
+        # The chaos did what it is for: kills, lost replies, and every kind of answer.
         assert kills >= 10
+        assert lost_replies > 0
+        assert answers["edit ok"] > 0
+        assert answers["cancel ok"] > 0
+        assert answers["edit conflict"] + answers["cancel conflict"] > 0
+        assert answers["edit outcome_unknown"] + answers["cancel outcome_unknown"] > 0
