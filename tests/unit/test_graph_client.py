@@ -573,6 +573,30 @@ def test_page_posts_since_filter_and_paging(make_client: MakeClient) -> None:
     assert [p.application_id for p in result.posts] == ["1234", None]
 
 
+def test_page_posts_follows_next_past_an_empty_page(make_client: MakeClient) -> None:
+    """Graph may return an empty page that still names the next one; only a missing
+    ``next`` ends a listing, or a reconciliation read could miss the post it looks for."""
+    pages = iter(
+        [
+            {
+                "data": [],
+                "paging": {
+                    "next": "https://graph.facebook.com/v25.0/7/feed?limit=2&after=c1",
+                },
+            },
+            {
+                "data": [
+                    {"id": "7_9", "message": "ours", "created_time": "2026-11-28T17:05:00+0000"}
+                ]
+            },
+        ]
+    )
+    client, recorder = make_client(lambda r: ok(next(pages)))
+    result = client.page_posts("7", PAGE_TOKEN, limit=2)
+    assert [p.id for p in result.posts] == ["7_9"]
+    assert len(recorder.requests) == 2
+
+
 def test_page_posts_without_since(make_client: MakeClient) -> None:
     client, recorder = make_client(lambda r: ok({"data": []}))
     assert client.page_posts("7", PAGE_TOKEN).posts == ()

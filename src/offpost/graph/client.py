@@ -605,7 +605,9 @@ class GraphClient:
                 )
             items.extend(item for item in data if isinstance(item, dict))
             next_params = next_page_params(body.get("paging"), params)
-            if not data or next_params is None:
+            # An empty page does not end a listing: Graph may filter a page down to
+            # nothing and still name the next one. Only a missing ``next`` ends it.
+            if next_params is None:
                 return items, usage
             if next_params in seen:
                 raise GraphMalformedResponseError(
