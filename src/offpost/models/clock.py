@@ -8,7 +8,8 @@ therefore comes from the database server, not from the machine that writes it:
 - the statements that take and reap leases compute with the database's own
   time (:func:`db_now`: ``statement_timestamp()`` on PostgreSQL) inside the
   statement;
-- everything else a process writes comes from a :class:`DatabaseClock`: the
+- everything else a process writes or signs (a timed ``appsecret_proof``)
+  comes from a :class:`DatabaseClock`: the
   machine's clock corrected by its offset from the database's, measured with
   one ``SELECT`` and re-measured every :data:`RESYNC_S` seconds. Between
   measurements the offset drifts by the machines' rate difference (parts per
@@ -79,6 +80,10 @@ class DatabaseClock:
         if self._measured_at is None or time.monotonic() - self._measured_at >= self._resync_s:
             self.measure()
         return self._machine() + self.offset
+
+    def timestamp(self) -> float:
+        """The database's time as Unix seconds (a drop-in for :func:`time.time`)."""
+        return self().timestamp()
 
     def measure(self) -> None:
         """Measure the offset now (one short read-only transaction)."""

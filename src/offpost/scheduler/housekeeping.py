@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from offpost.connections import unreachable
 from offpost.graph.client import GraphClient, make_http_client
 from offpost.models import make_engine, make_sessionmaker
+from offpost.models.clock import DatabaseClock
 from offpost.models.periodic import claim_periodic_run
 from offpost.models.webhook_event import claim_due_events
 from offpost.scheduler.expiry import ExpirySweep, SweepResult
@@ -141,6 +142,7 @@ def build_housekeeping(
     if settings.app_id and settings.app_secret and settings.encryption_keys:
         engine = make_engine(settings.database_url, encryption_keys=settings.encryption_key_list())
         http = make_http_client(settings.graph_timeout_s)
+        sweep_sessions = make_sessionmaker(engine)
         graph = GraphClient(
             http,
             graph_url=settings.graph_url,
@@ -148,10 +150,10 @@ def build_housekeeping(
             app_id=settings.app_id,
             app_secret=settings.app_secret.get_secret_value(),
             appsecret_time=settings.appsecret_time,
+            # Timed proofs are signed on the database's clock, like everything else here.
+            clock=DatabaseClock(sweep_sessions).timestamp,
         )
-        sweep = ExpirySweep(
-            make_sessionmaker(engine), graph, timedelta(hours=settings.refresh_margin_hours)
-        )
+        sweep = ExpirySweep(sweep_sessions, graph, timedelta(hours=settings.refresh_margin_hours))
         closers += [http.close, engine.dispose]
     else:
         logger.warning(

@@ -160,6 +160,10 @@ def build_context(config: WorkerConfig, observer: PublishObserver | None = None)
         encryption_keys=config.encryption_keys,
         **worker_pool_options(config.database_url, config.publish_concurrency),
     )
+    sessions = make_sessionmaker(engine)
+    # Every time this worker writes (attempts, retries) or signs (a timed
+    # appsecret_proof) is on the database's clock, not on this machine's.
+    clock = DatabaseClock(sessions)
     graph = GraphClient(
         # One pool per publish thread (see PerThreadTransport), one connection each.
         make_http_client(config.graph_timeout_s, per_thread=True),
@@ -168,6 +172,7 @@ def build_context(config: WorkerConfig, observer: PublishObserver | None = None)
         app_id=config.app_id,
         app_secret=config.app_secret,
         appsecret_time=config.appsecret_time,
+        clock=clock.timestamp,
     )
     blocks: ratelimit.BlockStore
     if config.broker_url.startswith(("redis://", "rediss://")):
@@ -176,11 +181,9 @@ def build_context(config: WorkerConfig, observer: PublishObserver | None = None)
         )
     else:
         blocks = ratelimit.MemoryBlockStore()
-    sessions = make_sessionmaker(engine)
     return PublishContext(
         sessions=sessions,
-        # Every time this worker writes (attempts, retries) is on the database's clock.
-        clock=DatabaseClock(sessions),
+        clock=clock,
         graph=graph,
         blocks=blocks,
         app_id=config.app_id,

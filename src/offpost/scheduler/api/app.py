@@ -19,6 +19,7 @@ from offpost import __version__
 from offpost.graph.client import GraphClient, make_http_client
 from offpost.models import make_engine, make_sessionmaker
 from offpost.models.base import utcnow
+from offpost.models.clock import DatabaseClock
 from offpost.models.migrate import ensure_schema_current
 from offpost.redact import install_log_scrubbing
 from offpost.scheduler.api import admin, credentials, health, posts, schedules, webhooks
@@ -96,6 +97,8 @@ def create_app(
                 app_id=settings.app_id or "",
                 app_secret=settings.app_secret.get_secret_value() if settings.app_secret else "",
                 appsecret_time=settings.appsecret_time,
+                # Timed proofs on the database's clock, as workers and dispatchers sign.
+                clock=DatabaseClock(app.state.sessions).timestamp,
             )
             yield
         finally:
