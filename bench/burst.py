@@ -65,7 +65,7 @@ from bench.common import (
     wait_ready,
     wake_dispatcher,
 )
-from offpost.scheduler.settings import Settings
+from offpost.settings import Settings
 
 BACKGROUND_START = timedelta(hours=1)
 BACKGROUND_SPAN = timedelta(days=30)

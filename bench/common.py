@@ -324,6 +324,7 @@ def make_tenant(sandbox: Sandbox, pages: int = 20, encryption_keys: str | None =
     from fastapi.testclient import TestClient
     from sqlalchemy import select
 
+    from offpost.api.app import create_app
     from offpost.models import (
         Client,
         CredentialPage,
@@ -332,8 +333,7 @@ def make_tenant(sandbox: Sandbox, pages: int = 20, encryption_keys: str | None =
         make_sessionmaker,
         new_api_key,
     )
-    from offpost.scheduler.api.app import create_app
-    from offpost.scheduler.settings import Settings
+    from offpost.settings import Settings
 
     keys = encryption_keys or new_encryption_key()
     settings = Settings(

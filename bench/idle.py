@@ -144,7 +144,7 @@ def run_size(size: int, args: argparse.Namespace, sandbox: Any, procs: Any) -> d
     console.print(f"  VACUUM ANALYZE in {time.perf_counter() - start:.1f} s")
     db_size = conn.execute("SELECT pg_size_pretty(pg_database_size(current_database()))").fetchone()
     conn.close()
-    from offpost.scheduler.settings import Settings
+    from offpost.settings import Settings
 
     env = offpost_env(sandbox, tenant)
     settings = Settings(

@@ -1,7 +1,7 @@
 """The root of every error offpost raises on purpose.
 
 Each layer hangs its own subtree under :class:`OffpostError`
-(``offpost.graph.errors`` for Graph, ``offpost.scheduler.settings`` for
+(``offpost.graph.errors`` for Graph, ``offpost.settings`` for
 configuration, ...). This module imports nothing, so every layer may use it.
 Messages never carry a token or the app secret.
 """

@@ -29,7 +29,7 @@ from offpost.models import (
     new_api_key,
 )
 from offpost.models.types import new_encryption_key
-from offpost.scheduler.settings import Settings
+from offpost.settings import Settings
 from tests.conftest import sibling_redis_url
 
 #: Lateness of the posts published in the last hour: 1 s ... 10 s.

@@ -11,12 +11,12 @@ from typing import Any
 import uvicorn
 from fastapi.testclient import TestClient
 
+from offpost.api.app import create_app
 from offpost.graph.sandbox import RunningSandbox
 from offpost.models import Client, hash_api_key, make_engine, make_sessionmaker, new_api_key
 from offpost.models.migrate import upgrade_to_head
 from offpost.models.types import new_encryption_key
-from offpost.scheduler.api.app import create_app
-from offpost.scheduler.settings import Settings
+from offpost.settings import Settings
 from tests.conftest import free_port
 
 

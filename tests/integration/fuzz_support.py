@@ -21,7 +21,7 @@ from offpost.graph.sandbox import RunningSandbox
 from offpost.models import Attempt, AttemptOutcome, Post, PostStatus
 from offpost.models.migrate import upgrade_to_head
 from offpost.models.post import error_document
-from offpost.scheduler.settings import Settings
+from offpost.settings import Settings
 from tests.conftest import fresh_postgres_database
 from tests.integration.api_support import add_client, bearer, make_settings, running_api
 from tests.integration.posts_support import db_session

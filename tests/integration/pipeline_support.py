@@ -27,12 +27,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from offpost.api.app import create_app
 from offpost.graph.sandbox import RunningSandbox
 from offpost.models import Attempt, Client, Post, PostStatus, make_engine, make_sessionmaker
 from offpost.models.migrate import upgrade_to_head
 from offpost.models.types import new_encryption_key
-from offpost.scheduler.api.app import create_app
-from offpost.scheduler.settings import Settings
+from offpost.settings import Settings
 from tests.conftest import fresh_postgres_database
 from tests.integration.api_support import add_client, bearer
 from tests.integration.sandbox_support import SandboxClient

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from offpost.models import Client, Post, PostStatus, make_engine, make_sessionmaker
-from offpost.scheduler.settings import Settings
+from offpost.settings import Settings
 from tests.integration.api_support import add_client, bearer
 from tests.integration.sandbox_support import SandboxClient
 

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from offpost.api.app import create_app
 from offpost.models import (
     Client,
     Credential,
@@ -26,9 +27,8 @@ from offpost.models import (
 )
 from offpost.models.migrate import upgrade_to_head
 from offpost.models.types import new_encryption_key
-from offpost.scheduler.api.app import create_app
 from offpost.scheduler.materialize import recurrence_of, restart_schedule
-from offpost.scheduler.settings import Settings
+from offpost.settings import Settings
 
 PAGE_ID = "1001"
 #: One Fernet key for every engine of a test run, so each can read the others' tokens.

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from offpost.models import Post, PostStatus
-from offpost.scheduler.settings import Settings
+from offpost.settings import Settings
 from tests.integration.admin_support import (
     EXPECTED_STATS,
     OLD_POSTS,

@@ -16,10 +16,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from offpost.api.limits import MemoryRateLimiter, RedisRateLimiter
 from offpost.graph.sandbox import RunningSandbox
 from offpost.models import Credential, Post, PostStatus, make_engine, make_sessionmaker
-from offpost.scheduler.api.limits import MemoryRateLimiter, RedisRateLimiter
-from offpost.scheduler.settings import Settings
+from offpost.settings import Settings
 from tests.integration.api_support import add_client, api_client, bearer, make_settings
 from tests.integration.sandbox_support import SandboxClient, sandbox_client
 
@@ -107,7 +107,7 @@ def test_intake_stores_encrypted_tokens_and_returns_none(
     assert sorted(p["id"] for p in body["pages"]) == sorted(p["id"] for p in user["pages"])
     expires_at = datetime.fromisoformat(body["expires_at"])
     assert body["expires_at"].endswith("Z")
-    # A long-lived token lives about 60 days (GRAPH.md §1).
+    # A long-lived token lives about 60 days (docs/graph.md).
     assert timedelta(days=59) < expires_at - datetime.now(UTC) < timedelta(days=61)
 
     with db_session(settings) as session:

@@ -34,10 +34,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from offpost.api.app import create_app
 from offpost.graph.sandbox import RunningSandbox
 from offpost.models.types import new_encryption_key
-from offpost.scheduler.api.app import create_app
-from offpost.scheduler.settings import Settings
+from offpost.settings import Settings
 from tests.integration.api_support import bearer
 from tests.integration.fuzz_support import Served, served_api
 

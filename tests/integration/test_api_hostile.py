@@ -3,7 +3,7 @@
 The API runs under uvicorn on a fresh PostgreSQL database
 (:mod:`tests.integration.fuzz_support`) with two clients, alice and bob, each
 with a credential, posts, a schedule and a webhook. Alice (or an admin) sends
-the input; each answer must be one API.md allows — a 422 naming the field, a
+the input; each answer must be one the API contract allows — a 422 naming the field, a
 404, a 413, or a correct (here: empty) list — never a 500, never one of bob's
 objects, and afterwards the database still holds exactly what it held.
 """
@@ -23,9 +23,9 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from offpost.api.app import MAX_BATCH_BODY_BYTES, MAX_BODY_BYTES
 from offpost.graph.sandbox import RunningSandbox
 from offpost.models import Attempt, Client, Credential, Post, Schedule, Webhook
-from offpost.scheduler.api.app import MAX_BATCH_BODY_BYTES, MAX_BODY_BYTES
 from tests.integration.api_support import bearer
 from tests.integration.fuzz_support import Served, served_api
 from tests.integration.posts_support import PROBLEM, db_session

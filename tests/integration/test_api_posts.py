@@ -25,8 +25,8 @@ from offpost.models import (
     make_sessionmaker,
     request_hash,
 )
-from offpost.scheduler.idempotency import StoredAnswer, run_once
-from offpost.scheduler.settings import Settings
+from offpost.posts.idempotency import StoredAnswer, run_once
+from offpost.settings import Settings
 from tests.integration.api_support import api_client, make_settings
 from tests.integration.posts_support import (
     POST_KEYS,

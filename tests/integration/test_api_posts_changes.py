@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from offpost.graph.sandbox import RunningSandbox
 from offpost.models import Attempt, AttemptOutcome, PostStatus
 from offpost.models.post import DEFAULT_MAX_ATTEMPTS
-from offpost.scheduler.settings import Settings
+from offpost.settings import Settings
 from tests.integration.api_support import api_client, make_settings
 from tests.integration.posts_support import (
     Account,

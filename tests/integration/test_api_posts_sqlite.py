@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from offpost.graph.sandbox import RunningSandbox
 from offpost.models import Post, PostStatus
-from offpost.scheduler.settings import Settings
+from offpost.settings import Settings
 from tests.integration.api_support import api_client, make_settings
 from tests.integration.posts_support import (
     Account,

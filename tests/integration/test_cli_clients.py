@@ -13,10 +13,10 @@ from click.testing import CliRunner, Result
 from sqlalchemy import select, text
 from sqlalchemy.engine import Engine
 
+from offpost.cli.main import main
 from offpost.models import Client, hash_api_key, make_engine, make_sessionmaker
 from offpost.models.client import API_KEY_PREFIX
 from offpost.models.migrate import upgrade_to_head
-from offpost.scheduler.cli import main
 
 
 @pytest.fixture

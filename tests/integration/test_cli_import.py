@@ -16,6 +16,7 @@ from click.testing import CliRunner, Result
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
+from offpost.cli.main import main
 from offpost.models import (
     Client,
     Credential,
@@ -30,7 +31,6 @@ from offpost.models import (
 )
 from offpost.models.migrate import upgrade_to_head
 from offpost.models.types import new_encryption_key
-from offpost.scheduler.cli import main
 
 HEADER = "target,message,link,photo_url,publish_at,timezone"
 

@@ -16,6 +16,7 @@ from cryptography.fernet import Fernet
 from sqlalchemy import select, text
 from sqlalchemy.engine import Engine
 
+from offpost.cli.main import main
 from offpost.models import (
     Client,
     Credential,
@@ -30,7 +31,6 @@ from offpost.models import keys as keys_module
 from offpost.models.errors import TokenDecryptionError
 from offpost.models.migrate import upgrade_to_head
 from offpost.models.types import new_encryption_key
-from offpost.scheduler.cli import main
 
 EngineFactory = Callable[..., Engine]
 #: (table, row id) -> plaintext; composite keys are joined with "/".

@@ -8,9 +8,9 @@ import re
 import pytest
 from click.testing import CliRunner, Result
 
+from offpost.cli.main import main
 from offpost.models.migrate import upgrade_to_head
-from offpost.scheduler.cli import main
-from offpost.scheduler.settings import Settings
+from offpost.settings import Settings
 from tests.integration.admin_support import (
     EXPECTED_STATS,
     Population,

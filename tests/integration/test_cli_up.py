@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from offpost.scheduler.cli import main
+from offpost.cli.main import main
 
 
 def test_a_taken_port_is_one_line_and_leaves_no_files(

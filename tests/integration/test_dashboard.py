@@ -20,10 +20,10 @@ import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
+from offpost.api.app import create_app
+from offpost.api.limits import RedisRateLimiter
 from offpost.models import Client, Post, PostStatus
-from offpost.scheduler.api.app import create_app
-from offpost.scheduler.api.limits import RedisRateLimiter
-from offpost.scheduler.settings import Settings
+from offpost.settings import Settings
 from tests.integration.admin_support import (
     EXPECTED_STATS,
     TOTAL_POSTS,

@@ -30,9 +30,9 @@ from offpost.models import (
     make_engine,
     make_sessionmaker,
 )
-from offpost.scheduler.expiry import ExpirySweep
 from offpost.scheduler.housekeeping import Housekeeping
-from offpost.scheduler.settings import Settings
+from offpost.settings import Settings
+from offpost.tokens.expiry import ExpirySweep
 from tests.integration.api_support import add_client, api_client, bearer, make_settings
 from tests.integration.sandbox_support import SandboxClient, sandbox_client
 

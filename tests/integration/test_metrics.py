@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from offpost.scheduler.settings import Settings
+from offpost.settings import Settings
 from offpost.workers.metrics import process_metrics
 from tests.conftest import service_missing
 from tests.integration.admin_support import (

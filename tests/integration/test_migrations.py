@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from sqlalchemy import CheckConstraint, inspect, text
 from sqlalchemy.engine import Engine
 
+from offpost.cli.main import main
 from offpost.models import Base, make_engine
 from offpost.models.errors import (
     DatabaseUnavailableError,
@@ -33,7 +34,6 @@ from offpost.models.migrate import (
     known_revisions,
     upgrade_to_head,
 )
-from offpost.scheduler.cli import main
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from freezegun import freeze_time
 from sqlalchemy.orm import Session, sessionmaker
 
+from offpost.api.deps import get_now
 from offpost.models import PostStatus, ScheduleEventKind
-from offpost.scheduler.api.deps import get_now
 from offpost.scheduler.materialize import run_schedules
 from tests.integration.schedules_support import (
     PAGE_ID,

@@ -26,8 +26,8 @@ from offpost.models import (
     ScheduleStatus,
     utcnow,
 )
+from offpost.recurrence import load_zone
 from offpost.scheduler.materialize import MISFIRE_SKIPPED, run_schedules
-from offpost.scheduler.recurrence import load_zone
 from tests.integration.schedules_support import (
     Owner,
     add_owner,

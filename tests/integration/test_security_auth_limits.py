@@ -17,9 +17,9 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from offpost.api.limits import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from offpost.graph.sandbox import RunningSandbox
-from offpost.scheduler.api.limits import MemoryRateLimiter, RateLimiter, RedisRateLimiter
-from offpost.scheduler.settings import Settings
+from offpost.settings import Settings
 from tests.integration.api_support import add_client, api_client, bearer, make_settings
 from tests.integration.posts_support import assert_problem
 

@@ -27,10 +27,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-import offpost.scheduler
+import offpost.api
 from offpost.graph.sandbox import RunningSandbox
 from offpost.models import IdPrefix, new_id
-from offpost.scheduler.settings import Settings
+from offpost.settings import Settings
 from tests.conftest import fresh_postgres_database
 from tests.integration.api_support import add_client, api_client, bearer, make_settings
 from tests.integration.posts_support import Account, assert_problem, make_account
@@ -54,7 +54,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
 ID_FILTERS = {"target", "schedule_id", "credential_id"}
 #: Query parameters that name nothing owned (paging and states).
 PLAIN_FILTERS = {"status", "limit", "cursor"}
-#: Routes any caller may use without a key (API.md §3), and the dashboard's
+#: Routes any caller may use without a key (the OpenAPI document), and the dashboard's
 #: sign-in, which takes the key in its form.
 PUBLIC = {
     "/healthz",
@@ -466,7 +466,7 @@ def test_admin_routes_work_with_an_admin_key(world: World) -> None:
 
 
 def test_no_route_of_the_api_hides_from_the_openapi_document() -> None:
-    root = Path(offpost.scheduler.__file__).parent
+    root = Path(offpost.api.__file__).parent
     hidden = [
         str(path.relative_to(root))
         for path in root.rglob("*.py")

@@ -27,7 +27,7 @@ from offpost.graph.sandbox import RunningSandbox
 from offpost.models import PostStatus, make_engine
 from offpost.models.keys import encrypted_columns
 from offpost.models.types import new_encryption_key
-from offpost.scheduler.settings import Settings
+from offpost.settings import Settings
 from tests.integration.api_support import add_client, api_client, bearer, make_settings
 from tests.integration.pipeline_support import (
     Pipeline,

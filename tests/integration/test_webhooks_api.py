@@ -26,8 +26,8 @@ from offpost.models import (
     make_sessionmaker,
 )
 from offpost.models.webhook_event import insert_event
-from offpost.scheduler.settings import Settings
-from offpost.workers.webhooks import event_document
+from offpost.outbox import event_document
+from offpost.settings import Settings
 from tests.integration.api_support import add_client, api_client, bearer, make_settings
 from tests.integration.posts_support import assert_problem
 from tests.integration.sandbox_support import SandboxClient, sandbox_client

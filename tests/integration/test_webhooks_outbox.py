@@ -32,12 +32,8 @@ from offpost.models.webhook_event import (
     finish_delivery,
     insert_event,
 )
-from offpost.workers.webhooks import (
-    DeliveryContext,
-    DeliveryPolicy,
-    deliver_event,
-    event_document,
-)
+from offpost.outbox import event_document
+from offpost.workers.webhooks import DeliveryContext, DeliveryPolicy, deliver_event
 from tests.integration.webhook_receiver import Receiver, running_receiver
 
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)

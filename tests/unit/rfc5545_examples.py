@@ -295,7 +295,7 @@ EXAMPLES: list[Example] = [
     ),
     Example(
         # The RFC adds EXDATE for DTSTART; here DTSTART does not match the rule,
-        # so it is no occurrence anyway (see offpost.scheduler.recurrence).
+        # so it is no occurrence anyway (see offpost.recurrence).
         "every Friday the 13th, forever",
         "1997-09-02T09:00",
         "FREQ=MONTHLY;BYDAY=FR;BYMONTHDAY=13",

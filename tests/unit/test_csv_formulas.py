@@ -19,8 +19,8 @@ import pytest
 
 import offpost
 from offpost.models import Credential, CredentialPage, CredentialStatus
-from offpost.scheduler.csv_import import CredentialIndex, Row, check_row, read_rows
-from offpost.scheduler.posts import NewPost
+from offpost.posts.csv_import import CredentialIndex, Row, check_row, read_rows
+from offpost.posts.store import NewPost
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 FORMULAS = [

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from offpost.models import Credential, CredentialPage, CredentialStatus, PostStatus
-from offpost.scheduler.csv_import import (
+from offpost.posts.csv_import import (
     CredentialIndex,
     CsvImportError,
     ImportCounts,
@@ -20,8 +20,8 @@ from offpost.scheduler.csv_import import (
     parse_publish_at,
     read_rows,
 )
-from offpost.scheduler.posts import NewPost
-from offpost.scheduler.recurrence import load_zone
+from offpost.posts.store import NewPost
+from offpost.recurrence import load_zone
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 HEADER = "target,message,link,photo_url,publish_at,timezone"

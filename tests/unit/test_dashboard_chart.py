@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from offpost.scheduler.dashboard.chart import HEIGHT, LEFT, WIDTH, MinuteCounts, chart
+from offpost.api.dashboard.chart import HEIGHT, LEFT, WIDTH, MinuteCounts, chart
 
 START = datetime(2026, 3, 1, 9, 1, tzinfo=UTC)
 

@@ -6,13 +6,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from offpost.models.types import new_encryption_key
-from offpost.scheduler.dashboard.session import (
+from offpost.api.dashboard.session import (
     SESSION_TTL,
     SessionSigner,
     derive_secrets,
     same_origin,
 )
+from offpost.models.types import new_encryption_key
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 CLIENT = "cli_" + "a" * 20

@@ -1,4 +1,4 @@
-"""classify_error against DESIGN.md's classification table, row by row, and malformed replies."""
+"""classify_error against docs/design.md's classification table, row by row; malformed replies."""
 
 from __future__ import annotations
 

@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from offpost.api.schemas import AttemptOut, PostBatchCreate
 from offpost.models import Credential, CredentialPage, CredentialStatus, PostStatus, is_id
 from offpost.models.ids import IdPrefix
-from offpost.scheduler.api.schemas import AttemptOut, PostBatchCreate, PostCreate
-from offpost.scheduler.idempotency import check_key
-from offpost.scheduler.post_rules import (
+from offpost.posts.idempotency import check_key
+from offpost.posts.input import PostCreate
+from offpost.posts.rules import (
     MAX_MESSAGE_LENGTH,
     Cursor,
     CursorError,
@@ -27,7 +28,7 @@ from offpost.scheduler.post_rules import (
     parse_rfc3339,
     publish_at_problem,
 )
-from offpost.scheduler.posts import earliest_due, new_post_ids
+from offpost.posts.store import earliest_due, new_post_ids
 from offpost.views import PostOut
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from offpost.scheduler.recurrence import (
+from offpost.recurrence import (
     format_local,
     load_zone,
     parse_rule,

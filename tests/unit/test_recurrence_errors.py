@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from offpost.scheduler.recurrence import RuleError, load_zone, parse_rule
+from offpost.recurrence import RuleError, load_zone, parse_rule
 
 START = datetime(2026, 1, 6, 9, tzinfo=UTC)
 

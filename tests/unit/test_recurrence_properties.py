@@ -19,7 +19,7 @@ from dateutil.rrule import rrulestr
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from offpost.scheduler.recurrence import (
+from offpost.recurrence import (
     Recurrence,
     RuleError,
     load_zone,

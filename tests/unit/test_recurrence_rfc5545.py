@@ -7,7 +7,7 @@ from datetime import datetime
 
 import pytest
 
-from offpost.scheduler.recurrence import format_local, load_zone, parse_rule
+from offpost.recurrence import format_local, load_zone, parse_rule
 from tests.unit.rfc5545_examples import EXAMPLES, ZONE, Example
 
 NEW_YORK = load_zone(ZONE)

@@ -1,4 +1,4 @@
-"""Settings: every API.md §2 variable, defaults, and one-line errors naming the variable."""
+"""Settings: every variable of the README's table, defaults, one-line errors naming the variable."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from offpost.models.types import new_encryption_key
-from offpost.scheduler.settings import Settings, SettingsError, load_settings
+from offpost.settings import Settings, SettingsError, load_settings
 
 
 def test_defaults_match_the_contract() -> None:

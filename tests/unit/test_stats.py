@@ -6,9 +6,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.registry import Collector
 
+from offpost.api.exporter import DatabaseGauges, gauge_families
 from offpost.models import CredentialStatus, PostStatus
-from offpost.scheduler.metrics import DatabaseGauges, gauge_families
-from offpost.scheduler.stats import percentiles
+from offpost.posts.stats import percentiles
 
 
 @pytest.mark.parametrize(

@@ -8,11 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from offpost.api.webhooks import check_webhook_url
 from offpost.models import EventType
-from offpost.scheduler.api.webhooks import check_webhook_url
-from offpost.scheduler.expiry import at_risk
+from offpost.outbox import event_document, expiring_dedupe_key
+from offpost.tokens.expiry import at_risk
 from offpost.workers.app import make_celery
-from offpost.workers.webhooks import DeliveryPolicy, event_document, expiring_dedupe_key
+from offpost.workers.webhooks import DeliveryPolicy
 
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 

@@ -1,9 +1,9 @@
 """Turn one Graph reply into a typed error, or ``None`` when it is a success.
 
 :func:`classify_error` is pure (status, body, content type, headers in; an error
-out), so DESIGN.md's classification table is tested row by row without I/O.
+out), so docs/design.md's classification table is tested row by row without I/O.
 
-Rules, in order (GRAPH.md §7, DESIGN.md "Error classification"):
+Rules, in order (docs/graph.md, docs/design.md):
 
 1. A JSON object with an ``error`` key is an error whatever the HTTP status —
    Graph answers 400/403/500 and, rarely, 200 with an envelope. It is classified
@@ -62,7 +62,7 @@ POLICY_CODE = 368
 BAD_PARAMETER_CODE = 100
 APP_LIMIT_CODE = 341
 # 368 with this subcode is "you're posting too fast": a throttle, not a verdict
-# on the content (Postiz retries it, GRAPH.md §10 F7).
+# on the content (Postiz retries it, docs/graph.md).
 POSTING_TOO_FAST_SUBCODE = 1390008
 
 RATE_LIMIT_SCOPES: Mapping[int, RateLimitScope] = {

@@ -6,7 +6,7 @@ Every request goes through :meth:`GraphClient._call`, the one place where:
 - a token is attached by :class:`GraphTokenAuth` as ``access_token`` plus
   ``appsecret_proof`` (and ``appsecret_time`` in timed mode), computed per call
   from the injected clock, in the query string — for some POST endpoints a proof
-  sent only in a form body was ignored (GRAPH.md §5); POST fields go in the body;
+  sent only in a form body was ignored (docs/graph.md); POST fields go in the body;
 - the whole reply must arrive within one deadline (``deadline_s``, by default
   the read timeout): httpx bounds each read, so a reply that trickles in a few
   bytes at a time would otherwise hold a worker far beyond its lease. The
@@ -220,7 +220,7 @@ class GraphClient:
 
     @property
     def app_token(self) -> str:
-        """The app access token, ``{app-id}|{app-secret}`` (GRAPH.md §4)."""
+        """The app access token, ``{app-id}|{app-secret}`` (docs/graph.md)."""
         return f"{self._app_id}|{self._app_secret}"
 
     # -- tokens ---------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The errors the Graph client raises, one class per thing offpost does about them.
 
-The tree mirrors DESIGN.md's "Error classification" table::
+The tree mirrors the classification table of docs/design.md ("Graph errors and
+what each one means")::
 
     OffpostError
     └── GraphError                      anything Graph (or the way to it) said no with

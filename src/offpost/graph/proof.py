@@ -1,6 +1,6 @@
 """``appsecret_proof``: the HMAC that binds an access token to the app secret.
 
-Two forms exist (GRAPH.md §5):
+Two forms exist (docs/graph.md):
 
 - timed (what Meta documents today): HMAC-SHA256(key=app secret,
   msg="<access token>|<appsecret_time>"), sent with ``appsecret_time``;

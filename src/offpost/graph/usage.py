@@ -1,6 +1,6 @@
 """Graph's usage headers, parsed into numbers the rate limiter can act on.
 
-Three headers report how much of an allowance has been used (GRAPH.md §8):
+Three headers report how much of an allowance has been used (docs/graph.md):
 
 - ``X-App-Usage`` (app and user tokens) and the legacy ``X-Page-Usage``: a JSON
   object of whole-number percentages, ``{"call_count": 28, "total_time": 25,

@@ -27,7 +27,7 @@ from offpost.models.types import StrEnumType
 
 
 class AttemptOutcome(enum.StrEnum):
-    """How an attempt ended (API.md §3, ``GET /v1/posts/{id}/attempts``)."""
+    """How an attempt ended (the OpenAPI document, ``GET /v1/posts/{id}/attempts``)."""
 
     #: Graph created the post.
     PUBLISHED = "published"

@@ -1,4 +1,4 @@
-"""Credentials: the token store (API.md §3 "Credentials", DESIGN.md "Token lifecycle").
+"""Credentials: the token store (the OpenAPI document, docs/design.md).
 
 A :class:`Credential` is one Facebook user as seen by one API client: the
 long-lived user token (encrypted), when it expires, what it may do, and the
@@ -25,7 +25,7 @@ from offpost.models.types import EncryptedToken, StrEnumType
 
 
 class CredentialStatus(enum.StrEnum):
-    """Where a credential stands (API.md §3)."""
+    """Where a credential stands (the OpenAPI document)."""
 
     #: The token works.
     ACTIVE = "active"

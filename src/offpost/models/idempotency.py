@@ -22,7 +22,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from offpost.models.base import Base, utcnow
 from offpost.models.ids import ID_LENGTH
 
-#: How long an idempotency key is remembered (API.md §3).
+#: How long an idempotency key is remembered (the OpenAPI document).
 IDEMPOTENCY_TTL = timedelta(hours=24)
 #: The longest key accepted (longer keys are refused by the API with a 422).
 MAX_KEY_LENGTH = 255

@@ -1,4 +1,4 @@
-"""Posts: one publication on one Page, and the state it is in (API.md §3 "Posts").
+"""Posts: one publication on one Page, and the state it is in (the OpenAPI document).
 
 ::
 
@@ -40,7 +40,7 @@ DEFAULT_MAX_ATTEMPTS = 5
 
 
 class PostStatus(enum.StrEnum):
-    """Where a post stands (API.md §3)."""
+    """Where a post stands (the OpenAPI document)."""
 
     SCHEDULED = "scheduled"
     QUEUED = "queued"

@@ -1,4 +1,4 @@
-"""Schedules: recurring posts (API.md §3 "Schedules").
+"""Schedules: recurring posts (the OpenAPI document).
 
 A schedule holds the content and the rule (an RFC 5545 RRULE *or* a 5-field
 cron expression, never both, enforced by a CHECK), evaluated in an IANA

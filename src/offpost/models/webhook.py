@@ -1,4 +1,4 @@
-"""Webhook endpoints: where offpost POSTs a client's events (API.md §4).
+"""Webhook endpoints: where offpost POSTs a client's events (docs/webhooks.md).
 
 One endpoint per client (``PUT /v1/webhook`` replaces it). The signing secret
 is shown to the client once and kept encrypted like a token, because offpost

@@ -1,4 +1,4 @@
-"""The webhook outbox: one row per event, and the guarded steps of its delivery (API.md §4).
+"""The webhook outbox: one row per event, and the guarded steps of its delivery (docs/webhooks.md).
 
 An event is written in the same transaction as the change it reports (a post's
 outcome, a credential found dead or expiring), so it commits or rolls back with
@@ -48,7 +48,7 @@ from offpost.models.types import StrEnumType
 
 
 class EventType(enum.StrEnum):
-    """The events of API.md §4."""
+    """The events of docs/webhooks.md."""
 
     POST_PUBLISHED = "post.published"
     POST_FAILED = "post.failed"

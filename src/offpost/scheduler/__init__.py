@@ -1,4 +1,5 @@
-"""The front of offpost: settings, HTTP API, dispatcher, recurrence and the ``offpost`` CLI.
+"""When posts are due: the dispatcher, its wake-up channel, the housekeeping it runs
+each tick, recurring schedules (:mod:`.recurrence`) and their materialisation.
 
-May import ``offpost.models``, ``offpost.graph`` and ``offpost.workers``.
+May import ``offpost.posts``, ``offpost.tokens``, ``offpost.models`` and below.
 """

@@ -1,6 +1,6 @@
 """The dispatcher: turns due posts into broker messages, and keeps the pipeline honest.
 
-Each tick (DESIGN.md "The flow of one post"):
+Each tick (docs/design.md):
 
 1. ``before_tick`` — recurring schedules materialize their next occurrences.
 2. Reap ``publishing`` posts whose lease ran out (they owe reconciliation).

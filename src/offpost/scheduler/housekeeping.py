@@ -28,9 +28,9 @@ from offpost.models import make_engine, make_sessionmaker
 from offpost.models.clock import DatabaseClock
 from offpost.models.periodic import claim_periodic_run
 from offpost.models.webhook_event import claim_due_events
-from offpost.scheduler.expiry import ExpirySweep, SweepResult
 from offpost.scheduler.materialize import run_schedules
-from offpost.scheduler.settings import Settings
+from offpost.settings import Settings
+from offpost.tokens.expiry import ExpirySweep, SweepResult
 
 logger = logging.getLogger(__name__)
 

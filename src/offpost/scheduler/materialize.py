@@ -15,7 +15,7 @@ The dispatcher calls :func:`run_schedules` every tick. It
    ``scheduled``, never attempted, whose ``publish_at`` is more than
    ``misfire_grace`` (5 minutes) in the past.
 
-Misfire policy (API.md §3): ``skip`` cancels every missed occurrence (post
+Misfire policy (the OpenAPI document): ``skip`` cancels every missed occurrence (post
 ``canceled`` with ``last_error.code = "misfire_skipped"``; an occurrence that
 never had a post just gets the event) and records a ``skipped`` event in the
 schedule's history. ``catch_up_one`` does the same for all but the latest
@@ -71,7 +71,7 @@ from offpost.models import (
     new_id,
 )
 from offpost.models.post import DEFAULT_MAX_ATTEMPTS, error_document
-from offpost.scheduler.recurrence import Recurrence, RuleError, parse_rule
+from offpost.recurrence import Recurrence, RuleError, parse_rule
 
 logger = logging.getLogger(__name__)
 

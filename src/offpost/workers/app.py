@@ -1,6 +1,6 @@
 """The Celery app: its settings against lost and duplicated deliveries, and the publish task.
 
-The broker carries only "publish these posts now" (DESIGN.md). Exactly-once
+The broker carries only "publish these posts now" (docs/design.md). Exactly-once
 rests on the database, not on the broker: a message may arrive twice (the
 claim drops the second) or never (the dispatcher re-sends ``queued`` rows that
 sat too long). The settings below narrow both windows.

@@ -64,7 +64,7 @@ class Action(enum.Enum):
 
 
 def action_for(error: GraphError) -> Action:
-    """DESIGN.md's classification table, as the worker applies it."""
+    """docs/design.md's classification table, as the worker applies it."""
     if isinstance(error, GraphRateLimitedError):
         return Action.WAIT
     if isinstance(error, GraphAuthError):
@@ -103,7 +103,7 @@ def retry_delay_s(
 
 
 def error_document(error: GraphError) -> dict[str, Any]:
-    """The ``last_error`` shape of API.md §3 for a Graph error."""
+    """The ``last_error`` shape of the OpenAPI document for a Graph error."""
     code: int | str | None = error.code
     if code is None:
         code = _offpost_code(error)

@@ -11,7 +11,7 @@ Counters of a process that exited stay counted: a restart is not a reset.
 That is one machine's view: the API replica on a machine reports the workers
 that share its directory. State that the database knows — posts by status,
 due-but-not-dispatched, credentials — is not counted here but read from the
-database at scrape time (``offpost.scheduler.metrics``), so it is right across
+database at scrape time (``offpost.api.exporter``), so it is right across
 machines.
 
 Without ``OFFPOST_METRICS_DIR`` each process keeps its values in its own

@@ -442,7 +442,7 @@ class PostPublisher:
             return credential, page
 
     def _rederive_page_token(self) -> None:
-        """DESIGN.md token lifecycle 2: a stale Page token, a user token still valid → derive."""
+        """A stale Page token, a user token still valid: derive it again (docs/design.md)."""
         ctx, post = self.ctx, self.post
         self.rederived = True
         info = ctx.graph.debug_token(self.user_token)
@@ -465,7 +465,7 @@ class PostPublisher:
         )
 
     def _credential_dead(self, exc: GraphError) -> str:
-        """DESIGN.md token lifecycle 4: the credential and its pending posts wait for a token."""
+        """The credential and its pending posts wait for a fresh token (docs/design.md)."""
         ctx, post = self.ctx, self.post
         now = ctx.clock()
         with ctx.sessions.begin() as session:

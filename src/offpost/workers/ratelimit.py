@@ -1,7 +1,7 @@
 """The shared rate limiter: "do not call Graph for this app / Page / user until T".
 
 Graph says when it throttles (codes 4, 17, 32, 613, 80001… and usage headers
-near 100%, GRAPH.md §8), and calls made while throttled extend the block, so
+near 100%, docs/graph.md), and calls made while throttled extend the block, so
 every worker must stop at once: the blocks live in Redis, shared by all workers
 on all machines (:class:`RedisBlockStore`), or in memory for the embedded mode
 (:class:`MemoryBlockStore`). A wait is not a failed attempt.

@@ -1,7 +1,7 @@
 """The Graph sandbox: a local HTTP server that behaves like the Graph endpoints offpost uses.
 
-It lets the tests, the demo and users' own CI run without Facebook (API.md §6,
-GRAPH.md §11). Modules, by concept:
+It lets the tests, the demo and users' own CI run without Facebook (docs/sandbox.md,
+docs/graph.md). Modules, by concept:
 
 - :mod:`.state` — the in-memory world (apps, users, Pages, tokens, posts, codes,
   sandbox clock) behind one lock;

@@ -4,7 +4,7 @@ Order (as Graph does): the token first — unknown/unparseable, expired (463) or
 invalidated (460/458/467) tokens fail with 190 — then the proof, then the rate
 limits.
 
-The proof (GRAPH.md §5) is checked in both forms: untimed
+The proof (docs/graph.md) is checked in both forms: untimed
 HMAC(secret, token) and timed HMAC(secret, "token|appsecret_time"). A timed
 proof's age is measured against the **real wall clock**, not the sandbox
 clock: clients sign with their own wall clock, and moving the sandbox clock to

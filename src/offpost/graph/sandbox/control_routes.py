@@ -1,6 +1,6 @@
-"""The ``/_sandbox/`` control routes (API.md §6): not Graph, but how tests steer the sandbox.
+"""The ``/_sandbox/`` control routes (docs/sandbox.md): not Graph, but how tests steer the sandbox.
 
-From API.md §6: ``POST /apps``, ``POST /users``, ``POST /clock``,
+From docs/sandbox.md: ``POST /apps``, ``POST /users``, ``POST /clock``,
 ``POST /users/{id}/invalidate``, ``POST|DELETE /faults``,
 ``GET /pages/{id}/posts``, ``GET /calls``. Added here: ``GET /clock``,
 ``GET /faults``, ``DELETE /calls``, ``GET|POST /settings``, ``POST /reset``

@@ -1,4 +1,4 @@
-"""Graph's error envelope, with the exact messages the sandbox answers (GRAPH.md §4, §5, §7, §8).
+"""Graph's error envelope, with the exact messages the sandbox answers (docs/graph.md).
 
 Every Graph-side failure is a :class:`GraphError`; the routes turn it into
 
@@ -7,10 +7,10 @@ Every Graph-side failure is a :class:`GraphError`; the routes turn it into
 
 with the HTTP status Graph uses (400 mostly, 403 for permission codes 10 and
 200-299, 500 for codes 1 and 2). Messages carry the ``(#code)`` prefix except
-token errors (190) and the messages GRAPH.md quotes without one (proof errors,
+token errors (190) and the messages docs/graph.md quotes without one (proof errors,
 authorization-code errors, "Unsupported get request").
 
-Where GRAPH.md quotes no text, the message is the one real Graph is widely
+Where docs/graph.md quotes no text, the message is the one real Graph is widely
 reported to send; those are marked *derived* below.
 """
 
@@ -36,7 +36,7 @@ def new_fbtrace_id() -> str:
 
 
 def status_for_code(code: int) -> int:
-    """The HTTP status Graph pairs with an error code (GRAPH.md §7)."""
+    """The HTTP status Graph pairs with an error code (docs/graph.md)."""
     if code in (1, 2):
         return 500
     if code == 10 or 200 <= code <= 299:
@@ -80,7 +80,7 @@ class GraphError(OffpostError):
         return {"error": error}
 
     def debug_error(self) -> dict[str, Any]:
-        """The ``data.error`` object of debug_token (key ``subcode``, GRAPH.md §4)."""
+        """The ``data.error`` object of debug_token (key ``subcode``, docs/graph.md)."""
         error: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.subcode is not None:
             error["subcode"] = self.subcode
@@ -118,7 +118,7 @@ def _pacific(ts: float) -> str:
 
 
 def token_expired(expires_at: float, now: float) -> GraphError:
-    """190/463 with Graph's wording and Pacific-time stamps (GRAPH.md §4, §7)."""
+    """190/463 with Graph's wording and Pacific-time stamps (docs/graph.md)."""
     return GraphError(
         f"Error validating access token: Session has expired on {_pacific(expires_at)}. "
         f"The current time is {_pacific(now)}.",
@@ -128,7 +128,7 @@ def token_expired(expires_at: float, now: float) -> GraphError:
 
 
 def password_changed() -> GraphError:
-    """190/460 (GRAPH.md §7)."""
+    """190/460 (docs/graph.md)."""
     return GraphError(
         "Error validating access token: The session has been invalidated because the user "
         "changed their password or Facebook has changed the session for security reasons.",
@@ -183,7 +183,7 @@ def active_token_required() -> GraphError:
     )
 
 
-# --- appsecret_proof (GraphMethodException 100, messages exactly as GRAPH.md §5) ----------
+# --- appsecret_proof (GraphMethodException 100, messages exactly as docs/graph.md) ----------
 
 
 def proof_missing() -> GraphError:
@@ -268,7 +268,7 @@ def redirect_uri_mismatch() -> GraphError:
 
 
 def debug_caller_required() -> GraphError:
-    """debug_token without an app token of the app (GRAPH.md §4)."""
+    """debug_token without an app token of the app (docs/graph.md)."""
     return GraphError(
         "(#100) You must provide an app access token, or a user access token that is an "
         "owner or developer of the app",

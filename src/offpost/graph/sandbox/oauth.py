@@ -1,6 +1,6 @@
 """The token endpoints: ``/oauth/access_token``, ``/oauth/client_code`` and ``/debug_token``.
 
-``/oauth/access_token`` (GET or POST, GRAPH.md §1, §2):
+``/oauth/access_token`` (GET or POST, docs/graph.md):
 
 - ``grant_type=fb_exchange_token``: client id and secret must match an app; a
   short-lived user token becomes a long-lived one (60 d, a new string;
@@ -20,7 +20,7 @@ drops ``expires_in`` from the replies (F4).
 
 ``/debug_token`` answers HTTP 200 for any decodable input token, with
 ``is_valid: false`` and ``data.error`` for expired or invalidated ones
-(GRAPH.md §4); the caller must hold an app token of the input token's app.
+(docs/graph.md); the caller must hold an app token of the input token's app.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def _redeem(world: World, req: GraphRequest, app: App, value: str) -> dict[str, 
 
 
 def client_code(world: World, req: GraphRequest) -> dict[str, Any]:
-    """``/oauth/client_code``: a single-use code for a long-lived user token (GRAPH.md §2)."""
+    """``/oauth/client_code``: a single-use code for a long-lived user token (docs/graph.md)."""
     app = _client_app(world, req, need_secret=True)
     meter(world, req.ctx, app_id=app.app_id, page_id=None, token=None)
     redirect_uri = req.params.get("redirect_uri")

@@ -1,7 +1,7 @@
 """Users, Pages and posts: ``/me``, ``/{id}``, ``/{user}/accounts``, ``/{page}/feed|posts|photos``.
 
 - ``/{user}/accounts`` (``/me/accounts``) lists the user's Pages with their Page
-  tokens, cursor-paged; it needs ``pages_show_list`` (GRAPH.md §3).
+  tokens, cursor-paged; it needs ``pages_show_list`` (docs/graph.md).
 - ``/{page}?fields=access_token`` with an admin's user token gives the Page token.
 - ``POST /{page}/feed`` and ``/photos`` need that Page's token with
   ``pages_manage_posts``; a user token gets ``(#200)`` with HTTP 403 (F9). The

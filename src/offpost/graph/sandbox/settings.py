@@ -20,11 +20,11 @@ class SandboxSettings(BaseModel):
     require_proof: bool = True
     #: ``(#506) Duplicate status message`` for the same message twice in a row on a Page.
     duplicate_detection: bool = True
-    #: Leave ``expires_in`` out of token responses (GRAPH.md F4).
+    #: Leave ``expires_in`` out of token responses (docs/graph.md).
     omit_expires_in: bool = False
     #: Extra delay of every publish (``POST /{page}/feed|photos``), awaited, never blocking.
     publish_latency_ms: int = Field(default=0, ge=0, le=600_000)
-    #: Allowed ``scheduled_publish_time`` window, seconds from now (GRAPH.md §6).
+    #: Allowed ``scheduled_publish_time`` window, seconds from now (docs/graph.md).
     schedule_min_s: int = Field(default=600, ge=0)
     schedule_max_s: int = Field(default=30 * 86_400, ge=0)
     #: A timed proof older than this (real wall clock) is rejected.

@@ -280,7 +280,7 @@ class World:
     def page_token_for(self, user_token: Token, page_id: str) -> Token:
         """The Page token derived from ``user_token`` (reused while it is alive).
 
-        Never expires when derived from a long-lived user token, 1 h otherwise (GRAPH.md §3).
+        Never expires when derived from a long-lived user token, 1 h otherwise (docs/graph.md).
         """
         with self.lock:
             now = self.now()

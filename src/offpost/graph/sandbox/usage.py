@@ -1,4 +1,4 @@
-"""Rate-limit accounting: rolling-window call counters and Graph's usage headers (GRAPH.md §8).
+"""Rate-limit accounting: rolling-window call counters and Graph's usage headers (docs/graph.md).
 
 Calls made with user or app tokens count against the app (``X-App-Usage``,
 throttle code 4); calls that touch a Page count against that Page

@@ -1,0 +1,495 @@
+"""``/admin``: the operators' dashboard, server-rendered HTML (Jinja2, no JavaScript).
+
+Pages (``GET``) and actions (``POST``, each a form with a CSRF token):
+
+- ``/admin/login`` — the sign-in form; ``POST`` it the admin key to get the
+  session cookie (:mod:`.session`), then ``303`` to ``/admin``;
+- ``/admin`` — counts by status and the rest of the stats document
+  (:func:`~offpost.posts.stats.collect_stats`, the same numbers as
+  ``GET /v1/admin/stats``), the chart, the credentials expiring soon, and every
+  client's posts, filterable by status, target and client, a page at a time;
+- ``/admin/posts/{id}`` — one post with its attempts, and its buttons;
+- ``POST /admin/posts/{id}/retry|cancel`` — the admin API's own handlers, so
+  the same 409 rules, log lines and dispatcher wake-up;
+- ``POST /admin/logout``.
+
+A page asked for without a valid session redirects to the sign-in form; an
+action answers 401. Every answer is HTML (never the API's problem+json; only a
+malformed query string, refused before any page runs, gets the API's 422),
+carries a strict Content-Security-Policy, and is not cached.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+from urllib.parse import parse_qs, urlencode
+
+import jinja2
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from offpost.api import admin
+from offpost.api.dashboard.chart import chart, outcomes_per_minute
+from offpost.api.dashboard.session import (
+    COOKIE_NAME,
+    COOKIE_PATH,
+    SESSION_TTL,
+    DashboardSession,
+    SessionSigner,
+    derive_secrets,
+    same_origin,
+)
+from offpost.api.deps import NowDep, SessionDep, check_key
+from offpost.api.limits import retry_after_header
+from offpost.api.problems import ProblemError
+from offpost.models import Attempt, Client, Post, PostStatus
+from offpost.models.post import CANCELABLE_STATUSES
+from offpost.posts import rules, store
+from offpost.posts.stats import collect_stats, expiring_credentials
+from offpost.settings import Settings
+
+logger = logging.getLogger(__name__)
+router = APIRouter(prefix="/admin", tags=["dashboard"])
+
+#: Posts per page of the table, unless the query asks for another number.
+PAGE_SIZE = 25
+#: What the form offers (the query may ask for any number from 1 to 200).
+PAGE_SIZES = (10, 25, 50, 100, 200)
+#: A form body larger than this is not a sign-in or a button press.
+MAX_FORM_BYTES = 4096
+_DONE = {"retried": "Retried: the post is scheduled again, due now.", "canceled": "Canceled."}
+
+
+def _answers(**statuses: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` of HTML pages, ``_303="…"`` → ``{303: …}``."""
+    return {
+        int(name.lstrip("_")): {"description": text, "content": {"text/html": {}}}
+        for name, text in statuses.items()
+    }
+
+
+_SIGNED_OUT = "signed out: a redirect to the sign-in form"
+_ACTION = _answers(
+    _303="done: a redirect to the post's page",
+    _401="signed out",
+    _403="the form came from another site, or its CSRF token expired",
+    _404="no such post",
+    _409="the post is not in a state that allows it",
+)
+
+
+@functools.cache
+def _templates() -> jinja2.Environment:
+    """The template environment, built on first use (nothing happens at import)."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("offpost.api.dashboard", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["when"] = _when
+    return env
+
+
+def _when(value: datetime | None) -> str:
+    return "—" if value is None else f"{value:%Y-%m-%d %H:%M:%S}Z"
+
+
+def _headers(nonce: str) -> dict[str, str]:
+    return {
+        # The only inline code is the stylesheet, admitted by its per-response nonce.
+        "Content-Security-Policy": (
+            f"default-src 'none'; style-src 'nonce-{nonce}'; img-src 'self'; "
+            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        ),
+        "X-Frame-Options": "DENY",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+        "Cache-Control": "no-store",
+    }
+
+
+def _page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    nonce = secrets.token_urlsafe(16)
+    # Every page may show these; StrictUndefined catches any other name a template misspells.
+    context = {"signed_in": None, "error": None, "notice": None, **context}
+    html = _templates().get_template(name).render(nonce=nonce, **context)
+    return HTMLResponse(html, status_code=status, headers=_headers(nonce))
+
+
+def _redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303, headers={"Cache-Control": "no-store"})
+
+
+# --- who is signed in ----------------------------------------------------------------------
+
+
+def _signer(request: Request) -> SessionSigner:
+    settings: Settings = request.app.state.settings
+    return SessionSigner(derive_secrets(settings.encryption_key_list()))
+
+
+@dataclass(frozen=True, slots=True)
+class SignedIn:
+    """The admin behind a valid session cookie, and the CSRF token of the session."""
+
+    admin: Client
+    session: DashboardSession
+    csrf: str
+
+
+def _signed_in(request: Request, db: SessionDep, now: NowDep) -> SignedIn | None:
+    token = request.cookies.get(COOKIE_NAME)
+    signer = _signer(request)
+    client_id = signer.claimed_client(token) if token else None
+    if token is None or client_id is None:
+        return None
+    client = db.get(Client, client_id)
+    if client is None or client.is_revoked or not client.is_admin:
+        return None
+    session = signer.verify(token, client.key_hash, now)
+    if session is None:
+        return None
+    return SignedIn(client, session, signer.csrf_token(session))
+
+
+SignedInDep = Annotated[SignedIn | None, Depends(_signed_in)]
+
+
+def _own_origin(request: Request) -> str:
+    return f"{request.url.scheme}://{request.url.netloc}"
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """A url-encoded form body (first value of each field); empty when it is not one.
+
+    Read here, in an async dependency, so that the handlers themselves stay
+    synchronous and do their database work in the thread pool.
+    """
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        return {}
+    try:
+        fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=10)
+    except ValueError:  # more fields than any of our forms has
+        return {}
+    return {name: values[0] for name, values in fields.items()}
+
+
+FormDep = Annotated[dict[str, str], Depends(_form)]
+
+
+def _checked_action(
+    request: Request, who: SignedIn | None, form: dict[str, str]
+) -> Response | SignedIn:
+    """The signed-in admin if this POST may act, else the page that says why not."""
+    if who is None:
+        return _page("message.html", 401, title="Signed out", text="Sign in again to do that.")
+    if not same_origin(
+        request.headers.get("origin"), request.headers.get("referer"), _own_origin(request)
+    ):
+        return _page("message.html", 403, title="Refused", text="That form came from elsewhere.")
+    signer = _signer(request)
+    if not signer.csrf_matches(who.session, form.get("csrf")):
+        return _page(
+            "message.html", 403, title="Refused", text="The form expired; reload and try again."
+        )
+    return who
+
+
+# --- sign in and out -----------------------------------------------------------------------
+
+
+@router.get(
+    "/login",
+    response_class=HTMLResponse,
+    summary="The dashboard's sign-in form",
+    responses=_answers(_303="already signed in: a redirect to the dashboard"),
+)
+def login_form(who: SignedInDep) -> Response:
+    if who is not None:
+        return _redirect("/admin")
+    return _page("login.html")
+
+
+@router.post(
+    "/login",
+    response_class=HTMLResponse,
+    summary="Sign in with an admin key",
+    responses=_answers(
+        _303="signed in: the session cookie, and a redirect to the dashboard",
+        _401="not a valid key",
+        _403="a client key, or the form came from another site",
+        _429="too many failed sign-ins from this address",
+    ),
+)
+def login(request: Request, form: FormDep, db: SessionDep, now: NowDep) -> Response:
+    if not same_origin(
+        request.headers.get("origin"), request.headers.get("referer"), _own_origin(request)
+    ):
+        return _page("login.html", 403, error="That sign-in form came from another site.")
+    # The same check, and the same budget of failures per address, as the API's keys.
+    client, wait_s = check_key(request, db, form.get("key", "").strip() or None)
+    if wait_s:
+        return _too_many_sign_ins(wait_s)
+    if client is None:
+        logger.warning("dashboard sign-in refused", extra={"action": "dashboard_login_failed"})
+        return _page("login.html", 401, error="That key is not valid.")
+    if not client.is_admin:
+        return _page(
+            "login.html", 403, error="That is a client key; the dashboard needs an admin key."
+        )
+    token = _signer(request).issue(client.id, client.key_hash, now)
+    logger.info(
+        "admin %s signed in to the dashboard",
+        client.id,
+        extra={"action": "dashboard_login", "admin_id": client.id},
+    )
+    response = _redirect("/admin")
+    response.set_cookie(
+        COOKIE_NAME,
+        token,
+        max_age=int(SESSION_TTL.total_seconds()),
+        path=COOKIE_PATH,
+        secure=request.url.scheme == "https",
+        httponly=True,
+        samesite="strict",
+    )
+    return response
+
+
+def _too_many_sign_ins(wait_s: float) -> Response:
+    page = _page("login.html", 429, error="Too many failed sign-ins; wait a minute.")
+    page.headers.update(retry_after_header(wait_s))
+    return page
+
+
+@router.post(
+    "/logout",
+    response_class=HTMLResponse,
+    summary="Sign out of the dashboard",
+    responses=_answers(
+        _303="signed out: a redirect to the sign-in form",
+        _403="the form came from another site, or its CSRF token expired",
+    ),
+)
+def logout(request: Request, form: FormDep, who: SignedInDep) -> Response:
+    if who is not None:
+        checked = _checked_action(request, who, form)
+        if isinstance(checked, Response):
+            return checked
+    response = _redirect("/admin/login")
+    response.delete_cookie(
+        COOKIE_NAME,
+        path=COOKIE_PATH,
+        secure=request.url.scheme == "https",
+        httponly=True,
+        samesite="strict",
+    )
+    return response
+
+
+# --- pages ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """The table's filters as typed in (checked by :func:`_posts_page`)."""
+
+    status: str
+    target: str
+    client: str
+    limit: int
+
+    def query(self, **extra: str) -> str:
+        """The query string of these filters (empty values left out) plus ``extra``."""
+        values = {"status": self.status, "target": self.target, "client": self.client}
+        if self.limit != PAGE_SIZE:
+            values["limit"] = str(self.limit)
+        return urlencode({k: v for k, v in {**values, **extra}.items() if v})
+
+
+def _page_size(text: str) -> int:
+    """The ``limit`` asked for, within 1..200; the default when it is not a number."""
+    try:
+        return min(max(int(text), 1), max(PAGE_SIZES))
+    except ValueError:
+        return PAGE_SIZE
+
+
+def _posts_page(
+    db: Session, filters: Filters, cursor: str
+) -> tuple[list[Post], str | None, str | None]:
+    """The table's rows, the next page's cursor, and what was wrong with the filters."""
+    if filters.status and filters.status not in {s.value for s in PostStatus}:
+        return [], None, f"no status {filters.status!r}"
+    status = PostStatus(filters.status) if filters.status else None
+    try:
+        after = rules.decode_cursor(cursor) if cursor else None
+    except rules.CursorError:
+        return [], None, "that page link is broken; start again from the first page"
+    try:
+        client_id = admin.resolve_client_id(db, filters.client) if filters.client else None
+    except ProblemError as exc:
+        return [], None, exc.detail
+    posts, next_page = store.list_posts(
+        db,
+        client_id,
+        limit=filters.limit,
+        status=status,
+        target=filters.target or None,
+        after=after,
+    )
+    return posts, rules.encode_cursor(next_page) if next_page else None, None
+
+
+@router.get(
+    "",
+    response_class=HTMLResponse,
+    summary="The dashboard (sign in first)",
+    responses=_answers(_303=_SIGNED_OUT),
+)
+def dashboard(
+    request: Request,
+    who: SignedInDep,
+    db: SessionDep,
+    now: NowDep,
+    status: Annotated[str, Query(max_length=32)] = "",
+    target: Annotated[str, Query(max_length=64)] = "",
+    client: Annotated[str, Query(max_length=100)] = "",
+    cursor: Annotated[str, Query(max_length=512)] = "",
+    limit: Annotated[str, Query(max_length=8)] = "",
+) -> Response:
+    if who is None:
+        return _redirect("/admin/login")
+    settings: Settings = request.app.state.settings
+    filters = Filters(
+        status=status.strip(), target=target.strip(), client=client.strip(), limit=_page_size(limit)
+    )
+    posts, next_cursor, filter_error = _posts_page(db, filters, cursor)
+    shown = {p.client_id for p in posts}
+    names = {
+        cid: name
+        for cid, name in db.execute(select(Client.id, Client.name).where(Client.id.in_(shown)))
+    }
+    return _page(
+        "dashboard.html",
+        signed_in=who,
+        now=now,
+        stats=collect_stats(db, now, queue_depth=request.app.state.queue.depth()),
+        chart=chart(outcomes_per_minute(db, now)),
+        expiring=expiring_credentials(
+            db, now, timedelta(hours=settings.refresh_margin_hours), limit=20
+        ),
+        margin_hours=settings.refresh_margin_hours,
+        statuses=[s.value for s in PostStatus],
+        page_sizes=sorted({*PAGE_SIZES, filters.limit}),
+        filters=filters,
+        posts=posts,
+        client_names=names,
+        filter_error=filter_error,
+        next_query=filters.query(cursor=next_cursor) if next_cursor else None,
+        first_query=filters.query() if cursor else None,
+    )
+
+
+def _post_page(
+    db: Session, who: SignedIn, post_id: str, *, status: int = 200, **context: Any
+) -> Response:
+    try:
+        post = store.load_post(db, None, post_id)
+    except rules.PostNotFoundError:
+        return _page(
+            "message.html", 404, signed_in=who, title="Not found", text=f"No post {post_id}."
+        )
+    attempts = db.scalars(
+        select(Attempt).where(Attempt.post_id == post.id).order_by(Attempt.number)
+    )
+    return _page(
+        "post.html",
+        status,
+        signed_in=who,
+        post=post,
+        client=db.get(Client, post.client_id),
+        attempts=list(attempts),
+        can_retry=post.status is PostStatus.FAILED,
+        # Not while an earlier attempt may have published it (409 outcome_unknown).
+        can_cancel=post.status in CANCELABLE_STATUSES and post.reconcile_since is None,
+        **context,
+    )
+
+
+@router.get(
+    "/posts/{post_id}",
+    response_class=HTMLResponse,
+    summary="A post and its attempts",
+    responses=_answers(_303=_SIGNED_OUT, _404="no such post"),
+)
+def post_page(
+    post_id: str,
+    who: SignedInDep,
+    db: SessionDep,
+    done: Annotated[str, Query(max_length=16)] = "",
+) -> Response:
+    if who is None:
+        return _redirect("/admin/login")
+    return _post_page(db, who, post_id, notice=_DONE.get(done))
+
+
+# --- actions -------------------------------------------------------------------------------
+
+
+def _act(
+    action: str,
+    post_id: str,
+    request: Request,
+    form: dict[str, str],
+    who: SignedIn | None,
+    db: Session,
+    now: datetime,
+) -> Response:
+    checked = _checked_action(request, who, form)
+    if isinstance(checked, Response):
+        return checked
+    try:
+        if action == "retry":
+            admin.admin_retry_post(post_id, checked.admin, request, db, now)
+        else:
+            admin.admin_cancel_post(post_id, checked.admin, db, now)
+    except ProblemError as exc:
+        db.rollback()
+        return _post_page(db, checked, post_id, status=exc.status, error=exc.detail)
+    done = "retried" if action == "retry" else "canceled"
+    return _redirect(f"/admin/posts/{post_id}?done={done}")
+
+
+@router.post(
+    "/posts/{post_id}/retry",
+    response_class=HTMLResponse,
+    summary="Retry a failed post",
+    responses=_ACTION,
+)
+def retry(
+    post_id: str, request: Request, form: FormDep, who: SignedInDep, db: SessionDep, now: NowDep
+) -> Response:
+    return _act("retry", post_id, request, form, who, db, now)
+
+
+@router.post(
+    "/posts/{post_id}/cancel",
+    response_class=HTMLResponse,
+    summary="Cancel a post",
+    responses=_ACTION,
+)
+def cancel(
+    post_id: str, request: Request, form: FormDep, who: SignedInDep, db: SessionDep, now: NowDep
+) -> Response:
+    return _act("cancel", post_id, request, form, who, db, now)

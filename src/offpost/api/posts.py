@@ -1,0 +1,351 @@
+"""``/v1/posts``: one-off posts (the OpenAPI document).
+
+Thin handlers: parse, call :mod:`offpost.posts.store` (rules and guarded
+statements) and :mod:`offpost.posts.idempotency`, answer. A client sees only
+its own posts; another client's id answers 404 (or, as a ``credential_id`` in a
+new post, the same 422 as an id that does not exist).
+
+The batch route is built for throughput: it validates in memory, loads the
+credentials it needs with one query, inserts with one executemany statement and
+renders the answer from the inserted values without reading them back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from offpost.api.credentials import intake_problem
+from offpost.api.deps import (
+    ClientDep,
+    GraphDep,
+    NowDep,
+    SessionDep,
+    SettingsDep,
+    read_cursor,
+)
+from offpost.api.problems import ProblemError, field_error, outcome_unknown
+from offpost.api.schemas import (
+    AttemptList,
+    AttemptOut,
+    PostBatchCreate,
+    PostBatchOut,
+    PostList,
+    PostUpdate,
+)
+from offpost.graph.client import GraphClient
+from offpost.models import Attempt, Credential, PostStatus, request_hash
+from offpost.posts import rules, store
+from offpost.posts.idempotency import (
+    IdempotencyConflictError,
+    StoredAnswer,
+    check_key,
+    find_answer,
+    run_once,
+)
+from offpost.posts.input import PostCreate
+from offpost.tokens.intake import GraphUnavailableError, take_in_token
+from offpost.views import PostOut
+
+logger = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1/posts", tags=["posts"])
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias=IDEMPOTENCY_HEADER,
+        description="Optional, at most 255 characters. The same key and body within 24 h "
+        "answer the first answer again; the same key with another body answers 409.",
+    ),
+]
+
+_AUTH: dict[int | str, dict[str, Any]] = {401: {"description": "no or bad API key"}}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": "no such post for this client"},
+    **_AUTH,
+}
+_CREATE_ERRORS: dict[int | str, dict[str, Any]] = {
+    409: {"description": "the credential is deleted, or the Idempotency-Key names another body"},
+    413: {"description": "payload_too_large"},
+    422: {"description": "invalid_request (errors[].field names each bad field) or invalid_token"},
+    503: {"description": "graph_unavailable (an inline access_token could not be checked)"},
+    **_AUTH,
+}
+
+
+@contextlib.contextmanager
+def _answers() -> Iterator[None]:
+    """Turn the post rules' errors into the API's problem documents."""
+    try:
+        yield
+    except rules.PostInputError as exc:
+        raise ProblemError(
+            exc.code,
+            str(exc),
+            errors=[{"field": p.field, "message": p.message} for p in exc.problems],
+        ) from exc
+    except rules.PostNotFoundError as exc:
+        raise ProblemError("not_found", str(exc)) from exc
+    except rules.PostOutcomeUnknownError as exc:
+        raise outcome_unknown(exc) from exc
+    except (rules.PostStateError, IdempotencyConflictError) as exc:
+        raise ProblemError("conflict", str(exc)) from exc
+    except GraphUnavailableError as exc:
+        raise intake_problem(exc) from exc
+
+
+def _json(answer: StoredAnswer, *, replayed: bool = False) -> Response:
+    content = json.dumps(answer.body, ensure_ascii=False, separators=(",", ":"))
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    return Response(
+        content.encode("utf-8"),
+        status_code=answer.status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def _wake(request: Request, due_at: datetime | None) -> None:
+    """Tell an in-process dispatcher that something is due at ``due_at`` (if it listens)."""
+    wake = getattr(request.app.state, "wake_dispatcher", None)
+    if wake is None or due_at is None:
+        return
+    try:
+        wake(due_at)
+    except Exception:  # the post is committed; a failed nudge only delays it
+        logger.warning("could not wake the dispatcher", exc_info=True, extra={"action": "wake"})
+
+
+def _create(
+    request: Request,
+    session: Session,
+    graph: GraphClient,
+    app_id: str,
+    client_id: str,
+    items: list[PostCreate],
+    body: PostCreate | PostBatchCreate,
+    key: str | None,
+    now: datetime,
+    *,
+    batch: bool,
+) -> Response:
+    """Create ``items`` in one transaction, once per ``key``; the JSON answer."""
+    digest = ""
+    if key is not None:
+        if why := check_key(key):
+            raise field_error(IDEMPOTENCY_HEADER, why)
+        # The parsed body, not the raw bytes: key order, spacing and an explicit
+        # null versus an omitted field do not make another request.
+        path = "/v1/posts/batch" if batch else "/v1/posts"
+        digest = request_hash("POST", path, body.model_dump(mode="json", exclude_none=True))
+        with _answers():
+            stored = find_answer(session, client_id, key, digest, now)
+        if stored is not None:
+            return _json(stored, replayed=True)
+
+    def intake(token: str) -> Credential:
+        credential, _ = take_in_token(
+            session, graph, app_id=app_id, client_id=client_id, short_token=token, now=now
+        )
+        return credential
+
+    due_at: datetime | None = None
+
+    def work() -> StoredAnswer:
+        nonlocal due_at
+        rows = store.insert_posts(session, client_id, new_posts, now)
+        due_at = store.earliest_due(rows)
+        out = [PostOut.of(row).model_dump(mode="json") for row in rows]
+        return StoredAnswer(201, {"posts": out} if batch else out[0])
+
+    with _answers():
+        new_posts = store.prepare_posts(session, client_id, items, now, intake=intake, batch=batch)
+        answer, replayed = run_once(
+            session, client_id=client_id, key=key, request_hash=digest, now=now, work=work
+        )
+    if not replayed:
+        logger.info(
+            "%d posts created",
+            len(new_posts),
+            extra={"action": "posts_created", "client_id": client_id},
+        )
+        _wake(request, due_at)
+    return _json(answer, replayed=replayed)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=PostOut,
+    summary="Schedule a post",
+    responses=_CREATE_ERRORS,
+)
+def create_post(
+    body: PostCreate,
+    request: Request,
+    client: ClientDep,
+    session: SessionDep,
+    graph: GraphDep,
+    settings: SettingsDep,
+    now: NowDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
+    app_id = settings.app_id or ""
+    return _create(
+        request, session, graph, app_id, client.id, [body], body, idempotency_key, now, batch=False
+    )
+
+
+@router.post(
+    "/batch",
+    status_code=status.HTTP_201_CREATED,
+    response_model=PostBatchOut,
+    summary="Schedule up to 1000 posts, all or nothing",
+    description="One bad item refuses the whole batch with 422; `errors[].field` names each "
+    "bad field as `posts[17].publish_at`. The answer lists the posts in input order.",
+    responses=_CREATE_ERRORS,
+)
+def create_posts(
+    body: PostBatchCreate,
+    request: Request,
+    client: ClientDep,
+    session: SessionDep,
+    graph: GraphDep,
+    settings: SettingsDep,
+    now: NowDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
+    app_id = settings.app_id or ""
+    key = idempotency_key
+    return _create(
+        request, session, graph, app_id, client.id, body.posts, body, key, now, batch=True
+    )
+
+
+@router.get(
+    "",
+    response_model=PostList,
+    summary="This client's posts, newest first",
+    responses={422: {"description": "a bad filter, limit or cursor"}, **_AUTH},
+)
+def list_posts(
+    client: ClientDep,
+    session: SessionDep,
+    status: Annotated[PostStatus | None, Query()] = None,
+    target: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    schedule_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[
+        str | None, Query(max_length=512, description="`next_cursor` of the previous page.")
+    ] = None,
+) -> PostList:
+    after = read_cursor(cursor)
+    posts, next_page = store.list_posts(
+        session,
+        client.id,
+        limit=limit,
+        status=status,
+        target=target,
+        schedule_id=schedule_id,
+        after=after,
+    )
+    return PostList(
+        posts=[PostOut.of(p) for p in posts],
+        next_cursor=rules.encode_cursor(next_page) if next_page else None,
+    )
+
+
+@router.get("/{post_id}", response_model=PostOut, summary="One post", responses=_NOT_FOUND)
+def get_post(post_id: str, client: ClientDep, session: SessionDep) -> PostOut:
+    with _answers():
+        return PostOut.of(store.load_post(session, client.id, post_id))
+
+
+@router.get(
+    "/{post_id}/attempts",
+    response_model=AttemptList,
+    summary="The post's publishing attempts, in order",
+    responses=_NOT_FOUND,
+)
+def list_attempts(post_id: str, client: ClientDep, session: SessionDep) -> AttemptList:
+    with _answers():
+        post = store.load_post(session, client.id, post_id)
+    attempts = session.scalars(
+        select(Attempt).where(Attempt.post_id == post.id).order_by(Attempt.number)
+    )
+    return AttemptList(attempts=[AttemptOut.of(a) for a in attempts])
+
+
+@router.patch(
+    "/{post_id}",
+    response_model=PostOut,
+    summary="Change a post not yet queued (scheduled, failed or needs_reauth)",
+    responses={
+        409: {
+            "description": "conflict: the post is queued, publishing, published or canceled; "
+            "outcome_unknown: its last attempt may have published it (Graph's answer was "
+            "lost) and offpost has not read the Page yet; Retry-After says when to ask again",
+        },
+        422: {"description": "invalid_request; errors[].field names each bad field"},
+        **_NOT_FOUND,
+    },
+)
+def update_post(
+    post_id: str,
+    body: PostUpdate,
+    request: Request,
+    client: ClientDep,
+    session: SessionDep,
+    now: NowDep,
+) -> PostOut:
+    changes = body.model_dump(exclude_unset=True)
+    if not changes:
+        raise field_error("body", "give at least one of message, link, photo_url, publish_at")
+    with _answers():
+        post = store.update_post(session, client.id, post_id, changes, now)
+    if "publish_at" in changes:
+        _wake(request, store.earliest_due([post]))
+    return PostOut.of(post)
+
+
+@router.delete(
+    "/{post_id}",
+    response_model=PostOut,
+    summary="Cancel a post not yet publishing",
+    responses={
+        409: {
+            "description": "conflict: the post is publishing or published; outcome_unknown: "
+            "its last attempt may have published it (Graph's answer was lost) and offpost has "
+            "not read the Page yet, so it cannot say it is canceled; Retry-After says when "
+            "to ask again",
+        },
+        **_NOT_FOUND,
+    },
+)
+def cancel_post(post_id: str, client: ClientDep, session: SessionDep, now: NowDep) -> PostOut:
+    with _answers():
+        return PostOut.of(store.cancel_post(session, client.id, post_id, now))
+
+
+@router.post(
+    "/{post_id}/retry",
+    response_model=PostOut,
+    summary="Put a failed post back to scheduled, due now",
+    responses={409: {"description": "the post is not failed"}, **_NOT_FOUND},
+)
+def retry_post(
+    post_id: str, request: Request, client: ClientDep, session: SessionDep, now: NowDep
+) -> PostOut:
+    with _answers():
+        post = store.retry_post(session, client.id, post_id, now)
+    _wake(request, post.due_at)
+    return PostOut.of(post)

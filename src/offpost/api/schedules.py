@@ -1,0 +1,371 @@
+"""``/v1/schedules``: recurring posts (the OpenAPI document).
+
+Thin handlers over :mod:`offpost.recurrence` (the rule) and
+:mod:`offpost.scheduler.materialize` (its posts). Behaviour worth knowing:
+
+- Creating, resuming or changing a schedule materialises its first
+  occurrences at once (up to the dispatcher's horizon, 24 h), so they are
+  visible in ``GET /v1/posts?schedule_id=…`` straight away; the dispatcher
+  keeps extending them. Occurrences before the creation are not misfires.
+- ``next_run_at`` is the next occurrence from now and ``upcoming`` the next
+  five with the zone's offset; both empty while paused, deleted or ended.
+- Pausing cancels the schedule's pending posts (never-attempted ``scheduled``
+  ones; ``last_error.code = "schedule_paused"``); resuming re-materialises from
+  now and revives those of them still in the future. Posts already handed to a
+  worker finish.
+- Changing content or rule affects future occurrences only: pending posts
+  after now are canceled (``schedule_changed``) and re-made from the new
+  schedule.
+- ``DELETE`` cancels every unpublished post (``schedule_deleted``) and marks
+  the schedule ``deleted``: it stays readable (``GET`` shows it with its
+  history, ``GET /v1/schedules?status=deleted`` lists it), cannot be changed
+  (409), and a second ``DELETE`` answers the same.
+- ``credential_id`` and ``target`` are checked as for posts.
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, status
+from sqlalchemy import select, tuple_
+from sqlalchemy.orm import Session
+
+from offpost.api.deps import ClientDep, NowDep, SessionDep, read_cursor
+from offpost.api.problems import ProblemError, field_error
+from offpost.api.schedule_schemas import (
+    HISTORY_COUNT,
+    UPCOMING_COUNT,
+    PreviewOut,
+    ScheduleCreate,
+    ScheduleDetail,
+    ScheduleEventOut,
+    ScheduleList,
+    ScheduleOut,
+    SchedulePreview,
+    ScheduleUpdate,
+)
+from offpost.models import (
+    Credential,
+    IdPrefix,
+    Schedule,
+    ScheduleEvent,
+    ScheduleEventKind,
+    ScheduleStatus,
+    is_id,
+)
+from offpost.posts.rules import Cursor, content_problem, encode_cursor, initial_status
+from offpost.recurrence import Recurrence, RuleError, format_local, parse_rule
+from offpost.scheduler import materialize as store
+
+router = APIRouter(prefix="/v1/schedules", tags=["schedules"])
+
+_AUTH: dict[int | str, dict[str, Any]] = {401: {"description": "no or bad API key"}}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": "no such schedule for this client"},
+    **_AUTH,
+}
+_INVALID: dict[int | str, dict[str, Any]] = {
+    422: {"description": "invalid_request; errors[].field names the bad field"},
+}
+_RULE_FIELDS = frozenset({"rrule", "cron", "timezone", "start_at", "end_at"})
+_CONTENT_FIELDS = frozenset({"credential_id", "target", "message", "link", "photo_url"})
+
+
+def _problem(exc: RuleError) -> ProblemError:
+    return field_error(exc.field, exc.message)
+
+
+def _parse(
+    rrule: str | None,
+    cron: str | None,
+    timezone: str,
+    start_at: datetime | None,
+    end_at: datetime | None,
+    now: datetime,
+) -> Recurrence:
+    """The validated recurrence; a missing start means now (cron only)."""
+    if start_at is None:
+        if rrule is not None:
+            raise field_error("start_at", "is required with rrule (it is the rule's DTSTART)")
+        start_at = now.replace(second=0, microsecond=0)
+    try:
+        return parse_rule(
+            rrule=rrule, cron=cron, timezone=timezone, start_at=start_at, end_at=end_at
+        )
+    except RuleError as exc:
+        raise _problem(exc) from exc
+
+
+def _check_credential(session: Session, client_id: str, credential_id: str, target: str) -> None:
+    credential = session.scalars(
+        select(Credential).where(Credential.id == credential_id, Credential.client_id == client_id)
+    ).one_or_none()
+    verdict = initial_status(credential, target)
+    if not isinstance(verdict, str):  # a FieldProblem
+        raise ProblemError(
+            verdict.code,
+            f"{verdict.field}: {verdict.message}",
+            errors=[{"field": verdict.field, "message": verdict.message}],
+        )
+
+
+def _check_content(message: str | None, link: str | None, photo_url: str | None) -> None:
+    why = content_problem(message, link, photo_url)
+    if why is not None:
+        raise field_error("message", why)
+
+
+def _future(schedule: Schedule, now: datetime) -> tuple[datetime | None, list[str]]:
+    if schedule.status != ScheduleStatus.ACTIVE:
+        return None, []
+    try:
+        recurrence = store.recurrence_of(schedule)
+    except RuleError:
+        return None, []
+    upcoming = recurrence.upcoming(now, UPCOMING_COUNT)
+    return (upcoming[0] if upcoming else None), [format_local(i, recurrence.zone) for i in upcoming]
+
+
+def _out(schedule: Schedule, now: datetime) -> ScheduleOut:
+    next_run_at, upcoming = _future(schedule, now)
+    return ScheduleOut(
+        **ScheduleOut.fields_of(schedule), next_run_at=next_run_at, upcoming=upcoming
+    )
+
+
+def _detail(session: Session, schedule: Schedule, now: datetime) -> ScheduleDetail:
+    next_run_at, upcoming = _future(schedule, now)
+    events = session.scalars(
+        select(ScheduleEvent)
+        .where(ScheduleEvent.schedule_id == schedule.id)
+        .order_by(ScheduleEvent.id.desc())
+        .limit(HISTORY_COUNT)
+    ).all()
+    return ScheduleDetail(
+        **ScheduleOut.fields_of(schedule),
+        next_run_at=next_run_at,
+        upcoming=upcoming,
+        history=[ScheduleEventOut.of(e) for e in events],
+    )
+
+
+def _load_own(
+    session: Session, client_id: str, schedule_id: str, *, for_update: bool = False
+) -> Schedule:
+    """The client's schedule, or 404 (another client's id included)."""
+    if not is_id(schedule_id, IdPrefix.SCHEDULE):
+        raise ProblemError("not_found", f"no schedule {schedule_id}")
+    query = select(Schedule).where(Schedule.id == schedule_id, Schedule.client_id == client_id)
+    if for_update and session.get_bind().dialect.name == "postgresql":
+        # Waits for a dispatcher that is materialising this schedule right now.
+        query = query.with_for_update()
+    schedule = session.scalars(query).one_or_none()
+    if schedule is None:
+        raise ProblemError("not_found", f"no schedule {schedule_id}")
+    return schedule
+
+
+@router.post(
+    "/preview",
+    response_model=PreviewOut,
+    summary="The occurrences of a rule (nothing is stored)",
+    responses={**_INVALID, **_AUTH},
+)
+def preview_schedule(body: SchedulePreview, _: ClientDep, now: NowDep) -> PreviewOut:
+    recurrence = _parse(body.rrule, body.cron, body.timezone, body.start_at, body.end_at, now)
+    occurrences = itertools.islice(recurrence.occurrences(body.after), body.limit)
+    return PreviewOut(occurrences=[format_local(i, recurrence.zone) for i in occurrences])
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ScheduleDetail,
+    summary="Create a recurring post",
+    responses={**_INVALID, 409: {"description": "the credential is deleted"}, **_AUTH},
+)
+def create_schedule(
+    body: ScheduleCreate, client: ClientDep, session: SessionDep, now: NowDep
+) -> ScheduleDetail:
+    recurrence = _parse(body.rrule, body.cron, body.timezone, body.start_at, body.end_at, now)
+    _check_content(body.message, body.link, body.photo_url)
+    _check_credential(session, client.id, body.credential_id, body.target)
+    _require_future(recurrence, now, "rrule" if body.rrule is not None else "cron")
+    schedule = Schedule(
+        client_id=client.id,
+        credential_id=body.credential_id,
+        target=body.target,
+        message=body.message,
+        link=body.link,
+        photo_url=body.photo_url,
+        rrule=body.rrule,
+        cron=body.cron,
+        timezone=body.timezone,
+        start_at=recurrence.start_at,
+        end_at=body.end_at,
+        misfire=body.misfire,
+        status=ScheduleStatus.ACTIVE,
+        occurrences_created=0,
+        created_at=now,
+        updated_at=now,
+    )
+    store.restart_schedule(schedule, recurrence, now)
+    session.add(schedule)
+    session.flush()
+    store.materialize_schedule(session, schedule, now)
+    session.commit()
+    return _detail(session, schedule, now)
+
+
+def _require_future(recurrence: Recurrence, now: datetime, field: str) -> None:
+    if next(recurrence.occurrences(now, inclusive=True), None) is None:
+        raise field_error(field, "the rule has no occurrence after now")
+
+
+@router.get(
+    "",
+    response_model=ScheduleList,
+    summary="This client's schedules, newest first",
+    responses={**_INVALID, **_AUTH},
+)
+def list_schedules(
+    client: ClientDep,
+    session: SessionDep,
+    now: NowDep,
+    status_: Annotated[ScheduleStatus | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> ScheduleList:
+    query = select(Schedule).where(Schedule.client_id == client.id)
+    if status_ is None:
+        query = query.where(Schedule.status != ScheduleStatus.DELETED)
+    else:
+        query = query.where(Schedule.status == status_)
+    after = read_cursor(cursor, IdPrefix.SCHEDULE)
+    if after is not None:
+        query = query.where(
+            tuple_(Schedule.created_at, Schedule.id) < tuple_(after.created_at, after.object_id)
+        )
+    rows = session.scalars(
+        query.order_by(Schedule.created_at.desc(), Schedule.id.desc()).limit(limit + 1)
+    ).all()
+    page = rows[:limit]
+    last = page[-1] if len(rows) > limit else None
+    next_cursor = encode_cursor(Cursor(last.created_at, last.id)) if last else None
+    return ScheduleList(schedules=[_out(s, now) for s in page], next_cursor=next_cursor)
+
+
+@router.get(
+    "/{schedule_id}",
+    response_model=ScheduleDetail,
+    summary="One schedule, with its upcoming occurrences and history",
+    responses=_NOT_FOUND,
+)
+def get_schedule(
+    schedule_id: str, client: ClientDep, session: SessionDep, now: NowDep
+) -> ScheduleDetail:
+    return _detail(session, _load_own(session, client.id, schedule_id), now)
+
+
+@router.patch(
+    "/{schedule_id}",
+    response_model=ScheduleDetail,
+    summary="Pause, resume, or change content or rule (future occurrences only)",
+    responses={**_INVALID, 409: {"description": "the schedule is deleted"}, **_NOT_FOUND},
+)
+def update_schedule(
+    schedule_id: str, body: ScheduleUpdate, client: ClientDep, session: SessionDep, now: NowDep
+) -> ScheduleDetail:
+    schedule = _load_own(session, client.id, schedule_id, for_update=True)
+    if schedule.status == ScheduleStatus.DELETED:
+        raise ProblemError("conflict", f"schedule {schedule_id} is deleted")
+    given = body.model_fields_set
+    changed = _apply_changes(session, schedule, body, client.id, now)
+    resumed = False
+    if body.status == "paused" and schedule.status == ScheduleStatus.ACTIVE:
+        store.cancel_pending_posts(session, schedule.id, now, store.SCHEDULE_PAUSED)
+        schedule.status = ScheduleStatus.PAUSED
+        store.record_events(session, schedule.id, ScheduleEventKind.PAUSED, now)
+    elif body.status == "active" and schedule.status == ScheduleStatus.PAUSED:
+        schedule.status = ScheduleStatus.ACTIVE
+        resumed = True
+        store.record_events(session, schedule.id, ScheduleEventKind.RESUMED, now)
+    if schedule.status == ScheduleStatus.ACTIVE and (changed or resumed):
+        store.restart_schedule(schedule, store.recurrence_of(schedule), now)
+        store.materialize_schedule(session, schedule, now)
+    if given:
+        schedule.updated_at = now
+    session.commit()
+    return _detail(session, schedule, now)
+
+
+def _apply_changes(
+    session: Session, schedule: Schedule, body: ScheduleUpdate, client_id: str, now: datetime
+) -> bool:
+    """Validate and apply everything but ``status``; whether posts must be re-made."""
+    given = body.model_fields_set - {"status"}
+    for name in ("credential_id", "target", "timezone", "misfire"):
+        if name in given and getattr(body, name) is None:
+            raise field_error(name, "must not be null")
+    rule_changed = bool(given & _RULE_FIELDS)
+    content_changed = bool(given & _CONTENT_FIELDS)
+    if rule_changed:
+        if "rrule" in given or "cron" in given:
+            rrule = body.rrule if "rrule" in given else None
+            cron = body.cron if "cron" in given else None
+        else:
+            rrule, cron = schedule.rrule, schedule.cron
+        timezone = body.timezone if body.timezone is not None else schedule.timezone
+        start_at = body.start_at if "start_at" in given else schedule.start_at
+        end_at = body.end_at if "end_at" in given else schedule.end_at
+        recurrence = _parse(rrule, cron, timezone, start_at, end_at, now)
+        _require_future(recurrence, now, "rrule" if rrule is not None else "cron")
+        schedule.rrule, schedule.cron, schedule.timezone = rrule, cron, timezone
+        schedule.start_at, schedule.end_at = recurrence.start_at, end_at
+    if content_changed:
+        message = body.message if "message" in given else schedule.message
+        link = body.link if "link" in given else schedule.link
+        photo_url = body.photo_url if "photo_url" in given else schedule.photo_url
+        _check_content(message, link, photo_url)
+        credential_id = body.credential_id or schedule.credential_id
+        target = body.target or schedule.target
+        if "credential_id" in given or "target" in given:
+            _check_credential(session, client_id, credential_id, target)
+        schedule.message, schedule.link, schedule.photo_url = message, link, photo_url
+        schedule.credential_id, schedule.target = credential_id, target
+    if body.misfire is not None:
+        schedule.misfire = body.misfire
+    if rule_changed or content_changed:
+        if schedule.status == ScheduleStatus.ACTIVE:
+            store.cancel_pending_posts(session, schedule.id, now, store.SCHEDULE_CHANGED, after=now)
+        store.record_events(
+            session,
+            schedule.id,
+            ScheduleEventKind.UPDATED,
+            now,
+            [(None, {"fields": sorted(given - {"misfire"})})],
+        )
+    return rule_changed or content_changed
+
+
+@router.delete(
+    "/{schedule_id}",
+    response_model=ScheduleDetail,
+    summary="Delete: cancel its unpublished posts; the schedule stays readable as deleted",
+    responses=_NOT_FOUND,
+)
+def delete_schedule(
+    schedule_id: str, client: ClientDep, session: SessionDep, now: NowDep
+) -> ScheduleDetail:
+    schedule = _load_own(session, client.id, schedule_id, for_update=True)
+    if schedule.status != ScheduleStatus.DELETED:
+        store.cancel_unpublished_posts(session, schedule.id, now)
+        schedule.status = ScheduleStatus.DELETED
+        schedule.next_run_at = None
+        schedule.updated_at = now
+        store.record_events(session, schedule.id, ScheduleEventKind.DELETED, now)
+        session.commit()
+    return _detail(session, schedule, now)

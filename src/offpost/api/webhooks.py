@@ -1,0 +1,126 @@
+"""``/v1/webhook``: where a client wants its events (docs/webhooks.md).
+
+One webhook per client. ``PUT`` sets the URL and makes a fresh signing secret,
+shown in that answer only (a second ``PUT`` rotates it); ``GET`` shows the URL;
+``DELETE`` removes the webhook and gives up its undelivered events. URLs are
+``https://``; plain ``http://`` is accepted for ``localhost``, ``127.0.0.1`` and
+``[::1]`` only, for development.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Response, status
+from pydantic import AfterValidator, BaseModel
+from sqlalchemy import select, update
+
+from offpost.api.deps import ClientDep, NowDep, SessionDep
+from offpost.api.problems import ProblemError
+from offpost.models import DeliveryStatus, Webhook, WebhookEvent, new_webhook_secret
+from offpost.posts.input import RequestModel
+from offpost.posts.rules import check_url
+
+logger = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1/webhook", tags=["webhooks"])
+
+#: Hosts a webhook may reach over plain http (development on one machine).
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+_ERRORS: dict[int | str, dict[str, Any]] = {401: {"description": "no or bad API key"}}
+
+
+def check_webhook_url(value: str) -> str:
+    """``value`` if it is an https URL (or http to this machine); ``ValueError`` otherwise."""
+    check_url(value)
+    parts = urlsplit(value)
+    if parts.scheme.lower() == "https":
+        return value
+    if (parts.hostname or "").lower() in LOCAL_HOSTS:
+        return value
+    raise ValueError("must be an https:// URL (http:// only for localhost or 127.0.0.1)")
+
+
+class WebhookPut(RequestModel):
+    url: Annotated[str, AfterValidator(check_webhook_url)]
+
+
+class WebhookOut(BaseModel):
+    url: str
+
+
+class WebhookCreated(BaseModel):
+    url: str
+    secret: str
+
+
+def _own_webhook(session: SessionDep, client_id: str) -> Webhook | None:
+    return session.scalars(select(Webhook).where(Webhook.client_id == client_id)).one_or_none()
+
+
+@router.put(
+    "",
+    response_model=WebhookCreated,
+    summary="Set the webhook URL; returns a fresh signing secret (shown once)",
+    responses={422: {"description": "invalid_request: not an https URL"}, **_ERRORS},
+)
+def put_webhook(body: WebhookPut, client: ClientDep, session: SessionDep) -> WebhookCreated:
+    secret = new_webhook_secret()
+    webhook = _own_webhook(session, client.id)
+    if webhook is None:
+        webhook = Webhook(client_id=client.id, url=body.url, secret=secret)
+        session.add(webhook)
+    else:
+        webhook.url = body.url
+        webhook.secret = secret
+    session.commit()
+    logger.info(
+        "webhook set for client %s",
+        client.id,
+        extra={"action": "webhook_set", "client_id": client.id},
+    )
+    return WebhookCreated(url=body.url, secret=secret)
+
+
+@router.get(
+    "",
+    response_model=WebhookOut,
+    summary="The webhook URL (never the secret)",
+    responses={404: {"description": "no webhook is set"}, **_ERRORS},
+)
+def get_webhook(client: ClientDep, session: SessionDep) -> WebhookOut:
+    webhook = _own_webhook(session, client.id)
+    if webhook is None:
+        raise ProblemError("not_found", "no webhook is set; PUT /v1/webhook sets one")
+    return WebhookOut(url=webhook.url)
+
+
+@router.delete(
+    "",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Remove the webhook; undelivered events are given up",
+    responses={404: {"description": "no webhook is set"}, **_ERRORS},
+)
+def delete_webhook(client: ClientDep, session: SessionDep, now: NowDep) -> Response:
+    webhook = _own_webhook(session, client.id)
+    if webhook is None:
+        raise ProblemError("not_found", "no webhook is set")
+    session.delete(webhook)
+    session.execute(
+        update(WebhookEvent)
+        .where(
+            WebhookEvent.client_id == client.id,
+            WebhookEvent.status == DeliveryStatus.PENDING,
+        )
+        .values(
+            status=DeliveryStatus.FAILED,
+            last_error="the webhook was removed",
+            lease_expires_at=None,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,140 @@
+"""``offpost dispatcher`` and ``offpost worker``: the long-running roles besides the API."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from datetime import timedelta
+from functools import partial
+from types import FrameType
+from typing import TYPE_CHECKING
+
+import click
+
+from offpost.cli.common import one_line_errors, process_settings
+from offpost.settings import Settings
+
+if TYPE_CHECKING:
+    from offpost.workers.app import WorkerConfig
+
+logger = logging.getLogger(__name__)
+
+
+def worker_config(settings: Settings) -> WorkerConfig:
+    """The plain values a worker process needs, from the settings."""
+    from offpost.workers.app import WorkerConfig
+
+    settings.require("app_id", "app_secret", "encryption_keys")
+    assert settings.app_id is not None
+    assert settings.app_secret is not None
+    return WorkerConfig(
+        database_url=settings.database_url,
+        broker_url=settings.broker_url,
+        encryption_keys=settings.encryption_key_list(),
+        graph_url=settings.graph_url,
+        graph_version=settings.graph_version,
+        app_id=settings.app_id,
+        app_secret=settings.app_secret.get_secret_value(),
+        appsecret_time=settings.appsecret_time,
+        graph_timeout_s=settings.graph_timeout_s,
+        lease_s=settings.lease_s,
+        retry_base_s=settings.retry_base_s,
+        retry_cap_s=settings.retry_cap_s,
+        publish_concurrency=settings.publish_concurrency,
+        queue=settings.queue,
+        webhook_timeout_s=settings.webhook_timeout_s,
+        webhook_retry_base_s=settings.webhook_retry_base_s,
+        webhook_retry_cap_s=settings.webhook_retry_cap_s,
+        webhook_retry_for_s=settings.webhook_retry_for_s,
+        metrics_dir=settings.metrics_dir,
+    )
+
+
+def _check_schema(settings: Settings) -> None:
+    from offpost.models import make_engine
+    from offpost.models.migrate import ensure_schema_current
+
+    engine = make_engine(settings.database_url)
+    try:
+        ensure_schema_current(engine)
+    finally:
+        engine.dispose()
+
+
+@click.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+@one_line_errors
+def worker(celery_args: tuple[str, ...]) -> None:
+    """Run a Celery worker that publishes posts; extra arguments go to `celery worker`.
+
+    For example: offpost worker --concurrency 4 --loglevel INFO
+    """
+    from offpost.workers.app import make_worker_app
+
+    settings = process_settings()
+    config = worker_config(settings)
+    _check_schema(settings)
+    app = make_worker_app(config)
+    argv = ["worker", *celery_args]
+    if not any(a.startswith(("-l", "--loglevel")) for a in celery_args):
+        argv += ["--loglevel", "INFO"]
+    app.worker_main(argv)
+
+
+@click.command()
+@one_line_errors
+def dispatcher() -> None:
+    """Run a dispatcher: sends due posts to the workers (run as many as you like)."""
+    from offpost.connections import redis_probe
+    from offpost.models import make_engine, make_sessionmaker
+    from offpost.scheduler.dispatcher import Dispatcher, DispatcherConfig
+    from offpost.scheduler.housekeeping import build_housekeeping
+    from offpost.scheduler.wake import make_waker
+    from offpost.workers.app import make_celery, send_publish
+    from offpost.workers.webhooks import send_deliveries
+
+    settings = process_settings()
+    _check_schema(settings)
+    engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    celery_app = make_celery(settings.broker_url, lease_s=settings.lease_s, queue=settings.queue)
+    waker = make_waker(settings.broker_url)
+    probe = redis_probe(settings.broker_url)
+    housekeeping, close_housekeeping = build_housekeeping(
+        settings, sessions, partial(send_deliveries, celery_app)
+    )
+    loop = Dispatcher(
+        sessions,
+        lambda ids: send_publish(celery_app, ids),
+        config=DispatcherConfig(
+            dispatch_batch=settings.dispatch_batch,
+            message_batch=settings.message_batch,
+            requeue_after=timedelta(seconds=settings.requeue_after_s),
+            max_sleep_s=settings.dispatcher_max_sleep_s,
+        ),
+        waker=waker,
+        # Schedules, webhook deliveries and the daily expiry sweep, before each claim.
+        before_tick=housekeeping,
+        check_broker=probe.ping if probe is not None else None,
+    )
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        logger.info("signal %d: stopping after this tick", signum)
+        stop.set()
+        waker.close()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        loop.run(stop)
+    finally:
+        waker.close()
+        if probe is not None:
+            probe.close()
+        close_housekeeping()
+        engine.dispose()

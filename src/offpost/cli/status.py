@@ -1,0 +1,135 @@
+"""``offpost status``: the numbers of ``GET /v1/admin/stats`` as tables in a terminal.
+
+It reads the database directly (no API key, no running API needed) with the
+same :func:`~offpost.posts.stats.collect_stats` the API uses, asks the
+broker for the queue depth, and lists the credentials expiring soon. It reads
+no token, so it needs no encryption keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import click
+
+from offpost.cli.common import one_line_errors, process_settings
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+    from offpost.posts.stats import ExpiringCredential, Stats
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 120:
+        return f"{value:.1f} s"
+    if value < 7200:
+        return f"{value / 60:.1f} min"
+    return f"{value / 3600:.1f} h"
+
+
+def _when(value: datetime, now: datetime) -> str:
+    left = value - now
+    stamp = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M Z")
+    if left < timedelta(0):
+        return f"{stamp} (expired)"
+    return f"{stamp} (in {_seconds(left.total_seconds())})"
+
+
+def render(
+    stats: Stats, expiring: list[ExpiringCredential], now: datetime, within_hours: int
+) -> list[RenderableType]:
+    """The tables ``offpost status`` prints (pure: no I/O)."""
+    from rich.table import Table
+
+    posts = Table(title="Posts by status")
+    posts.add_column("status")
+    posts.add_column("posts", justify="right")
+    for name, count in dataclasses.asdict(stats.posts).items():
+        posts.add_row(name, str(count))
+
+    pipeline = Table(title="Pipeline")
+    pipeline.add_column("measure")
+    pipeline.add_column("value", justify="right")
+    hour = stats.last_hour
+    pipeline.add_row("published in the last hour", str(hour.published))
+    pipeline.add_row("failed in the last hour", str(hour.failed))
+    pipeline.add_row("lateness p50", _seconds(hour.lateness_seconds.p50))
+    pipeline.add_row("lateness p95", _seconds(hour.lateness_seconds.p95))
+    pipeline.add_row("lateness p99", _seconds(hour.lateness_seconds.p99))
+    pipeline.add_row("due, not dispatched", str(stats.due_not_dispatched))
+    depth = "unknown" if stats.queue_depth is None else str(stats.queue_depth)
+    pipeline.add_row("queue depth (messages)", depth)
+
+    errors = Table(title="Top errors, 24 h")
+    errors.add_column("code")
+    errors.add_column("count", justify="right")
+    for error in stats.top_errors:
+        errors.add_row(error.code, str(error.count))
+    if not stats.top_errors:
+        errors.add_row("none", "0")
+
+    credentials = Table(title="Credentials by status")
+    credentials.add_column("status")
+    credentials.add_column("credentials", justify="right")
+    for name, count in dataclasses.asdict(stats.credentials).items():
+        credentials.add_row(name, str(count))
+
+    soon = Table(title=f"Credentials expiring within {within_hours} h")
+    soon.add_column("credential", no_wrap=True)  # an id is no use cut short
+    for column in ("client", "facebook user", "status", "expires"):
+        soon.add_column(column)
+    for cred in expiring:
+        soon.add_row(
+            cred.id, cred.client_name, cred.fb_user_id, cred.status, _when(cred.expires_at, now)
+        )
+    if not expiring:
+        soon.add_row("none", "", "", "", "")
+    return [posts, pipeline, errors, credentials, soon]
+
+
+@click.command()
+@click.option(
+    "--expiring-within-hours",
+    type=click.IntRange(0, 24 * 366),
+    default=None,
+    help="List credentials expiring this soon [default: OFFPOST_REFRESH_MARGIN_HOURS].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the stats document as JSON.")
+@one_line_errors
+def status(expiring_within_hours: int | None, as_json: bool) -> None:
+    """Job counts by status, lateness, recent failures and credentials expiring soon."""
+    from rich.console import Console
+
+    from offpost.api.exporter import QueueProbe
+    from offpost.models import make_engine, make_sessionmaker
+    from offpost.models.base import utcnow
+    from offpost.models.migrate import ensure_schema_current
+    from offpost.posts.stats import collect_stats, expiring_credentials
+
+    settings = process_settings()
+    within_hours = (
+        settings.refresh_margin_hours if expiring_within_hours is None else expiring_within_hours
+    )
+    engine = make_engine(settings.database_url)
+    queue = QueueProbe(settings.broker_url, settings.queue)
+    try:
+        ensure_schema_current(engine)
+        now = utcnow()
+        with make_sessionmaker(engine)() as session:
+            stats = collect_stats(session, now, queue_depth=queue.depth())
+            expiring = expiring_credentials(session, now, timedelta(hours=within_hours))
+    finally:
+        queue.close()
+        engine.dispose()
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(stats), indent=2))
+        return
+    console = Console()
+    for table in render(stats, expiring, now, within_hours):
+        console.print(table)

@@ -1,0 +1,129 @@
+"""The webhook outbox: events recorded inside the transaction that makes the change.
+
+Events are rows of :class:`~offpost.models.webhook_event.WebhookEvent`, written
+in the same transaction as the change they report, so an event exists exactly
+when its change committed. The worker's publish observer
+(:class:`~offpost.workers.webhooks.WebhookOutbox`), the API and the expiry sweep
+all record through here; delivery is :mod:`offpost.workers.webhooks`. Clients
+without a webhook get no rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, type_coerce
+from sqlalchemy.orm import Session
+from sqlalchemy.types import Text
+
+from offpost.models import Credential, Post, Webhook
+from offpost.models.webhook_event import EventType, insert_event
+from offpost.views import CredentialOut, PostOut
+
+
+def _utc_z(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def event_document(event_id: str, type_: EventType, created_at: datetime, data: Any) -> str:
+    """The JSON body of an event, compact, as stored and POSTed on every attempt."""
+    return json.dumps(
+        {"id": event_id, "type": type_.value, "created_at": _utc_z(created_at), "data": data},
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+def has_webhook(session: Session, client_id: str) -> bool:
+    """Whether the client has a webhook (events are recorded only then)."""
+    return session.scalar(select(Webhook.id).where(Webhook.client_id == client_id)) is not None
+
+
+def record_post_event(
+    session: Session, post_id: str, type_: EventType, now: datetime
+) -> str | None:
+    """Record ``type_`` about the post as it is now in this transaction; the event id or None.
+
+    ``data`` is the post object exactly as the API returns it (no token).
+    """
+    post = session.scalars(
+        select(Post).where(Post.id == post_id).execution_options(populate_existing=True)
+    ).one_or_none()
+    if post is None or not has_webhook(session, post.client_id):
+        return None
+    data = PostOut.of(post).model_dump(mode="json")
+    return insert_event(
+        session,
+        client_id=post.client_id,
+        event_type=type_,
+        subject_id=post.id,
+        payload_for=lambda event_id: event_document(event_id, type_, now, data),
+        now=now,
+    )
+
+
+def record_credential_event(
+    session: Session,
+    credential_id: str,
+    type_: EventType,
+    now: datetime,
+    *,
+    dedupe_key: str | None = None,
+) -> str | None:
+    """Record ``type_`` about the credential (its public object); the event id or None.
+
+    None also when ``dedupe_key`` was recorded before for this client.
+    """
+    credential = session.scalars(
+        select(Credential)
+        .where(Credential.id == credential_id)
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+    if credential is None or not has_webhook(session, credential.client_id):
+        return None
+    data = CredentialOut.of(credential).model_dump(mode="json")
+    return insert_event(
+        session,
+        client_id=credential.client_id,
+        event_type=type_,
+        subject_id=credential.id,
+        payload_for=lambda event_id: event_document(event_id, type_, now, data),
+        now=now,
+        dedupe_key=dedupe_key,
+    )
+
+
+def needs_reauth_dedupe_key(session: Session, credential_id: str) -> str:
+    """``credential.needs_reauth`` once per stored token.
+
+    Several posts of one user may find the token dead at once; they all name the
+    same stored token, whose ciphertext (read raw, never decrypted) changes only
+    when a fresh token is stored. A hash of the ciphertext tells the episodes apart.
+    """
+    raw = session.scalar(
+        select(type_coerce(Credential.user_token, Text)).where(Credential.id == credential_id)
+    )
+    fingerprint = hashlib.sha256((raw or "").encode("ascii")).hexdigest()[:24]
+    return f"{EventType.CREDENTIAL_NEEDS_REAUTH.value}:{credential_id}:{fingerprint}"
+
+
+def expiring_dedupe_key(credential_id: str, expires_at: datetime | None) -> str:
+    """``credential.expiring`` once per credential and expiry date (not once a day)."""
+    when = _utc_z(expires_at) if expires_at is not None else "never"
+    return f"{EventType.CREDENTIAL_EXPIRING.value}:{credential_id}:{when}"
+
+
+def record_credential_needs_reauth(
+    session: Session, credential_id: str, now: datetime
+) -> str | None:
+    """``credential.needs_reauth`` for a credential just found dead (once per stored token)."""
+    return record_credential_event(
+        session,
+        credential_id,
+        EventType.CREDENTIAL_NEEDS_REAUTH,
+        now,
+        dedupe_key=needs_reauth_dedupe_key(session, credential_id),
+    )

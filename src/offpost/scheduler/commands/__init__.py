@@ -1,1 +1,0 @@
-"""The ``offpost`` CLI's command groups, one module each; ``common`` holds what they share."""

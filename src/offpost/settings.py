@@ -1,0 +1,202 @@
+"""Settings: one class, read once when a process starts.
+
+Every variable of the README's settings, prefixed ``OFFPOST_``, from the environment or a
+``.env`` file. A malformed value stops the process with one line naming the
+variable; a value a command cannot run without is checked by
+:meth:`Settings.require` before that command does any work.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from cryptography.fernet import Fernet, MultiFernet
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from offpost.errors import OffpostError
+
+ENV_PREFIX = "OFFPOST_"
+_VERSION_RE = re.compile(r"^v\d+\.\d+$")
+_SCHEMES_BROKER = ("redis", "rediss", "memory", "sqla+sqlite", "sqla+postgresql", "amqp", "pyamqp")
+
+
+class SettingsError(OffpostError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    """offpost's configuration (the README's settings)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    database_url: str = "sqlite:///./offpost.db"
+    broker_url: str = "redis://localhost:6379/0"
+    graph_url: str = "https://graph.facebook.com"
+    graph_version: str = "v26.0"
+    app_id: str | None = None
+    app_secret: SecretStr | None = None
+    encryption_keys: SecretStr | None = None
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    refresh_margin_hours: int = Field(default=72, ge=0, le=24 * 59)
+    appsecret_time: bool = True
+    # Beyond the README's settings: limits of the HTTP API.
+    rate_limit_per_minute: int = Field(default=6000, ge=1)
+    auth_failures_per_minute: int = Field(default=20, ge=1)
+    graph_timeout_s: float = Field(default=15.0, gt=0, le=120)
+    # Beyond the README's settings: the publishing machinery (see docs/design.md).
+    lease_s: int = Field(default=120, ge=5, le=3600)
+    retry_base_s: float = Field(default=30.0, gt=0, le=3600)
+    retry_cap_s: float = Field(default=3600.0, gt=0, le=86400)
+    requeue_after_s: int = Field(default=120, ge=1, le=86400)
+    dispatch_batch: int = Field(default=500, ge=1, le=10000)
+    message_batch: int = Field(default=50, ge=1, le=500)
+    publish_concurrency: int = Field(default=64, ge=1, le=256)
+    dispatcher_max_sleep_s: float = Field(default=2.0, gt=0, le=60)
+    queue: str = Field(default="offpost", pattern=r"^[A-Za-z0-9_.-]{1,100}$")
+    # Beyond the README's settings: a directory the API and worker processes of one machine share
+    # for Prometheus values (prometheus_client multiprocess mode); unset, each process
+    # counts on its own and /metrics shows only the API process's own counters.
+    metrics_dir: str | None = Field(default=None, min_length=1)
+    # Beyond the README's settings: webhook delivery and the expiry sweep (see docs/webhooks.md).
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=60)
+    webhook_retry_base_s: float = Field(default=30.0, gt=0, le=3600)
+    webhook_retry_cap_s: float = Field(default=3600.0, gt=0, le=86400)
+    webhook_retry_for_s: float = Field(default=86400.0, gt=0, le=7 * 86400)
+    expiry_sweep_every_s: float = Field(default=86400.0, gt=0, le=7 * 86400)
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        try:
+            url = make_url(value)
+        except ArgumentError as exc:
+            raise ValueError("not a SQLAlchemy database URL") from exc
+        if url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise ValueError("only sqlite:// and postgresql+psycopg:// URLs are supported")
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker_url(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in _SCHEMES_BROKER:
+            raise ValueError(
+                f"expected a broker URL such as redis://host:6379/0, got scheme {scheme!r}"
+            )
+        return value
+
+    @field_validator("graph_url")
+    @classmethod
+    def _check_graph_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("expected an http(s) URL such as https://graph.facebook.com")
+        return value.rstrip("/")
+
+    @field_validator("graph_version")
+    @classmethod
+    def _check_graph_version(cls, value: str) -> str:
+        if not _VERSION_RE.match(value):
+            raise ValueError("expected a version such as v26.0")
+        return value
+
+    @field_validator("app_id")
+    @classmethod
+    def _check_app_id(cls, value: str | None) -> str | None:
+        if value is not None and not value.isdigit():
+            raise ValueError("a Facebook app id is a number")
+        return value
+
+    @field_validator("encryption_keys")
+    @classmethod
+    def _check_encryption_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        keys = [k.strip() for k in value.get_secret_value().split(",") if k.strip()]
+        if not keys:
+            raise ValueError("empty; expected comma-separated Fernet keys, newest first")
+        for position, key in enumerate(keys, start=1):
+            try:
+                Fernet(key)
+            except ValueError:
+                # Never echo the key itself: say which one is wrong.
+                raise ValueError(
+                    f"key #{position} is not a Fernet key (32 url-safe base64-encoded bytes)"
+                ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_timings(self) -> Settings:
+        # A worker must never still be calling Graph when its lease runs out, or a
+        # second worker could reconcile too early and publish again.
+        if self.lease_s < 3 * self.graph_timeout_s:
+            raise ValueError(
+                f"OFFPOST_LEASE_S ({self.lease_s}) must be at least 3 x "
+                f"OFFPOST_GRAPH_TIMEOUT_S ({self.graph_timeout_s})"
+            )
+        return self
+
+    def encryption_key_list(self) -> list[str]:
+        """The Fernet keys, newest first (empty when none are configured)."""
+        if self.encryption_keys is None:
+            return []
+        raw = self.encryption_keys.get_secret_value()
+        return [k.strip() for k in raw.split(",") if k.strip()]
+
+    def multi_fernet(self) -> MultiFernet:
+        """Encrypt with the first key, decrypt with any; requires ``encryption_keys``."""
+        self.require("encryption_keys")
+        return MultiFernet([Fernet(k) for k in self.encryption_key_list()])
+
+    @property
+    def broker_url_is_set(self) -> bool:
+        """Whether the broker URL came from the environment rather than the default."""
+        return "broker_url" in self.model_fields_set
+
+    @property
+    def graph_base_url(self) -> str:
+        """The versioned Graph base URL, e.g. ``https://graph.facebook.com/v26.0``."""
+        return f"{self.graph_url}/{self.graph_version}"
+
+    def require(self, *names: str) -> None:
+        """Stop with a :class:`SettingsError` naming the first of ``names`` that is unset."""
+        for name in names:
+            if getattr(self, name) is None:
+                raise SettingsError(f"{env_name(name)} is not set; {_HINTS.get(name, 'set it')}")
+
+
+_HINTS = {
+    "app_id": "set it to your Facebook app's id (or use the Graph sandbox)",
+    "app_secret": "set it to your Facebook app's secret (App Settings > Basic)",
+    "encryption_keys": (
+        'generate one with: python -c "from cryptography.fernet import Fernet; '
+        'print(Fernet.generate_key().decode())"'
+    ),
+}
+
+
+def env_name(field: str) -> str:
+    """The environment variable behind a settings field."""
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings once; any bad value becomes one :class:`SettingsError` line."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        message = str(first["msg"]).removeprefix("Value error, ")
+        if not first["loc"]:  # a rule across variables names them itself
+            raise SettingsError(message) from None
+        raise SettingsError(f"{env_name(str(first['loc'][0]))}: {message}") from None

@@ -1,0 +1,229 @@
+"""The token store's intake: a short-lived user token in, long-lived tokens kept.
+
+docs/design.md, step 1. :func:`take_in_token` asks Graph
+(``debug_token`` → ``fb_exchange_token`` → ``/me/accounts``) *before* touching the
+database, so a token Graph rejects, or a Graph that cannot be reached, stores
+nothing. A second token for the same Facebook user renews the same credential
+and puts its ``needs_reauth`` posts back to ``scheduled``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import case, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from offpost.errors import OffpostError
+from offpost.graph.client import GraphClient
+from offpost.graph.errors import (
+    GraphAuthError,
+    GraphError,
+    GraphPermissionError,
+    GraphRateLimitedError,
+    GraphRejectedError,
+)
+from offpost.graph.types import PageAccount, TokenInfo
+from offpost.models import Credential, CredentialPage, CredentialStatus, Post, PostStatus
+from offpost.models.post import OUTCOME_UNKNOWN_AT_DELETION, error_document
+
+logger = logging.getLogger(__name__)
+
+#: How long to tell a client to wait when Graph could not be reached.
+GRAPH_RETRY_AFTER_S = 30
+
+
+class TokenRejectedError(OffpostError):
+    """Graph (or offpost's own checks) says this token cannot be used. Nothing was stored."""
+
+
+class GraphUnavailableError(OffpostError):
+    """Graph could not be asked (down, timing out, rate-limiting us). Nothing was stored."""
+
+    def __init__(self, message: str, retry_after_s: int = GRAPH_RETRY_AFTER_S) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedToken:
+    """What Graph said about a submitted token, ready to be stored."""
+
+    fb_user_id: str
+    long_lived_token: str
+    expires_at: datetime | None
+    data_access_expires_at: datetime | None
+    scopes: tuple[str, ...]
+    pages: tuple[PageAccount, ...]
+
+
+def check_token_info(info: TokenInfo, app_id: str) -> str:
+    """The Facebook user id of a usable user token, or :class:`TokenRejectedError` saying why."""
+    if not info.is_valid:
+        why = info.error.message if info.error else "Graph says the token is not valid"
+        raise TokenRejectedError(f"the access token is not valid: {why}")
+    if info.app_id != app_id:
+        raise TokenRejectedError("the access token was issued for another Facebook app")
+    if (info.type or "").upper() != "USER":
+        kind = (info.type or "unknown").lower()
+        raise TokenRejectedError(f"a user access token is required, this is a {kind} token")
+    if not info.user_id:
+        raise TokenRejectedError("debug_token names no user for this token")
+    return info.user_id
+
+
+def verify_with_graph(
+    graph: GraphClient, app_id: str, short_token: str, now: datetime
+) -> VerifiedToken:
+    """Check, exchange and expand a short-lived user token; raises the two errors above."""
+    try:
+        info = graph.debug_token(short_token)
+        fb_user_id = check_token_info(info, app_id)
+        exchanged = graph.exchange_token(short_token)
+        if exchanged.expires_in is not None:
+            expires_at: datetime | None = now + timedelta(seconds=exchanged.expires_in)
+            data_access = info.data_access_expires_at
+        else:
+            # docs/graph.md: no expires_in. Ask debug_token about the long-lived token
+            # itself; its expires_at of 0 (None here) means it does not expire.
+            long_info = graph.debug_token(exchanged.access_token)
+            expires_at = long_info.expires_at
+            data_access = long_info.data_access_expires_at or info.data_access_expires_at
+        accounts = graph.accounts(exchanged.access_token)
+    except (GraphAuthError, GraphRejectedError, GraphPermissionError) as exc:
+        raise TokenRejectedError(f"Graph rejected the access token: {exc.message}") from exc
+    except GraphRateLimitedError as exc:
+        raise GraphUnavailableError(
+            "Graph is rate-limiting this app; try again later", retry_after_s=exc.retry_after_s
+        ) from exc
+    except GraphError as exc:
+        raise GraphUnavailableError(f"the Graph API could not be reached: {exc.message}") from exc
+    return VerifiedToken(
+        fb_user_id=fb_user_id,
+        long_lived_token=exchanged.access_token,
+        expires_at=expires_at,
+        data_access_expires_at=data_access,
+        scopes=info.scopes,
+        pages=accounts.pages,
+    )
+
+
+def store_verified_token(
+    session: Session, client_id: str, verified: VerifiedToken, now: datetime
+) -> tuple[Credential, bool]:
+    """Create or renew the client's credential for this user; returns ``(credential, created)``.
+
+    Commits. Renewing resumes every ``needs_reauth`` post of the credential.
+    """
+    for _ in range(2):
+        credential = session.scalars(
+            select(Credential).where(
+                Credential.client_id == client_id, Credential.fb_user_id == verified.fb_user_id
+            )
+        ).one_or_none()
+        created = credential is None
+        if credential is None:
+            credential = Credential(client_id=client_id, fb_user_id=verified.fb_user_id)
+            session.add(credential)
+        _apply(credential, verified, now)
+        try:
+            session.flush()
+        except IntegrityError:
+            # Another request stored the same user in the meantime: renew that row.
+            session.rollback()
+            continue
+        resumed = 0 if created else resume_needs_reauth_posts(session, credential.id, now)
+        session.commit()
+        logger.info(
+            "credential %s for client %s: %d pages, %d posts resumed",
+            "created" if created else "renewed",
+            client_id,
+            len(verified.pages),
+            resumed,
+            extra={"action": "credential_stored", "credential_id": credential.id},
+        )
+        return credential, created
+    raise OffpostError("the credential changed concurrently twice; try again")
+
+
+def _apply(credential: Credential, verified: VerifiedToken, now: datetime) -> None:
+    credential.user_token = verified.long_lived_token
+    credential.expires_at = verified.expires_at
+    credential.data_access_expires_at = verified.data_access_expires_at
+    credential.scopes = list(verified.scopes)
+    credential.status = CredentialStatus.ACTIVE
+    credential.last_checked_at = now
+    existing = {page.page_id: page for page in credential.pages}
+    fresh: list[CredentialPage] = []
+    for account in verified.pages:
+        page = existing.get(account.id) or CredentialPage(page_id=account.id)
+        page.name = account.name or account.id
+        page.page_token = account.access_token
+        fresh.append(page)
+    # Pages the user no longer manages go (with their tokens); the rest are updated in place.
+    credential.pages = fresh
+
+
+def resume_needs_reauth_posts(session: Session, credential_id: str, now: datetime) -> int:
+    """Put the credential's ``needs_reauth`` posts back to ``scheduled``; returns how many."""
+    result = session.execute(
+        update(Post)
+        .where(Post.credential_id == credential_id, Post.status == PostStatus.NEEDS_REAUTH)
+        .values(
+            status=PostStatus.SCHEDULED,
+            due_at=case((Post.publish_at > now, Post.publish_at), else_=now),
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def take_in_token(
+    session: Session,
+    graph: GraphClient,
+    *,
+    app_id: str,
+    client_id: str,
+    short_token: str,
+    now: datetime,
+) -> tuple[Credential, bool]:
+    """The whole intake: verify with Graph, then store. ``(credential, created)``."""
+    verified = verify_with_graph(graph, app_id, short_token, now)
+    return store_verified_token(session, client_id, verified, now)
+
+
+#: The posts a deleted credential takes with it.
+_UNPUBLISHED = [PostStatus.SCHEDULED, PostStatus.QUEUED, PostStatus.FAILED, PostStatus.NEEDS_REAUTH]
+
+
+def forget_credential(session: Session, credential: Credential, now: datetime) -> int:
+    """Wipe the credential's tokens and cancel its unpublished posts; returns how many. Commits.
+
+    A post whose last attempt may have published it cannot be said to be
+    canceled, and without a token nobody can read the Page to find out: it
+    becomes ``failed`` with the code ``outcome_unknown`` instead (not counted).
+    """
+    credential.forget_tokens()
+    mine = [Post.credential_id == credential.id, Post.status.in_(_UNPUBLISHED)]
+    session.execute(
+        update(Post)
+        .where(*mine, Post.reconcile_since.is_not(None))
+        .values(
+            status=PostStatus.FAILED,
+            last_error=error_document("outcome_unknown", OUTCOME_UNKNOWN_AT_DELETION),
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    result = session.execute(
+        update(Post)
+        .where(*mine, Post.reconcile_since.is_(None))
+        .values(status=PostStatus.CANCELED, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return int(result.rowcount)  # type: ignore[attr-defined]
