@@ -17,6 +17,7 @@ from offpost.workers.metrics import (
     failure_reason,
     usage_by_scope,
 )
+from offpost.workers.observe import Finished
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -67,7 +68,9 @@ def test_a_publish_counts_lateness_and_duration(
     observer: MetricsObserver, registry: CollectorRegistry
 ) -> None:
     session = FakeSession(NOW - timedelta(seconds=0.4))
-    observer.post_finished(session, claimed(late_s=30), "published", {"status": "published"}, NOW)  # type: ignore[arg-type]
+    observer.posts_finished(
+        session, [Finished(claimed(late_s=30), "published", {"status": "published"})], NOW
+    )  # type: ignore[arg-type]
     assert value(registry, "offpost_posts_published_total", outcome="published") == 1
     assert value(registry, "offpost_publish_outcomes_total", outcome="published") == 1
     assert value(registry, "offpost_schedule_lateness_seconds_sum", kind="one_off") == 30
@@ -79,7 +82,9 @@ def test_a_recurring_reconciled_post_counts_as_recurring_without_duration(
     observer: MetricsObserver, registry: CollectorRegistry
 ) -> None:
     post = claimed(schedule_id="sched_x", late_s=5)
-    observer.post_finished(FakeSession(None), post, "reconciled", {"status": "published"}, NOW)  # type: ignore[arg-type]
+    observer.posts_finished(
+        FakeSession(None), [Finished(post, "reconciled", {"status": "published"})], NOW
+    )  # type: ignore[arg-type]
     assert value(registry, "offpost_posts_published_total", outcome="reconciled") == 1
     assert value(registry, "offpost_schedule_lateness_seconds_count", kind="recurring") == 1
     assert value(registry, "offpost_publish_duration_seconds_count") == 0
@@ -98,13 +103,15 @@ def test_failures_count_by_reason(
     observer: MetricsObserver, registry: CollectorRegistry, values: dict[str, Any], reason: str
 ) -> None:
     assert failure_reason(values) == reason
-    observer.post_finished(FakeSession(None), claimed(), "failed", values, NOW)  # type: ignore[arg-type]
+    observer.posts_finished(FakeSession(None), [Finished(claimed(), "failed", values)], NOW)  # type: ignore[arg-type]
     assert value(registry, "offpost_posts_failed_total", reason=reason) == 1
     assert value(registry, "offpost_posts_published_total", outcome="published") == 0
 
 
 def test_a_retry_is_only_an_outcome(observer: MetricsObserver, registry: CollectorRegistry) -> None:
-    observer.post_finished(FakeSession(None), claimed(), "retry", {"status": "scheduled"}, NOW)  # type: ignore[arg-type]
+    observer.posts_finished(
+        FakeSession(None), [Finished(claimed(), "retry", {"status": "scheduled"})], NOW
+    )  # type: ignore[arg-type]
     assert value(registry, "offpost_publish_outcomes_total", outcome="retry") == 1
     assert registry.get_sample_value("offpost_posts_failed_total", {"reason": "retry"}) is None
 
@@ -140,5 +147,7 @@ def test_a_broken_session_never_escapes(
         def scalar(self, _statement: Any) -> None:
             raise RuntimeError("database gone")
 
-    observer.post_finished(Broken(), claimed(), "published", {"status": "published"}, NOW)  # type: ignore[arg-type]
+    observer.posts_finished(
+        Broken(), [Finished(claimed(), "published", {"status": "published"})], NOW
+    )  # type: ignore[arg-type]
     assert value(registry, "offpost_posts_published_total", outcome="published") == 1

@@ -132,19 +132,6 @@ class MetricsObserver:
     def __init__(self, metrics: PublishMetrics) -> None:
         self.metrics = metrics
 
-    def post_finished(
-        self,
-        session: Session,
-        post: ClaimedPost,
-        outcome: str,
-        values: Mapping[str, Any],
-        now: datetime,
-    ) -> None:
-        try:
-            self._post_finished(session, post, outcome, values, now)
-        except Exception:  # counting must never undo a recorded outcome
-            logger.warning("could not count an outcome", exc_info=True, extra={"action": "metrics"})
-
     def posts_finished(self, session: Session, finished: Sequence[Finished], now: datetime) -> None:
         try:
             for item in finished:

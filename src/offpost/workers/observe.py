@@ -1,11 +1,11 @@
 """Observers of the publish protocol: how metrics and webhooks learn what happened.
 
-:class:`PostPublisher` (one post) and the batch path (many posts at once) call
-an observer *inside* the transaction that records an outcome (and only for
-posts whose lease the worker still held), so an observer that
-writes rows — the webhook outbox — commits or rolls back with the outcome itself
-and no event is ever lost or invented. Observers that only count (metrics)
-ignore the session.
+:class:`PostPublisher` (one post) and the batch path (many posts at once) tell
+an observer, through one method for both, *inside* the transaction that records
+an outcome (and only for posts whose lease the worker still held), so an
+observer that writes rows — the webhook outbox — commits or rolls back with the
+outcome itself and no event is ever lost or invented. Observers that only count
+(metrics) ignore the session.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from offpost.models.transitions import ClaimedPost
 
 @dataclass(frozen=True, slots=True)
 class Finished:
-    """One post of a batch that left ``publishing``, for :meth:`PublishObserver.posts_finished`."""
+    """One post that left ``publishing``, for :meth:`PublishObserver.posts_finished`."""
 
     post: ClaimedPost
     outcome: str
@@ -34,18 +34,9 @@ class Finished:
 
 
 class PublishObserver(Protocol):
-    def post_finished(
-        self,
-        session: Session,
-        post: ClaimedPost,
-        outcome: str,
-        values: Mapping[str, Any],
-        now: datetime,
-    ) -> None:
-        """A post left ``publishing``; ``values`` are the columns just written (status, …)."""
-
     def posts_finished(self, session: Session, finished: Sequence[Finished], now: datetime) -> None:
-        """Several posts left ``publishing`` in this transaction (a batch's outcomes)."""
+        """Posts left ``publishing`` in this transaction (one, or a batch's); each item's
+        ``values`` are the columns just written (status, …)."""
 
     def credential_dead(self, session: Session, credential_id: str, now: datetime) -> None:
         """Graph rejected a credential for good: it now needs a fresh token."""
@@ -59,16 +50,6 @@ class PublishObserver(Protocol):
 
 class NullObserver:
     """Observes nothing."""
-
-    def post_finished(
-        self,
-        session: Session,
-        post: ClaimedPost,
-        outcome: str,
-        values: Mapping[str, Any],
-        now: datetime,
-    ) -> None:
-        return None
 
     def posts_finished(self, session: Session, finished: Sequence[Finished], now: datetime) -> None:
         return None
@@ -88,17 +69,6 @@ class Observers:
 
     def __init__(self, observers: Sequence[PublishObserver]) -> None:
         self.observers = list(observers)
-
-    def post_finished(
-        self,
-        session: Session,
-        post: ClaimedPost,
-        outcome: str,
-        values: Mapping[str, Any],
-        now: datetime,
-    ) -> None:
-        for observer in self.observers:
-            observer.post_finished(session, post, outcome, values, now)
 
     def posts_finished(self, session: Session, finished: Sequence[Finished], now: datetime) -> None:
         for observer in self.observers:

@@ -59,7 +59,7 @@ from offpost.workers.decide import (
     post_text,
     retry_delay_s,
 )
-from offpost.workers.observe import NullObserver, PublishObserver
+from offpost.workers.observe import Finished, NullObserver, PublishObserver
 from offpost.workers.reconcile import Sought, find_published
 
 logger = logging.getLogger(__name__)
@@ -325,7 +325,7 @@ class PostPublisher:
         with ctx.sessions.begin() as session:
             held = finish(session, post.id, ctx.worker, now, **values)
             if held:
-                ctx.observer.post_finished(session, post, outcome.value, values, now)
+                ctx.observer.posts_finished(session, [Finished(post, outcome.value, values)], now)
             if attempt_id is None:
                 attempt = begin_attempt(session, post.id, ctx.worker, now)
                 attempt_id = attempt.id
@@ -360,7 +360,9 @@ class PostPublisher:
             if held:
                 if drop_attempt is not None:
                     session.execute(delete(Attempt).where(Attempt.id == drop_attempt))
-                self.ctx.observer.post_finished(session, self.post, outcome, values, now)
+                self.ctx.observer.posts_finished(
+                    session, [Finished(self.post, outcome, values)], now
+                )
         if not held:
             logger.warning(
                 "lost the lease on %s before recording %s",

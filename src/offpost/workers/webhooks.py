@@ -28,7 +28,7 @@ import hashlib
 import hmac
 import logging
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,7 +44,6 @@ from offpost.graph.errors import GraphError
 from offpost.graph.usage import GraphUsage
 from offpost.models import PostStatus, Webhook, make_engine, make_sessionmaker
 from offpost.models.base import utcnow
-from offpost.models.transitions import ClaimedPost
 from offpost.models.webhook_event import (
     ClaimedEvent,
     DeliveryStatus,
@@ -95,21 +94,6 @@ def signature_header(secret: str, body: bytes, timestamp: int) -> str:
 
 class WebhookOutbox:
     """The publish observer that writes events into the outbox, inside the outcome's transaction."""
-
-    def post_finished(
-        self,
-        session: Session,
-        post: ClaimedPost,
-        outcome: str,
-        values: Mapping[str, Any],
-        now: datetime,
-    ) -> None:
-        status = values.get("status")
-        type_ = POST_EVENTS.get(PostStatus(status)) if status is not None else None
-        # Most clients have no webhook: ask that first (one indexed lookup) rather
-        # than load the whole post for nothing.
-        if type_ is not None and has_webhook(session, post.client_id):
-            record_post_event(session, post.id, type_, now)
 
     def posts_finished(self, session: Session, finished: Sequence[Finished], now: datetime) -> None:
         wanted = [item for item in finished if item.values.get("status") is not None]
