@@ -30,8 +30,10 @@ from offpost.models import (
     make_engine,
     make_sessionmaker,
 )
+from offpost.models.base import utcnow
 from offpost.scheduler.housekeeping import Housekeeping
 from offpost.settings import Settings
+from offpost.tokens.death import ciphertext_if_still, mark_credential_dead
 from offpost.tokens.expiry import ExpirySweep
 from tests.integration.api_support import add_client, api_client, bearer, make_settings
 from tests.integration.sandbox_support import SandboxClient, sandbox_client
@@ -336,3 +338,33 @@ def test_a_refresh_that_gains_time_is_stored(
     assert after.expires_at > now + timedelta(days=59)
     assert [p.page_token for p in after.pages] == ["EAApage2"]
     assert events(sessions, EventType.CREDENTIAL_EXPIRING) == []
+
+
+def test_a_token_found_dead_is_not_held_against_one_the_client_stored_since(
+    hooked: Setup,
+    graph: SandboxClient,
+    sessions: sessionmaker[Session],
+    api: TestClient,
+) -> None:
+    """Whoever finds a user token dead (a worker's call, the sweep) marks the credential
+    only while it still holds that token: a fresh one stored meanwhile is left alone."""
+    old_token = credential(sessions, hooked.credential_id).user_token
+    assert old_token is not None
+    fresh = graph.control("POST", f"/users/{hooked.user['user_id']}/tokens")
+    response = api.post(
+        "/v1/credentials", json={"access_token": fresh["access_token"]}, headers=hooked.key
+    )
+    assert response.status_code == 200, response.text
+    with sessions.begin() as session:
+        # The worker that held the old token finds it dead only now.
+        assert ciphertext_if_still(session, hooked.credential_id, old_token) is None
+        current = credential(sessions, hooked.credential_id).user_token
+        assert current is not None
+        raw = ciphertext_if_still(session, hooked.credential_id, current)
+        assert raw is not None
+        # A stale ciphertext changes nothing; the stored one marks it dead, once.
+        assert not mark_credential_dead(session, hooked.credential_id, utcnow(), expected_token="x")
+        assert mark_credential_dead(session, hooked.credential_id, utcnow(), expected_token=raw)
+        assert not mark_credential_dead(session, hooked.credential_id, utcnow(), expected_token=raw)
+    assert credential(sessions, hooked.credential_id).status == CredentialStatus.NEEDS_REAUTH
+    assert len(events(sessions, EventType.CREDENTIAL_NEEDS_REAUTH)) == 1

@@ -24,7 +24,7 @@ from offpost.api.schemas import (
 )
 from offpost.graph.errors import GraphAuthError, GraphError, GraphRejectedError
 from offpost.models import Credential, CredentialStatus
-from offpost.tokens.expiry import mark_credential_dead
+from offpost.tokens.death import mark_credential_dead
 from offpost.tokens.intake import (
     GraphUnavailableError,
     TokenRejectedError,

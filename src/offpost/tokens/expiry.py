@@ -27,25 +27,24 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Text, and_, func, or_, select, type_coerce, update
+from sqlalchemy import Text, func, or_, select, type_coerce
 from sqlalchemy.orm import Session, sessionmaker
 
 from offpost.graph.client import GraphClient
 from offpost.graph.errors import GraphAuthError, GraphError
 from offpost.graph.types import PageAccount
 from offpost.models import Credential, CredentialPage, CredentialStatus, Post, PostStatus
-from offpost.models.transitions import park_credential_posts
 from offpost.models.webhook_event import EventType
 from offpost.outbox import (
     expiring_dedupe_key,
     record_credential_event,
-    record_credential_needs_reauth,
 )
+from offpost.tokens.death import ALIVE, mark_credential_dead
 
 logger = logging.getLogger(__name__)
 
 #: Statuses the sweep looks at.
-SWEPT = (CredentialStatus.ACTIVE, CredentialStatus.EXPIRING)
+SWEPT = ALIVE
 #: Posts that still wait for their credential.
 PENDING = (PostStatus.SCHEDULED, PostStatus.QUEUED)
 
@@ -114,37 +113,6 @@ def credentials_to_check(session: Session, now: datetime, margin: timedelta) -> 
             .order_by(Credential.expires_at)
         )
     )
-
-
-def mark_credential_dead(
-    session: Session, credential_id: str, now: datetime, *, expected_token: str | None = None
-) -> bool:
-    """Credential → ``needs_reauth``, its pending posts parked, ``credential.needs_reauth``.
-
-    With ``expected_token`` (the raw stored ciphertext that was found dead) nothing
-    happens if another token was stored since. Returns whether it changed anything.
-    The caller commits.
-    """
-    guard = [Credential.id == credential_id, Credential.status.in_(SWEPT)]
-    if expected_token is not None:
-        guard.append(type_coerce(Credential.user_token, Text) == expected_token)
-    result = session.execute(
-        update(Credential)
-        .where(and_(*guard))
-        .values(status=CredentialStatus.NEEDS_REAUTH, last_checked_at=now, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    if not result.rowcount:  # type: ignore[attr-defined]
-        return False
-    parked = park_credential_posts(session, credential_id, now)
-    record_credential_needs_reauth(session, credential_id, now)
-    logger.warning(
-        "credential %s needs a fresh token (%d pending posts parked)",
-        credential_id,
-        parked,
-        extra={"action": "credential_needs_reauth", "credential_id": credential_id},
-    )
-    return True
 
 
 @dataclass(frozen=True)

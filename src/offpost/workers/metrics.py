@@ -175,9 +175,6 @@ class MetricsObserver:
         elif status == "failed":
             m.failed.labels(reason=failure_reason(values)).inc()
 
-    def credential_dead(self, session: Session, credential_id: str, now: datetime) -> None:
-        return None
-
     def graph_error(self, error: GraphError) -> None:
         try:
             self.metrics.graph_errors.labels(code=str(error_document(error)["code"])).inc()

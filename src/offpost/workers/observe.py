@@ -38,9 +38,6 @@ class PublishObserver(Protocol):
         """Posts left ``publishing`` in this transaction (one, or a batch's); each item's
         ``values`` are the columns just written (status, …)."""
 
-    def credential_dead(self, session: Session, credential_id: str, now: datetime) -> None:
-        """Graph rejected a credential for good: it now needs a fresh token."""
-
     def graph_error(self, error: GraphError) -> None:
         """Graph (or the way to it) answered a call with an error."""
 
@@ -52,9 +49,6 @@ class NullObserver:
     """Observes nothing."""
 
     def posts_finished(self, session: Session, finished: Sequence[Finished], now: datetime) -> None:
-        return None
-
-    def credential_dead(self, session: Session, credential_id: str, now: datetime) -> None:
         return None
 
     def graph_error(self, error: GraphError) -> None:
@@ -73,10 +67,6 @@ class Observers:
     def posts_finished(self, session: Session, finished: Sequence[Finished], now: datetime) -> None:
         for observer in self.observers:
             observer.posts_finished(session, finished, now)
-
-    def credential_dead(self, session: Session, credential_id: str, now: datetime) -> None:
-        for observer in self.observers:
-            observer.credential_dead(session, credential_id, now)
 
     def graph_error(self, error: GraphError) -> None:
         for observer in self.observers:

@@ -48,8 +48,8 @@ from offpost.models.transitions import (
     ClaimedPost,
     begin_attempt,
     finish,
-    park_credential_posts,
 )
+from offpost.tokens.death import ciphertext_if_still, mark_credential_dead
 from offpost.workers import ratelimit
 from offpost.workers.decide import (
     Action,
@@ -467,26 +467,25 @@ class PostPublisher:
         )
 
     def _credential_dead(self, exc: GraphError) -> str:
-        """The credential and its pending posts wait for a fresh token (docs/design.md)."""
+        """The user token is dead: the credential and its pending posts wait for a fresh one.
+
+        Unless the client stored a fresh token while this call was failing: then the
+        post is simply tried again with it.
+        """
         ctx, post = self.ctx, self.post
         now = ctx.clock()
         with ctx.sessions.begin() as session:
-            session.execute(
-                update(Credential)
-                .where(
-                    Credential.id == post.credential_id,
-                    Credential.status != CredentialStatus.DELETED,
-                )
-                .values(status=CredentialStatus.NEEDS_REAUTH, last_checked_at=now, updated_at=now)
+            raw = ciphertext_if_still(session, post.credential_id, self.user_token)
+            if raw is not None:
+                mark_credential_dead(session, post.credential_id, now, expected_token=raw)
+        if raw is None:
+            logger.info(
+                "credential %s has a fresh token since this call: trying %s again",
+                post.credential_id,
+                post.id,
+                extra={"action": "credential_renewed", "post_id": post.id},
             )
-            parked = park_credential_posts(session, post.credential_id, now)
-            ctx.observer.credential_dead(session, post.credential_id, now)
-        logger.warning(
-            "credential %s needs a fresh token (%d pending posts parked)",
-            post.credential_id,
-            parked,
-            extra={"action": "credential_needs_reauth", "credential_id": post.credential_id},
-        )
+            return self._release(now, "retry")
         return self._finish(
             status=PostStatus.NEEDS_REAUTH, outcome="needs_reauth", last_error=error_document(exc)
         )

@@ -51,7 +51,7 @@ from offpost.models.webhook_event import (
     claim_delivery,
     finish_delivery,
 )
-from offpost.outbox import has_webhook, record_credential_needs_reauth, record_post_event
+from offpost.outbox import has_webhook, record_post_event
 from offpost.workers.decide import RetryPolicy
 from offpost.workers.observe import Finished
 from offpost.workers.runtime import ProcessResource
@@ -107,9 +107,6 @@ class WebhookOutbox:
             type_ = POST_EVENTS.get(PostStatus(item.values["status"]))
             if type_ is not None and item.post.client_id in with_webhook:
                 record_post_event(session, item.post.id, type_, now)
-
-    def credential_dead(self, session: Session, credential_id: str, now: datetime) -> None:
-        record_credential_needs_reauth(session, credential_id, now)
 
     def graph_error(self, error: GraphError) -> None:
         return None
