@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, type_coerce
@@ -21,17 +21,13 @@ from sqlalchemy.types import Text
 
 from offpost.models import Credential, Post, Webhook
 from offpost.models.webhook_event import EventType, insert_event
-from offpost.views import CredentialOut, PostOut
-
-
-def _utc_z(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+from offpost.views import CredentialOut, PostOut, utc_z
 
 
 def event_document(event_id: str, type_: EventType, created_at: datetime, data: Any) -> str:
     """The JSON body of an event, compact, as stored and POSTed on every attempt."""
     return json.dumps(
-        {"id": event_id, "type": type_.value, "created_at": _utc_z(created_at), "data": data},
+        {"id": event_id, "type": type_.value, "created_at": utc_z(created_at), "data": data},
         separators=(",", ":"),
         ensure_ascii=False,
     )
@@ -112,7 +108,7 @@ def needs_reauth_dedupe_key(session: Session, credential_id: str) -> str:
 
 def expiring_dedupe_key(credential_id: str, expires_at: datetime | None) -> str:
     """``credential.expiring`` once per credential and expiry date (not once a day)."""
-    when = _utc_z(expires_at) if expires_at is not None else "never"
+    when = utc_z(expires_at) if expires_at is not None else "never"
     return f"{EventType.CREDENTIAL_EXPIRING.value}:{credential_id}:{when}"
 
 

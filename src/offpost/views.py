@@ -16,11 +16,12 @@ from pydantic import BaseModel, PlainSerializer
 from offpost.models import Credential, PostStatus
 
 
-def _utc_z(value: datetime) -> str:
+def utc_z(value: datetime) -> str:
+    """``value`` as RFC 3339 UTC with ``Z``, to the second: how offpost writes times."""
     return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-UTCTime = Annotated[datetime, PlainSerializer(_utc_z, return_type=str)]
+UTCTime = Annotated[datetime, PlainSerializer(utc_z, return_type=str)]
 
 
 class PageOut(BaseModel):

@@ -21,9 +21,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from offpost.graph.client import GraphClient, make_http_client
 from offpost.graph.sandbox import RunningSandbox
 from offpost.models import (
+    Client,
     Credential,
     CredentialStatus,
     EventType,
+    IdempotencyKey,
     Post,
     PostStatus,
     WebhookEvent,
@@ -291,6 +293,36 @@ def test_several_dispatchers_run_the_sweep_once_a_day(sessions: sessionmaker[Ses
     for housekeeping in dispatchers:
         housekeeping(now + DAY)
     assert counting.runs == [now, now + DAY]
+
+
+def test_expired_idempotency_keys_are_purged_once_a_day(sessions: sessionmaker[Session]) -> None:
+    now = datetime.now(UTC)
+    with sessions.begin() as session:
+        client_id = session.scalars(select(Client.id)).first() or add_test_client(session)
+        for key, expires_at in (("old", now - timedelta(minutes=1)), ("live", now + DAY)):
+            session.add(
+                IdempotencyKey(
+                    client_id=client_id,
+                    key=key,
+                    request_hash="h",
+                    expires_at=expires_at,
+                    created_at=now,
+                )
+            )
+    dispatchers = [Housekeeping(sessions) for _ in range(2)]
+    assert [h.maybe_purge(now) for h in dispatchers] == [1, None]  # one of them, once
+    with sessions() as session:
+        assert list(session.scalars(select(IdempotencyKey.key))) == ["live"]
+    dispatchers[0](now + DAY + timedelta(minutes=1))  # the next day's tick purges again
+    with sessions() as session:
+        assert list(session.scalars(select(IdempotencyKey.key))) == []
+
+
+def add_test_client(session: Session) -> str:
+    client = Client(name="purge", key_hash="0" * 64)
+    session.add(client)
+    session.flush()
+    return client.id
 
 
 def test_the_sweep_runs_on_its_own_thread_and_can_be_run_now(

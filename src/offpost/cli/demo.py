@@ -43,6 +43,7 @@ import click
 
 from offpost.cli.common import one_line_errors
 from offpost.errors import OffpostError
+from offpost.views import utc_z
 
 if TYPE_CHECKING:
     import httpx
@@ -100,7 +101,7 @@ def clean_environment(environ: dict[str, str]) -> dict[str, str]:
 
 
 def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return utc_z(moment)
 
 
 def parse_time(text: str) -> datetime:

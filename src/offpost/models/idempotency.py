@@ -16,8 +16,8 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import ForeignKey, Index, Integer, String, delete
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from offpost.models.base import Base, utcnow
 from offpost.models.ids import ID_LENGTH
@@ -57,3 +57,9 @@ def request_hash(method: str, path: str, body: Any) -> str:
         [method.upper(), path, body], sort_keys=True, separators=(",", ":"), ensure_ascii=False
     )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def purge_expired_keys(session: Session, now: datetime) -> int:
+    """Delete every expired key; how many. The caller commits (the dispatcher, daily)."""
+    result = session.execute(delete(IdempotencyKey).where(IdempotencyKey.expires_at <= now))
+    return int(result.rowcount)  # type: ignore[attr-defined]

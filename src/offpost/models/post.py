@@ -62,8 +62,6 @@ CANCELABLE_STATUSES = frozenset(
         PostStatus.NEEDS_REAUTH,
     }
 )
-#: States a post never leaves by itself.
-FINAL_STATUSES = frozenset({PostStatus.PUBLISHED, PostStatus.CANCELED})
 
 
 class Post(Timestamps, Base):

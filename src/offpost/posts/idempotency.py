@@ -36,7 +36,6 @@ __all__ = [
     "StoredAnswer",
     "check_key",
     "find_answer",
-    "purge_expired_keys",
     "run_once",
 ]
 
@@ -149,10 +148,3 @@ def run_once(
     )
     session.commit()
     return answer, False
-
-
-def purge_expired_keys(session: Session, now: datetime) -> int:
-    """Delete every expired key (a housekeeping sweep may call it); commits; how many."""
-    result = session.execute(delete(IdempotencyKey).where(IdempotencyKey.expires_at <= now))
-    session.commit()
-    return int(result.rowcount)  # type: ignore[attr-defined]

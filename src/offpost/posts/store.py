@@ -18,7 +18,6 @@ goes through here, one statement each where it matters:
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,7 +28,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from offpost.models import Credential, IdPrefix, Post, PostStatus, is_id
-from offpost.models.ids import ALPHABET, RANDOM_LENGTH
+from offpost.models.ids import new_ids
 from offpost.models.post import CANCELABLE_STATUSES, DEFAULT_MAX_ATTEMPTS, EDITABLE_STATUSES
 from offpost.posts.rules import (
     CONTENT_FIELDS,
@@ -243,22 +242,8 @@ def load_credentials(
 
 
 def new_post_ids(count: int) -> list[str]:
-    """``count`` fresh post ids, shaped as :func:`offpost.models.new_id` makes them.
-
-    The same alphabet and length, drawn from one ``secrets.token_bytes`` call
-    per id instead of twenty ``secrets.choice`` calls: a 1000-post batch spends
-    about 1 ms here instead of about 15.
-    """
-    # 248 = 4 * 62: bytes below it map onto the alphabet without bias; the rest are redrawn.
-    limit = len(ALPHABET) * (256 // len(ALPHABET))
-    prefix = f"{IdPrefix.POST.value}_"
-    ids = []
-    for _ in range(count):
-        chars: list[str] = []
-        while len(chars) < RANDOM_LENGTH:
-            chars.extend(ALPHABET[b % len(ALPHABET)] for b in secrets.token_bytes(24) if b < limit)
-        ids.append(prefix + "".join(chars[:RANDOM_LENGTH]))
-    return ids
+    """``count`` fresh post ids (:func:`offpost.models.ids.new_ids`)."""
+    return new_ids(IdPrefix.POST, count)
 
 
 def insert_posts(

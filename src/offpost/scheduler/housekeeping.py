@@ -2,6 +2,8 @@
 
 - Every tick: recurring schedules materialize their next occurrences, and due
   webhook deliveries are claimed and sent to the workers (one task each).
+- Once a day per deployment: expired idempotency keys are deleted, so the
+  table holds a day of keys, not every key ever sent.
 - At most once per ``sweep_every`` per deployment: the expiry sweep. Several
   dispatchers share the job through a guarded row
   (:func:`~offpost.models.periodic.claim_periodic_run`), so exactly one runs
@@ -26,6 +28,7 @@ from offpost.connections import unreachable
 from offpost.graph.client import GraphClient, make_http_client
 from offpost.models import make_engine, make_sessionmaker
 from offpost.models.clock import DatabaseClock
+from offpost.models.idempotency import purge_expired_keys
 from offpost.models.periodic import claim_periodic_run
 from offpost.models.webhook_event import claim_due_events
 from offpost.scheduler.materialize import run_schedules
@@ -36,6 +39,11 @@ logger = logging.getLogger(__name__)
 
 #: The ``periodic_runs`` row of the sweep.
 SWEEP_JOB = "expiry_sweep"
+#: The ``periodic_runs`` row of the purge of expired idempotency keys, and how often.
+PURGE_JOB = "idempotency_purge"
+PURGE_EVERY = timedelta(days=1)
+#: How often one dispatcher asks whether the purge is due.
+PURGE_ASK_EVERY = timedelta(minutes=10)
 
 DeliverySender = Callable[[list[tuple[str, int]]], None]
 
@@ -64,6 +72,7 @@ class Housekeeping:
         self.sweep_in_thread = sweep_in_thread
         self.batch = batch
         self._sweeping = threading.Lock()
+        self._purge_asked: datetime | None = None
         self._thread: threading.Thread | None = None
 
     def __call__(self, now: datetime) -> None:
@@ -71,6 +80,7 @@ class Housekeeping:
             self._guarded("schedules", self.run_schedules, now)
         if self.send_deliveries is not None:
             self._guarded("webhooks", self.send_due_webhooks, now)
+        self._guarded("idempotency purge", self.maybe_purge, now)
         if self.sweep is not None:
             self._guarded("expiry sweep", self.maybe_sweep, now)
 
@@ -97,6 +107,27 @@ class Housekeeping:
                 sent += len(due)
             if len(due) < self.batch:
                 return sent
+
+    def maybe_purge(self, now: datetime) -> int | None:
+        """Delete expired idempotency keys, if no dispatcher did today; how many, or None.
+
+        The shared row is asked at most every :data:`PURGE_ASK_EVERY`, so an idle
+        tick does not pay a statement for a daily job.
+        """
+        if self._purge_asked is not None and now - self._purge_asked < PURGE_ASK_EVERY:
+            return None
+        self._purge_asked = now
+        with self.sessions.begin() as session:
+            if not claim_periodic_run(session, PURGE_JOB, now, PURGE_EVERY):
+                return None
+            purged = purge_expired_keys(session, now)
+        if purged:
+            logger.info(
+                "deleted %d expired idempotency keys",
+                purged,
+                extra={"action": "idempotency_purged", "count": purged},
+            )
+        return purged
 
     def maybe_sweep(self, now: datetime) -> bool:
         """Start the sweep if this deployment has not run it within ``sweep_every``."""
