@@ -7,8 +7,8 @@ goes through here, one statement each where it matters:
 - :func:`prepare_posts` checks a request's posts against the rules and the
   client's credentials (one query), and :func:`insert_posts` writes any number
   of them with one executemany ``INSERT`` and returns the written values, so a
-  caller answers without reading them back (the batch route, the CSV import,
-  a schedule's occurrences);
+  caller answers without reading them back (the batch route, the CSV import);
+  a schedule's occurrences are built by the same :func:`new_post_rows`;
 - :func:`update_post`, :func:`cancel_post` and :func:`retry_post` are guarded
   ``UPDATE … WHERE id = :id AND client_id = :c AND status IN (…) RETURNING``
   statements: a dispatcher claiming the post at the same instant either sees
@@ -252,13 +252,25 @@ def insert_posts(
     """Insert ``posts`` for ``client_id`` with one executemany INSERT; does not commit.
 
     Returns every column's value of each row (as stored, without reading it
-    back), in the order of ``posts``, ready for ``PostOut.of``. ``due_at`` is
-    ``publish_at``. Rows of one call get ``created_at`` one microsecond apart, in
-    order, so that "newest first" lists them in reverse input order instead of
-    by their random ids.
+    back), in the order of ``posts``, ready for ``PostOut.of``.
     """
     if not posts:
         return []
+    rows = new_post_rows(client_id, posts, now)
+    # Core on the Table, not the ORM: one executemany (insertmanyvalues batches it
+    # into multi-row VALUES), no identity map, no per-object flush bookkeeping.
+    session.execute(insert(cast(Table, Post.__table__)), rows)
+    return [row | _NULL_ON_INSERT for row in rows]
+
+
+def new_post_rows(client_id: str, posts: Sequence[NewPost], now: datetime) -> list[dict[str, Any]]:
+    """The rows of new posts, as every insert of posts writes them (one-off posts here,
+    a schedule's occurrences in :mod:`offpost.scheduler.materialize`).
+
+    ``due_at`` is ``publish_at``. Rows of one call get ``created_at`` one
+    microsecond apart, in order, so that "newest first" lists them in reverse
+    input order instead of by their random ids.
+    """
     ids = new_post_ids(len(posts))
     rows = []
     for i, post in enumerate(posts):
@@ -283,10 +295,7 @@ def insert_posts(
                 "updated_at": created_at,
             }
         )
-    # Core on the Table, not the ORM: one executemany (insertmanyvalues batches it
-    # into multi-row VALUES), no identity map, no per-object flush bookkeeping.
-    session.execute(insert(cast(Table, Post.__table__)), rows)
-    return [row | _NULL_ON_INSERT for row in rows]
+    return rows
 
 
 #: Columns a new post leaves NULL. They stay out of the INSERT: a ``None`` bound to

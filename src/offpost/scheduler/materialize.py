@@ -60,7 +60,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from offpost.models import (
     Credential,
     CredentialStatus,
-    IdPrefix,
     Misfire,
     Post,
     PostStatus,
@@ -68,9 +67,9 @@ from offpost.models import (
     ScheduleEvent,
     ScheduleEventKind,
     ScheduleStatus,
-    new_id,
 )
-from offpost.models.post import DEFAULT_MAX_ATTEMPTS, error_document
+from offpost.models.post import error_document
+from offpost.posts.store import NewPost, new_post_rows
 from offpost.recurrence import Recurrence, RuleError, parse_rule
 
 logger = logging.getLogger(__name__)
@@ -331,27 +330,23 @@ def insert_occurrence_posts(
     """Insert one post per occurrence, exactly once; returns how many were created or revived."""
     if not occurrences:
         return 0
-    rows = [
-        {
-            "id": new_id(IdPrefix.POST),
-            "client_id": schedule.client_id,
-            "credential_id": schedule.credential_id,
-            "target": schedule.target,
-            "message": render_message(schedule.message, recurrence.local(occurrence)),
-            "link": schedule.link,
-            "photo_url": schedule.photo_url,
-            "publish_at": occurrence,
-            "due_at": occurrence,
-            "status": PostStatus.SCHEDULED,
-            "schedule_id": schedule.id,
-            "occurrence_at": occurrence,
-            "attempts": 0,
-            "max_attempts": DEFAULT_MAX_ATTEMPTS,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for occurrence in occurrences
-    ]
+    rows = new_post_rows(
+        schedule.client_id,
+        [
+            NewPost(
+                credential_id=schedule.credential_id,
+                target=schedule.target,
+                message=render_message(schedule.message, recurrence.local(occurrence)),
+                link=schedule.link,
+                photo_url=schedule.photo_url,
+                publish_at=occurrence,
+                schedule_id=schedule.id,
+                occurrence_at=occurrence,
+            )
+            for occurrence in occurrences
+        ],
+        now,
+    )
     statement = _insert(session, Post).values(rows)
     revived = {
         name: getattr(statement.excluded, name)

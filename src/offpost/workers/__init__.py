@@ -1,4 +1,6 @@
-"""Background work: the Celery app and its tasks (publish, reconcile, refresh, webhooks).
+"""Background work: the Celery app and its tasks (publishing, with reconciliation;
+webhook delivery), the rate limiter and the publish observers.
 
-May import ``offpost.models`` and ``offpost.graph``.
+May import ``offpost.tokens``, ``offpost.outbox``, ``offpost.models``, ``offpost.graph``
+and the base modules.
 """
