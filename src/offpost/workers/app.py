@@ -30,7 +30,7 @@ from offpost.workers.batch import publish_batch
 from offpost.workers.broker import TRANSPORT as PATCHED_REDIS_TRANSPORT
 from offpost.workers.decide import RetryPolicy
 from offpost.workers.metrics import metrics_observer
-from offpost.workers.observe import NullObserver, Observers, PublishObserver
+from offpost.workers.observe import NullObserver, Observers, Outcome, PublishObserver
 from offpost.workers.publish import PublishContext
 from offpost.workers.runtime import ProcessResource
 from offpost.workers.webhooks import (
@@ -223,7 +223,8 @@ def install_publish_task(app: Celery, runtime: PublishRuntime) -> Any:
     @app.task(name=PUBLISH_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
     def publish(task: Any, post_ids: list[str]) -> dict[str, int]:
         try:
-            outcomes = publish_batch(runtime.get(), list(post_ids)).outcomes
+            counted = publish_batch(runtime.get(), list(post_ids)).outcomes
+            outcomes = {outcome.value: n for outcome, n in counted.items()}
         except Exception as exc:
             if not connections.failed(exc):
                 raise
@@ -234,7 +235,7 @@ def install_publish_task(app: Celery, runtime: PublishRuntime) -> Any:
             raise task.retry(
                 countdown=UNREACHABLE_RETRY_S, max_retries=UNREACHABLE_RETRIES, exc=exc
             ) from None
-        if "crashed" not in outcomes:
+        if Outcome.CRASHED not in outcomes:
             connections.succeeded(DATABASE)
         return outcomes
 

@@ -52,7 +52,7 @@ from offpost.models.transitions import (
     finish_published,
 )
 from offpost.workers import ratelimit
-from offpost.workers.observe import Finished
+from offpost.workers.observe import Finished, Outcome
 from offpost.workers.publish import (
     PostPublisher,
     PublishContext,
@@ -70,9 +70,9 @@ logger = logging.getLogger(__name__)
 @dataclass
 class BatchResult:
     claimed: int = 0
-    outcomes: dict[str, int] = field(default_factory=dict)
+    outcomes: dict[Outcome, int] = field(default_factory=dict)
 
-    def count(self, outcome: str) -> None:
+    def count(self, outcome: Outcome) -> None:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
 
 
@@ -167,7 +167,7 @@ def sort_out(
     return ready, one_by_one
 
 
-def publish_ready(ctx: PublishContext, ready: Sequence[Ready]) -> list[str]:
+def publish_ready(ctx: PublishContext, ready: Sequence[Ready]) -> list[Outcome]:
     """Steps 3 to 5 for the posts on the common path; one outcome per post."""
     if not ready:
         return []
@@ -177,7 +177,7 @@ def publish_ready(ctx: PublishContext, ready: Sequence[Ready]) -> list[str]:
             session, {r.post.id: sent_by(r.post) for r in ready}, ctx.worker, started_at
         )
     calls: list[Future[PublishResult]] = [ctx.pool.submit(_call_graph, ctx, r) for r in ready]
-    outcomes: list[str] = []
+    outcomes: list[Outcome] = []
     published: list[tuple[Ready, PublishResult]] = []
     for item, call in zip(ready, calls, strict=True):
         try:
@@ -199,7 +199,7 @@ def publish_ready(ctx: PublishContext, ready: Sequence[Ready]) -> list[str]:
                 item.post.id,
                 extra={"action": "publish_crashed", "post_id": item.post.id},
             )
-            outcomes.append("crashed")
+            outcomes.append(Outcome.CRASHED)
             continue
         published.append((item, reply))
     if published:
@@ -222,7 +222,7 @@ def _record(
     published: Sequence[tuple[Ready, PublishResult]],
     attempt_ids: dict[str, str],
     started_at: datetime,
-) -> list[str]:
+) -> list[Outcome]:
     """Step 5: every post Graph created, recorded in one transaction."""
     now = ctx.clock()
     rows = [
@@ -243,7 +243,7 @@ def _record(
                 [
                     Finished(
                         item.post,
-                        AttemptOutcome.PUBLISHED.value,
+                        Outcome.PUBLISHED,
                         {
                             "status": "published",
                             "graph_post_id": row.graph_post_id,
@@ -264,8 +264,8 @@ def _record(
             len(rows),
             extra={"action": "publish_crashed"},
         )
-        return ["crashed"] * len(rows)
-    outcomes: list[str] = []
+        return [Outcome.CRASHED] * len(rows)
+    outcomes: list[Outcome] = []
     for row in rows:
         if row.post_id in held:
             logger.debug(
@@ -274,7 +274,7 @@ def _record(
                 row.graph_post_id,
                 extra={"action": "post_published", "post_id": row.post_id},
             )
-            outcomes.append(AttemptOutcome.PUBLISHED.value)
+            outcomes.append(Outcome.PUBLISHED)
         else:
             # The lease ran out mid-call and the reaper took the post back; the
             # next worker will reconcile and adopt this very Graph post.
@@ -283,5 +283,5 @@ def _record(
                 row.post_id,
                 extra={"action": "lease_lost", "post_id": row.post_id},
             )
-            outcomes.append("lease_lost")
+            outcomes.append(Outcome.LEASE_LOST)
     return outcomes

@@ -49,7 +49,7 @@ from offpost.graph.usage import GraphUsage
 from offpost.models.attempt import Attempt
 from offpost.models.transitions import ClaimedPost
 from offpost.workers.decide import error_document
-from offpost.workers.observe import Finished
+from offpost.workers.observe import Finished, Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ DURATION_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 #: Lateness: the dispatcher wakes within seconds; retries and outages add minutes to hours.
 LATENESS_BUCKETS_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0)
 
-PUBLISHED_OUTCOMES = ("published", "reconciled")
+PUBLISHED_OUTCOMES = (Outcome.PUBLISHED, Outcome.RECONCILED)
 
 
 class PublishMetrics:
@@ -145,7 +145,7 @@ class MetricsObserver:
         self,
         session: Session,
         post: ClaimedPost,
-        outcome: str,
+        outcome: Outcome,
         values: Mapping[str, Any],
         now: datetime,
         started_at: datetime | None = None,

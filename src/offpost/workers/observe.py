@@ -10,6 +10,7 @@ outcome itself and no event is ever lost or invented. Observers that only count
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,12 +23,35 @@ from offpost.graph.usage import GraphUsage
 from offpost.models.transitions import ClaimedPost
 
 
+class Outcome(enum.StrEnum):
+    """What became of a claimed post when a worker let go of it."""
+
+    #: Graph made the post on this call.
+    PUBLISHED = "published"
+    #: Found on the Page after an earlier call's outcome was unknown (no new call).
+    RECONCILED = "reconciled"
+    #: Back to ``scheduled`` after a failed attempt, for another one later.
+    RETRY = "retry"
+    #: Back to ``scheduled`` without an attempt spent: a rate-limit block to wait out.
+    WAITING = "waiting"
+    FAILED = "failed"
+    NEEDS_REAUTH = "needs_reauth"
+    #: Its credential was deleted.
+    CANCELED = "canceled"
+    #: Back to ``scheduled``, due now, no call made: shutdown, or a lease too short.
+    HANDED_BACK = "handed_back"
+    #: The lease ran out before the outcome could be recorded; the reaper has it.
+    LEASE_LOST = "lease_lost"
+    #: An unexpected error: the lease runs out and the post is reconciled.
+    CRASHED = "crashed"
+
+
 @dataclass(frozen=True, slots=True)
 class Finished:
     """One post that left ``publishing``, for :meth:`PublishObserver.posts_finished`."""
 
     post: ClaimedPost
-    outcome: str
+    outcome: Outcome
     values: Mapping[str, Any]
     #: When its attempt started, where the caller knows it.
     started_at: datetime | None = None

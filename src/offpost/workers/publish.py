@@ -59,7 +59,7 @@ from offpost.workers.decide import (
     post_text,
     retry_delay_s,
 )
-from offpost.workers.observe import Finished, NullObserver, PublishObserver
+from offpost.workers.observe import Finished, NullObserver, Outcome, PublishObserver
 from offpost.workers.reconcile import Sought, find_published
 
 logger = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class Tokens:
     page_token: str | None
 
 
-def publish_guarded(ctx: PublishContext, post: ClaimedPost) -> str:
+def publish_guarded(ctx: PublishContext, post: ClaimedPost) -> Outcome:
     """The whole protocol for one claimed post; never raises."""
     return run_guarded(post, PostPublisher(ctx, post).run)
 
@@ -144,7 +144,7 @@ def publish_call(ctx: PublishContext, post: ClaimedPost, page_token: str) -> Pub
     return result
 
 
-def run_guarded(post: ClaimedPost, step: Callable[[], str]) -> str:
+def run_guarded(post: ClaimedPost, step: Callable[[], Outcome]) -> Outcome:
     """Run one post's ``step``; an unexpected error leaves its lease to run out."""
     try:
         return step()
@@ -156,7 +156,7 @@ def run_guarded(post: ClaimedPost, step: Callable[[], str]) -> str:
             post.id,
             extra={"action": "publish_crashed", "post_id": post.id},
         )
-        return "crashed"
+        return Outcome.CRASHED
 
 
 class PostPublisher:
@@ -175,26 +175,26 @@ class PostPublisher:
 
     # -- the protocol ------------------------------------------------------------------
 
-    def run(self) -> str:
+    def run(self) -> Outcome:
         ctx, post = self.ctx, self.post
         if ctx.stopping.is_set():
-            return self._release(ctx.clock(), "handed_back")
+            return self._release(ctx.clock(), Outcome.HANDED_BACK)
         credential, page = self._credential()
         if credential is None:
             if post.reconcile_since is not None:
                 # The post may be on the Page, and without a token nobody can look.
                 return self._finish(
                     status=PostStatus.FAILED,
-                    outcome="failed",
+                    outcome=Outcome.FAILED,
                     last_error=_offpost_error("outcome_unknown", OUTCOME_UNKNOWN_AT_DELETION),
                 )
             return self._finish(
                 status=PostStatus.CANCELED,
-                outcome="canceled",
+                outcome=Outcome.CANCELED,
                 last_error=_offpost_error("credential_deleted", "the credential was deleted"),
             )
         if credential.status == CredentialStatus.NEEDS_REAUTH:
-            return self._finish(status=PostStatus.NEEDS_REAUTH, outcome="needs_reauth")
+            return self._finish(status=PostStatus.NEEDS_REAUTH, outcome=Outcome.NEEDS_REAUTH)
         self.fb_user_id = credential.fb_user_id
         self.user_token = credential.user_token or ""
         self.page_token = page.page_token if page else None
@@ -203,7 +203,7 @@ class PostPublisher:
             ctx.blocks, ratelimit.keys_for_call(ctx.app_id, post.target, self.fb_user_id)
         )
         if wait_s > 0:
-            return self._release(ctx.clock() + timedelta(seconds=wait_s), "waiting")
+            return self._release(ctx.clock() + timedelta(seconds=wait_s), Outcome.WAITING)
         try:
             if self.page_token is None:
                 self._rederive_page_token()
@@ -213,14 +213,14 @@ class PostPublisher:
                     return found
             if post.attempts >= post.max_attempts:
                 return self._finish(
-                    status=PostStatus.FAILED, outcome="failed", reconcile_since=None
+                    status=PostStatus.FAILED, outcome=Outcome.FAILED, reconcile_since=None
                 )
             return self._attempt()
         except GraphError as exc:
             # Errors outside an attempt (token checks, reading the Page) cost no attempt.
             return self._after_error_without_attempt(exc)
 
-    def _attempt(self) -> str:
+    def _attempt(self) -> Outcome:
         ctx, post = self.ctx, self.post
         if lease_too_short(ctx, post):
             return self.hand_back_unstarted(None)
@@ -238,7 +238,7 @@ class PostPublisher:
 
     # -- outcomes ----------------------------------------------------------------------
 
-    def attempt_failed(self, attempt_id: str, started_at: datetime, exc: GraphError) -> str:
+    def attempt_failed(self, attempt_id: str, started_at: datetime, exc: GraphError) -> Outcome:
         """What follows the failed Graph call of an attempt (this one's, or a batch's)."""
         ctx, post = self.ctx, self.post
         action = action_for(exc)
@@ -260,14 +260,14 @@ class PostPublisher:
             self._close_attempt(attempt_id, AttemptOutcome.RETRY, exc, now)
             return self._release(
                 now + timedelta(seconds=exc.retry_after_s),
-                "waiting",
+                Outcome.WAITING,
                 last_error=error_document(exc),
             )
         if action is Action.FAIL:
             self._close_attempt(attempt_id, AttemptOutcome.FAILED, exc, now)
             return self._finish(
                 status=PostStatus.FAILED,
-                outcome="failed",
+                outcome=Outcome.FAILED,
                 attempts=post.attempts + 1,
                 last_error=error_document(exc),
                 reconcile_since=None,
@@ -283,14 +283,14 @@ class PostPublisher:
         self._close_attempt(attempt_id, AttemptOutcome.RETRY, exc, now)
         return self._finish(
             status=PostStatus.SCHEDULED,
-            outcome="retry",
+            outcome=Outcome.RETRY,
             due_at=now + timedelta(seconds=delay_s),
             attempts=attempts,
             last_error=error_document(exc),
             reconcile_since=since,
         )
 
-    def _after_error_without_attempt(self, exc: GraphError) -> str:
+    def _after_error_without_attempt(self, exc: GraphError) -> Outcome:
         action = action_for(exc)
         self.ctx.observer.graph_error(exc)
         now = self.ctx.clock()
@@ -299,19 +299,19 @@ class PostPublisher:
         if action is Action.WAIT:
             assert isinstance(exc, GraphRateLimitedError)
             self._block(exc)
-            return self._release(now + timedelta(seconds=exc.retry_after_s), "waiting")
+            return self._release(now + timedelta(seconds=exc.retry_after_s), Outcome.WAITING)
         if action is Action.FAIL:
             return self._finish(
-                status=PostStatus.FAILED, outcome="failed", last_error=error_document(exc)
+                status=PostStatus.FAILED, outcome=Outcome.FAILED, last_error=error_document(exc)
             )
         delay_s = self.ctx.retry.delay_s(max(1, self.post.attempts), self.ctx.rng)
         return self._release(
-            now + timedelta(seconds=delay_s), "retry", last_error=error_document(exc)
+            now + timedelta(seconds=delay_s), Outcome.RETRY, last_error=error_document(exc)
         )
 
     def _record_published(
         self, attempt_id: str | None, graph_post_id: str, outcome: AttemptOutcome, *, counted: bool
-    ) -> str:
+    ) -> Outcome:
         ctx, post = self.ctx, self.post
         now = ctx.clock()
         values: dict[str, Any] = {
@@ -325,7 +325,9 @@ class PostPublisher:
         with ctx.sessions.begin() as session:
             held = finish(session, post.id, ctx.worker, now, **values)
             if held:
-                ctx.observer.posts_finished(session, [Finished(post, outcome.value, values)], now)
+                ctx.observer.posts_finished(
+                    session, [Finished(post, Outcome(outcome.value), values)], now
+                )
             if attempt_id is None:
                 attempt = begin_attempt(session, post.id, ctx.worker, now)
                 attempt_id = attempt.id
@@ -342,7 +344,7 @@ class PostPublisher:
                 post.id,
                 extra={"action": "lease_lost", "post_id": post.id},
             )
-            return "lease_lost"
+            return Outcome.LEASE_LOST
         logger.info(
             "published %s on %s as %s (%s)",
             post.id,
@@ -351,9 +353,11 @@ class PostPublisher:
             outcome.value,
             extra={"action": "post_published", "post_id": post.id, "graph_post_id": graph_post_id},
         )
-        return outcome.value
+        return Outcome(outcome.value)
 
-    def _finish(self, *, outcome: str, drop_attempt: str | None = None, **values: Any) -> str:
+    def _finish(
+        self, *, outcome: Outcome, drop_attempt: str | None = None, **values: Any
+    ) -> Outcome:
         now = self.ctx.clock()
         with self.ctx.sessions.begin() as session:
             held = finish(session, self.post.id, self.ctx.worker, now, **values)
@@ -370,7 +374,7 @@ class PostPublisher:
                 outcome,
                 extra={"action": "lease_lost", "post_id": self.post.id},
             )
-            return "lease_lost"
+            return Outcome.LEASE_LOST
         logger.info(
             "post %s: %s",
             self.post.id,
@@ -379,11 +383,11 @@ class PostPublisher:
         )
         return outcome
 
-    def _release(self, due_at: datetime, outcome: str, **values: Any) -> str:
+    def _release(self, due_at: datetime, outcome: Outcome, **values: Any) -> Outcome:
         """Back to ``scheduled`` without spending an attempt."""
         return self._finish(status=PostStatus.SCHEDULED, due_at=due_at, outcome=outcome, **values)
 
-    def hand_back_unstarted(self, attempt_id: str | None) -> str:
+    def hand_back_unstarted(self, attempt_id: str | None) -> Outcome:
         """Back to ``scheduled``, due now, without calling Graph: see :func:`lease_too_short`.
 
         ``attempt_id`` is an attempt opened for the call (by a batch): never sent, it is
@@ -398,7 +402,7 @@ class PostPublisher:
         return self._finish(
             status=PostStatus.SCHEDULED,
             due_at=self.ctx.clock(),
-            outcome="handed_back",
+            outcome=Outcome.HANDED_BACK,
             drop_attempt=attempt_id,
         )
 
@@ -466,7 +470,7 @@ class PostPublisher:
             extra={"action": "page_token_rederived", "post_id": post.id},
         )
 
-    def _credential_dead(self, exc: GraphError) -> str:
+    def _credential_dead(self, exc: GraphError) -> Outcome:
         """The user token is dead: the credential and its pending posts wait for a fresh one.
 
         Unless the client stored a fresh token while this call was failing: then the
@@ -485,9 +489,11 @@ class PostPublisher:
                 post.id,
                 extra={"action": "credential_renewed", "post_id": post.id},
             )
-            return self._release(now, "retry")
+            return self._release(now, Outcome.RETRY)
         return self._finish(
-            status=PostStatus.NEEDS_REAUTH, outcome="needs_reauth", last_error=error_document(exc)
+            status=PostStatus.NEEDS_REAUTH,
+            outcome=Outcome.NEEDS_REAUTH,
+            last_error=error_document(exc),
         )
 
     # -- rate limits and reconciliation ------------------------------------------------
@@ -498,7 +504,7 @@ class PostPublisher:
         )
         self.ctx.blocks.block(key, exc.retry_after_s)
 
-    def _reconcile(self, since: datetime) -> str | None:
+    def _reconcile(self, since: datetime) -> Outcome | None:
         """Adopt the post an earlier attempt may have made; None when there is none."""
         ctx, post = self.ctx, self.post
         now = ctx.clock()
