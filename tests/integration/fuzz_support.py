@@ -123,7 +123,10 @@ def seed(url: str, settings: Settings, graph: SandboxClient) -> Served:
                 update(Post)
                 .where(Post.id == tenant.post_ids[1])
                 .values(
-                    status=PostStatus.PUBLISHED, graph_post_id="1_2", published_at=now, attempts=1
+                    status=PostStatus.PUBLISHED,
+                    graph_post_id=f"1_{tenant.post_ids[1]}",
+                    published_at=now,
+                    attempts=1,
                 )
             )
         session.commit()
