@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, or_, select, update
-from sqlalchemy.orm import Session, noload, sessionmaker
+from sqlalchemy.orm import Session, lazyload, sessionmaker
 
 from offpost.graph.client import GraphClient
 from offpost.graph.errors import (
@@ -431,11 +431,11 @@ class PostPublisher:
         """The post's credential and its Page (tokens decrypted), or ``(None, None)``.
 
         Only the post's own Page is loaded: a credential may hold hundreds of Pages,
-        and decrypting every Page token for each post was most of this step's cost.
+        each with a token to decrypt (docs/benchmarks.md, "Small measurements").
         """
         with self.ctx.sessions() as session:
             credential = session.get(
-                Credential, self.post.credential_id, options=[noload(Credential.pages)]
+                Credential, self.post.credential_id, options=[lazyload(Credential.pages)]
             )
             if (
                 credential is None
