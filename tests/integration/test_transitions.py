@@ -28,7 +28,7 @@ from offpost.models.transitions import (
     begin_attempt,
     claim_due,
     claim_for_publishing,
-    finish,
+    leave_published,
     next_due_at,
     park_credential_posts,
     reap_expired,
@@ -121,8 +121,11 @@ def test_worker_claim_is_guarded_against_duplicate_deliveries(
     with sessions.begin() as session:
         assert claim_for_publishing(session, ids, "w2", NOW, LEASE) == []
     with sessions.begin() as session:
-        assert finish(session, ids[0], "w2", NOW, status=PostStatus.PUBLISHED) is False
-        assert finish(session, ids[0], "w1", NOW, status=PostStatus.PUBLISHED) is True
+        published = {"graph_post_id": "1_1", "attempts": 1}
+        assert leave_published(session, ids[0], "w2", NOW, **published) is None
+        written = leave_published(session, ids[0], "w1", NOW, **published)
+        assert written is not None
+        assert written["status"] is PostStatus.PUBLISHED
     assert statuses(sessions)[ids[0]] == PostStatus.PUBLISHED
 
 
@@ -152,7 +155,9 @@ def test_expired_leases_are_reaped_owing_reconciliation(sessions: sessionmaker[S
         assert (attempt.outcome, attempt.error_code) == (AttemptOutcome.RETRY, "lease_expired")
     with sessions.begin() as session:
         # The late worker cannot record anything any more.
-        assert finish(session, post_id, "w1", later, status=PostStatus.PUBLISHED) is False
+        assert (
+            leave_published(session, post_id, "w1", later, graph_post_id="1_1", attempts=1) is None
+        )
 
 
 def test_a_reaper_whose_clock_runs_ahead_leaves_a_live_lease_alone(

@@ -51,9 +51,12 @@ class PostStatus(enum.StrEnum):
     CANCELED = "canceled"
 
 
+#: A post waits in these states to be published (parked when its credential dies).
+WAITING_STATUSES = frozenset({PostStatus.SCHEDULED, PostStatus.QUEUED})
 #: A client may edit a post only in these states (``PATCH /v1/posts/{id}``).
 EDITABLE_STATUSES = frozenset({PostStatus.SCHEDULED, PostStatus.FAILED, PostStatus.NEEDS_REAUTH})
-#: A client may cancel a post only in these states (``DELETE /v1/posts/{id}``).
+#: A client may cancel a post only in these states (``DELETE /v1/posts/{id}``); a
+#: schedule's or a credential's deletion cancels its posts in the same states.
 CANCELABLE_STATUSES = frozenset(
     {
         PostStatus.SCHEDULED,

@@ -2,10 +2,10 @@
 
 ::
 
-    scheduled ──claim_due──▶ queued ──claim_for_publishing──▶ publishing ──finish──▶ published
+    scheduled ──claim_due──▶ queued ──claim_for_publishing──▶ publishing ──leave_*──▶ published
         ▲                      │ requeue_stale (re-send)        │               failed
         │                      ▼                                │               needs_reauth
-        └───────────── finish / reap_expired ◀─────────────────┘               scheduled
+        └──────── leave_scheduled / reap_expired ◀──────────────┘               scheduled
 
 Every statement names the state it expects (``WHERE status = …``, and for a
 lease holder ``AND lease_owner = :worker``), so a duplicate delivery, a second
@@ -45,7 +45,7 @@ from sqlalchemy.orm import Session
 from offpost.models.attempt import Attempt, AttemptOutcome, Sent
 from offpost.models.clock import db_now, is_postgresql
 from offpost.models.ids import IdPrefix, id_factory
-from offpost.models.post import Post, PostStatus
+from offpost.models.post import WAITING_STATUSES, Post, PostStatus
 from offpost.models.types import UTCDateTime
 
 POSTS: Table = Post.__table__  # type: ignore[assignment]
@@ -345,10 +345,11 @@ class Published:
 def finish_published(
     session: Session, published: Sequence[Published], worker: str, now: datetime
 ) -> set[str]:
-    """:func:`finish` to ``published`` for many posts; the ids whose lease was still held.
+    """:func:`leave_published` for many posts; the ids whose lease was still held.
 
     On PostgreSQL one ``UPDATE … FROM (VALUES …)`` guarded exactly like
-    :func:`finish`; elsewhere one guarded UPDATE per post in the same transaction.
+    :func:`leave_published`; elsewhere one guarded UPDATE per post in the same
+    transaction.
     """
     if not published:
         return set()
@@ -365,15 +366,10 @@ def finish_published(
         return {
             p.post_id
             for p in published
-            if finish(
-                session,
-                p.post_id,
-                worker,
-                now,
-                graph_post_id=p.graph_post_id,
-                attempts=p.attempts,
-                **{k: v for k, v in common.items() if k != "updated_at"},
+            if leave_published(
+                session, p.post_id, worker, now, graph_post_id=p.graph_post_id, attempts=p.attempts
             )
+            is not None
         }
     rows = values_clause(
         column("id", String),
@@ -412,20 +408,131 @@ def _held(post_id: str, worker: str) -> Any:
     )
 
 
-def finish(session: Session, post_id: str, worker: str, now: datetime, **values: Any) -> bool:
-    """Leave ``publishing`` with ``values`` (status and what goes with it) if still held.
+class _Keep:
+    """The default of a column a transition leaves as it is."""
 
-    Returns False when the lease was lost (reaped meanwhile): the caller changed nothing.
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+#: Leave the column as it is.
+KEEP: Any = _Keep()
+
+#: What a transition wrote: the columns and their values (None when the lease was lost).
+Written = dict[str, Any] | None
+
+
+def _leave(
+    session: Session, post_id: str, worker: str, now: datetime, values: dict[str, Any]
+) -> Written:
+    """Leave ``publishing`` with ``values`` if this worker still holds the lease.
+
+    Returns the values written, or None when the lease was lost (reaped
+    meanwhile): then nothing changed.
     """
-    values.setdefault("lease_owner", None)
-    values.setdefault("lease_expires_at", None)
+    values = {k: v for k, v in values.items() if v is not KEEP}
+    values.update(lease_owner=None, lease_expires_at=None)
     result = session.execute(
         update(Post)
         .where(_held(post_id, worker))
         .values(updated_at=now, **values)
         .execution_options(synchronize_session=False)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return values if result.rowcount else None  # type: ignore[attr-defined]
+
+
+def leave_published(
+    session: Session, post_id: str, worker: str, now: datetime, *, graph_post_id: str, attempts: int
+) -> Written:
+    """``publishing → published``: Graph made ``graph_post_id`` (or reconciliation found it)."""
+    return _leave(
+        session,
+        post_id,
+        worker,
+        now,
+        {
+            "status": PostStatus.PUBLISHED,
+            "graph_post_id": graph_post_id,
+            "published_at": now,
+            "attempts": attempts,
+            "last_error": None,
+            "reconcile_since": None,
+        },
+    )
+
+
+def leave_scheduled(
+    session: Session,
+    post_id: str,
+    worker: str,
+    now: datetime,
+    *,
+    due_at: datetime,
+    attempts: Any = KEEP,
+    last_error: Any = KEEP,
+    reconcile_since: Any = KEEP,
+) -> Written:
+    """``publishing → scheduled``, due at ``due_at``: a retry, a wait, or handed back."""
+    return _leave(
+        session,
+        post_id,
+        worker,
+        now,
+        {
+            "status": PostStatus.SCHEDULED,
+            "due_at": due_at,
+            "attempts": attempts,
+            "last_error": last_error,
+            "reconcile_since": reconcile_since,
+        },
+    )
+
+
+def leave_failed(
+    session: Session,
+    post_id: str,
+    worker: str,
+    now: datetime,
+    *,
+    attempts: Any = KEEP,
+    last_error: Any = KEEP,
+    reconcile_since: Any = KEEP,
+) -> Written:
+    """``publishing → failed``: a permanent error, or no attempts left."""
+    return _leave(
+        session,
+        post_id,
+        worker,
+        now,
+        {
+            "status": PostStatus.FAILED,
+            "attempts": attempts,
+            "last_error": last_error,
+            "reconcile_since": reconcile_since,
+        },
+    )
+
+
+def leave_needs_reauth(
+    session: Session, post_id: str, worker: str, now: datetime, *, last_error: Any = KEEP
+) -> Written:
+    """``publishing → needs_reauth``: the credential waits for a fresh token."""
+    return _leave(
+        session,
+        post_id,
+        worker,
+        now,
+        {"status": PostStatus.NEEDS_REAUTH, "last_error": last_error},
+    )
+
+
+def leave_canceled(
+    session: Session, post_id: str, worker: str, now: datetime, *, last_error: dict[str, Any]
+) -> Written:
+    """``publishing → canceled``: its credential is gone, and nothing reached Graph."""
+    return _leave(
+        session, post_id, worker, now, {"status": PostStatus.CANCELED, "last_error": last_error}
+    )
 
 
 def park_credential_posts(session: Session, credential_id: str, now: datetime) -> int:
@@ -438,7 +545,7 @@ def park_credential_posts(session: Session, credential_id: str, now: datetime) -
         .where(
             Post.credential_id == credential_id,
             # A failed post failed for its own reason; only waiting ones are parked.
-            Post.status.in_([PostStatus.SCHEDULED, PostStatus.QUEUED]),
+            Post.status.in_(WAITING_STATUSES),
         )
         .values(status=PostStatus.NEEDS_REAUTH, updated_at=now)
         .execution_options(synchronize_session=False)

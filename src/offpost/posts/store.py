@@ -29,7 +29,12 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from offpost.models import Credential, IdPrefix, Post, PostStatus, is_id
 from offpost.models.ids import new_ids
-from offpost.models.post import CANCELABLE_STATUSES, DEFAULT_MAX_ATTEMPTS, EDITABLE_STATUSES
+from offpost.models.post import (
+    CANCELABLE_STATUSES,
+    DEFAULT_MAX_ATTEMPTS,
+    EDITABLE_STATUSES,
+    WAITING_STATUSES,
+)
 from offpost.posts.rules import (
     CONTENT_FIELDS,
     MAX_BATCH_TOKENS,
@@ -468,7 +473,7 @@ _KNOWN = Post.reconcile_since.is_(None)
 
 
 def _outcome_unknown(post: Post, action: str) -> PostOutcomeUnknownError:
-    known_at = post.due_at if post.status in (PostStatus.SCHEDULED, PostStatus.QUEUED) else None
+    known_at = post.due_at if post.status in WAITING_STATUSES else None
     return PostOutcomeUnknownError(post.id, post.status, action, known_at)
 
 

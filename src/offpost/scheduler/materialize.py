@@ -68,7 +68,7 @@ from offpost.models import (
     ScheduleEventKind,
     ScheduleStatus,
 )
-from offpost.models.post import error_document
+from offpost.models.post import CANCELABLE_STATUSES, error_document
 from offpost.posts.store import NewPost, new_post_rows
 from offpost.recurrence import Recurrence, RuleError, parse_rule
 
@@ -93,14 +93,6 @@ SCHEDULE_CHANGED = "schedule_changed"
 SCHEDULE_DELETED = "schedule_deleted"
 #: Posts with these codes come back when their occurrence is materialised again.
 REVIVABLE_CODES = (SCHEDULE_PAUSED, SCHEDULE_CHANGED)
-
-#: Post states a schedule's deletion cancels (as a credential's deletion does).
-UNPUBLISHED_STATUSES = (
-    PostStatus.SCHEDULED,
-    PostStatus.QUEUED,
-    PostStatus.FAILED,
-    PostStatus.NEEDS_REAUTH,
-)
 
 
 @dataclass
@@ -523,7 +515,7 @@ def cancel_pending_posts(
 
 def cancel_unpublished_posts(session: Session, schedule_id: str, now: datetime) -> int:
     """Cancel every post of the schedule not yet published or publishing (its deletion)."""
-    where = [Post.schedule_id == schedule_id, Post.status.in_(UNPUBLISHED_STATUSES)]
+    where = [Post.schedule_id == schedule_id, Post.status.in_(CANCELABLE_STATUSES)]
     return len(cancel_posts(session, where, now, SCHEDULE_DELETED, "the schedule was deleted"))
 
 

@@ -33,7 +33,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from offpost.graph.client import GraphClient
 from offpost.graph.errors import GraphAuthError, GraphError
 from offpost.graph.types import PageAccount
-from offpost.models import Credential, CredentialPage, CredentialStatus, Post, PostStatus
+from offpost.models import Credential, CredentialPage, CredentialStatus, Post
+from offpost.models.post import WAITING_STATUSES
 from offpost.models.webhook_event import EventType
 from offpost.outbox import (
     expiring_dedupe_key,
@@ -46,7 +47,7 @@ logger = logging.getLogger(__name__)
 #: Statuses the sweep looks at.
 SWEPT = ALIVE
 #: Posts that still wait for their credential.
-PENDING = (PostStatus.SCHEDULED, PostStatus.QUEUED)
+PENDING = WAITING_STATUSES
 
 
 @dataclass

@@ -28,7 +28,11 @@ from offpost.graph.errors import (
 )
 from offpost.graph.types import PageAccount, TokenInfo
 from offpost.models import Credential, CredentialPage, CredentialStatus, Post, PostStatus
-from offpost.models.post import OUTCOME_UNKNOWN_AT_DELETION, error_document
+from offpost.models.post import (
+    CANCELABLE_STATUSES,
+    OUTCOME_UNKNOWN_AT_DELETION,
+    error_document,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -196,10 +200,6 @@ def take_in_token(
     return store_verified_token(session, client_id, verified, now)
 
 
-#: The posts a deleted credential takes with it.
-_UNPUBLISHED = [PostStatus.SCHEDULED, PostStatus.QUEUED, PostStatus.FAILED, PostStatus.NEEDS_REAUTH]
-
-
 def forget_credential(session: Session, credential: Credential, now: datetime) -> int:
     """Wipe the credential's tokens and cancel its unpublished posts; returns how many. Commits.
 
@@ -208,7 +208,7 @@ def forget_credential(session: Session, credential: Credential, now: datetime) -
     becomes ``failed`` with the code ``outcome_unknown`` instead (not counted).
     """
     credential.forget_tokens()
-    mine = [Post.credential_id == credential.id, Post.status.in_(_UNPUBLISHED)]
+    mine = [Post.credential_id == credential.id, Post.status.in_(CANCELABLE_STATUSES)]
     session.execute(
         update(Post)
         .where(*mine, Post.reconcile_since.is_not(None))

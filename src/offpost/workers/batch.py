@@ -14,7 +14,7 @@ lets a burst of thousands of due posts drain at the speed of the Graph calls:
 4. Their Graph calls run concurrently on the worker's thread pool; a call is
    not started once the post's lease might end before it finishes (the post
    goes back to ``scheduled`` and its unsent attempt is removed).
-5. What Graph created is recorded in one transaction: the guarded ``finish``
+5. What Graph created is recorded in one transaction: the guarded ``leave_published``
    of every post (one ``UPDATE … FROM (VALUES …)`` that only the lease holder
    can make), the attempts closed, and the observers (metrics, webhook outbox)
    told in that same transaction.

@@ -39,15 +39,20 @@ from offpost.graph.errors import (
     GraphRateLimitedError,
 )
 from offpost.graph.types import PublishResult
-from offpost.models import Credential, CredentialStatus, Post, PostStatus
+from offpost.models import Credential, CredentialStatus, Post
 from offpost.models.attempt import Attempt, AttemptOutcome, Sent
 from offpost.models.base import utcnow
 from offpost.models.credential import CredentialPage
 from offpost.models.post import OUTCOME_UNKNOWN_AT_DELETION
 from offpost.models.transitions import (
     ClaimedPost,
+    Written,
     begin_attempt,
-    finish,
+    leave_canceled,
+    leave_failed,
+    leave_needs_reauth,
+    leave_published,
+    leave_scheduled,
 )
 from offpost.tokens.death import ciphertext_if_still, mark_credential_dead
 from offpost.workers import ratelimit
@@ -184,17 +189,17 @@ class PostPublisher:
             if post.reconcile_since is not None:
                 # The post may be on the Page, and without a token nobody can look.
                 return self._finish(
-                    status=PostStatus.FAILED,
-                    outcome=Outcome.FAILED,
+                    Outcome.FAILED,
+                    leave_failed,
                     last_error=_offpost_error("outcome_unknown", OUTCOME_UNKNOWN_AT_DELETION),
                 )
             return self._finish(
-                status=PostStatus.CANCELED,
-                outcome=Outcome.CANCELED,
+                Outcome.CANCELED,
+                leave_canceled,
                 last_error=_offpost_error("credential_deleted", "the credential was deleted"),
             )
         if credential.status == CredentialStatus.NEEDS_REAUTH:
-            return self._finish(status=PostStatus.NEEDS_REAUTH, outcome=Outcome.NEEDS_REAUTH)
+            return self._finish(Outcome.NEEDS_REAUTH, leave_needs_reauth)
         self.fb_user_id = credential.fb_user_id
         self.user_token = credential.user_token or ""
         self.page_token = page.page_token if page else None
@@ -212,9 +217,7 @@ class PostPublisher:
                 if found is not None:
                     return found
             if post.attempts >= post.max_attempts:
-                return self._finish(
-                    status=PostStatus.FAILED, outcome=Outcome.FAILED, reconcile_since=None
-                )
+                return self._finish(Outcome.FAILED, leave_failed, reconcile_since=None)
             return self._attempt()
         except GraphError as exc:
             # Errors outside an attempt (token checks, reading the Page) cost no attempt.
@@ -266,8 +269,8 @@ class PostPublisher:
         if action is Action.FAIL:
             self._close_attempt(attempt_id, AttemptOutcome.FAILED, exc, now)
             return self._finish(
-                status=PostStatus.FAILED,
-                outcome=Outcome.FAILED,
+                Outcome.FAILED,
+                leave_failed,
                 attempts=post.attempts + 1,
                 last_error=error_document(exc),
                 reconcile_since=None,
@@ -282,8 +285,8 @@ class PostPublisher:
             since = min(since, started_at) if since else started_at
         self._close_attempt(attempt_id, AttemptOutcome.RETRY, exc, now)
         return self._finish(
-            status=PostStatus.SCHEDULED,
-            outcome=Outcome.RETRY,
+            Outcome.RETRY,
+            leave_scheduled,
             due_at=now + timedelta(seconds=delay_s),
             attempts=attempts,
             last_error=error_document(exc),
@@ -301,9 +304,7 @@ class PostPublisher:
             self._block(exc)
             return self._release(now + timedelta(seconds=exc.retry_after_s), Outcome.WAITING)
         if action is Action.FAIL:
-            return self._finish(
-                status=PostStatus.FAILED, outcome=Outcome.FAILED, last_error=error_document(exc)
-            )
+            return self._finish(Outcome.FAILED, leave_failed, last_error=error_document(exc))
         delay_s = self.ctx.retry.delay_s(max(1, self.post.attempts), self.ctx.rng)
         return self._release(
             now + timedelta(seconds=delay_s), Outcome.RETRY, last_error=error_document(exc)
@@ -314,19 +315,19 @@ class PostPublisher:
     ) -> Outcome:
         ctx, post = self.ctx, self.post
         now = ctx.clock()
-        values: dict[str, Any] = {
-            "status": PostStatus.PUBLISHED,
-            "graph_post_id": graph_post_id,
-            "published_at": now,
-            "attempts": post.attempts + (1 if counted else 0),
-            "last_error": None,
-            "reconcile_since": None,
-        }
         with ctx.sessions.begin() as session:
-            held = finish(session, post.id, ctx.worker, now, **values)
-            if held:
+            written = leave_published(
+                session,
+                post.id,
+                ctx.worker,
+                now,
+                graph_post_id=graph_post_id,
+                attempts=post.attempts + (1 if counted else 0),
+            )
+            held = written is not None
+            if written is not None:
                 ctx.observer.posts_finished(
-                    session, [Finished(post, Outcome(outcome.value), values)], now
+                    session, [Finished(post, Outcome(outcome.value), written)], now
                 )
             if attempt_id is None:
                 attempt = begin_attempt(session, post.id, ctx.worker, now)
@@ -356,18 +357,25 @@ class PostPublisher:
         return Outcome(outcome.value)
 
     def _finish(
-        self, *, outcome: Outcome, drop_attempt: str | None = None, **values: Any
+        self,
+        outcome: Outcome,
+        leave: Callable[..., Written],
+        *,
+        drop_attempt: str | None = None,
+        **changes: Any,
     ) -> Outcome:
+        """Leave ``publishing`` by the named transition ``leave`` (of
+        :mod:`offpost.models.transitions`) with ``changes``, as the lease holder."""
         now = self.ctx.clock()
         with self.ctx.sessions.begin() as session:
-            held = finish(session, self.post.id, self.ctx.worker, now, **values)
-            if held:
+            written = leave(session, self.post.id, self.ctx.worker, now, **changes)
+            if written is not None:
                 if drop_attempt is not None:
                     session.execute(delete(Attempt).where(Attempt.id == drop_attempt))
                 self.ctx.observer.posts_finished(
-                    session, [Finished(self.post, outcome, values)], now
+                    session, [Finished(self.post, outcome, written)], now
                 )
-        if not held:
+        if written is None:
             logger.warning(
                 "lost the lease on %s before recording %s",
                 self.post.id,
@@ -385,7 +393,7 @@ class PostPublisher:
 
     def _release(self, due_at: datetime, outcome: Outcome, **values: Any) -> Outcome:
         """Back to ``scheduled`` without spending an attempt."""
-        return self._finish(status=PostStatus.SCHEDULED, due_at=due_at, outcome=outcome, **values)
+        return self._finish(outcome, leave_scheduled, due_at=due_at, **values)
 
     def hand_back_unstarted(self, attempt_id: str | None) -> Outcome:
         """Back to ``scheduled``, due now, without calling Graph: see :func:`lease_too_short`.
@@ -400,9 +408,9 @@ class PostPublisher:
             extra={"action": "lease_too_short", "post_id": self.post.id},
         )
         return self._finish(
-            status=PostStatus.SCHEDULED,
+            Outcome.HANDED_BACK,
+            leave_scheduled,
             due_at=self.ctx.clock(),
-            outcome=Outcome.HANDED_BACK,
             drop_attempt=attempt_id,
         )
 
@@ -491,8 +499,8 @@ class PostPublisher:
             )
             return self._release(now, Outcome.RETRY)
         return self._finish(
-            status=PostStatus.NEEDS_REAUTH,
-            outcome=Outcome.NEEDS_REAUTH,
+            Outcome.NEEDS_REAUTH,
+            leave_needs_reauth,
             last_error=error_document(exc),
         )
 
