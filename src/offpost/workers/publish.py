@@ -1,8 +1,16 @@
-"""The publish protocol for one post: token → (reconcile) → call → record.
+"""The publish protocol: token → (reconcile) → record the attempt → call → record.
 
-:mod:`offpost.workers.batch` claims a message's posts and runs the common case
-for the whole batch at once; a post that needs more (reconciliation, a token to
-derive, a rate-limit block, a Graph error to act on) comes here, on its own:
+:func:`publish_ready` is the call itself, for any number of posts at once (a
+batch's common path, or one post): their attempt rows in one INSERT,
+**committed before any Graph call**; the calls, side by side (or inline for
+one); what Graph created recorded in one transaction — the guarded
+``leave_published`` of every post (only the lease holder's statement changes a
+row), the attempts closed, the observers (metrics, webhook outbox) told in that
+same transaction. A call is not started once its post's lease might end before
+it finishes (the post goes back to ``scheduled`` and its unsent attempt is
+removed).
+
+:class:`PostPublisher` takes a post through what comes before and after:
 
 1. ``claim_for_publishing`` took the lease on the post (the batch did); a
    duplicate delivery or a canceled post was dropped there.
@@ -10,11 +18,9 @@ derive, a rate-limit block, a Graph error to act on) comes here, on its own:
 3. A post owing reconciliation (``reconcile_since``) is first searched for on the
    Page; found → ``published`` with outcome ``reconciled``, no Graph write.
 4. Shared rate-limit blocks are honoured: the post waits, no attempt is counted.
-5. An attempt row is committed *before* the Graph call, so a crash mid-call
-   leaves evidence; the outcome is recorded with a guarded UPDATE that only the
-   lease holder can make.
-
-What each Graph error means is :func:`offpost.workers.decide.action_for`.
+5. The attempt: :func:`publish_ready`, for a batch of this one post.
+6. A Graph error is acted on (:meth:`PostPublisher.attempt_failed`): what each
+   means is :func:`offpost.workers.decide.action_for`.
 """
 
 from __future__ import annotations
@@ -23,10 +29,11 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import delete, or_, select, update
@@ -46,8 +53,12 @@ from offpost.models.credential import CredentialPage
 from offpost.models.post import OUTCOME_UNKNOWN_AT_DELETION
 from offpost.models.transitions import (
     ClaimedPost,
+    Published,
     Written,
     begin_attempt,
+    begin_attempts,
+    close_attempts,
+    finish_published,
     leave_canceled,
     leave_failed,
     leave_needs_reauth,
@@ -104,6 +115,16 @@ class Tokens:
     user_token: str
     #: ``None`` when the store has none for the Page: it is derived first.
     page_token: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """A claimed post on the common path, with the tokens to publish it."""
+
+    post: ClaimedPost
+    tokens: Tokens
+    #: The Page token was derived again for this post already (a 190 then is final).
+    rederived: bool = False
 
 
 def publish_guarded(ctx: PublishContext, post: ClaimedPost) -> Outcome:
@@ -168,11 +189,16 @@ class PostPublisher:
     """One claimed post through the protocol (one thread, one post)."""
 
     def __init__(
-        self, ctx: PublishContext, post: ClaimedPost, tokens: Tokens | None = None
+        self,
+        ctx: PublishContext,
+        post: ClaimedPost,
+        tokens: Tokens | None = None,
+        *,
+        rederived: bool = False,
     ) -> None:
         self.ctx = ctx
         self.post = post
-        self.rederived = False
+        self.rederived = rederived
         if tokens is not None:
             self.fb_user_id = tokens.fb_user_id
             self.user_token = tokens.user_token
@@ -224,20 +250,12 @@ class PostPublisher:
             return self._after_error_without_attempt(exc)
 
     def _attempt(self) -> Outcome:
-        ctx, post = self.ctx, self.post
-        if lease_too_short(ctx, post):
-            return self.hand_back_unstarted(None)
-        now = ctx.clock()
-        with ctx.sessions.begin() as session:
-            attempt = begin_attempt(session, post.id, ctx.worker, now, sent_by(post))
-            attempt_id, started_at = attempt.id, attempt.started_at
-        try:
-            result = publish_call(ctx, post, self.page_token or "")
-        except GraphError as exc:
-            return self.attempt_failed(attempt_id, started_at, exc)
-        return self._record_published(
-            attempt_id, result.post_id or result.id, AttemptOutcome.PUBLISHED, counted=True
+        """One attempt: the batch's protocol, for a batch of this one post."""
+        tokens = Tokens(self.fb_user_id, self.user_token, self.page_token)
+        [outcome] = publish_ready(
+            self.ctx, [Ready(self.post, tokens, rederived=self.rederived)], inline=True
         )
+        return outcome
 
     # -- outcomes ----------------------------------------------------------------------
 
@@ -577,6 +595,143 @@ class PostPublisher:
             )
             return None
         return self._record_published(None, found.id, AttemptOutcome.RECONCILED, counted=False)
+
+
+def publish_ready(
+    ctx: PublishContext, ready: Sequence[Ready], *, inline: bool = False
+) -> list[Outcome]:
+    """Record the attempts, call Graph, record what it made: for a batch's posts on the
+    common path, or for one post (``inline``: on the calling thread, which is already
+    one of the pool's). One outcome per post; the same protocol either way."""
+    if not ready:
+        return []
+    started_at = ctx.clock()
+    with ctx.sessions.begin() as session:
+        attempt_ids = begin_attempts(
+            session, {r.post.id: sent_by(r.post) for r in ready}, ctx.worker, started_at
+        )
+    calls: list[Future[PublishResult]] = [
+        _done(_call_graph, ctx, r) if inline else ctx.pool.submit(_call_graph, ctx, r)
+        for r in ready
+    ]
+    outcomes: list[Outcome] = []
+    published: list[tuple[Ready, PublishResult]] = []
+    for item, call in zip(ready, calls, strict=True):
+        try:
+            reply = call.result()
+        except LeaseTooShort:
+            publisher = PostPublisher(ctx, item.post, item.tokens, rederived=item.rederived)
+            step = partial(publisher.hand_back_unstarted, attempt_ids[item.post.id])
+            outcomes.append(run_guarded(item.post, step))
+            continue
+        except GraphError as exc:
+            # Errors are rare and each means something different: the per-post path.
+            publisher = PostPublisher(ctx, item.post, item.tokens, rederived=item.rederived)
+            step = partial(publisher.attempt_failed, attempt_ids[item.post.id], started_at, exc)
+            outcomes.append(run_guarded(item.post, step))
+            continue
+        except Exception:
+            logger.exception(
+                "publishing %s failed unexpectedly; reconciled once its lease runs out",
+                item.post.id,
+                extra={"action": "publish_crashed", "post_id": item.post.id},
+            )
+            outcomes.append(Outcome.CRASHED)
+            continue
+        published.append((item, reply))
+    if published:
+        outcomes += _record(ctx, published, attempt_ids, started_at)
+    return outcomes
+
+
+class LeaseTooShort(Exception):
+    """The call was not started: the post's lease might end before it could finish."""
+
+
+def _call_graph(ctx: PublishContext, item: Ready) -> PublishResult:
+    if lease_too_short(ctx, item.post):
+        raise LeaseTooShort
+    return publish_call(ctx, item.post, item.tokens.page_token or "")
+
+
+def _record(
+    ctx: PublishContext,
+    published: Sequence[tuple[Ready, PublishResult]],
+    attempt_ids: dict[str, str],
+    started_at: datetime,
+) -> list[Outcome]:
+    """Step 5: every post Graph created, recorded in one transaction."""
+    now = ctx.clock()
+    rows = [
+        Published(item.post.id, reply.post_id or reply.id, item.post.attempts + 1)
+        for item, reply in published
+    ]
+    try:
+        with ctx.sessions.begin() as session:
+            held = finish_published(session, rows, ctx.worker, now)
+            close_attempts(
+                session,
+                [attempt_ids[item.post.id] for item, _ in published],
+                AttemptOutcome.PUBLISHED,
+                now,
+            )
+            ctx.observer.posts_finished(
+                session,
+                [
+                    Finished(
+                        item.post,
+                        Outcome.PUBLISHED,
+                        {
+                            "status": "published",
+                            "graph_post_id": row.graph_post_id,
+                            "attempts": row.attempts,
+                        },
+                        started_at,
+                    )
+                    for (item, _), row in zip(published, rows, strict=True)
+                    if item.post.id in held
+                ],
+                now,
+            )
+    except Exception:
+        # Graph created these posts, but the database did not take it: their
+        # leases run out and reconciliation adopts each one. Never publish again.
+        logger.exception(
+            "could not record %d published posts; reconciliation will adopt them",
+            len(rows),
+            extra={"action": "publish_crashed"},
+        )
+        return [Outcome.CRASHED] * len(rows)
+    outcomes: list[Outcome] = []
+    for row in rows:
+        if row.post_id in held:
+            logger.debug(
+                "published %s as %s",
+                row.post_id,
+                row.graph_post_id,
+                extra={"action": "post_published", "post_id": row.post_id},
+            )
+            outcomes.append(Outcome.PUBLISHED)
+        else:
+            # The lease ran out mid-call and the reaper took the post back; the
+            # next worker will reconcile and adopt this very Graph post.
+            logger.warning(
+                "published %s after losing its lease; reconciliation will adopt it",
+                row.post_id,
+                extra={"action": "lease_lost", "post_id": row.post_id},
+            )
+            outcomes.append(Outcome.LEASE_LOST)
+    return outcomes
+
+
+def _done(call: Callable[..., PublishResult], *args: Any) -> Future[PublishResult]:
+    """``call(*args)`` run here and now, as a finished future (the inline path)."""
+    future: Future[PublishResult] = Future()
+    try:
+        future.set_result(call(*args))
+    except BaseException as exc:  # noqa: BLE001 - handed over to the caller, as a pool would
+        future.set_exception(exc)
+    return future
 
 
 def _offpost_error(code: str, message: str) -> dict[str, Any]:
