@@ -19,7 +19,7 @@ correct there too. procrastinate's ``procrastinate_fetch_job`` is the model.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,6 +30,7 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    case,
     column,
     func,
     insert,
@@ -45,7 +46,13 @@ from sqlalchemy.orm import Session
 from offpost.models.attempt import Attempt, AttemptOutcome, Sent
 from offpost.models.clock import db_now, is_postgresql
 from offpost.models.ids import IdPrefix, id_factory
-from offpost.models.post import WAITING_STATUSES, Post, PostStatus
+from offpost.models.post import (
+    CANCELABLE_STATUSES,
+    EDITABLE_STATUSES,
+    WAITING_STATUSES,
+    Post,
+    PostStatus,
+)
 from offpost.models.types import UTCDateTime
 
 POSTS: Table = Post.__table__  # type: ignore[assignment]
@@ -559,3 +566,127 @@ def next_due_at(session: Session) -> datetime | None:
         select(func.min(Post.due_at)).where(_in_status(PostStatus.SCHEDULED))
     )
     return value
+
+
+# --- changes a client (or an operator) asks for ----------------------------------------------
+
+#: The guard that keeps edits and cancels away from a post whose last attempt may have
+#: published it: only once a worker has read the Page (reconciliation) is it known.
+OUTCOME_KNOWN = Post.reconcile_since.is_(None)
+
+
+def _owned(post_id: str, client_id: str | None) -> Any:
+    condition = Post.id == post_id
+    return and_(condition, Post.client_id == client_id) if client_id is not None else condition
+
+
+def _change(
+    session: Session,
+    client_id: str | None,
+    post_id: str,
+    allowed: Iterable[PostStatus],
+    values: Mapping[str, Any],
+    *guards: Any,
+) -> Post | None:
+    """Apply ``values`` if the post is in ``allowed`` (one UPDATE … RETURNING); the post or None."""
+    statement = (
+        update(Post)
+        .where(_owned(post_id, client_id), Post.status.in_(list(allowed)), *guards)
+        .values(**values)
+        .returning(Post)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+    return session.scalars(statement).one_or_none()
+
+
+def edit(
+    session: Session,
+    client_id: str | None,
+    post_id: str,
+    values: Mapping[str, Any],
+    *guards: Any,
+) -> Post | None:
+    """Change an editable post's content or times (``values``; no status), only while its
+    outcome is known; the post, or None when no row matched."""
+    if "status" in values:
+        raise ValueError("an edit does not change a post's status")
+    return _change(session, client_id, post_id, EDITABLE_STATUSES, values, OUTCOME_KNOWN, *guards)
+
+
+def cancel(session: Session, client_id: str | None, post_id: str, now: datetime) -> Post | None:
+    """``scheduled | queued | failed | needs_reauth → canceled``, while its outcome is known."""
+    values = {"status": PostStatus.CANCELED, "updated_at": now}
+    return _change(session, client_id, post_id, CANCELABLE_STATUSES, values, OUTCOME_KNOWN)
+
+
+def retry_failed(
+    session: Session, client_id: str | None, post_id: str, now: datetime, more_attempts: int
+) -> Post | None:
+    """``failed → scheduled``, due now, with ``more_attempts`` more.
+
+    ``last_error`` stays (it says why it failed before), and so does
+    ``reconcile_since``: an attempt whose outcome is unknown is reconciled first.
+    """
+    values = {
+        "status": PostStatus.SCHEDULED,
+        "due_at": now,
+        "max_attempts": Post.attempts + more_attempts,
+        "updated_at": now,
+    }
+    return _change(session, client_id, post_id, [PostStatus.FAILED], values)
+
+
+def cancel_where(
+    session: Session, where: Iterable[Any], now: datetime, last_error: dict[str, Any]
+) -> list[Any]:
+    """Cancel the posts matching ``where`` whose outcome is known; their rows
+    ``(id, schedule_id, occurrence_at)``. A post whose last attempt may have published
+    it is left to the worker, which reads the Page first: ``canceled`` is never said
+    of a post that may be on the Page."""
+    return list(
+        session.execute(
+            update(Post)
+            .where(*where, OUTCOME_KNOWN)
+            .values(status=PostStatus.CANCELED, last_error=last_error, updated_at=now)
+            .returning(Post.id, Post.schedule_id, Post.occurrence_at)
+            .execution_options(synchronize_session=False)
+        ).all()
+    )
+
+
+def end_credential_posts(
+    session: Session, credential_id: str, now: datetime, unknown_error: dict[str, Any]
+) -> int:
+    """A deleted credential's unpublished posts: canceled, or — when an earlier attempt
+    may have published one and no token is left to read the Page with — ``failed`` with
+    ``unknown_error``. Returns how many were canceled."""
+    mine = [Post.credential_id == credential_id, Post.status.in_(CANCELABLE_STATUSES)]
+    session.execute(
+        update(Post)
+        .where(*mine, Post.reconcile_since.is_not(None))
+        .values(status=PostStatus.FAILED, last_error=unknown_error, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    result = session.execute(
+        update(Post)
+        .where(*mine, OUTCOME_KNOWN)
+        .values(status=PostStatus.CANCELED, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def resume_parked_posts(session: Session, credential_id: str, now: datetime) -> int:
+    """``needs_reauth → scheduled`` for a credential that has a valid token again, due at
+    their time or now; returns how many."""
+    result = session.execute(
+        update(Post)
+        .where(Post.credential_id == credential_id, Post.status == PostStatus.NEEDS_REAUTH)
+        .values(
+            status=PostStatus.SCHEDULED,
+            due_at=case((Post.publish_at > now, Post.publish_at), else_=now),
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -9,10 +9,11 @@ goes through here, one statement each where it matters:
   of them with one executemany ``INSERT`` and returns the written values, so a
   caller answers without reading them back (the batch route, the CSV import);
   a schedule's occurrences are built by the same :func:`new_post_rows`;
-- :func:`update_post`, :func:`cancel_post` and :func:`retry_post` are guarded
-  ``UPDATE … WHERE id = :id AND client_id = :c AND status IN (…) RETURNING``
-  statements: a dispatcher claiming the post at the same instant either sees
-  the change or makes it fail with :class:`PostStateError`, never half of it.
+- :func:`update_post`, :func:`cancel_post` and :func:`retry_post` make their
+  change through the guarded transitions of :mod:`offpost.models.transitions`
+  (``UPDATE … WHERE id = :id AND client_id = :c AND status IN (…) RETURNING``):
+  a dispatcher claiming the post at the same instant either sees the change or
+  makes it fail with :class:`PostStateError`, never half of it.
   Only when no row matched do they read the post, to say why (404 or 409).
 """
 
@@ -23,11 +24,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, and_, case, insert, or_, select, update
+from sqlalchemy import Table, and_, case, insert, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from offpost.models import Credential, IdPrefix, Post, PostStatus, is_id
+from offpost.models import Credential, IdPrefix, Post, PostStatus, is_id, transitions
 from offpost.models.ids import new_ids
 from offpost.models.post import (
     CANCELABLE_STATUSES,
@@ -395,27 +396,6 @@ def list_posts(
 # --- guarded changes -----------------------------------------------------------------------
 
 
-def _guarded(
-    session: Session,
-    client_id: str | None,
-    post_id: str,
-    allowed: Iterable[PostStatus],
-    values: Mapping[str, Any],
-    *extra: ColumnElement[bool],
-) -> Post | None:
-    """Apply ``values`` if the post is in ``allowed`` (one UPDATE … RETURNING); the post or None."""
-    if not is_id(post_id, IdPrefix.POST):
-        return None
-    statement = (
-        update(Post)
-        .where(_owned(post_id, client_id), Post.status.in_(list(allowed)), *extra)
-        .values(**values)
-        .returning(Post)
-        .execution_options(synchronize_session=False, populate_existing=True)
-    )
-    return session.scalars(statement).one_or_none()
-
-
 def update_post(
     session: Session,
     client_id: str | None,
@@ -453,7 +433,9 @@ def update_post(
     if sent and all(changes[name] is None for name in sent):
         kept = [getattr(Post, name).is_not(None) for name in CONTENT_FIELDS if name not in changes]
         extra.append(or_(*kept))
-    post = _guarded(session, client_id, post_id, EDITABLE_STATUSES, values, *extra, _KNOWN)
+    post = (
+        transitions.edit(session, client_id, post_id, values, *extra) if _is_post(post_id) else None
+    )
     if post is None:
         current = load_post(session, client_id, post_id)
         if current.status not in EDITABLE_STATUSES:
@@ -467,9 +449,8 @@ def update_post(
     return post
 
 
-#: The guard that keeps edits and cancels away from a post whose last attempt may have
-#: published it: only once a worker has read the Page (reconciliation) is it known.
-_KNOWN = Post.reconcile_since.is_(None)
+def _is_post(post_id: str) -> bool:
+    return is_id(post_id, IdPrefix.POST)
 
 
 def _outcome_unknown(post: Post, action: str) -> PostOutcomeUnknownError:
@@ -500,8 +481,7 @@ def cancel_post(session: Session, client_id: str | None, post_id: str, now: date
     earlier attempt may have published it, or :class:`PostStateError` once it is
     ``publishing`` or ``published``.
     """
-    values = {"status": PostStatus.CANCELED, "updated_at": now}
-    post = _guarded(session, client_id, post_id, CANCELABLE_STATUSES, values, _KNOWN)
+    post = transitions.cancel(session, client_id, post_id, now) if _is_post(post_id) else None
     if post is None:
         post = load_post(session, client_id, post_id)
         if post.status in CANCELABLE_STATUSES and post.reconcile_since is not None:
@@ -515,18 +495,15 @@ def cancel_post(session: Session, client_id: str | None, post_id: str, now: date
 def retry_post(session: Session, client_id: str | None, post_id: str, now: datetime) -> Post:
     """Put a ``failed`` post back to ``scheduled``, due now, with a fresh budget; commits.
 
-    ``last_error`` stays (it says why it failed before); ``reconcile_since`` stays
-    too, because an attempt whose outcome is unknown must still be reconciled
-    before the next Graph call. Raises :class:`PostNotFoundError`,
-    :class:`PostStateError`.
+    ``last_error`` and ``reconcile_since`` stay (see
+    :func:`offpost.models.transitions.retry_failed`). Raises
+    :class:`PostNotFoundError`, :class:`PostStateError`.
     """
-    values = {
-        "status": PostStatus.SCHEDULED,
-        "due_at": now,
-        "max_attempts": Post.attempts + DEFAULT_MAX_ATTEMPTS,
-        "updated_at": now,
-    }
-    post = _guarded(session, client_id, post_id, [PostStatus.FAILED], values)
+    post = (
+        transitions.retry_failed(session, client_id, post_id, now, DEFAULT_MAX_ATTEMPTS)
+        if _is_post(post_id)
+        else None
+    )
     if post is None:
         current = load_post(session, client_id, post_id)
         raise PostStateError(post_id, current.status, "retried (only a failed post can)")

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -67,6 +67,7 @@ from offpost.models import (
     ScheduleEvent,
     ScheduleEventKind,
     ScheduleStatus,
+    transitions,
 )
 from offpost.models.post import CANCELABLE_STATUSES, error_document
 from offpost.posts.store import NewPost, new_post_rows
@@ -475,22 +476,9 @@ def sweep_misfires(
 def cancel_posts(
     session: Session, where: Iterable[Any], now: datetime, code: str, message: str
 ) -> list[tuple[str, str, datetime]]:
-    """Cancel the posts matching ``where``; returns ``(id, schedule_id, occurrence_at)`` of each.
-
-    A post whose last attempt may have published it (``reconcile_since``) is
-    never canceled: it is left to the worker, which reads the Page first and
-    either adopts what it finds or publishes it. A ``canceled`` post is never
-    on the Page.
-    """
-    rows = session.execute(
-        update(Post)
-        .where(*where, Post.reconcile_since.is_(None))
-        .values(
-            status=PostStatus.CANCELED, last_error=error_document(code, message), updated_at=now
-        )
-        .returning(Post.id, Post.schedule_id, Post.occurrence_at)
-        .execution_options(synchronize_session=False)
-    ).all()
+    """Cancel the posts matching ``where`` (:func:`~offpost.models.transitions.cancel_where`);
+    returns ``(id, schedule_id, occurrence_at)`` of each."""
+    rows = transitions.cancel_where(session, where, now, error_document(code, message))
     # Only schedule posts are canceled here, so both occurrence columns are set.
     return [(row[0], str(row[1]), row[2]) for row in rows if row[2] is not None]
 

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -27,9 +27,13 @@ from offpost.graph.errors import (
     GraphRejectedError,
 )
 from offpost.graph.types import PageAccount, TokenInfo
-from offpost.models import Credential, CredentialPage, CredentialStatus, Post, PostStatus
+from offpost.models import (
+    Credential,
+    CredentialPage,
+    CredentialStatus,
+    transitions,
+)
 from offpost.models.post import (
-    CANCELABLE_STATUSES,
     OUTCOME_UNKNOWN_AT_DELETION,
     error_document,
 )
@@ -173,17 +177,7 @@ def _apply(credential: Credential, verified: VerifiedToken, now: datetime) -> No
 
 def resume_needs_reauth_posts(session: Session, credential_id: str, now: datetime) -> int:
     """Put the credential's ``needs_reauth`` posts back to ``scheduled``; returns how many."""
-    result = session.execute(
-        update(Post)
-        .where(Post.credential_id == credential_id, Post.status == PostStatus.NEEDS_REAUTH)
-        .values(
-            status=PostStatus.SCHEDULED,
-            due_at=case((Post.publish_at > now, Post.publish_at), else_=now),
-            updated_at=now,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return transitions.resume_parked_posts(session, credential_id, now)
 
 
 def take_in_token(
@@ -208,22 +202,11 @@ def forget_credential(session: Session, credential: Credential, now: datetime) -
     becomes ``failed`` with the code ``outcome_unknown`` instead (not counted).
     """
     credential.forget_tokens()
-    mine = [Post.credential_id == credential.id, Post.status.in_(CANCELABLE_STATUSES)]
-    session.execute(
-        update(Post)
-        .where(*mine, Post.reconcile_since.is_not(None))
-        .values(
-            status=PostStatus.FAILED,
-            last_error=error_document("outcome_unknown", OUTCOME_UNKNOWN_AT_DELETION),
-            updated_at=now,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    result = session.execute(
-        update(Post)
-        .where(*mine, Post.reconcile_since.is_(None))
-        .values(status=PostStatus.CANCELED, updated_at=now)
-        .execution_options(synchronize_session=False)
+    canceled = transitions.end_credential_posts(
+        session,
+        credential.id,
+        now,
+        error_document("outcome_unknown", OUTCOME_UNKNOWN_AT_DELETION),
     )
     session.commit()
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return canceled
