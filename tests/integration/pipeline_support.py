@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -80,13 +80,16 @@ class Pipeline:
     logs: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        """Start ``offpost <args>`` as process ``name`` (its own process group)."""
+    def start(
+        self, name: str, *args: str, env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start ``offpost <args>`` as process ``name`` (its own process group), with the
+        pipeline's environment plus ``env``."""
         # The child keeps its own copy of the file descriptor.
         with (self.logs / f"{name}.log").open("ab") as log:
             proc = subprocess.Popen(
                 [OFFPOST, *args],
-                env=self.env,
+                env={**self.env, **(env or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -94,7 +97,9 @@ class Pipeline:
         self.procs[name] = proc
         return proc
 
-    def start_worker(self, name: str = "worker", *extra: str) -> subprocess.Popen[bytes]:
+    def start_worker(
+        self, name: str = "worker", *extra: str, env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         return self.start(
             name,
             "worker",
@@ -107,6 +112,7 @@ class Pipeline:
             "--hostname",
             f"{name}@%h",
             *extra,
+            env=env,
         )
 
     def start_dispatcher(self, name: str = "dispatcher") -> subprocess.Popen[bytes]:
@@ -265,6 +271,22 @@ def serving_pipeline(
         pipeline.start_worker()
         pipeline.start_dispatcher()
         yield pipeline
+
+
+def handed_over_page(pipeline: Pipeline, graph: SandboxClient, name: str) -> dict[str, str]:
+    """A fresh sandbox user with one Page, handed to offpost by a new client ``name``:
+    ids of the client, credential, Page and user, and the client's auth header value."""
+    client_id, key = new_client(pipeline, name[:90])
+    user = graph.mint_user(pages=1)
+    with pipeline.api() as api:
+        credential_id = pipeline.credential(api, key, user)
+    return {
+        "client_id": client_id,
+        "key": key["Authorization"],
+        "credential_id": credential_id,
+        "page_id": user["pages"][0]["id"],
+        "user_id": user["user_id"],
+    }
 
 
 def new_client(pipeline: Pipeline, name: str) -> tuple[str, dict[str, str]]:

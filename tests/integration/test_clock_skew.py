@@ -74,7 +74,6 @@ from offpost.graph.sandbox import RunningSandbox
 from offpost.models import Attempt, AttemptOutcome, PostStatus
 from tests.conftest import IN_CI, fresh_postgres_database
 from tests.integration.pipeline_support import (
-    OFFPOST,
     Pipeline,
     assert_each_published_once,
     new_client,
@@ -154,11 +153,8 @@ def faketime_library() -> str:
     return library
 
 
-def start_skewed(
-    pipeline: Pipeline, name: str, skew_s: int, *args: str
-) -> tuple[subprocess.Popen[bytes], float]:
-    """``offpost <args>`` as process ``name``, as :meth:`Pipeline.start` does, but with its
-    wall clock ``skew_s`` off; the Popen and the real time just before it started.
+def skewed(pipeline: Pipeline, skew_s: int) -> dict[str, str]:
+    """The environment that puts a process's wall clock ``skew_s`` off.
 
     libfaketime is preloaded as the ``faketime`` command would, but without that
     command as a parent, so that signals, exit codes and :meth:`Pipeline.stop` and
@@ -168,8 +164,7 @@ def start_skewed(
     shim.mkdir(exist_ok=True)
     (shim / "sitecustomize.py").write_text(SLEEP_SHIM)
     path = pipeline.env.get("PYTHONPATH")
-    env = {
-        **pipeline.env,
+    return {
         "LD_PRELOAD": faketime_library(),
         "FAKETIME": f"{skew_s:+d}s",
         # Only the wall clock is wrong, as on a real machine: the monotonic clock
@@ -179,35 +174,21 @@ def start_skewed(
         # Log stamps in UTC, to compare with the real clock.
         "TZ": "UTC",
     }
+
+
+def start_skewed(
+    pipeline: Pipeline, name: str, skew_s: int, *args: str
+) -> tuple[subprocess.Popen[bytes], float]:
+    """``offpost <args>`` as process ``name`` with its wall clock ``skew_s`` off; the Popen
+    and the real time just before it started."""
     started_at = time.time()
-    with (pipeline.logs / f"{name}.log").open("ab") as log:
-        proc = subprocess.Popen(
-            [OFFPOST, *args],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    pipeline.procs[name] = proc
-    return proc, started_at
+    return pipeline.start(name, *args, env=skewed(pipeline, skew_s)), started_at
 
 
 def start_skewed_worker(pipeline: Pipeline, name: str, skew_s: int) -> float:
     """A worker as :meth:`Pipeline.start_worker` starts one, with its clock ``skew_s`` off."""
-    _, started_at = start_skewed(
-        pipeline,
-        name,
-        skew_s,
-        "worker",
-        "--pool",
-        "threads",
-        "--concurrency",
-        "2",
-        "--without-gossip",
-        "--without-mingle",
-        "--hostname",
-        f"{name}@%h",
-    )
+    started_at = time.time()
+    pipeline.start_worker(name, env=skewed(pipeline, skew_s))
     return started_at
 
 

@@ -24,7 +24,12 @@ from fastapi.testclient import TestClient
 
 from offpost.graph.sandbox import RunningSandbox
 from offpost.models import AttemptOutcome, Post, PostStatus
-from tests.integration.pipeline_support import Pipeline, new_client, serving_pipeline, wait_for
+from tests.integration.pipeline_support import (
+    Pipeline,
+    handed_over_page,
+    serving_pipeline,
+    wait_for,
+)
 from tests.integration.sandbox_support import SandboxClient, shared_sandbox_client
 
 pytestmark = pytest.mark.timeout(180)
@@ -54,17 +59,7 @@ def page(
     pipeline: Pipeline, graph: SandboxClient, request: pytest.FixtureRequest
 ) -> dict[str, str]:
     """A fresh user with one Page, handed to offpost: ids of client, credential, Page, user."""
-    client_id, key = new_client(pipeline, f"client-{request.node.name}"[:90])
-    user = graph.mint_user(pages=1)
-    with pipeline.api() as api:
-        credential_id = pipeline.credential(api, key, user)
-    return {
-        "client_id": client_id,
-        "key": key["Authorization"],
-        "credential_id": credential_id,
-        "page_id": user["pages"][0]["id"],
-        "user_id": user["user_id"],
-    }
+    return handed_over_page(pipeline, graph, f"client-{request.node.name}")
 
 
 def lose_the_reply_and_hold_the_outcome(graph: SandboxClient, page_id: str, *, made: bool) -> None:

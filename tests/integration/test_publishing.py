@@ -19,7 +19,7 @@ from offpost.models import AttemptOutcome, CredentialStatus, PostStatus
 from offpost.models.credential import Credential
 from tests.integration.pipeline_support import (
     Pipeline,
-    new_client,
+    handed_over_page,
     serving_pipeline,
     wait_for,
 )
@@ -56,17 +56,7 @@ def page(
     pipeline: Pipeline, graph: SandboxClient, request: pytest.FixtureRequest
 ) -> dict[str, str]:
     """A fresh user with one Page, handed to offpost: ids of client, credential, Page, user."""
-    client_id, key = new_client(pipeline, f"client-{request.node.name}"[:90])
-    user = graph.mint_user(pages=1)
-    with pipeline.api() as api:
-        credential_id = pipeline.credential(api, key, user)
-    return {
-        "client_id": client_id,
-        "credential_id": credential_id,
-        "page_id": user["pages"][0]["id"],
-        "user_id": user["user_id"],
-        "key": key["Authorization"],
-    }
+    return handed_over_page(pipeline, graph, f"client-{request.node.name}")
 
 
 def test_post_due_soon_is_published_once_not_early(

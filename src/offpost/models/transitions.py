@@ -480,18 +480,9 @@ def leave_scheduled(
     reconcile_since: Any = KEEP,
 ) -> Written:
     """``publishing → scheduled``, due at ``due_at``: a retry, a wait, or handed back."""
+    after = {"attempts": attempts, "last_error": last_error, "reconcile_since": reconcile_since}
     return _leave(
-        session,
-        post_id,
-        worker,
-        now,
-        {
-            "status": PostStatus.SCHEDULED,
-            "due_at": due_at,
-            "attempts": attempts,
-            "last_error": last_error,
-            "reconcile_since": reconcile_since,
-        },
+        session, post_id, worker, now, {"status": PostStatus.SCHEDULED, "due_at": due_at, **after}
     )
 
 
@@ -506,18 +497,8 @@ def leave_failed(
     reconcile_since: Any = KEEP,
 ) -> Written:
     """``publishing → failed``: a permanent error, or no attempts left."""
-    return _leave(
-        session,
-        post_id,
-        worker,
-        now,
-        {
-            "status": PostStatus.FAILED,
-            "attempts": attempts,
-            "last_error": last_error,
-            "reconcile_since": reconcile_since,
-        },
-    )
+    after = {"attempts": attempts, "last_error": last_error, "reconcile_since": reconcile_since}
+    return _leave(session, post_id, worker, now, {"status": PostStatus.FAILED, **after})
 
 
 def leave_needs_reauth(
