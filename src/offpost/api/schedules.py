@@ -58,7 +58,7 @@ from offpost.models import (
 )
 from offpost.posts.rules import Cursor, content_problem, encode_cursor, initial_status
 from offpost.recurrence import Recurrence, RuleError, format_local, parse_rule
-from offpost.scheduler import materialize as store
+from offpost.scheduler import materialize
 
 router = APIRouter(prefix="/v1/schedules", tags=["schedules"])
 
@@ -122,7 +122,7 @@ def _future(schedule: Schedule, now: datetime) -> tuple[datetime | None, list[st
     if schedule.status != ScheduleStatus.ACTIVE:
         return None, []
     try:
-        recurrence = store.recurrence_of(schedule)
+        recurrence = materialize.recurrence_of(schedule)
     except RuleError:
         return None, []
     upcoming = recurrence.upcoming(now, UPCOMING_COUNT)
@@ -212,10 +212,10 @@ def create_schedule(
         created_at=now,
         updated_at=now,
     )
-    store.restart_schedule(schedule, recurrence, now)
+    materialize.restart_schedule(schedule, recurrence, now)
     session.add(schedule)
     session.flush()
-    store.materialize_schedule(session, schedule, now)
+    materialize.materialize_schedule(session, schedule, now)
     session.commit()
     return _detail(session, schedule, now)
 
@@ -286,16 +286,16 @@ def update_schedule(
     changed = _apply_changes(session, schedule, body, client.id, now)
     resumed = False
     if body.status == "paused" and schedule.status == ScheduleStatus.ACTIVE:
-        store.cancel_pending_posts(session, schedule.id, now, store.SCHEDULE_PAUSED)
+        materialize.cancel_pending_posts(session, schedule.id, now, materialize.SCHEDULE_PAUSED)
         schedule.status = ScheduleStatus.PAUSED
-        store.record_events(session, schedule.id, ScheduleEventKind.PAUSED, now)
+        materialize.record_events(session, schedule.id, ScheduleEventKind.PAUSED, now)
     elif body.status == "active" and schedule.status == ScheduleStatus.PAUSED:
         schedule.status = ScheduleStatus.ACTIVE
         resumed = True
-        store.record_events(session, schedule.id, ScheduleEventKind.RESUMED, now)
+        materialize.record_events(session, schedule.id, ScheduleEventKind.RESUMED, now)
     if schedule.status == ScheduleStatus.ACTIVE and (changed or resumed):
-        store.restart_schedule(schedule, store.recurrence_of(schedule), now)
-        store.materialize_schedule(session, schedule, now)
+        materialize.restart_schedule(schedule, materialize.recurrence_of(schedule), now)
+        materialize.materialize_schedule(session, schedule, now)
     if given:
         schedule.updated_at = now
     session.commit()
@@ -340,8 +340,10 @@ def _apply_changes(
         schedule.misfire = body.misfire
     if rule_changed or content_changed:
         if schedule.status == ScheduleStatus.ACTIVE:
-            store.cancel_pending_posts(session, schedule.id, now, store.SCHEDULE_CHANGED, after=now)
-        store.record_events(
+            materialize.cancel_pending_posts(
+                session, schedule.id, now, materialize.SCHEDULE_CHANGED, after=now
+            )
+        materialize.record_events(
             session,
             schedule.id,
             ScheduleEventKind.UPDATED,
@@ -362,10 +364,10 @@ def delete_schedule(
 ) -> ScheduleDetail:
     schedule = _load_own(session, client.id, schedule_id, for_update=True)
     if schedule.status != ScheduleStatus.DELETED:
-        store.cancel_unpublished_posts(session, schedule.id, now)
+        materialize.cancel_unpublished_posts(session, schedule.id, now)
         schedule.status = ScheduleStatus.DELETED
         schedule.next_run_at = None
         schedule.updated_at = now
-        store.record_events(session, schedule.id, ScheduleEventKind.DELETED, now)
+        materialize.record_events(session, schedule.id, ScheduleEventKind.DELETED, now)
         session.commit()
     return _detail(session, schedule, now)

@@ -41,6 +41,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import values as values_clause
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from offpost.models.attempt import Attempt, AttemptOutcome, Sent
@@ -671,3 +672,44 @@ def resume_parked_posts(session: Session, credential_id: str, now: datetime) -> 
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+#: What a fresh occurrence row sets again on the canceled post it revives.
+_REVIVED = (
+    "credential_id",
+    "target",
+    "message",
+    "link",
+    "photo_url",
+    "publish_at",
+    "due_at",
+    "status",
+    "updated_at",
+)
+
+
+def insert_occurrences(
+    session: Session, rows: Sequence[Mapping[str, Any]], revivable_codes: Sequence[str]
+) -> int:
+    """Insert one post per schedule occurrence, exactly once (``INSERT … ON CONFLICT`` on
+    ``(schedule_id, occurrence_at)``); returns how many were created or revived.
+
+    An occurrence that already has a post keeps it, unless offpost itself canceled that
+    post before any attempt (``last_error.code`` in ``revivable_codes``: the schedule was
+    paused or changed): then ``canceled → scheduled`` with the fresh row's content.
+    """
+    dialect = postgresql if is_postgresql(session) else sqlite
+    statement = dialect.insert(Post).values(list(rows))
+    revived: dict[str, Any] = {name: getattr(statement.excluded, name) for name in _REVIVED}
+    revived["last_error"] = None
+    statement = statement.on_conflict_do_update(
+        index_elements=[Post.schedule_id, Post.occurrence_at],
+        set_=revived,
+        where=and_(
+            Post.status == PostStatus.CANCELED,
+            Post.attempts == 0,
+            Post.last_error["code"].as_string().in_(list(revivable_codes)),
+        ),
+    )
+    # RETURNING, not rowcount: a multi-row upsert's rowcount is -1 on psycopg.
+    return len(session.execute(statement.returning(Post.id)).all())

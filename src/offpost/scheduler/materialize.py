@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -69,6 +69,7 @@ from offpost.models import (
     ScheduleStatus,
     transitions,
 )
+from offpost.models.clock import is_postgresql
 from offpost.models.post import CANCELABLE_STATUSES, error_document
 from offpost.posts.store import NewPost, new_post_rows
 from offpost.recurrence import Recurrence, RuleError, parse_rule
@@ -220,7 +221,7 @@ def _lock_due_schedule(session: Session, schedule_id: str, limit: datetime) -> S
         Schedule.next_run_at.is_not(None),
         Schedule.next_run_at <= limit,
     )
-    if _dialect(session) == "postgresql":
+    if is_postgresql(session):
         query = query.with_for_update(skip_locked=True)
     return session.scalars(query).one_or_none()
 
@@ -340,33 +341,7 @@ def insert_occurrence_posts(
         ],
         now,
     )
-    statement = _insert(session, Post).values(rows)
-    revived = {
-        name: getattr(statement.excluded, name)
-        for name in (
-            "credential_id",
-            "target",
-            "message",
-            "link",
-            "photo_url",
-            "publish_at",
-            "due_at",
-            "status",
-            "updated_at",
-        )
-    }
-    revived["last_error"] = None
-    statement = statement.on_conflict_do_update(
-        index_elements=[Post.schedule_id, Post.occurrence_at],
-        set_=revived,
-        where=and_(
-            Post.status == PostStatus.CANCELED,
-            Post.attempts == 0,
-            Post.last_error["code"].as_string().in_(REVIVABLE_CODES),
-        ),
-    )
-    # RETURNING, not rowcount: a multi-row upsert's rowcount is -1 on psycopg.
-    return len(session.execute(statement.returning(Post.id)).all())
+    return transitions.insert_occurrences(session, rows, REVIVABLE_CODES)
 
 
 # --- misfires -------------------------------------------------------------------
@@ -401,7 +376,7 @@ def sweep_misfires(
         .order_by(Post.due_at)
         .limit(max_posts)
     )
-    if _dialect(session) == "postgresql":
+    if is_postgresql(session):
         stale = stale.with_for_update(skip_locked=True, of=Post)
     rows = session.execute(stale).all()
     if not rows:
@@ -552,11 +527,7 @@ def _pause_by_offpost(session: Session, schedule: Schedule, now: datetime, reaso
     )
 
 
-def _dialect(session: Session) -> str:
-    return session.get_bind().dialect.name
-
-
-def _insert(session: Session, model: type[Post] | type[ScheduleEvent]) -> Any:
-    if _dialect(session) == "postgresql":
+def _insert(session: Session, model: type[ScheduleEvent]) -> Any:
+    if is_postgresql(session):
         return postgresql.insert(model)
     return sqlite.insert(model)
