@@ -6,7 +6,6 @@ API answers is checked against rows whose numbers are known.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -41,12 +40,6 @@ ADMIN_ROUTES = [
 @pytest.fixture
 def settings(database_url: str, redis_url: str) -> Settings:
     return make_admin_settings(database_url, redis_url)
-
-
-@pytest.fixture
-def api(settings: Settings) -> Iterator[TestClient]:
-    with api_client(settings) as client:
-        yield client
 
 
 @pytest.fixture

@@ -21,26 +21,9 @@ from offpost.graph.sandbox import RunningSandbox
 from offpost.models import Credential, Post, PostStatus, make_engine, make_sessionmaker
 from offpost.settings import Settings
 from tests.integration.api_support import add_client, api_client, bearer, make_settings
-from tests.integration.sandbox_support import SandboxClient, sandbox_client
+from tests.integration.sandbox_support import SandboxClient
 
 PROBLEM = "application/problem+json"
-
-
-@pytest.fixture
-def graph(sandbox_server: RunningSandbox) -> Iterator[SandboxClient]:
-    with sandbox_client(sandbox_server) as client:
-        yield client
-
-
-@pytest.fixture
-def settings(postgres_url: str, sandbox_server: RunningSandbox, redis_url: str) -> Settings:
-    return make_settings(postgres_url, sandbox_server, redis_url)
-
-
-@pytest.fixture
-def api(settings: Settings, graph: SandboxClient) -> Iterator[TestClient]:
-    with api_client(settings) as client:
-        yield client
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ One post, a batch, inline tokens, every validation rule, and ``Idempotency-Key``
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,7 +13,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from offpost.graph.sandbox import RunningSandbox
 from offpost.models import (
     Credential,
     CredentialStatus,
@@ -27,7 +25,6 @@ from offpost.models import (
 )
 from offpost.posts.idempotency import StoredAnswer, run_once
 from offpost.settings import Settings
-from tests.integration.api_support import api_client, make_settings
 from tests.integration.posts_support import (
     POST_KEYS,
     Account,
@@ -38,24 +35,7 @@ from tests.integration.posts_support import (
     load,
     make_account,
 )
-from tests.integration.sandbox_support import SandboxClient, sandbox_client
-
-
-@pytest.fixture
-def graph(sandbox_server: RunningSandbox) -> Iterator[SandboxClient]:
-    with sandbox_client(sandbox_server) as client:
-        yield client
-
-
-@pytest.fixture
-def settings(postgres_url: str, sandbox_server: RunningSandbox, redis_url: str) -> Settings:
-    return make_settings(postgres_url, sandbox_server, redis_url)
-
-
-@pytest.fixture
-def api(settings: Settings, graph: SandboxClient) -> Iterator[TestClient]:
-    with api_client(settings) as client:
-        yield client
+from tests.integration.sandbox_support import SandboxClient
 
 
 @pytest.fixture

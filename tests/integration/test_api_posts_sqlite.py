@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,7 +11,7 @@ from sqlalchemy import select
 from offpost.graph.sandbox import RunningSandbox
 from offpost.models import Post, PostStatus
 from offpost.settings import Settings
-from tests.integration.api_support import api_client, make_settings
+from tests.integration.api_support import make_settings
 from tests.integration.posts_support import (
     Account,
     assert_problem,
@@ -28,12 +27,6 @@ from tests.integration.sandbox_support import sandbox_client
 @pytest.fixture
 def settings(sqlite_url: str, sandbox_server: RunningSandbox, redis_url: str) -> Settings:
     return make_settings(sqlite_url, sandbox_server, redis_url)
-
-
-@pytest.fixture
-def api(settings: Settings, sandbox_server: RunningSandbox) -> Iterator[TestClient]:
-    with sandbox_client(sandbox_server), api_client(settings) as client:
-        yield client
 
 
 @pytest.fixture

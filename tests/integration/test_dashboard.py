@@ -45,12 +45,6 @@ def settings(postgres_url: str, redis_url: str) -> Settings:
 
 
 @pytest.fixture
-def api(settings: Settings) -> Iterator[TestClient]:
-    with api_client(settings) as client:
-        yield client
-
-
-@pytest.fixture
 def pop(settings: Settings, api: TestClient) -> Population:
     return populate(settings)
 

@@ -16,50 +16,19 @@ test needs, so the post is held in the state where its outcome is unknown:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from offpost.graph.sandbox import RunningSandbox
 from offpost.models import AttemptOutcome, Post, PostStatus
 from tests.integration.pipeline_support import (
     Pipeline,
-    handed_over_page,
-    serving_pipeline,
     wait_for,
 )
-from tests.integration.sandbox_support import SandboxClient, shared_sandbox_client
+from tests.integration.sandbox_support import SandboxClient
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture(scope="module")
-def pipeline(
-    postgres_server_url: str,
-    redis_url: str,
-    sandbox_server: RunningSandbox,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Pipeline]:
-    logs = tmp_path_factory.mktemp("exactly-once-logs")
-    with serving_pipeline(postgres_server_url, redis_url, sandbox_server, Path(logs)) as pipeline:
-        yield pipeline
-
-
-@pytest.fixture
-def graph(sandbox_server: RunningSandbox) -> Iterator[SandboxClient]:
-    with shared_sandbox_client(sandbox_server) as client:
-        yield client
-        client.control("DELETE", "/faults")
-
-
-@pytest.fixture
-def page(
-    pipeline: Pipeline, graph: SandboxClient, request: pytest.FixtureRequest
-) -> dict[str, str]:
-    """A fresh user with one Page, handed to offpost: ids of client, credential, Page, user."""
-    return handed_over_page(pipeline, graph, f"client-{request.node.name}")
 
 
 def lose_the_reply_and_hold_the_outcome(graph: SandboxClient, page_id: str, *, made: bool) -> None:

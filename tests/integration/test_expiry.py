@@ -37,28 +37,11 @@ from offpost.scheduler.housekeeping import Housekeeping
 from offpost.settings import Settings
 from offpost.tokens.death import ciphertext_if_still, mark_credential_dead
 from offpost.tokens.expiry import ExpirySweep
-from tests.integration.api_support import add_client, api_client, bearer, make_settings
-from tests.integration.sandbox_support import SandboxClient, sandbox_client
+from tests.integration.api_support import add_client, bearer
+from tests.integration.sandbox_support import SandboxClient
 
 MARGIN = timedelta(hours=72)
 DAY = timedelta(days=1)
-
-
-@pytest.fixture
-def graph(sandbox_server: RunningSandbox) -> Iterator[SandboxClient]:
-    with sandbox_client(sandbox_server) as client:
-        yield client
-
-
-@pytest.fixture
-def settings(postgres_url: str, sandbox_server: RunningSandbox, redis_url: str) -> Settings:
-    return make_settings(postgres_url, sandbox_server, redis_url)
-
-
-@pytest.fixture
-def api(settings: Settings, graph: SandboxClient) -> Iterator[TestClient]:
-    with api_client(settings) as client:
-        yield client
 
 
 @pytest.fixture

@@ -16,9 +16,7 @@ that lived through all of it is the same process, still publishing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,10 +26,9 @@ from offpost.models import AttemptOutcome, PostStatus
 from tests.integration.pipeline_support import (
     Pipeline,
     new_client,
-    serving_pipeline,
     wait_for,
 )
-from tests.integration.sandbox_support import SandboxClient, shared_sandbox_client
+from tests.integration.sandbox_support import SandboxClient
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -192,24 +189,6 @@ CASES = [
         "without replying",
     ),
 ]
-
-
-@pytest.fixture(scope="module")
-def pipeline(
-    postgres_server_url: str,
-    redis_url: str,
-    sandbox_server: RunningSandbox,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Pipeline]:
-    logs = tmp_path_factory.mktemp("misbehaving-logs")
-    with serving_pipeline(postgres_server_url, redis_url, sandbox_server, Path(logs)) as pipeline:
-        yield pipeline
-
-
-@pytest.fixture
-def graph(sandbox_server: RunningSandbox) -> Iterator[SandboxClient]:
-    with shared_sandbox_client(sandbox_server) as client:
-        yield client
 
 
 def for_page(fault: dict[str, Any], page_id: str) -> dict[str, Any]:

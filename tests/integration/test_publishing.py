@@ -8,55 +8,20 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
-from offpost.graph.sandbox import RunningSandbox
 from offpost.models import AttemptOutcome, CredentialStatus, PostStatus
 from offpost.models.credential import Credential
 from tests.integration.pipeline_support import (
     Pipeline,
-    handed_over_page,
-    serving_pipeline,
     wait_for,
 )
-from tests.integration.sandbox_support import SandboxClient, shared_sandbox_client
+from tests.integration.sandbox_support import SandboxClient
 
 logger = logging.getLogger(__name__)
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture(scope="module")
-def pipeline(
-    postgres_server_url: str,
-    redis_url: str,
-    sandbox_server: RunningSandbox,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Pipeline]:
-    logs = tmp_path_factory.mktemp("pipeline-logs")
-    with serving_pipeline(postgres_server_url, redis_url, sandbox_server, Path(logs)) as pipeline:
-        yield pipeline
-        text = pipeline.log_text()
-        # No token or secret in any process's log.
-        assert sandbox_server.app_secret not in text
-        assert "EAA" not in text.replace("[redacted]", "")
-
-
-@pytest.fixture
-def graph(sandbox_server: RunningSandbox) -> Iterator[SandboxClient]:
-    with shared_sandbox_client(sandbox_server) as client:
-        yield client
-
-
-@pytest.fixture
-def page(
-    pipeline: Pipeline, graph: SandboxClient, request: pytest.FixtureRequest
-) -> dict[str, str]:
-    """A fresh user with one Page, handed to offpost: ids of client, credential, Page, user."""
-    return handed_over_page(pipeline, graph, f"client-{request.node.name}")
 
 
 def test_post_due_soon_is_published_once_not_early(

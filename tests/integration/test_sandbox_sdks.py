@@ -1,4 +1,4 @@
-"""Meta's own Python SDKs, pointed at the sandbox: if they disagree with it, the sandbox is wrong.
+"""Meta's own Python SDKs, pointed at the graph: if they disagree with it, the sandbox is wrong.
 
 facebook-sdk 3.1.0 has no ``app_secret`` argument (that came later on its
 master branch), so its calls pass ``appsecret_proof`` explicitly, as its
@@ -16,29 +16,15 @@ import requests
 from facebook_business.api import FacebookAdsApi, FacebookSession
 from facebook_business.exceptions import FacebookRequestError
 
-from offpost.graph.sandbox import RunningSandbox, running_sandbox
-from tests.integration.sandbox_support import SandboxClient, sandbox_client
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RunningSandbox]:
-    with running_sandbox() as running:
-        yield running
-
-
-@pytest.fixture
-def sandbox(server: RunningSandbox) -> Iterator[SandboxClient]:
-    with sandbox_client(server) as client:
-        yield client
-
+from tests.integration.sandbox_support import SandboxClient
 
 # --- facebook-sdk (mobolic) ---------------------------------------------------------------
 
 
 @pytest.fixture
-def graph_api(monkeypatch: pytest.MonkeyPatch, sandbox: SandboxClient) -> Iterator[Any]:
+def graph_api(monkeypatch: pytest.MonkeyPatch, graph: SandboxClient) -> Iterator[Any]:
     """``facebook.GraphAPI`` for a token, sending to the sandbox; sessions closed afterwards."""
-    monkeypatch.setattr(facebook, "FACEBOOK_GRAPH_URL", sandbox.url + "/")
+    monkeypatch.setattr(facebook, "FACEBOOK_GRAPH_URL", graph.url + "/")
     sessions: list[requests.Session] = []
 
     def make(token: str) -> facebook.GraphAPI:
@@ -52,34 +38,32 @@ def graph_api(monkeypatch: pytest.MonkeyPatch, sandbox: SandboxClient) -> Iterat
 
 
 def test_facebook_sdk_exchanges_debugs_lists_and_publishes(
-    sandbox: SandboxClient, graph_api: Any
+    graph: SandboxClient, graph_api: Any
 ) -> None:
-    user = sandbox.mint_user(pages=2)
+    user = graph.mint_user(pages=2)
 
-    extended = graph_api(user["access_token"]).extend_access_token(
-        sandbox.app_id, sandbox.app_secret
-    )
+    extended = graph_api(user["access_token"]).extend_access_token(graph.app_id, graph.app_secret)
     long_token = extended["access_token"]
     assert long_token != user["access_token"]
     assert 5_184_000 - 5 <= int(extended["expires_in"]) <= 5_184_000
 
-    info = graph_api(long_token).debug_access_token(long_token, sandbox.app_id, sandbox.app_secret)[
+    info = graph_api(long_token).debug_access_token(long_token, graph.app_id, graph.app_secret)[
         "data"
     ]
     assert info["is_valid"] is True
     assert info["type"] == "USER"
     assert info["user_id"] == user["user_id"]
 
-    accounts = graph_api(long_token).get_connections("me", "accounts", **sandbox.proof(long_token))
+    accounts = graph_api(long_token).get_connections("me", "accounts", **graph.proof(long_token))
     assert {page["id"] for page in accounts["data"]} == {p["id"] for p in user["pages"]}
     page = accounts["data"][0]
 
     page_token = page["access_token"]
     result = graph_api(page_token).put_object(
-        page["id"], "feed", message="hello from facebook-sdk", **sandbox.proof(page_token)
+        page["id"], "feed", message="hello from facebook-sdk", **graph.proof(page_token)
     )
     assert result["id"].startswith(page["id"] + "_")
-    assert [post["message"] for post in sandbox.posts(page["id"])] == ["hello from facebook-sdk"]
+    assert [post["message"] for post in graph.posts(page["id"])] == ["hello from facebook-sdk"]
 
 
 @pytest.mark.parametrize(
@@ -91,9 +75,9 @@ def test_facebook_sdk_exchanges_debugs_lists_and_publishes(
     ids=["forged", "missing"],
 )
 def test_facebook_sdk_sees_proof_errors(
-    sandbox: SandboxClient, graph_api: Any, proof: dict[str, str], message: str
+    graph: SandboxClient, graph_api: Any, proof: dict[str, str], message: str
 ) -> None:
-    token = sandbox.mint_user()["access_token"]
+    token = graph.mint_user()["access_token"]
     with pytest.raises(facebook.GraphAPIError) as caught:
         graph_api(token).get_connections("me", "accounts", **proof)
     assert caught.value.code == 100
@@ -102,13 +86,13 @@ def test_facebook_sdk_sees_proof_errors(
 
 
 def test_facebook_sdk_sees_expired_token_after_clock_moves(
-    sandbox: SandboxClient, graph_api: Any
+    graph: SandboxClient, graph_api: Any
 ) -> None:
-    token = sandbox.mint_user()["access_token"]
-    assert graph_api(token).get_object("me", **sandbox.proof(token))["id"]
-    sandbox.advance(3601)
+    token = graph.mint_user()["access_token"]
+    assert graph_api(token).get_object("me", **graph.proof(token))["id"]
+    graph.advance(3601)
     with pytest.raises(facebook.GraphAPIError) as caught:
-        graph_api(token).get_object("me", **sandbox.proof(token))
+        graph_api(token).get_object("me", **graph.proof(token))
     assert caught.value.code == 190
     assert caught.value.result["error"]["error_subcode"] == 463
     assert caught.value.message.startswith("Error validating access token: Session has expired on")
@@ -118,16 +102,16 @@ def test_facebook_sdk_sees_expired_token_after_clock_moves(
 
 
 @pytest.fixture
-def ads_api(monkeypatch: pytest.MonkeyPatch, sandbox: SandboxClient) -> Iterator[Any]:
+def ads_api(monkeypatch: pytest.MonkeyPatch, graph: SandboxClient) -> Iterator[Any]:
     """``FacebookAdsApi.init(...)`` against the sandbox; returns the default api."""
-    monkeypatch.setattr(FacebookSession, "GRAPH", sandbox.url)
+    monkeypatch.setattr(FacebookSession, "GRAPH", graph.url)
     monkeypatch.setattr(FacebookAdsApi, "_default_api", None)
     apis: list[FacebookAdsApi] = []
 
     def init(token: str, app_secret: str | None = None) -> FacebookAdsApi:
         FacebookAdsApi.init(
-            sandbox.app_id,
-            app_secret or sandbox.app_secret,
+            graph.app_id,
+            app_secret or graph.app_secret,
             token,
             api_version="v26.0",
             timeout=5,
@@ -143,9 +127,9 @@ def ads_api(monkeypatch: pytest.MonkeyPatch, sandbox: SandboxClient) -> Iterator
 
 
 def test_facebook_business_exchanges_debugs_lists_and_publishes(
-    sandbox: SandboxClient, ads_api: Any
+    graph: SandboxClient, ads_api: Any
 ) -> None:
-    user = sandbox.mint_user(pages=1)
+    user = graph.mint_user(pages=1)
     short_token = user["access_token"]
 
     exchanged = ads_api(short_token).call(
@@ -153,15 +137,15 @@ def test_facebook_business_exchanges_debugs_lists_and_publishes(
         ("oauth", "access_token"),
         {
             "grant_type": "fb_exchange_token",
-            "client_id": sandbox.app_id,
-            "client_secret": sandbox.app_secret,
+            "client_id": graph.app_id,
+            "client_secret": graph.app_secret,
             "fb_exchange_token": short_token,
         },
     )
     long_token = exchanged.json()["access_token"]
     assert exchanged.headers()["facebook-api-version"] == "v26.0"
 
-    debug = ads_api(sandbox.app_token).call("GET", ("debug_token",), {"input_token": long_token})
+    debug = ads_api(graph.app_token).call("GET", ("debug_token",), {"input_token": long_token})
     assert debug.json()["data"]["is_valid"] is True
 
     accounts = ads_api(long_token).call("GET", ("me", "accounts")).json()
@@ -172,13 +156,13 @@ def test_facebook_business_exchanges_debugs_lists_and_publishes(
         "POST", (page["id"], "feed"), {"message": "hello from facebook-business"}
     )
     assert published.json()["id"].startswith(page["id"] + "_")
-    assert sandbox.posts(page["id"])[0]["message"] == "hello from facebook-business"
-    proofs = [call["proof"] for call in sandbox.control("GET", "/calls")["data"]]
+    assert graph.posts(page["id"])[0]["message"] == "hello from facebook-business"
+    proofs = [call["proof"] for call in graph.control("GET", "/calls")["data"]]
     assert proofs == ["valid"] * 4
 
 
-def test_facebook_business_sees_forged_proof(sandbox: SandboxClient, ads_api: Any) -> None:
-    token = sandbox.mint_user()["access_token"]
+def test_facebook_business_sees_forged_proof(graph: SandboxClient, ads_api: Any) -> None:
+    token = graph.mint_user()["access_token"]
     api = ads_api(token, app_secret="not-the-app-secret")
     with pytest.raises(FacebookRequestError) as caught:
         api.call("GET", ("me",))

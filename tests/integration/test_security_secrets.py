@@ -15,7 +15,6 @@ import base64
 import hashlib
 import secrets
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -32,7 +31,6 @@ from tests.integration.api_support import add_client, api_client, bearer, make_s
 from tests.integration.pipeline_support import (
     Pipeline,
     new_client,
-    serving_pipeline,
 )
 from tests.integration.posts_support import assert_problem
 from tests.integration.sandbox_support import TIMEOUT, SandboxClient, sandbox_client
@@ -218,18 +216,6 @@ def test_error_answers_carry_no_token_or_secret(
         graph.control("POST", "/reset")  # the clock cannot go back; a new world can
     assert_problem(expired, 422, "invalid_token")
     assert_no_secret(expired, [user["access_token"], app_secret])
-
-
-@pytest.fixture(scope="module")
-def pipeline(
-    postgres_server_url: str,
-    redis_url: str,
-    sandbox_server: RunningSandbox,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Pipeline]:
-    logs = tmp_path_factory.mktemp("secrets-pipeline-logs")
-    with serving_pipeline(postgres_server_url, redis_url, sandbox_server, Path(logs)) as pipeline:
-        yield pipeline
 
 
 @pytest.mark.timeout(120)

@@ -13,7 +13,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from offpost.graph.sandbox import RunningSandbox
 from offpost.models import (
     Credential,
     CredentialStatus,
@@ -28,26 +27,9 @@ from offpost.models import (
 from offpost.models.webhook_event import insert_event
 from offpost.outbox import event_document
 from offpost.settings import Settings
-from tests.integration.api_support import add_client, api_client, bearer, make_settings
+from tests.integration.api_support import add_client, bearer
 from tests.integration.posts_support import assert_problem
-from tests.integration.sandbox_support import SandboxClient, sandbox_client
-
-
-@pytest.fixture
-def graph(sandbox_server: RunningSandbox) -> Iterator[SandboxClient]:
-    with sandbox_client(sandbox_server) as client:
-        yield client
-
-
-@pytest.fixture
-def settings(postgres_url: str, sandbox_server: RunningSandbox, redis_url: str) -> Settings:
-    return make_settings(postgres_url, sandbox_server, redis_url)
-
-
-@pytest.fixture
-def api(settings: Settings, graph: SandboxClient) -> Iterator[TestClient]:
-    with api_client(settings) as client:
-        yield client
+from tests.integration.sandbox_support import SandboxClient
 
 
 @pytest.fixture

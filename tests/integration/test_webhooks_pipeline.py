@@ -19,7 +19,7 @@ from tests.integration.pipeline_support import (
     serving_pipeline,
     wait_for,
 )
-from tests.integration.sandbox_support import SandboxClient, shared_sandbox_client
+from tests.integration.sandbox_support import SandboxClient
 from tests.integration.webhook_receiver import Received, Receiver, running_receiver
 
 pytestmark = pytest.mark.timeout(180)
@@ -48,12 +48,6 @@ def pipeline(
         assert sandbox_server.app_secret not in text
         assert "whsec_" not in text
         assert "EAA" not in text.replace("[redacted]", "")
-
-
-@pytest.fixture
-def graph(sandbox_server: RunningSandbox) -> Iterator[SandboxClient]:
-    with shared_sandbox_client(sandbox_server) as client:
-        yield client
 
 
 @pytest.fixture
