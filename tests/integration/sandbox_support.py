@@ -68,8 +68,34 @@ class SandboxClient:
         assert response.is_success, response.text
         return response.json()
 
-    def mint_user(self, pages: int = 1, **body: Any) -> dict[str, Any]:
+    def mint_user(
+        self,
+        pages: int = 1,
+        *,
+        scopes: list[str] | None = None,
+        page_tasks: list[str] | None = None,
+        **body: Any,
+    ) -> dict[str, Any]:
+        """A user with ``pages`` new Pages; ``page_tasks`` are their tasks on each one."""
+        if scopes is not None:
+            body["scopes"] = scopes
+        if page_tasks is not None:
+            body["page_tasks"] = page_tasks
         return self.control("POST", "/users", {"pages": pages, **body})
+
+    def set_tasks(self, user_id: str, page_id: str, tasks: list[str]) -> dict[str, Any]:
+        return self.control("PUT", f"/users/{user_id}/pages/{page_id}/tasks", {"tasks": tasks})
+
+    def remove_role(self, user_id: str, page_id: str) -> dict[str, Any]:
+        """Someone took the user's role on the Page away."""
+        return self.control("DELETE", f"/users/{user_id}/pages/{page_id}")
+
+    def restore_role(
+        self, user_id: str, page_id: str, tasks: list[str] | None = None
+    ) -> dict[str, Any]:
+        """The user has a role on the Page (again), with ``tasks`` (default full control)."""
+        body = {"tasks": tasks} if tasks is not None else None
+        return self.control("PUT", f"/users/{user_id}/pages/{page_id}", body)
 
     def settings(self, **changes: Any) -> dict[str, Any]:
         return self.control("POST", "/settings", changes)
@@ -110,6 +136,13 @@ class SandboxClient:
         token = self.long_lived(user["access_token"]) if long_lived else user["access_token"]
         page_id = user["pages"][0]["id"]
         return page_id, self.page_token(token, page_id), user
+
+    def accounts(self, user_token: str) -> list[dict[str, Any]]:
+        """The user's ``/me/accounts`` entries (one result page), with Page tokens and tasks."""
+        response = self.get("/me/accounts", user_token, fields="id,name,access_token,tasks")
+        assert response.status_code == 200, response.text
+        data: list[dict[str, Any]] = response.json()["data"]
+        return data
 
     def debug(self, input_token: str) -> httpx.Response:
         return self.get("/debug_token", self.app_token, proof=False, input_token=input_token)

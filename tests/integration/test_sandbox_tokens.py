@@ -103,6 +103,30 @@ def test_lifetimes_follow_the_sandbox_clock(graph: SandboxClient) -> None:
     assert graph.debug(long_page_token).json()["data"]["expires_at"] == 0
 
 
+def test_page_token_of_a_long_lived_user_token_outlives_it(graph: SandboxClient) -> None:
+    user = graph.mint_user(pages=1)
+    page_id = user["pages"][0]["id"]
+    long_token = graph.long_lived(user["access_token"])
+    expires_at = graph.debug(long_token).json()["data"]["expires_at"]
+    page_token = graph.accounts(long_token)[0]["access_token"]
+
+    now = graph.advance(60 * DAY + 1)
+    assert now > expires_at
+
+    user_data = graph.debug(long_token).json()["data"]
+    assert user_data["is_valid"] is False
+    assert (user_data["error"]["code"], user_data["error"]["subcode"]) == (190, 463)
+    expired = error_of(graph.get("/me/accounts", long_token))
+    assert (expired["code"], expired["error_subcode"]) == (190, 463)
+
+    page_data = graph.debug(page_token).json()["data"]
+    assert (page_data["type"], page_data["is_valid"], page_data["expires_at"]) == ("PAGE", True, 0)
+    assert "error" not in page_data
+    posted = graph.post(f"/{page_id}/feed", page_token, message="after the user token expired")
+    assert posted.status_code == 200
+    assert [post["id"] for post in graph.posts(page_id)] == [posted.json()["id"]]
+
+
 def test_client_code_is_redeemed_once_with_machine_id(graph: SandboxClient) -> None:
     long_token = graph.long_lived(graph.mint_user()["access_token"])
     code = graph.get(

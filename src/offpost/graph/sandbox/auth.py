@@ -1,8 +1,8 @@
 """Who is calling: the access token, its validity, its ``appsecret_proof``, and its usage budget.
 
 Order (as Graph does): the token first — unknown/unparseable, expired (463) or
-invalidated (460/458/467) tokens fail with 190 — then the proof, then the rate
-limits.
+invalidated (460/458/467, 492 for a lost Page role) tokens fail with 190 — then
+the proof, then the rate limits.
 
 The proof (docs/graph.md) is checked in both forms: untimed
 HMAC(secret, token) and timed HMAC(secret, "token|appsecret_time"). A timed

@@ -3,10 +3,13 @@
 From docs/sandbox.md: ``POST /apps``, ``POST /users``, ``POST /clock``,
 ``POST /users/{id}/invalidate``, ``POST|DELETE /faults``,
 ``GET /pages/{id}/posts``, ``GET /calls``. Added here: ``GET /clock``,
-``GET /faults``, ``DELETE /calls``, ``GET|POST /settings``, ``POST /reset``
-and ``POST /users/{id}/tokens`` (a fresh short-lived token, as if the user
-logged in again). Errors of these routes are FastAPI's ``{"detail": …}``,
-not Graph envelopes. Nothing here ever returns an app secret.
+``GET /faults``, ``DELETE /calls``, ``GET|POST /settings``, ``POST /reset``,
+``POST /users/{id}/tokens`` (a fresh short-lived token, as if the user
+logged in again) and the Page roles: ``PUT|DELETE /users/{id}/pages/{page_id}``
+(give or take away the user's role on a Page) and
+``PUT /users/{id}/pages/{page_id}/tasks`` (change the user's tasks there).
+Errors of these routes are FastAPI's ``{"detail": …}``, not Graph envelopes.
+Nothing here ever returns an app secret.
 """
 
 from __future__ import annotations
@@ -15,13 +18,23 @@ import re
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from offpost.graph.sandbox.pages import graph_time, post_view
 from offpost.graph.sandbox.settings import SandboxSettings
 from offpost.graph.sandbox.state import (
+    DEFAULT_PAGE_TASKS,
     DEFAULT_SCOPES,
     INVALIDATION_SUBCODES,
+    PAGE_TASK_NAMES,
+    ROLE_LOST_SUBCODE,
     SHORT_LIVED_S,
     Post,
     World,
@@ -54,11 +67,38 @@ class AppIn(_Body):
     redirect_uris: list[str] | None = None
 
 
+def _known_tasks(tasks: list[str]) -> list[str]:
+    unknown = sorted(set(tasks) - set(PAGE_TASK_NAMES))
+    if unknown:
+        raise ValueError(f"unknown tasks {unknown}; known: {', '.join(PAGE_TASK_NAMES)}")
+    return tasks
+
+
+#: A role has at least one task: a person with none has no role (``DELETE`` it instead).
+TaskList = Annotated[list[str], Field(min_length=1), AfterValidator(_known_tasks)]
+
+
+def _tasks(tasks: list[str] | None) -> tuple[str, ...]:
+    """The tasks in Graph's order, once each; the default (full control) for ``None``."""
+    if tasks is None:
+        return DEFAULT_PAGE_TASKS
+    return tuple(name for name in PAGE_TASK_NAMES if name in tasks)
+
+
 class UserIn(_Body):
     name: str | None = None
     pages: int = Field(default=1, ge=0, le=1000)
     scopes: list[str] | None = None
     app_id: str | None = None
+    page_tasks: TaskList | None = None
+
+
+class TasksIn(_Body):
+    tasks: TaskList
+
+
+class RoleIn(_Body):
+    tasks: TaskList | None = None
 
 
 class InvalidateIn(_Body):
@@ -131,16 +171,32 @@ def register_app(body: AppIn, world: WorldDep) -> dict[str, Any]:
 
 @router.post("/users", status_code=201)
 def create_user(body: UserIn, world: WorldDep) -> dict[str, Any]:
-    """A user with Pages and a short-lived user token."""
+    """A user with Pages and a short-lived user token.
+
+    Body (all optional): ``name``; ``pages``, how many new Pages the user gets a
+    role on (default 1); ``scopes`` the user granted the app (default
+    :data:`~.state.DEFAULT_SCOPES`); ``app_id`` (default the sandbox's own app);
+    ``page_tasks``, the user's tasks on **every** one of those Pages, e.g.
+    ``["ANALYZE", "MODERATE"]`` for someone who may not post (default full
+    control: ``ANALYZE, ADVERTISE, MODERATE, CREATE_CONTENT, MANAGE``). Give one
+    Page other tasks afterwards with ``PUT /users/{id}/pages/{page_id}/tasks``.
+    """
     app_id = body.app_id or world.default_app_id
     if app_id not in world.apps:
         raise HTTPException(404, f"no app {app_id} is registered")
     scopes = tuple(body.scopes) if body.scopes is not None else DEFAULT_SCOPES
     with world.lock:
         user, token = world.create_user(
-            name=body.name, pages=body.pages, scopes=scopes, app_id=app_id
+            name=body.name,
+            pages=body.pages,
+            scopes=scopes,
+            app_id=app_id,
+            page_tasks=_tasks(body.page_tasks),
         )
-        pages = [{"id": pid, "name": world.pages[pid].name} for pid in user.page_ids]
+        pages = [
+            {"id": pid, "name": world.pages[pid].name, "tasks": list(user.tasks_on(pid))}
+            for pid in user.page_ids
+        ]
     return {
         "user_id": user.user_id,
         "name": user.name,
@@ -176,6 +232,79 @@ def invalidate_user(user_id: str, body: InvalidateIn, world: WorldDep) -> dict[s
         "subcode": subcode,
         "invalidated_tokens": count,
     }
+
+
+def _known_page(world: World, page_id: str) -> None:
+    if page_id not in world.pages:
+        raise HTTPException(404, f"no page {page_id}")
+
+
+@router.put("/users/{user_id}/pages/{page_id}")
+def grant_role(
+    user_id: str, page_id: str, world: WorldDep, body: RoleIn | None = None
+) -> dict[str, Any]:
+    """Give the user a role on an existing Page, back after a ``DELETE`` or for the first time.
+
+    Body (optional): ``{"tasks": [...]}``, default full control. The Page joins the
+    end of the user's ``/me/accounts``; the next ``/me/accounts`` (or
+    ``/{page}?fields=access_token``) derives a **new** Page token, which works. The
+    tokens the removal killed stay dead, as after a real re-login. On a Page the
+    user already has a role on, it only replaces the tasks (with the default when
+    none are given).
+    """
+    tasks = _tasks(body.tasks if body is not None else None)
+    with world.lock:
+        _known_user(world, user_id)
+        _known_page(world, page_id)
+        world.grant_role(user_id, page_id, tasks)
+    return {"user_id": user_id, "page_id": page_id, "tasks": list(tasks)}
+
+
+@router.delete("/users/{user_id}/pages/{page_id}")
+def remove_role(user_id: str, page_id: str, world: WorldDep) -> dict[str, Any]:
+    """Take the user's role on the Page away (someone removed them from the Page).
+
+    The Page leaves the user's ``/me/accounts`` and their user token can no longer
+    derive its token. Every Page token of that Page derived from the user's
+    tokens fails from now on with 190/492 and the message Graph sends for a
+    token impersonating a Page its person cannot manage ("The user must be an
+    administrator, editor, or moderator of the page…"); ``debug_token`` reports it
+    ``is_valid: false`` with that error. 492 rather than 460/458/467: the user's
+    session is intact (their user token and other Pages keep working), only this
+    Page is lost, and docs/graph.md lists 492 as "the user no longer has a role on
+    the Page". 409 when the user has no role on the Page.
+    """
+    with world.lock:
+        _known_user(world, user_id)
+        _known_page(world, page_id)
+        if page_id not in world.users[user_id].page_ids:
+            raise HTTPException(409, f"user {user_id} has no role on page {page_id}")
+        count = world.remove_role(user_id, page_id)
+    return {
+        "user_id": user_id,
+        "page_id": page_id,
+        "subcode": ROLE_LOST_SUBCODE,
+        "invalidated_tokens": count,
+    }
+
+
+@router.put("/users/{user_id}/pages/{page_id}/tasks")
+def set_tasks(user_id: str, page_id: str, body: TasksIn, world: WorldDep) -> dict[str, Any]:
+    """Change the user's tasks on a Page they have a role on: ``{"tasks": [...]}``.
+
+    ``/me/accounts`` lists the new tasks at once, and the user's Page tokens for
+    the Page keep working, but publishing with them needs ``CREATE_CONTENT``. At
+    least one task (remove the role with ``DELETE /users/{id}/pages/{page_id}``);
+    409 when the user has no role on the Page (give one with ``PUT`` on that path).
+    """
+    tasks = _tasks(body.tasks)
+    with world.lock:
+        _known_user(world, user_id)
+        _known_page(world, page_id)
+        if page_id not in world.users[user_id].page_ids:
+            raise HTTPException(409, f"user {user_id} has no role on page {page_id}")
+        world.grant_role(user_id, page_id, tasks)
+    return {"user_id": user_id, "page_id": page_id, "tasks": list(tasks)}
 
 
 @router.get("/clock")

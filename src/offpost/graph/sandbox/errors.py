@@ -155,12 +155,32 @@ def logged_out() -> GraphError:
     )
 
 
+def role_lost() -> GraphError:
+    """190/492, a Page token whose user no longer has a role on the Page (derived wording).
+
+    docs/graph.md lists 492 as "the user no longer has a role on the Page"; the
+    message is the one Graph is widely reported to send when a token impersonates a
+    Page its person cannot manage any more (older replies carried it without a
+    subcode). It has no "Error validating access token" prefix: the token is
+    sound, the person's role is what is missing.
+    """
+    return GraphError(
+        "The user must be an administrator, editor, or moderator of the page in order to "
+        "impersonate it. If the page business requires Two Factor Authentication, the user "
+        "also needs to enable Two Factor Authentication.",
+        code=190,
+        subcode=492,
+    )
+
+
 def invalidation_error(subcode: int, app_id: str) -> GraphError:
     """The 190 error for a token invalidated with ``subcode``."""
     if subcode == 460:
         return password_changed()
     if subcode == 458:
         return app_not_authorized(app_id)
+    if subcode == 492:
+        return role_lost()
     return logged_out()
 
 
@@ -288,7 +308,13 @@ def redirect_uri_not_allowed() -> GraphError:
 
 
 def publish_permission() -> GraphError:
-    """Publishing without the Page's token or ``pages_manage_posts`` (F9), HTTP 403."""
+    """Publishing without the Page's token or ``pages_manage_posts`` (F9), HTTP 403.
+
+    Also the answer when the token is right but its person lacks the
+    ``CREATE_CONTENT`` task on the Page: the message's "as an admin with sufficient
+    administrative permission" names that case, and no separate text for it is
+    captured (*derived*).
+    """
     return GraphError(
         "(#200) If posting to a page, requires both pages_read_engagement and "
         "pages_manage_posts as an admin with sufficient administrative permission",

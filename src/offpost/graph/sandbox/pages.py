@@ -1,10 +1,13 @@
 """Users, Pages and posts: ``/me``, ``/{id}``, ``/{user}/accounts``, ``/{page}/feed|posts|photos``.
 
-- ``/{user}/accounts`` (``/me/accounts``) lists the user's Pages with their Page
-  tokens, cursor-paged; it needs ``pages_show_list`` (docs/graph.md).
-- ``/{page}?fields=access_token`` with an admin's user token gives the Page token.
+- ``/{user}/accounts`` (``/me/accounts``) lists the Pages the user has a role on,
+  with the user's tasks there and their Page tokens, cursor-paged; it needs
+  ``pages_show_list`` (docs/graph.md).
+- ``/{page}?fields=access_token`` with the user token of someone with a role on
+  the Page gives the Page token.
 - ``POST /{page}/feed`` and ``/photos`` need that Page's token with
-  ``pages_manage_posts``; a user token gets ``(#200)`` with HTTP 403 (F9). The
+  ``pages_manage_posts``, of a person with the ``CREATE_CONTENT`` task there; a
+  user token, or a person without the task, gets ``(#200)`` with HTTP 403 (F9). The
   ``scheduled_publish_time`` window and an added publish latency come from the
   settings; duplicate detection (``(#506)``) compares a feed post's message and
   link with the Page's previous post.
@@ -24,10 +27,9 @@ from typing import Any
 
 from offpost.graph.sandbox import errors
 from offpost.graph.sandbox.params import GraphRequest, paginate, parse_bool, parse_time, select
-from offpost.graph.sandbox.state import Page, Post, Token, TokenKind, User, World
+from offpost.graph.sandbox.state import PUBLISH_TASK, Page, Post, Token, TokenKind, User, World
 
 MAX_MESSAGE_CHARS = 63_206
-PAGE_TASKS = ("ANALYZE", "ADVERTISE", "MODERATE", "CREATE_CONTENT", "MANAGE")
 _BRAND_CATEGORY = {"id": "1605186416478696", "name": "Brand"}
 _POST_FIELDS = ("created_time", "message", "id")
 
@@ -54,7 +56,7 @@ def post_view(post: Post) -> dict[str, Any]:
     return view
 
 
-def _admin(token: Token, page: Page) -> bool:
+def _has_role(token: Token, page: Page) -> bool:
     return token.user_id is not None and token.user_id in page.admin_ids
 
 
@@ -76,7 +78,7 @@ def page_node(world: World, req: GraphRequest, token: Token, page: Page) -> dict
     if "access_token" in fields:
         if token.kind is TokenKind.PAGE and token.page_id == page.page_id:
             node["access_token"] = token.value
-        elif token.kind is TokenKind.USER and _admin(token, page):
+        elif token.kind is TokenKind.USER and _has_role(token, page):
             node["access_token"] = world.page_token_for(token, page.page_id).value
     return select(node, fields)
 
@@ -109,7 +111,7 @@ def accounts(world: World, req: GraphRequest, token: Token, user: User) -> dict[
                 "category_list": [_BRAND_CATEGORY],
                 "name": page.name,
                 "id": page.page_id,
-                "tasks": list(PAGE_TASKS),
+                "tasks": list(user.tasks_on(page.page_id)),
             }
             if "access_token" in fields:
                 entry["access_token"] = world.page_token_for(token, page.page_id).value
@@ -125,18 +127,23 @@ def accounts(world: World, req: GraphRequest, token: Token, user: User) -> dict[
 
 def _require_reader(token: Token, page: Page) -> None:
     allowed = (token.kind is TokenKind.PAGE and token.page_id == page.page_id) or (
-        token.kind is TokenKind.USER and _admin(token, page)
+        token.kind is TokenKind.USER and _has_role(token, page)
     )
     if not allowed or "pages_read_engagement" not in token.scopes:
         raise errors.read_permission()
 
 
-def _require_publisher(token: Token, page: Page) -> None:
+def _require_publisher(world: World, token: Token, page: Page) -> None:
     if (
         token.kind is not TokenKind.PAGE
         or token.page_id != page.page_id
         or "pages_manage_posts" not in token.scopes
     ):
+        raise errors.publish_permission()
+    with world.lock:
+        user = world.users.get(token.user_id or "")
+        may_post = user is not None and PUBLISH_TASK in user.tasks_on(page.page_id)
+    if not may_post:
         raise errors.publish_permission()
 
 
@@ -200,7 +207,7 @@ def _created(req: GraphRequest, post: Post, body: dict[str, Any]) -> dict[str, A
 
 
 async def publish_feed(world: World, req: GraphRequest, token: Token, page: Page) -> dict[str, Any]:
-    _require_publisher(token, page)
+    _require_publisher(world, token, page)
     message = req.params.get("message") or None
     link = req.params.get("link") or None
     if message is None and link is None:
@@ -237,7 +244,7 @@ async def publish_feed(world: World, req: GraphRequest, token: Token, page: Page
 async def publish_photo(
     world: World, req: GraphRequest, token: Token, page: Page
 ) -> dict[str, Any]:
-    _require_publisher(token, page)
+    _require_publisher(world, token, page)
     url = req.params.get("url") or req.params.get("source")
     if not url:
         raise errors.photo_required()

@@ -8,6 +8,11 @@ Time: token lifetimes, post times and usage windows follow the **sandbox
 clock**, real time plus an offset that ``POST /_sandbox/clock`` moves forward.
 Proof ages do not (see :mod:`.auth`).
 
+Roles: a user has a role on each Page in ``user.page_ids`` (mirrored in
+``page.admin_ids``) with the tasks in ``user.page_tasks``. Taking the role away
+(:meth:`World.remove_role`) kills that user's Page tokens for that Page with
+190/492; giving it back lets ``/me/accounts`` derive a new one.
+
 Token strings are opaque, ``EAA`` followed by base62 characters, shaped like
 real ones so that log scrubbers recognise them. App tokens are
 ``{app_id}|{app_secret}`` literals or ``{app_id}|{random}`` strings issued by
@@ -40,6 +45,14 @@ DEFAULT_SCOPES = (
 )
 #: ``POST /_sandbox/users/{id}/invalidate`` reasons and the 190 subcode each produces.
 INVALIDATION_SUBCODES = {"password_changed": 460, "deauthorized": 458, "logged_out": 467}
+#: The 190 subcode of a Page token whose user no longer has a role on the Page.
+ROLE_LOST_SUBCODE = 492
+#: The tasks a person can have on a Page, as ``/me/accounts`` names them.
+PAGE_TASK_NAMES = ("ANALYZE", "ADVERTISE", "MESSAGING", "MODERATE", "CREATE_CONTENT", "MANAGE")
+#: A Page's creator's tasks (full control), in the order Graph lists them.
+DEFAULT_PAGE_TASKS = ("ANALYZE", "ADVERTISE", "MODERATE", "CREATE_CONTENT", "MANAGE")
+#: The task ``POST /{page}/feed`` and ``/photos`` need.
+PUBLISH_TASK = "CREATE_CONTENT"
 
 _BASE62 = string.ascii_letters + string.digits
 _TOKEN_BODY_CHARS = 190
@@ -87,7 +100,7 @@ class Token:
     page_id: str | None = None
     long_lived: bool = False
     scopes: tuple[str, ...] = ()
-    #: 190 subcode once invalidated (460, 458, 467).
+    #: 190 subcode once invalidated (460, 458, 467; 492 for a Page token whose user lost the role).
     invalid_subcode: int | None = None
     #: Page tokens derived from this user token, by Page id.
     page_tokens: dict[str, str] = field(default_factory=dict)
@@ -101,8 +114,15 @@ class User:
     name: str
     app_id: str
     scopes: tuple[str, ...]
+    #: The Pages the user has a role on, in the order ``/me/accounts`` lists them.
     page_ids: list[str]
+    #: The user's tasks on each Page of ``page_ids``.
+    page_tasks: dict[str, tuple[str, ...]] = field(default_factory=dict)
     tokens: list[str] = field(default_factory=list)
+
+    def tasks_on(self, page_id: str) -> tuple[str, ...]:
+        """The user's tasks on the Page; none without a role."""
+        return self.page_tasks.get(page_id, ()) if page_id in self.page_ids else ()
 
 
 @dataclass(eq=False)
@@ -126,6 +146,7 @@ class Page:
     page_id: str
     name: str
     category: str
+    #: The users with a role on the Page (whatever their tasks).
     admin_ids: list[str]
     posts: list[Post] = field(default_factory=list)
     #: (message, link) of the newest post, for duplicate detection.
@@ -210,9 +231,18 @@ class World:
             return app
 
     def create_user(
-        self, *, name: str | None, pages: int, scopes: tuple[str, ...], app_id: str
+        self,
+        *,
+        name: str | None,
+        pages: int,
+        scopes: tuple[str, ...],
+        app_id: str,
+        page_tasks: tuple[str, ...] = DEFAULT_PAGE_TASKS,
     ) -> tuple[User, Token]:
-        """A user of ``app_id`` who administers ``pages`` new Pages, with a short-lived token."""
+        """A user of ``app_id`` with a role on ``pages`` new Pages, with a short-lived token.
+
+        The user has ``page_tasks`` on every one of them.
+        """
         with self.lock:
             self._user_counter += 1
             user = User(
@@ -233,6 +263,7 @@ class World:
                 )
                 self.pages[page.page_id] = page
                 user.page_ids.append(page.page_id)
+                user.page_tasks[page.page_id] = page_tasks
             return user, self.login(user.user_id)
 
     def login(self, user_id: str) -> Token:
@@ -249,6 +280,47 @@ class World:
                 token = self.tokens[value]
                 for derived in (value, *token.page_tokens.values()):
                     self.tokens[derived].invalid_subcode = subcode
+                    count += 1
+            return count
+
+    # --- roles ----------------------------------------------------------------------------
+
+    def grant_role(self, user_id: str, page_id: str, tasks: tuple[str, ...]) -> None:
+        """Give the user a role with ``tasks`` on the Page, or change the tasks of the one
+        they have. Page tokens killed by an earlier :meth:`remove_role` stay dead: the
+        user must derive new ones, as after a real re-login."""
+        with self.lock:
+            user, page = self.users[user_id], self.pages[page_id]
+            if page_id not in user.page_ids:
+                user.page_ids.append(page_id)
+            if user_id not in page.admin_ids:
+                page.admin_ids.append(user_id)
+            user.page_tasks[page_id] = tasks
+
+    def remove_role(self, user_id: str, page_id: str) -> int:
+        """Take the user's role on the Page away; returns how many Page tokens it invalidated.
+
+        Every Page token of that Page derived from the user's tokens fails with
+        190/:data:`ROLE_LOST_SUBCODE` from now on, like Graph's tokens for a Page the
+        person no longer manages. The user's own tokens and their other Pages' tokens
+        keep working.
+        """
+        with self.lock:
+            user, page = self.users[user_id], self.pages[page_id]
+            if page_id in user.page_ids:
+                user.page_ids.remove(page_id)
+            if user_id in page.admin_ids:
+                page.admin_ids.remove(user_id)
+            user.page_tasks.pop(page_id, None)
+            count = 0
+            for token in self.tokens.values():
+                if (
+                    token.kind is TokenKind.PAGE
+                    and token.user_id == user_id
+                    and token.page_id == page_id
+                    and token.invalid_subcode is None
+                ):
+                    token.invalid_subcode = ROLE_LOST_SUBCODE
                     count += 1
             return count
 
@@ -281,11 +353,16 @@ class World:
         """The Page token derived from ``user_token`` (reused while it is alive).
 
         Never expires when derived from a long-lived user token, 1 h otherwise (docs/graph.md).
+        An invalidated one (a lost role, say) is never handed out again: a new one replaces it.
         """
         with self.lock:
             now = self.now()
             existing = self.tokens.get(user_token.page_tokens.get(page_id, ""))
-            if existing is not None and (existing.expires_at is None or existing.expires_at > now):
+            if (
+                existing is not None
+                and existing.invalid_subcode is None
+                and (existing.expires_at is None or existing.expires_at > now)
+            ):
                 return existing
             token = self._store(
                 Token(
