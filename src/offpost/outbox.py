@@ -92,34 +92,22 @@ def record_credential_event(
     )
 
 
-def needs_reauth_dedupe_key(session: Session, credential_id: str) -> str:
-    """``credential.needs_reauth`` once per stored token.
+def token_dedupe_key(session: Session, type_: EventType, credential_id: str, *parts: str) -> str:
+    """An event once per stored user token (and ``parts``, e.g. the dead Pages).
 
-    Several posts of one user may find the token dead at once; they all name the
-    same stored token, whose ciphertext (read raw, never decrypted) changes only
-    when a fresh token is stored. A hash of the ciphertext tells the episodes apart.
+    Several posts of one user may find a token dead at once; they all name the same
+    stored token, whose ciphertext (read raw, never decrypted) changes only when a
+    fresh token is stored. A hash of the ciphertext tells the episodes apart.
     """
     raw = session.scalar(
         select(type_coerce(Credential.user_token, Text)).where(Credential.id == credential_id)
     )
-    fingerprint = hashlib.sha256((raw or "").encode("ascii")).hexdigest()[:24]
-    return f"{EventType.CREDENTIAL_NEEDS_REAUTH.value}:{credential_id}:{fingerprint}"
+    fingerprint = hashlib.sha256("\n".join([raw or "", *parts]).encode("utf-8")).hexdigest()[:24]
+    return f"{type_.value}:{credential_id}:{fingerprint}"
 
 
-def expiring_dedupe_key(credential_id: str, expires_at: datetime | None) -> str:
-    """``credential.expiring`` once per credential and expiry date (not once a day)."""
+def expiring_dedupe_key(credential_id: str, expires_at: datetime | None, days: int) -> str:
+    """``credential.expiring`` once per credential, expiry date and warning (``days``
+    before the end), not once a day."""
     when = utc_z(expires_at) if expires_at is not None else "never"
-    return f"{EventType.CREDENTIAL_EXPIRING.value}:{credential_id}:{when}"
-
-
-def record_credential_needs_reauth(
-    session: Session, credential_id: str, now: datetime
-) -> str | None:
-    """``credential.needs_reauth`` for a credential just found dead (once per stored token)."""
-    return record_credential_event(
-        session,
-        credential_id,
-        EventType.CREDENTIAL_NEEDS_REAUTH,
-        now,
-        dedupe_key=needs_reauth_dedupe_key(session, credential_id),
-    )
+    return f"{EventType.CREDENTIAL_EXPIRING.value}:{credential_id}:{when}:{days}d"

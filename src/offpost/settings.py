@@ -9,6 +9,7 @@ variable; a value a command cannot run without is checked by
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any
 
 from cryptography.fernet import Fernet, MultiFernet
@@ -74,6 +75,17 @@ class Settings(BaseSettings):
     webhook_retry_cap_s: float = Field(default=3600.0, gt=0, le=86400)
     webhook_retry_for_s: float = Field(default=86400.0, gt=0, le=7 * 86400)
     expiry_sweep_every_s: float = Field(default=86400.0, gt=0, le=7 * 86400)
+    # Days before the user token's end that ``credential.expiring`` warns (docs/tokens.md).
+    expiry_warning_days: str = Field(default="14,3,1", pattern=r"^\s*\d{1,2}(\s*,\s*\d{1,2})*\s*$")
+
+    def warning_days(self) -> tuple[int, ...]:
+        """``expiry_warning_days`` as whole days, largest first, without repeats or zeros."""
+        days = {int(part) for part in self.expiry_warning_days.split(",")}
+        return tuple(sorted((d for d in days if d > 0), reverse=True))
+
+    def warn_within(self) -> timedelta:
+        """How long before the user token's end a credential counts as ``expiring``."""
+        return timedelta(days=max(self.warning_days(), default=0))
 
     @field_validator("database_url")
     @classmethod

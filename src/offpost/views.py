@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, PlainSerializer
 
-from offpost.models import Credential, PostStatus
+from offpost.models import Credential, CredentialPage, CredentialStatus, PostStatus
 
 
 def utc_z(value: datetime) -> str:
@@ -27,14 +27,61 @@ UTCTime = Annotated[datetime, PlainSerializer(utc_z, return_type=str)]
 class PageOut(BaseModel):
     id: str
     name: str
+    #: ``valid`` or ``dead`` (Graph rejected it and it could not be derived again).
+    token: str
+    #: The user's tasks on the Page as Graph listed them; null if not known yet.
+    tasks: list[str] | None
+    #: Whether posts can be published on this Page now.
+    can_post: bool
+    checked_at: UTCTime | None
+
+    @classmethod
+    def of(cls, page: CredentialPage) -> PageOut:
+        return cls(
+            id=page.page_id,
+            name=page.name,
+            token=page.token_status.value,
+            tasks=list(page.tasks) if page.tasks is not None else None,
+            can_post=page.postable,
+            checked_at=page.checked_at,
+        )
+
+
+#: What each credential status means for posts and what the user should do (docs/tokens.md).
+ADVICE = {
+    CredentialStatus.ACTIVE: "All tokens work; nothing to do.",
+    CredentialStatus.EXPIRING: (
+        "The user token ends at expires_at. Posts keep publishing after that on the Page "
+        "tokens, but offpost can then no longer derive a Page token again or see new Pages. "
+        "To keep everything working, have the user log in again and submit the new token "
+        "before then."
+    ),
+    CredentialStatus.USER_TOKEN_EXPIRED: (
+        "The user token no longer works. Posts keep publishing on the Page tokens, but a Page "
+        "token that dies cannot be derived again and new Pages are not seen. Have the user "
+        "log in again and submit the new token."
+    ),
+    CredentialStatus.NEEDS_REAUTH: (
+        "The token of the Pages marked dead no longer works: their posts wait (needs_reauth). "
+        "The other Pages keep publishing. Have the user log in again (with their role on "
+        "those Pages) and submit the new token: the waiting posts then resume."
+    ),
+    CredentialStatus.DELETED: "The tokens were deleted; submit a fresh token to use it again.",
+}
 
 
 class CredentialOut(BaseModel):
     id: str
     fb_user_id: str
     status: str
+    #: What the status means for posts and what to do (one sentence or three).
+    advice: str
+    #: When the long-lived user token ends (null: it does not).
     expires_at: UTCTime | None
+    #: Since when Graph no longer accepts the user token (null while it does).
+    user_token_expired_at: UTCTime | None
     data_access_expires_at: UTCTime | None
+    last_checked_at: UTCTime | None
     scopes: list[str]
     pages: list[PageOut]
     created_at: UTCTime
@@ -42,15 +89,18 @@ class CredentialOut(BaseModel):
 
     @classmethod
     def of(cls, credential: Credential) -> CredentialOut:
-        """The public view of a credential: never a token."""
+        """The public view of a credential, its health included: never a token."""
         return cls(
             id=credential.id,
             fb_user_id=credential.fb_user_id,
             status=credential.status.value,
+            advice=ADVICE[credential.status],
             expires_at=credential.expires_at,
+            user_token_expired_at=credential.user_token_dead_at,
             data_access_expires_at=credential.data_access_expires_at,
+            last_checked_at=credential.last_checked_at,
             scopes=list(credential.scopes),
-            pages=[PageOut(id=p.page_id, name=p.name) for p in credential.pages],
+            pages=[PageOut.of(p) for p in credential.pages],
             created_at=credential.created_at,
             updated_at=credential.updated_at,
         )

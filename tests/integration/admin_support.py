@@ -2,6 +2,7 @@
 
 :func:`populate` writes clients, credentials, posts and attempts whose stats are
 exactly :data:`EXPECTED_STATS` (``queue_depth`` aside, which the broker decides).
+:func:`add_page_health` then gives the credentials Pages, tokens and health.
 """
 
 from __future__ import annotations
@@ -13,14 +14,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from offpost.models import (
+    CREATE_CONTENT,
     Attempt,
     AttemptOutcome,
     Client,
     Credential,
+    CredentialPage,
     CredentialStatus,
+    PageTokenStatus,
     Post,
     PostStatus,
     hash_api_key,
@@ -57,7 +62,7 @@ EXPECTED_STATS: dict[str, Any] = {
         {"code": "368", "count": 2},
         {"code": "timeout", "count": 1},
     ],
-    "credentials": {"active": 2, "expiring": 1, "needs_reauth": 1},
+    "credentials": {"active": 2, "expiring": 1, "user_token_expired": 0, "needs_reauth": 1},
     "due_not_dispatched": 3,
 }
 TOTAL_POSTS = sum(EXPECTED_STATS["posts"].values())
@@ -312,3 +317,115 @@ def queued_messages(redis_url: str, count: int) -> Iterator[None]:
     finally:
         broker.delete("offpost")
         broker.close()
+
+
+@dataclass
+class PageHealthPopulation:
+    """Ids and tokens of what :func:`add_page_health` wrote."""
+
+    #: acme's ``u1``: ``active``, two valid Pages, one without ``CREATE_CONTENT``.
+    active_credential: str
+    #: acme's ``u3``: ``needs_reauth``, :attr:`dead_page` dead, one Page still valid.
+    reauth_credential: str
+    #: globex's ``u4``: ``active``, one Page whose tasks are not known yet.
+    globex_credential: str
+    #: globex's new ``u6``: ``user_token_expired``, its Page token still valid.
+    expired_credential: str
+    dead_page: str
+    #: The ``needs_reauth`` post of :attr:`reauth_credential`, aimed at :attr:`dead_page`.
+    parked_post: str
+    #: Every token stored: no page may ever show one.
+    tokens: list[str]
+    #: Posts per credential id in the states that wait on it, by status.
+    waiting: dict[str, dict[str, int]]
+
+
+#: The name of acme's third Page, with what HTML must escape.
+TRICKY_PAGE_NAME = "Acme <b>Blog</b> & Co"
+
+
+def add_page_health(settings: Settings, now: datetime) -> PageHealthPopulation:
+    """Give :func:`populate`'s credentials Pages and tokens, plus one whose user token ended.
+
+    Adds no post and changes no status, so :data:`EXPECTED_STATS` still holds but for
+    ``credentials`` (one more ``user_token_expired``).
+    """
+    tokens: list[str] = []
+
+    def token(kind: str) -> str:
+        value = f"EAAG{kind}{new_api_key().removeprefix('opk_')}"
+        tokens.append(value)
+        return value
+
+    with session_for(settings) as s:
+        ids = {user: cid for user, cid in s.execute(select(Credential.fb_user_id, Credential.id))}
+        active, reauth, globex_cred = ids["u1"], ids["u3"], ids["u4"]
+        globex = s.scalars(select(Client).where(Client.name == "globex")).one()
+        checked = now - timedelta(hours=1)
+
+        def page(
+            credential_id: str,
+            page_id: str,
+            name: str,
+            *,
+            status: PageTokenStatus = PageTokenStatus.VALID,
+            tasks: list[str] | None = None,
+        ) -> None:
+            s.add(
+                CredentialPage(
+                    credential_id=credential_id,
+                    page_id=page_id,
+                    name=name,
+                    page_token=token("page") if status is PageTokenStatus.VALID else None,
+                    token_status=status,
+                    tasks=tasks,
+                    checked_at=checked,
+                )
+            )
+
+        for credential_id in (active, reauth, globex_cred):
+            s.execute(
+                update(Credential)
+                .where(Credential.id == credential_id)
+                .values(user_token=token("user"), last_checked_at=checked)
+            )
+        page(active, "page-acme", "Acme", tasks=[CREATE_CONTENT, "MODERATE"])
+        page(active, "page-acme-shop", "Acme Shop", tasks=["ANALYZE"])
+        page(reauth, "page-acme", "Acme", status=PageTokenStatus.DEAD, tasks=[CREATE_CONTENT])
+        page(reauth, "page-acme-blog", TRICKY_PAGE_NAME, tasks=[CREATE_CONTENT])
+        page(globex_cred, "page-globex", "Globex")
+        expired = Credential(
+            client_id=globex.id,
+            fb_user_id="u6",
+            status=CredentialStatus.USER_TOKEN_EXPIRED,
+            user_token=token("user"),
+            expires_at=now - timedelta(days=2),
+            user_token_dead_at=now - timedelta(days=2),
+            data_access_expires_at=now + timedelta(days=30),
+            last_checked_at=checked,
+        )
+        s.add(expired)
+        s.flush()
+        page(expired.id, "page-globex-news", "Globex News", tasks=[CREATE_CONTENT])
+        parked = s.scalars(
+            select(Post.id).where(
+                Post.credential_id == reauth, Post.status == PostStatus.NEEDS_REAUTH
+            )
+        ).one()
+        return PageHealthPopulation(
+            active_credential=active,
+            reauth_credential=reauth,
+            globex_credential=globex_cred,
+            expired_credential=expired.id,
+            dead_page="page-acme",
+            parked_post=parked,
+            tokens=tokens,
+            # populate's posts: u1 has 2 future and 3 due scheduled ones, one queued and
+            # one publishing; u3 the parked one; u4 globex's scheduled one.
+            waiting={
+                active: {"scheduled": 5, "queued": 1, "publishing": 1},
+                reauth: {"needs_reauth": 1},
+                globex_cred: {"scheduled": 1},
+                expired.id: {},
+            },
+        )

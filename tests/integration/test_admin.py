@@ -121,7 +121,7 @@ def test_stats_on_an_empty_database(settings: Settings, api: TestClient, redis_u
             "lateness_seconds": {"p50": None, "p95": None, "p99": None},
         },
         "top_errors": [],
-        "credentials": {"active": 0, "expiring": 0, "needs_reauth": 0},
+        "credentials": {"active": 0, "expiring": 0, "user_token_expired": 0, "needs_reauth": 0},
         "queue_depth": 0,
         "due_not_dispatched": 0,
     }

@@ -569,3 +569,144 @@ def test_sqlite_intake_works_too(
             api.get("/v1/credentials", headers=key).json()["credentials"][0]["id"]
             == response.json()["id"]
         )
+
+
+# --- the grant and the Page tasks ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "missing",
+    [["pages_manage_posts"], ["pages_show_list", "pages_read_engagement"]],
+)
+def test_a_grant_without_what_offpost_needs_is_refused_naming_it(
+    api: TestClient,
+    alice: dict[str, str],
+    graph: SandboxClient,
+    settings: Settings,
+    missing: list[str],
+) -> None:
+    granted = [
+        scope
+        for scope in (
+            "public_profile",
+            "pages_show_list",
+            "pages_manage_posts",
+            "pages_read_engagement",
+        )
+        if scope not in missing
+    ]
+    user = graph.mint_user(pages=1, scopes=granted)
+    response = api.post(
+        "/v1/credentials", json={"access_token": user["access_token"]}, headers=alice
+    )
+    body = assert_problem(response, 422, "missing_permissions")
+    assert body["missing_permissions"] == sorted(
+        missing, key=["pages_show_list", "pages_manage_posts", "pages_read_engagement"].index
+    )
+    for scope in missing:
+        assert scope in body["detail"]
+    assert user["access_token"] not in response.text
+    # The same through a post that carries the token.
+    inline = api.post(
+        "/v1/posts",
+        json={
+            "access_token": user["access_token"],
+            "target": user["pages"][0]["id"],
+            "message": "hello",
+        },
+        headers=alice,
+    )
+    assert (
+        assert_problem(inline, 422, "missing_permissions")["errors"][0]["field"] == "access_token"
+    )
+    assert count_credentials(settings) == 0
+
+
+def test_a_page_without_create_content_takes_no_posts(
+    api: TestClient, alice: dict[str, str], graph: SandboxClient
+) -> None:
+    user = graph.mint_user(pages=2)
+    postable, read_only = (page["id"] for page in user["pages"])
+    graph.set_tasks(user["user_id"], read_only, ["ANALYZE", "MODERATE"])
+    created = api.post(
+        "/v1/credentials", json={"access_token": user["access_token"]}, headers=alice
+    )
+    assert created.status_code == 201, created.text
+    pages = {page["id"]: page for page in created.json()["pages"]}
+    assert pages[postable]["can_post"] is True
+    assert "CREATE_CONTENT" in pages[postable]["tasks"]
+    assert pages[read_only]["can_post"] is False
+    assert pages[read_only]["tasks"] == ["ANALYZE", "MODERATE"]
+    assert pages[read_only]["token"] == "valid"
+    credential_id = created.json()["id"]
+
+    def post(target: str) -> httpx.Response:
+        return api.post(
+            "/v1/posts",
+            json={
+                "credential_id": credential_id,
+                "target": target,
+                "message": "hello",
+                "publish_at": "2030-01-01T09:00:00Z",
+            },
+            headers=alice,
+        )
+
+    assert post(postable).status_code == 201
+    refused = assert_problem(post(read_only), 422, "page_not_postable")
+    assert "CREATE_CONTENT" in refused["detail"]
+    schedule = api.post(
+        "/v1/schedules",
+        json={
+            "credential_id": credential_id,
+            "target": read_only,
+            "message": "weekly",
+            "rrule": "FREQ=WEEKLY",
+            "timezone": "Europe/Berlin",
+            "start_at": "2030-01-01T09:00:00Z",
+        },
+        headers=alice,
+    )
+    assert_problem(schedule, 422, "page_not_postable")
+
+
+def test_a_fresh_login_without_a_page_keeps_its_posts_waiting_until_it_is_back(
+    api: TestClient, alice: dict[str, str], graph: SandboxClient, settings: Settings
+) -> None:
+    user = graph.mint_user(pages=2)
+    kept, lost = (page["id"] for page in user["pages"])
+    created = api.post(
+        "/v1/credentials", json={"access_token": user["access_token"]}, headers=alice
+    ).json()
+    post = api.post(
+        "/v1/posts",
+        json={
+            "credential_id": created["id"],
+            "target": lost,
+            "message": "waits for its Page",
+            "publish_at": "2030-01-01T09:00:00Z",
+        },
+        headers=alice,
+    ).json()
+    assert post["status"] == "scheduled"
+
+    def login_again() -> dict[str, Any]:
+        fresh = graph.control("POST", f"/users/{user['user_id']}/tokens")
+        response = api.post(
+            "/v1/credentials", json={"access_token": fresh["access_token"]}, headers=alice
+        )
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    graph.remove_role(user["user_id"], lost)
+    renewed = login_again()
+    assert renewed["status"] == "needs_reauth"
+    assert {p["id"]: p["token"] for p in renewed["pages"]} == {kept: "valid", lost: "dead"}
+    assert api.get(f"/v1/posts/{post['id']}", headers=alice).json()["status"] == "needs_reauth"
+
+    graph.restore_role(user["user_id"], lost)
+    back = login_again()
+    assert back["status"] == "active"
+    assert {p["id"]: p["token"] for p in back["pages"]} == {kept: "valid", lost: "valid"}
+    assert api.get(f"/v1/posts/{post['id']}", headers=alice).json()["status"] == "scheduled"

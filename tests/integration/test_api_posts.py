@@ -15,8 +15,10 @@ from sqlalchemy import select, update
 
 from offpost.models import (
     Credential,
+    CredentialPage,
     CredentialStatus,
     IdempotencyKey,
+    PageTokenStatus,
     Post,
     PostStatus,
     make_engine,
@@ -251,10 +253,15 @@ def test_deleted_credential_is_a_conflict(
     assert count_posts(settings) == 0
 
 
-def test_needs_reauth_credential_accepts_the_post_as_needs_reauth(
+def test_a_post_for_a_page_whose_token_died_is_accepted_as_needs_reauth(
     api: TestClient, alice: Account, settings: Settings
 ) -> None:
     with db_session(settings) as session:
+        session.execute(
+            update(CredentialPage)
+            .where(CredentialPage.credential_id == alice.credential_id)
+            .values(token_status=PageTokenStatus.DEAD, page_token=None)
+        )
         session.execute(
             update(Credential)
             .where(Credential.id == alice.credential_id)

@@ -22,6 +22,7 @@ from offpost.models import (
     Credential,
     CredentialPage,
     CredentialStatus,
+    PageTokenStatus,
     Post,
     PostStatus,
     hash_api_key,
@@ -260,12 +261,14 @@ def test_a_timezone_option_applies_to_lines_without_one(shop: Shop, tmp_path: Pa
     ]
 
 
-def test_a_post_of_a_credential_needing_reauth_waits_for_a_fresh_token(
+def test_a_post_for_a_page_whose_token_died_waits_for_a_fresh_token(
     shop: Shop, tmp_path: Path
 ) -> None:
     with make_sessionmaker(shop.engine).begin() as session:
         credential = session.get_one(Credential, shop.second)
         credential.status = CredentialStatus.NEEDS_REAUTH
+        for page in credential.pages:
+            page.token_status = PageTokenStatus.DEAD
 
     result = offpost("import", write(tmp_path, f"{HEADER}\n333,later,,,,\n"), "--client", "bakery")
 

@@ -1,4 +1,4 @@
-"""The expiry sweep on PostgreSQL against the Graph sandbox (its clock moved towards expiry).
+"""The daily token check on PostgreSQL against the Graph sandbox (its clock moved towards expiry).
 
 offpost's own clock is the sweep's ``now`` argument: it is moved by exactly as
 much as the sandbox clock, so both sides agree on how close the token is to its end.
@@ -26,6 +26,7 @@ from offpost.models import (
     CredentialStatus,
     EventType,
     IdempotencyKey,
+    PageTokenStatus,
     Post,
     PostStatus,
     WebhookEvent,
@@ -35,7 +36,7 @@ from offpost.models import (
 from offpost.models.base import utcnow
 from offpost.scheduler.housekeeping import Housekeeping
 from offpost.settings import Settings
-from offpost.tokens.death import ciphertext_if_still, mark_credential_dead
+from offpost.tokens.death import ciphertext_if_still, mark_pages_dead
 from offpost.tokens.expiry import ExpirySweep
 from tests.integration.api_support import add_client, bearer
 from tests.integration.sandbox_support import SandboxClient
@@ -110,42 +111,102 @@ def later(graph: SandboxClient, by: timedelta) -> datetime:
     return datetime.fromtimestamp(graph.advance(by.total_seconds()), UTC)
 
 
-def test_a_fresh_credential_is_left_alone(
+def test_a_fresh_credential_is_checked_and_stays_active(
     sweep: ExpirySweep, hooked: Setup, sessions: sessionmaker[Session]
 ) -> None:
-    result = sweep.run(datetime.now(UTC))
-    assert result.checked == []
-    assert credential(sessions, hooked.credential_id).status == CredentialStatus.ACTIVE
+    now = datetime.now(UTC)
+    result = sweep.run(now)
+    assert result.checked == result.active == [hooked.credential_id]
+    checked = credential(sessions, hooked.credential_id)
+    assert checked.status == CredentialStatus.ACTIVE
+    assert checked.last_checked_at is not None
+    [page] = checked.pages
+    assert page.token_status is PageTokenStatus.VALID
+    assert page.tasks is not None
+    assert "CREATE_CONTENT" in page.tasks
+    assert events(sessions, EventType.CREDENTIAL_EXPIRING) == []
 
 
-def test_a_credential_near_its_end_becomes_expiring_once(
+def test_the_warnings_come_at_14_3_and_1_days_each_once(
     sweep: ExpirySweep,
     hooked: Setup,
     graph: SandboxClient,
     sessions: sessionmaker[Session],
     api: TestClient,
 ) -> None:
-    before = credential(sessions, hooked.credential_id)
-    graph.control("DELETE", "/calls")
-    now = later(graph, timedelta(days=59))
-    result = sweep.run(now)
-    assert result.expiring == [hooked.credential_id]
-    after = credential(sessions, hooked.credential_id)
-    assert after.status == CredentialStatus.EXPIRING
-    # The re-exchange gave the same token back: nothing better to store.
-    assert after.user_token == before.user_token
-    calls = [c["path"] for c in graph.control("GET", "/calls")["data"]]
-    assert any(p.endswith("/debug_token") for p in calls)
-    assert any(p.endswith("/oauth/access_token") for p in calls)
-    assert any(p.endswith("/me/accounts") for p in calls)
-    [event] = events(sessions, EventType.CREDENTIAL_EXPIRING)
+    """A daily check across the user token's last fortnight: three warnings, no more."""
+    expires_at = credential(sessions, hooked.credential_id).expires_at
+    assert expires_at is not None
+    seen: list[str] = []
+    statuses: list[CredentialStatus] = []
+    for day in range(44, 60):
+        now = later(graph, DAY if day > 44 else timedelta(days=44))
+        sweep.run(now)
+        statuses.append(credential(sessions, hooked.credential_id).status)
+        seen = [e["created_at"] for e in events(sessions, EventType.CREDENTIAL_EXPIRING)]
+    # 60 days to live: the marks are reached on days 46, 57 and 59.
+    assert len(seen) == 3, seen
+    assert statuses[:2] == [CredentialStatus.ACTIVE] * 2
+    assert set(statuses[2:]) == {CredentialStatus.EXPIRING}
+    warnings = events(sessions, EventType.CREDENTIAL_EXPIRING)
     api_view = api.get(f"/v1/credentials/{hooked.credential_id}", headers=hooked.key).json()
-    assert event["data"] == api_view
-    assert event["data"]["status"] == "expiring"
-    assert "token" not in json.dumps(event["data"])
-    # The next daily sweep sees the same expiry: no second event.
-    assert sweep.run(later(graph, timedelta(hours=20))).expiring == [hooked.credential_id]
-    assert len(events(sessions, EventType.CREDENTIAL_EXPIRING)) == 1
+    assert warnings[-1]["data"]["status"] == "expiring"
+    assert warnings[-1]["data"]["expires_at"] == api_view["expires_at"]
+    # What happens on the day, and what to do, in the event itself.
+    assert "keep publishing" in warnings[-1]["data"]["advice"]
+    assert "log in again" in warnings[-1]["data"]["advice"]
+    shown = json.dumps(warnings)
+    assert "access_token" not in shown
+    assert "EAA" not in shown
+
+
+def test_a_check_that_ran_late_sends_only_the_nearest_warning(
+    sweep: ExpirySweep, hooked: Setup, graph: SandboxClient, sessions: sessionmaker[Session]
+) -> None:
+    sweep.run(later(graph, timedelta(days=58)))  # two days left: past the 14 and 3 day marks
+    sweep.run(later(graph, timedelta(hours=6)))
+    [warning] = events(sessions, EventType.CREDENTIAL_EXPIRING)
+    assert warning["data"]["status"] == "expiring"
+
+
+def test_the_user_tokens_end_parks_nothing(
+    sweep: ExpirySweep,
+    hooked: Setup,
+    graph: SandboxClient,
+    sessions: sessionmaker[Session],
+    api: TestClient,
+) -> None:
+    response = api.post(
+        "/v1/posts",
+        json={
+            "credential_id": hooked.credential_id,
+            "target": hooked.page_id,
+            "message": "after the user token's end",
+            "publish_at": (datetime.now(UTC) + timedelta(days=70)).isoformat(),
+        },
+        headers=hooked.key,
+    )
+    assert response.status_code == 201, response.text
+    now = later(graph, timedelta(days=61))
+    assert sweep.run(now).user_token_expired == [hooked.credential_id]
+    after = credential(sessions, hooked.credential_id)
+    assert after.status == CredentialStatus.USER_TOKEN_EXPIRED
+    assert after.user_token_dead_at == now
+    # The Page token outlives the user token: checked, still valid, still there.
+    [page] = after.pages
+    assert page.token_status is PageTokenStatus.VALID
+    assert page.page_token
+    with sessions() as session:
+        post = session.get(Post, response.json()["id"])
+        assert post is not None
+        assert post.status == PostStatus.SCHEDULED
+    [event] = events(sessions, EventType.CREDENTIAL_USER_TOKEN_EXPIRED)
+    assert event["data"]["status"] == "user_token_expired"
+    assert "keep publishing" in event["data"]["advice"]
+    # Checked again the next day: the same finding, no second event.
+    assert sweep.run(now + DAY).user_token_expired == [hooked.credential_id]
+    assert len(events(sessions, EventType.CREDENTIAL_USER_TOKEN_EXPIRED)) == 1
+    assert events(sessions, EventType.CREDENTIAL_NEEDS_REAUTH) == []
 
 
 def test_a_fresh_token_from_the_client_makes_it_active_again(
@@ -155,35 +216,15 @@ def test_a_fresh_token_from_the_client_makes_it_active_again(
     sessions: sessionmaker[Session],
     api: TestClient,
 ) -> None:
-    now = later(graph, timedelta(days=58))
-    assert sweep.run(now).expiring == [hooked.credential_id]
+    now = later(graph, timedelta(days=61))
+    assert sweep.run(now).user_token_expired == [hooked.credential_id]
     fresh = graph.control("POST", f"/users/{hooked.user['user_id']}/tokens")
     response = api.post(
         "/v1/credentials", json={"access_token": fresh["access_token"]}, headers=hooked.key
     )
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "active"
-
-
-def test_a_post_after_the_tokens_end_makes_it_expiring_early(
-    sweep: ExpirySweep,
-    hooked: Setup,
-    sessions: sessionmaker[Session],
-    api: TestClient,
-) -> None:
-    response = api.post(
-        "/v1/posts",
-        json={
-            "credential_id": hooked.credential_id,
-            "target": hooked.page_id,
-            "message": "in 70 days",
-            "publish_at": (datetime.now(UTC) + timedelta(days=70)).isoformat(),
-        },
-        headers=hooked.key,
-    )
-    assert response.status_code == 201, response.text
-    assert sweep.run(datetime.now(UTC)).expiring == [hooked.credential_id]
-    assert len(events(sessions, EventType.CREDENTIAL_EXPIRING)) == 1
+    assert response.json()["user_token_expired_at"] is None
 
 
 def test_a_failed_refresh_never_overwrites_the_good_token(
@@ -201,7 +242,7 @@ def test_a_failed_refresh_never_overwrites_the_good_token(
     assert after.expires_at is not None
 
 
-def test_an_invalidated_user_is_needs_reauth_with_its_posts_parked(
+def test_an_invalidated_user_parks_the_posts_of_its_dead_pages(
     sweep: ExpirySweep,
     hooked: Setup,
     graph: SandboxClient,
@@ -219,12 +260,15 @@ def test_an_invalidated_user_is_needs_reauth_with_its_posts_parked(
         headers=hooked.key,
     )
     assert response.status_code == 201, response.text
+    # A password change kills the user token and every Page token derived from it.
     graph.control(
         "POST", f"/users/{hooked.user['user_id']}/invalidate", {"reason": "password_changed"}
     )
-    now = later(graph, timedelta(days=59))
-    assert sweep.run(now).dead == [hooked.credential_id]
-    assert credential(sessions, hooked.credential_id).status == CredentialStatus.NEEDS_REAUTH
+    now = later(graph, timedelta(days=20))
+    assert sweep.run(now).needs_reauth == [hooked.credential_id]
+    after = credential(sessions, hooked.credential_id)
+    assert after.status == CredentialStatus.NEEDS_REAUTH
+    assert [(p.token_status, p.page_token) for p in after.pages] == [(PageTokenStatus.DEAD, None)]
     with sessions() as session:
         post = session.get(Post, response.json()["id"])
         assert post is not None
@@ -232,16 +276,36 @@ def test_an_invalidated_user_is_needs_reauth_with_its_posts_parked(
     [event] = events(sessions, EventType.CREDENTIAL_NEEDS_REAUTH)
     assert event["data"]["status"] == "needs_reauth"
     assert event["data"]["id"] == hooked.credential_id
-    # Dead credentials are not swept again.
-    assert sweep.run(now + DAY).checked == []
+    assert [p["token"] for p in event["data"]["pages"]] == ["dead"]
+    assert len(events(sessions, EventType.CREDENTIAL_USER_TOKEN_EXPIRED)) == 1
+    # Checked again the next day: nothing new to say.
+    assert sweep.run(now + DAY).needs_reauth == [hooked.credential_id]
+    assert len(events(sessions, EventType.CREDENTIAL_NEEDS_REAUTH)) == 1
     assert events(sessions, EventType.CREDENTIAL_EXPIRING) == []
 
 
-def test_an_expired_token_is_needs_reauth(
-    sweep: ExpirySweep, hooked: Setup, graph: SandboxClient, sessions: sessionmaker[Session]
+def test_check_now_answers_the_health_document(
+    hooked: Setup, graph: SandboxClient, api: TestClient, settings: Settings
 ) -> None:
-    assert sweep.run(later(graph, timedelta(days=61))).dead == [hooked.credential_id]
-    assert len(events(sessions, EventType.CREDENTIAL_NEEDS_REAUTH)) == 1
+    url = f"/v1/credentials/{hooked.credential_id}"
+    checked = api.post(f"{url}/check", headers=hooked.key)
+    assert checked.status_code == 200, checked.text
+    shown = api.get(url, headers=hooked.key).json()
+    assert checked.json() == shown
+    assert shown["status"] == "active"
+    assert shown["last_checked_at"] is not None
+    assert [(p["token"], p["can_post"]) for p in shown["pages"]] == [("valid", True)]
+    graph.control(
+        "POST", f"/users/{hooked.user['user_id']}/invalidate", {"reason": "password_changed"}
+    )
+    dead = api.post(f"{url}/check", headers=hooked.key).json()
+    assert dead["status"] == "needs_reauth"
+    assert [(p["token"], p["can_post"]) for p in dead["pages"]] == [("dead", False)]
+    assert "log in again" in dead["advice"]
+    assert "access_token" not in json.dumps(dead)
+    # Another client cannot check it.
+    other = bearer(add_client(settings, "someone-else"))
+    assert api.post(f"{url}/check", headers=other).status_code == 404
 
 
 def test_graph_down_skips_the_credential_until_the_next_sweep(
@@ -336,7 +400,12 @@ def test_a_refresh_that_gains_time_is_stored(
         if path.endswith("/oauth/access_token"):
             return httpx.Response(200, json={"access_token": "EAAnewer", "expires_in": 60 * 86400})
         if path.endswith("/me/accounts"):
-            page = {"id": hooked.page_id, "name": "P", "access_token": "EAApage2", "tasks": []}
+            page = {
+                "id": hooked.page_id,
+                "name": "P",
+                "access_token": "EAApage2",
+                "tasks": ["CREATE_CONTENT"],
+            }
             return httpx.Response(200, json={"data": [page]})
         return httpx.Response(404, json={"error": {"code": 100, "message": path}})
 
@@ -345,7 +414,7 @@ def test_a_refresh_that_gains_time_is_stored(
             http, graph_url="https://graph.test", version="v26.0", app_id="1", app_secret="s"
         )
         result = ExpirySweep(sessions, client, MARGIN).run(now)
-    assert result.refreshed == [hooked.credential_id]
+    assert result.active == [hooked.credential_id]
     after = credential(sessions, hooked.credential_id)
     assert after.user_token == "EAAnewer"
     assert after.status == CredentialStatus.ACTIVE
@@ -361,8 +430,8 @@ def test_a_token_found_dead_is_not_held_against_one_the_client_stored_since(
     sessions: sessionmaker[Session],
     api: TestClient,
 ) -> None:
-    """Whoever finds a user token dead (a worker's call, the sweep) marks the credential
-    only while it still holds that token: a fresh one stored meanwhile is left alone."""
+    """Whoever finds a Page token dead (a worker's call, the check) marks it only while the
+    credential still holds the user token it tried: a fresh one stored meanwhile wins."""
     old_token = credential(sessions, hooked.credential_id).user_token
     assert old_token is not None
     fresh = graph.control("POST", f"/users/{hooked.user['user_id']}/tokens")
@@ -378,8 +447,9 @@ def test_a_token_found_dead_is_not_held_against_one_the_client_stored_since(
         raw = ciphertext_if_still(session, hooked.credential_id, current)
         assert raw is not None
         # A stale ciphertext changes nothing; the stored one marks it dead, once.
-        assert not mark_credential_dead(session, hooked.credential_id, utcnow(), expected_token="x")
-        assert mark_credential_dead(session, hooked.credential_id, utcnow(), expected_token=raw)
-        assert not mark_credential_dead(session, hooked.credential_id, utcnow(), expected_token=raw)
+        cid, pages = hooked.credential_id, [hooked.page_id]
+        assert mark_pages_dead(session, cid, pages, utcnow(), expected_token="x") == []
+        assert mark_pages_dead(session, cid, pages, utcnow(), expected_token=raw) == pages
+        assert mark_pages_dead(session, cid, pages, utcnow(), expected_token=raw) == []
     assert credential(sessions, hooked.credential_id).status == CredentialStatus.NEEDS_REAUTH
     assert len(events(sessions, EventType.CREDENTIAL_NEEDS_REAUTH)) == 1

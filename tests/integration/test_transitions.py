@@ -30,7 +30,7 @@ from offpost.models.transitions import (
     claim_for_publishing,
     leave_published,
     next_due_at,
-    park_credential_posts,
+    park_page_posts,
     reap_expired,
     requeue_stale,
 )
@@ -192,18 +192,22 @@ def test_stale_queued_posts_are_resent_once_per_window(sessions: sessionmaker[Se
         assert requeue_stale(session, NOW + timedelta(seconds=32), window, 10) == []
 
 
-def test_a_dead_credential_parks_only_waiting_posts(sessions: sessionmaker[Session]) -> None:
-    ids = add_posts(sessions, [timedelta(0)] * 3)
+def test_a_dead_page_token_parks_only_that_pages_waiting_posts(
+    sessions: sessionmaker[Session],
+) -> None:
+    ids = add_posts(sessions, [timedelta(0)] * 4)
     with sessions.begin() as session:
         session.get(Post, ids[1]).status = PostStatus.PUBLISHED  # type: ignore[union-attr]
         session.get(Post, ids[2]).status = PostStatus.FAILED  # type: ignore[union-attr]
+        session.get(Post, ids[3]).target = "other"  # type: ignore[union-attr]
     with sessions.begin() as session:
         credential_id = session.scalars(select(Credential.id)).one()
-        assert park_credential_posts(session, credential_id, NOW) == 1
+        assert park_page_posts(session, credential_id, ["p"], NOW) == 1
     assert statuses(sessions) == {
         ids[0]: PostStatus.NEEDS_REAUTH,
         ids[1]: PostStatus.PUBLISHED,
         ids[2]: PostStatus.FAILED,
+        ids[3]: PostStatus.SCHEDULED,  # another Page of the same credential
     }
 
 

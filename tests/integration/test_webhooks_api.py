@@ -198,10 +198,13 @@ def test_a_dead_token_found_by_the_api_parks_posts_and_tells_the_webhook(
         credential = session.get(Credential, cred_id)
         assert credential is not None
         assert credential.status == CredentialStatus.NEEDS_REAUTH
-    [event] = events(settings)  # once, not once per call
-    assert event.type == EventType.CREDENTIAL_NEEDS_REAUTH
+    # Once each, not once per call: the user token is dead, and so is the Page's token.
+    kinds = sorted(e.type for e in events(settings))
+    assert kinds == [EventType.CREDENTIAL_NEEDS_REAUTH, EventType.CREDENTIAL_USER_TOKEN_EXPIRED]
+    [event] = [e for e in events(settings) if e.type == EventType.CREDENTIAL_NEEDS_REAUTH]
     document = json.loads(event.payload)
     assert document["id"] == event.id
     assert document["data"] == api.get(f"/v1/credentials/{cred_id}", headers=alice).json()
     assert user["access_token"] not in event.payload
-    assert "token" not in json.dumps(document["data"])
+    assert "access_token" not in json.dumps(document["data"])
+    assert "EAA" not in json.dumps(document["data"])

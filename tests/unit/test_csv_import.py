@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from offpost.models import Credential, CredentialPage, CredentialStatus, PostStatus
+from offpost.models import Credential, CredentialPage, CredentialStatus, PageTokenStatus, PostStatus
 from offpost.posts.csv_import import (
     CredentialIndex,
     CsvImportError,
@@ -163,12 +163,15 @@ def test_publish_at_refused(text: str, zone: str | None, reason: str) -> None:
 
 
 def credential(
-    cred_id: str, *pages: str, status: CredentialStatus = CredentialStatus.ACTIVE
+    cred_id: str,
+    *pages: str,
+    status: CredentialStatus = CredentialStatus.ACTIVE,
+    token: PageTokenStatus = PageTokenStatus.VALID,
 ) -> Credential:
     return Credential(
         id=cred_id,
         status=status,
-        pages=[CredentialPage(page_id=p, name=f"Page {p}") for p in pages],
+        pages=[CredentialPage(page_id=p, name=f"Page {p}", token_status=token) for p in pages],
     )
 
 
@@ -184,7 +187,12 @@ def index() -> CredentialIndex:
             credential(CRED_A, "111", "222"),
             credential(CRED_B, "222", "333"),
             credential(CRED_GONE, "444", status=CredentialStatus.DELETED),
-            credential("cred_" + "R" * 20, "555", status=CredentialStatus.NEEDS_REAUTH),
+            credential(
+                "cred_" + "R" * 20,
+                "555",
+                status=CredentialStatus.NEEDS_REAUTH,
+                token=PageTokenStatus.DEAD,
+            ),
         ]
     )
 
@@ -242,7 +250,7 @@ def test_the_default_zone_applies_to_lines_without_one(index: CredentialIndex) -
     assert post.publish_at == datetime(2030, 7, 1, 7, 0, tzinfo=UTC)
 
 
-def test_a_line_with_a_needs_reauth_credential_is_accepted_as_the_api_does(check: Check) -> None:
+def test_a_line_for_a_page_whose_token_died_is_accepted_as_the_api_does(check: Check) -> None:
     post = check(target="555")
 
     assert isinstance(post, NewPost)

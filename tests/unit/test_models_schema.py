@@ -92,7 +92,13 @@ def test_the_documented_status_values() -> None:
         "needs_reauth",
         "canceled",
     }
-    assert {s.value for s in CredentialStatus} == {"active", "expiring", "needs_reauth", "deleted"}
+    assert {s.value for s in CredentialStatus} == {
+        "active",
+        "expiring",
+        "user_token_expired",
+        "needs_reauth",
+        "deleted",
+    }
     assert {s.value for s in AttemptOutcome} == {
         "published",
         "retry",

@@ -10,7 +10,14 @@ import pytest
 from pydantic import ValidationError
 
 from offpost.api.schemas import AttemptOut, PostBatchCreate
-from offpost.models import Credential, CredentialPage, CredentialStatus, PostStatus, is_id
+from offpost.models import (
+    Credential,
+    CredentialPage,
+    CredentialStatus,
+    PageTokenStatus,
+    PostStatus,
+    is_id,
+)
 from offpost.models.ids import IdPrefix
 from offpost.posts.idempotency import check_key
 from offpost.posts.input import PostCreate
@@ -191,18 +198,31 @@ def test_batch_paths_name_the_item() -> None:
 # --- credentials -------------------------------------------------------------------------------
 
 
-def _credential(status: CredentialStatus = CredentialStatus.ACTIVE) -> Credential:
+def _credential(
+    status: CredentialStatus = CredentialStatus.ACTIVE,
+    token: PageTokenStatus = PageTokenStatus.VALID,
+    tasks: list[str] | None = None,
+) -> Credential:
     credential = Credential(id="cred_aaaaaaaaaaaaaaaaaaaa", fb_user_id="9", status=status)
-    credential.pages = [CredentialPage(page_id="111", name="P")]
+    credential.pages = [CredentialPage(page_id="111", name="P", token_status=token, tasks=tasks)]
     return credential
 
 
-def test_initial_status_follows_the_credential() -> None:
+def test_initial_status_follows_the_page() -> None:
     assert initial_status(_credential(), "111") is PostStatus.SCHEDULED
     assert initial_status(_credential(CredentialStatus.EXPIRING), "111") is PostStatus.SCHEDULED
-    assert (
-        initial_status(_credential(CredentialStatus.NEEDS_REAUTH), "111") is PostStatus.NEEDS_REAUTH
-    )
+    # The user token's end stops nothing: the Page token publishes.
+    expired = _credential(CredentialStatus.USER_TOKEN_EXPIRED)
+    assert initial_status(expired, "111") is PostStatus.SCHEDULED
+    # Another Page's dead token stops nothing here either.
+    assert initial_status(_credential(CredentialStatus.NEEDS_REAUTH), "111") is PostStatus.SCHEDULED
+    dead = _credential(CredentialStatus.NEEDS_REAUTH, PageTokenStatus.DEAD)
+    assert initial_status(dead, "111") is PostStatus.NEEDS_REAUTH
+    no_task = initial_status(_credential(tasks=["ANALYZE", "MODERATE"]), "111")
+    assert isinstance(no_task, FieldProblem)
+    assert (no_task.field, no_task.code) == ("target", "page_not_postable")
+    assert "CREATE_CONTENT" in no_task.message
+    assert initial_status(_credential(tasks=["CREATE_CONTENT"]), "111") is PostStatus.SCHEDULED
     deleted = initial_status(_credential(CredentialStatus.DELETED), "111")
     assert deleted == FieldProblem("credential_id", deleted.message, "conflict")  # type: ignore[union-attr]
     missing = initial_status(None, "111")

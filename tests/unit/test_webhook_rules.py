@@ -11,7 +11,7 @@ import pytest
 from offpost.api.webhooks import check_webhook_url
 from offpost.models import EventType
 from offpost.outbox import event_document, expiring_dedupe_key
-from offpost.tokens.expiry import at_risk
+from offpost.tokens.expiry import due_warning
 from offpost.workers.app import make_celery
 from offpost.workers.webhooks import DeliveryPolicy
 
@@ -89,33 +89,36 @@ def test_webhook_urls_refused(url: str) -> None:
         check_webhook_url(url)
 
 
-MARGIN = timedelta(hours=72)
+WARNINGS = (14, 3, 1)
 
 
 @pytest.mark.parametrize(
-    ("expires_in", "latest_post_in", "risky"),
+    ("expires_in", "due"),
     [
-        (None, None, False),  # never expires
-        (timedelta(days=30), None, False),
-        (timedelta(hours=71), None, True),
-        (timedelta(hours=-1), None, True),  # already past
-        (timedelta(days=30), timedelta(days=29), False),
-        (timedelta(days=30), timedelta(days=31), True),  # a post after the token's end
+        (None, None),  # never expires
+        (timedelta(days=30), None),
+        (timedelta(days=14, seconds=1), None),
+        (timedelta(days=14), 14),
+        (timedelta(days=5), 14),
+        (timedelta(days=3), 3),
+        # A sweep that missed the 14- and 3-day marks warns once, for the nearest.
+        (timedelta(hours=20), 1),
+        (timedelta(seconds=-1), None),  # already past: user_token_expired says it
     ],
 )
-def test_at_risk(
-    expires_in: timedelta | None, latest_post_in: timedelta | None, risky: bool
+def test_the_warning_due_is_the_nearest_mark_reached(
+    expires_in: timedelta | None, due: int | None
 ) -> None:
     expires_at = T0 + expires_in if expires_in is not None else None
-    latest = T0 + latest_post_in if latest_post_in is not None else None
-    assert at_risk(expires_at, T0, MARGIN, latest) is risky
+    assert due_warning(expires_at, T0, WARNINGS) == due
 
 
 def test_expiring_is_deduplicated_per_expiry_date() -> None:
-    key = expiring_dedupe_key("cred_1", T0)
-    assert key == expiring_dedupe_key("cred_1", T0)
-    assert key != expiring_dedupe_key("cred_1", T0 + timedelta(days=60))
-    assert key != expiring_dedupe_key("cred_2", T0)
+    key = expiring_dedupe_key("cred_1", T0, 14)
+    assert key == expiring_dedupe_key("cred_1", T0, 14)
+    assert key != expiring_dedupe_key("cred_1", T0, 3)
+    assert key != expiring_dedupe_key("cred_1", T0 + timedelta(days=60), 14)
+    assert key != expiring_dedupe_key("cred_2", T0, 14)
 
 
 def test_workers_send_task_events_for_flower() -> None:

@@ -8,9 +8,10 @@ long-lived token and the Page tokens never leave: responses are built from
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 from sqlalchemy import select
 
 from offpost.api.deps import ClientDep, GraphDep, NowDep, SessionDep, SettingsDep
@@ -22,11 +23,15 @@ from offpost.api.schemas import (
     CredentialCreate,
     CredentialList,
 )
+from offpost.graph.client import GraphClient
 from offpost.graph.errors import GraphAuthError, GraphError, GraphRejectedError
 from offpost.models import Credential, CredentialStatus
-from offpost.tokens.death import mark_credential_dead
+from offpost.settings import Settings
+from offpost.tokens.death import mark_user_token_dead
+from offpost.tokens.expiry import ExpirySweep
 from offpost.tokens.intake import (
     GraphUnavailableError,
+    MissingPermissionsError,
     TokenRejectedError,
     forget_credential,
     take_in_token,
@@ -44,6 +49,13 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 def intake_problem(exc: TokenRejectedError | GraphUnavailableError) -> ProblemError:
     """The API's answer when a submitted token cannot be taken in."""
+    if isinstance(exc, MissingPermissionsError):
+        return ProblemError(
+            "missing_permissions",
+            str(exc),
+            errors=[{"field": "access_token", "message": str(exc)}],
+            missing_permissions=list(exc.missing),
+        )
     if isinstance(exc, TokenRejectedError):
         return ProblemError(
             "invalid_token",
@@ -72,7 +84,7 @@ def load_own_credential(session: SessionDep, client_id: str, credential_id: str)
     summary="Hand over a short-lived user token",
     responses={
         200: {"model": CredentialOut, "description": "renewed the credential of this user"},
-        422: {"description": "invalid_token or invalid_request"},
+        422: {"description": "invalid_token, missing_permissions or invalid_request"},
         503: {"description": "graph_unavailable"},
         **_ERRORS,
     },
@@ -95,6 +107,7 @@ def create_credential(
             client_id=client.id,
             short_token=body.access_token,
             now=now,
+            warn_within=settings.warn_within(),
         )
     except (TokenRejectedError, GraphUnavailableError) as exc:
         raise intake_problem(exc) from exc
@@ -120,6 +133,43 @@ def list_credentials(client: ClientDep, session: SessionDep) -> CredentialList:
 )
 def get_credential(credential_id: str, client: ClientDep, session: SessionDep) -> CredentialOut:
     return CredentialOut.of(load_own_credential(session, client.id, credential_id))
+
+
+@router.post(
+    "/{credential_id}/check",
+    response_model=CredentialOut,
+    summary="Check the user token and every Page token now",
+    responses={
+        409: {"description": "the credential is deleted"},
+        503: {"description": "graph_unavailable"},
+        **_ERRORS,
+    },
+)
+def check_credential(
+    credential_id: str,
+    request: Request,
+    client: ClientDep,
+    session: SessionDep,
+    graph: GraphDep,
+    settings: SettingsDep,
+    now: NowDep,
+) -> CredentialOut:
+    """What the daily sweep does for this credential, now; answers its health as ``GET`` does."""
+    credential = load_own_credential(session, client.id, credential_id)
+    if credential.status is CredentialStatus.DELETED:
+        raise ProblemError("conflict", f"credential {credential_id} is deleted")
+    if not check_now(request, graph, settings, credential_id, now):
+        raise intake_problem(GraphUnavailableError("Graph could not check the tokens now"))
+    session.expire_all()
+    return CredentialOut.of(load_own_credential(session, client.id, credential_id))
+
+
+def check_now(
+    request: Request, graph: GraphClient, settings: Settings, credential_id: str, now: datetime
+) -> bool:
+    """The daily check for one credential, now (in its own transaction); whether it ran."""
+    sweep = ExpirySweep.from_settings(request.app.state.sessions, graph, settings)
+    return sweep.check(credential_id, now) != "skipped"
 
 
 @router.delete(
@@ -150,15 +200,17 @@ def delete_credential(
 def create_client_code(
     credential_id: str,
     body: ClientCodeCreate,
+    request: Request,
     client: ClientDep,
     session: SessionDep,
     graph: GraphDep,
+    settings: SettingsDep,
     now: NowDep,
 ) -> ClientCodeOut:
     credential = load_own_credential(session, client.id, credential_id)
     if credential.user_token is None or credential.status in (
         CredentialStatus.DELETED,
-        CredentialStatus.NEEDS_REAUTH,
+        CredentialStatus.USER_TOKEN_EXPIRED,
     ):
         raise ProblemError(
             "conflict",
@@ -167,10 +219,12 @@ def create_client_code(
     try:
         code = graph.client_code(credential.user_token, body.redirect_uri)
     except GraphAuthError as exc:
-        # The stored token is dead: the same as when a worker finds out (docs/design.md
-        # token lifecycle 4), including the credential.needs_reauth event.
-        mark_credential_dead(session, credential.id, now)
-        session.commit()
+        # The stored user token is dead: check the Page tokens too, as the daily check
+        # would (docs/tokens.md); a live Page token still publishes.
+        session.rollback()
+        if not check_now(request, graph, settings, credential.id, now):
+            mark_user_token_dead(session, credential.id, now)
+            session.commit()
         raise ProblemError(
             "conflict",
             f"credential {credential_id} needs a fresh token: Graph rejected it ({exc.message})",

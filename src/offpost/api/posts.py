@@ -154,7 +154,13 @@ def _create(
 
     def intake(token: str) -> Credential:
         credential, _ = take_in_token(
-            session, graph, app_id=app_id, client_id=client_id, short_token=token, now=now
+            session,
+            graph,
+            app_id=app_id,
+            client_id=client_id,
+            short_token=token,
+            now=now,
+            warn_within=request.app.state.settings.warn_within(),
         )
         return credential
 

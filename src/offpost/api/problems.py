@@ -37,6 +37,10 @@ CODES: dict[str, tuple[int, str]] = {
     "outcome_unknown": (409, "Outcome unknown"),
     "invalid_request": (422, "Invalid request"),
     "invalid_token": (422, "Invalid token"),
+    # The user did not grant a permission offpost needs (``missing_permissions`` names them).
+    "missing_permissions": (422, "Missing permissions"),
+    # The user's role on the Page does not let it publish (no CREATE_CONTENT task).
+    "page_not_postable": (422, "Page not postable"),
     "payload_too_large": (413, "Payload too large"),
     "rate_limited": (429, "Too many requests"),
     "graph_unavailable": (503, "Graph API unavailable"),
@@ -56,8 +60,10 @@ class ProblemError(OffpostError):
         status: int | None = None,
         errors: list[dict[str, str]] | None = None,
         headers: dict[str, str] | None = None,
+        missing_permissions: list[str] | None = None,
     ) -> None:
         super().__init__(detail)
+        self.missing_permissions = missing_permissions
         default_status, self.title = CODES[code]
         self.code = code
         self.status = status or default_status
@@ -97,6 +103,8 @@ def problem_response(problem: ProblemError) -> JSONResponse:
         body["errors"] = [
             {"field": e["field"], "message": scrub(e["message"])} for e in problem.errors
         ]
+    if problem.missing_permissions is not None:
+        body["missing_permissions"] = problem.missing_permissions
     return JSONResponse(
         body, status_code=problem.status, headers=problem.headers, media_type=PROBLEM_JSON
     )

@@ -6,7 +6,13 @@ Imports nothing of offpost's other layers.
 from offpost.models.attempt import Attempt, AttemptOutcome
 from offpost.models.base import Base, utcnow
 from offpost.models.client import Client, hash_api_key, key_matches, new_api_key
-from offpost.models.credential import Credential, CredentialPage, CredentialStatus
+from offpost.models.credential import (
+    CREATE_CONTENT,
+    Credential,
+    CredentialPage,
+    CredentialStatus,
+    PageTokenStatus,
+)
 from offpost.models.db import make_engine, make_sessionmaker
 from offpost.models.errors import (
     EncryptionKeysMissingError,
@@ -28,6 +34,7 @@ from offpost.models.webhook import Webhook, new_webhook_secret
 from offpost.models.webhook_event import DeliveryStatus, EventType, WebhookEvent
 
 __all__ = [
+    "CREATE_CONTENT",
     "Attempt",
     "AttemptOutcome",
     "Base",
@@ -43,6 +50,7 @@ __all__ = [
     "MigrationError",
     "Misfire",
     "NaiveDatetimeError",
+    "PageTokenStatus",
     "PeriodicRun",
     "PersistenceError",
     "Post",

@@ -25,16 +25,34 @@ from offpost.models.types import EncryptedToken, StrEnumType
 
 
 class CredentialStatus(enum.StrEnum):
-    """Where a credential stands (the OpenAPI document)."""
+    """Where a credential stands (docs/tokens.md). Posts depend on Page tokens, which
+    outlive the user token: only ``needs_reauth`` (for the dead Pages) and ``deleted``
+    stop posts."""
 
-    #: The token works.
+    #: The user token works and is not near its end; every Page token works.
     ACTIVE = "active"
-    #: It expires within the refresh margin and could not be refreshed.
+    #: The user token ends within the warning window. Posts continue.
     EXPIRING = "expiring"
-    #: Graph rejected it (expired, revoked, password changed...): a fresh token is needed.
+    #: The user token ended (or Graph no longer accepts it): offpost can no longer
+    #: re-derive Page tokens or see new Pages. Posts continue on the live Page tokens.
+    USER_TOKEN_EXPIRED = "user_token_expired"  # noqa: S105 - a status, not a password
+    #: A Page token is dead and cannot be re-derived: that Page's posts wait for a
+    #: fresh token; the other Pages' posts continue.
     NEEDS_REAUTH = "needs_reauth"
     #: The client deleted it; its tokens are wiped.
     DELETED = "deleted"
+
+
+class PageTokenStatus(enum.StrEnum):
+    """Whether a Page token works (docs/tokens.md)."""
+
+    VALID = "valid"
+    #: Graph rejected it and it could not be derived again: the Page's posts wait.
+    DEAD = "dead"
+
+
+#: The Page task a user needs to publish on a Page (Graph's ``tasks`` on ``/me/accounts``).
+CREATE_CONTENT = "CREATE_CONTENT"
 
 
 class Credential(Timestamps, Base):
@@ -60,10 +78,13 @@ class Credential(Timestamps, Base):
     data_access_expires_at: Mapped[datetime | None] = mapped_column(default=None)
     scopes: Mapped[list[str]] = mapped_column(default=list)
     status: Mapped[CredentialStatus] = mapped_column(
-        StrEnumType(CredentialStatus), default=CredentialStatus.ACTIVE
+        StrEnumType(CredentialStatus, 32), default=CredentialStatus.ACTIVE
     )
     #: When offpost last asked Graph about this token (debug_token or a call).
     last_checked_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: When Graph first said the user token is no longer valid (``None`` while it is):
+    #: an expiry date offpost was not told of, or an invalidation that spared the Pages.
+    user_token_dead_at: Mapped[datetime | None] = mapped_column(default=None)
 
     # selectin: a credential is almost always shown with its Pages, and a
     # session is usually closed before the object is serialised.
@@ -105,16 +126,35 @@ class CredentialPage(Timestamps, Base):
     """
 
     __tablename__ = "credential_pages"
+    __table_args__ = (check_in("token_status", PageTokenStatus, "token_status"),)
 
     credential_id: Mapped[str] = mapped_column(
         String(ID_LENGTH), ForeignKey("credentials.id", ondelete="CASCADE"), primary_key=True
     )
     page_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(255))
-    #: The Page token derived from the user token; ``None`` once wiped.
+    #: The Page token derived from the user token; ``None`` once wiped (or dead).
     page_token: Mapped[str | None] = mapped_column(EncryptedToken, default=None)
+    token_status: Mapped[PageTokenStatus] = mapped_column(
+        StrEnumType(PageTokenStatus), default=PageTokenStatus.VALID
+    )
+    #: The user's tasks on the Page as Graph listed them; ``None`` for a Page stored
+    #: before offpost kept them (taken as able to post until the next check).
+    tasks: Mapped[list[str] | None] = mapped_column(default=None)
+    #: When offpost last asked Graph about this Page token.
+    checked_at: Mapped[datetime | None] = mapped_column(default=None)
 
     credential: Mapped[Credential] = relationship(back_populates="pages")
+
+    @property
+    def can_create_content(self) -> bool:
+        """Whether the user's role on the Page lets it publish (the CREATE_CONTENT task)."""
+        return self.tasks is None or CREATE_CONTENT in self.tasks
+
+    @property
+    def postable(self) -> bool:
+        """Whether posts can be published on this Page now."""
+        return self.token_status is not PageTokenStatus.DEAD and self.can_create_content
 
     def __repr__(self) -> str:
         return f"CredentialPage(credential_id={self.credential_id!r}, page_id={self.page_id!r})"

@@ -46,6 +46,7 @@ from sqlalchemy.orm import Session
 
 from offpost.models.attempt import Attempt, AttemptOutcome, Sent
 from offpost.models.clock import db_now, is_postgresql
+from offpost.models.credential import Credential, CredentialStatus, PageTokenStatus
 from offpost.models.ids import IdPrefix, id_factory
 from offpost.models.post import (
     CANCELABLE_STATUSES,
@@ -524,8 +525,11 @@ def leave_canceled(
     )
 
 
-def park_credential_posts(session: Session, credential_id: str, now: datetime) -> int:
-    """Every pending post of a dead credential waits as ``needs_reauth`` (nothing is lost).
+def park_page_posts(
+    session: Session, credential_id: str, page_ids: Iterable[str], now: datetime
+) -> int:
+    """The waiting posts of Pages whose token died wait as ``needs_reauth`` (nothing is
+    lost); returns how many. The credential's other Pages are not touched.
 
     Posts held by a worker are left to it; it parks its own post when it learns.
     """
@@ -533,6 +537,7 @@ def park_credential_posts(session: Session, credential_id: str, now: datetime) -
         update(Post)
         .where(
             Post.credential_id == credential_id,
+            Post.target.in_(list(page_ids)),
             # A failed post failed for its own reason; only waiting ones are parked.
             Post.status.in_(WAITING_STATUSES),
         )
@@ -658,12 +663,18 @@ def end_credential_posts(
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def resume_parked_posts(session: Session, credential_id: str, now: datetime) -> int:
-    """``needs_reauth → scheduled`` for a credential that has a valid token again, due at
-    their time or now; returns how many."""
+def resume_parked_posts(
+    session: Session, credential_id: str, page_ids: Iterable[str], now: datetime
+) -> int:
+    """``needs_reauth → scheduled`` for the posts of Pages that can be posted on again,
+    due at their time or now; returns how many."""
     result = session.execute(
         update(Post)
-        .where(Post.credential_id == credential_id, Post.status == PostStatus.NEEDS_REAUTH)
+        .where(
+            Post.credential_id == credential_id,
+            Post.target.in_(list(page_ids)),
+            Post.status == PostStatus.NEEDS_REAUTH,
+        )
         .values(
             status=PostStatus.SCHEDULED,
             due_at=case((Post.publish_at > now, Post.publish_at), else_=now),
@@ -672,6 +683,40 @@ def resume_parked_posts(session: Session, credential_id: str, now: datetime) -> 
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def settle_credential(
+    credential: Credential, now: datetime, warn_within: timedelta | None = None
+) -> CredentialStatus:
+    """Set the credential's status from what is known of its tokens; the one place a
+    credential's status is chosen (docs/tokens.md), besides deletion.
+
+    A dead Page token outranks an expired user token, which outranks a near end.
+    ``warn_within`` is how long before the user token's end it counts as
+    ``expiring``; ``None`` keeps ``expiring`` as it was (callers that learned
+    nothing about the user token's end).
+    """
+    if credential.status is CredentialStatus.DELETED:
+        return credential.status
+    expires_at = credential.expires_at
+    if any(page.token_status is PageTokenStatus.DEAD for page in credential.pages):
+        status = CredentialStatus.NEEDS_REAUTH
+    elif credential.user_token_dead_at is not None or (
+        expires_at is not None and expires_at <= now
+    ):
+        status = CredentialStatus.USER_TOKEN_EXPIRED
+    elif warn_within is None:
+        status = (
+            CredentialStatus.EXPIRING
+            if credential.status is CredentialStatus.EXPIRING
+            else CredentialStatus.ACTIVE
+        )
+    elif expires_at is not None and expires_at <= now + warn_within:
+        status = CredentialStatus.EXPIRING
+    else:
+        status = CredentialStatus.ACTIVE
+    credential.status = status
+    return status
 
 
 #: What a fresh occurrence row sets again on the canceled post it revives.

@@ -55,6 +55,7 @@ class EventType(enum.StrEnum):
     POST_NEEDS_REAUTH = "post.needs_reauth"
     CREDENTIAL_EXPIRING = "credential.expiring"
     CREDENTIAL_NEEDS_REAUTH = "credential.needs_reauth"
+    CREDENTIAL_USER_TOKEN_EXPIRED = "credential.user_token_expired"  # noqa: S105 - an event
 
 
 class DeliveryStatus(enum.StrEnum):

@@ -19,7 +19,15 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 from offpost.errors import OffpostError
-from offpost.models import Credential, CredentialStatus, IdPrefix, PostStatus, is_id
+from offpost.models import (
+    CREATE_CONTENT,
+    Credential,
+    CredentialStatus,
+    IdPrefix,
+    PageTokenStatus,
+    PostStatus,
+    is_id,
+)
 
 #: Facebook's limit on a post's text, in characters.
 MAX_MESSAGE_LENGTH = 63_206
@@ -58,9 +66,11 @@ class PostInputError(OffpostError):
 
     @property
     def code(self) -> str:
-        """``invalid_request`` over ``invalid_token`` over ``conflict``: the worst wins."""
+        """``invalid_request`` over ``invalid_token`` over ``missing_permissions`` over
+        ``page_not_postable`` over ``conflict``: the worst wins."""
         codes = {p.code for p in self.problems}
-        for code in ("invalid_request", "invalid_token", "conflict"):
+        ranked = ("invalid_request", "invalid_token", "missing_permissions", "page_not_postable")
+        for code in (*ranked, "conflict"):
             if code in codes:
                 return code
         return "invalid_request"
@@ -214,9 +224,17 @@ def initial_status(credential: Credential | None, target: str) -> PostStatus | F
             f"credential {credential.id} is deleted: submit a fresh token",
             code="conflict",
         )
-    if credential.page(target) is None:
+    page = credential.page(target)
+    if page is None:
         return FieldProblem("target", f"is not a Page of credential {credential.id}")
-    if credential.status is CredentialStatus.NEEDS_REAUTH:
+    if not page.can_create_content:
+        return FieldProblem(
+            "target",
+            f"the user of credential {credential.id} may not publish on Page {target} "
+            f"(their role lacks the {CREATE_CONTENT} task)",
+            code="page_not_postable",
+        )
+    if page.token_status is PageTokenStatus.DEAD:
         # Accepted, not refused: it resumes by itself when the client sends a fresh token.
         return PostStatus.NEEDS_REAUTH
     return PostStatus.SCHEDULED

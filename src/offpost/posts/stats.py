@@ -92,6 +92,7 @@ class CredentialCounts:
 
     active: int = 0
     expiring: int = 0
+    user_token_expired: int = 0
     needs_reauth: int = 0
 
 
@@ -159,6 +160,7 @@ def collect_stats(session: Session, now: datetime, *, queue_depth: int | None = 
         credentials=CredentialCounts(
             active=credentials[CredentialStatus.ACTIVE],
             expiring=credentials[CredentialStatus.EXPIRING],
+            user_token_expired=credentials[CredentialStatus.USER_TOKEN_EXPIRED],
             needs_reauth=credentials[CredentialStatus.NEEDS_REAUTH],
         ),
         queue_depth=queue_depth,

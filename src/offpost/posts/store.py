@@ -50,7 +50,7 @@ from offpost.posts.rules import (
     initial_status,
     publish_at_problem,
 )
-from offpost.tokens.intake import TokenRejectedError
+from offpost.tokens.intake import MissingPermissionsError, TokenRejectedError
 
 __all__ = [
     "NewPost",
@@ -184,7 +184,12 @@ def prepare_posts(
             try:
                 taken[token] = intake(token)
             except TokenRejectedError as exc:
-                work[index].problem("access_token", str(exc), "invalid_token")
+                code = (
+                    "missing_permissions"
+                    if isinstance(exc, MissingPermissionsError)
+                    else "invalid_token"
+                )
+                work[index].problem("access_token", str(exc), code)
         for item in work:
             credential = taken.get(item.fields.access_token or "")
             if credential is not None:
@@ -360,6 +365,7 @@ def list_posts(
     status: PostStatus | None = None,
     target: str | None = None,
     schedule_id: str | None = None,
+    credential_id: str | None = None,
     since: datetime | None = None,
     after: Cursor | None = None,
 ) -> tuple[list[Post], Cursor | None]:
@@ -371,6 +377,8 @@ def list_posts(
     query = select(Post).order_by(Post.created_at.desc(), Post.id.desc()).limit(limit + 1)
     if client_id is not None:
         query = query.where(Post.client_id == client_id)
+    if credential_id is not None:
+        query = query.where(Post.credential_id == credential_id)
     if status is not None:
         query = query.where(Post.status == status)
     if target is not None:

@@ -184,7 +184,7 @@ def build_housekeeping(
             # Timed proofs are signed on the database's clock, like everything else here.
             clock=DatabaseClock(sweep_sessions).timestamp,
         )
-        sweep = ExpirySweep(sweep_sessions, graph, timedelta(hours=settings.refresh_margin_hours))
+        sweep = ExpirySweep.from_settings(sweep_sessions, graph, settings)
         closers += [http.close, engine.dispose]
     else:
         logger.warning(

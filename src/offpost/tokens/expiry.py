@@ -1,119 +1,109 @@
-"""The expiry sweep: docs/design.md steps 3-5.
+"""The token health sweep: every credential's tokens, checked once a day (docs/tokens.md).
 
-A long-lived user token lives about 60 days and cannot be extended from the
-server (docs/graph.md: re-exchanging it returns the same token). What offpost can
-do is notice in time. Once a day (:mod:`offpost.scheduler.housekeeping` guards
-that) the sweep looks at every ``active`` or ``expiring`` credential whose token
-expires within the refresh margin, or before the ``publish_at`` of one of its
-pending posts, and for each:
+Publishing depends on Page tokens. A Page token derived from a long-lived user token
+has no expiry date of its own and keeps working after the user token ends (docs/
+graph.md), so the sweep never parks a post because the *user* token ends. For each
+credential that still holds tokens (:mod:`offpost.scheduler.housekeeping` runs it
+once a day) it asks Graph:
 
-1. ``debug_token``. Invalid → the credential is dead: ``needs_reauth``, its
-   pending posts parked as ``needs_reauth``, event ``credential.needs_reauth``.
-2. Valid → try a re-exchange; keep its token only if it expires later than the
-   stored one (a failed or useless refresh never overwrites a good token).
-3. Re-derive the Page tokens from ``/me/accounts``.
-4. Still at risk → ``expiring`` and event ``credential.expiring``, once per
-   credential and expiry date (not once a day); no longer at risk → ``active``.
+1. ``debug_token`` on the user token.
+2. Valid → near its end, try a re-exchange (kept only if it ends later); then
+   ``/me/accounts``: each listed Page gets its fresh token and the user's tasks on
+   it (a Page dead before and listed again lives again: its parked posts resume).
+   A stored Page no longer listed has its own token checked with ``debug_token``.
+3. Not valid → the user token is dead (:func:`~offpost.tokens.death.mark_user_token_dead`:
+   nothing parked); each live Page token is checked with ``debug_token``.
+4. A Page token Graph rejects and that cannot be derived again →
+   :func:`~offpost.tokens.death.mark_pages_dead` (that Page's posts park).
+5. The status is settled; ``credential.expiring`` warns at each of the configured
+   days before the user token's end (14, 3 and 1 by default), each once.
 
-Graph being unreachable for one credential skips that credential until the
-next sweep. Writes are guarded: the credential row is locked and its stored
-token compared with the one checked, so a fresh token a client submitted
-meanwhile is never overwritten or declared dead.
+Graph being unreachable for one credential skips it until the next sweep. Writes
+are guarded: the credential row is locked and its stored token compared with the
+one checked, so a fresh token a client submitted meanwhile is never overwritten
+or declared dead.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Text, func, or_, select, type_coerce
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from offpost.graph.client import GraphClient
 from offpost.graph.errors import GraphAuthError, GraphError
 from offpost.graph.types import PageAccount
-from offpost.models import Credential, CredentialPage, CredentialStatus, Post
-from offpost.models.post import WAITING_STATUSES
+from offpost.models import Credential, CredentialPage, CredentialStatus, PageTokenStatus
+from offpost.models.transitions import resume_parked_posts, settle_credential
 from offpost.models.webhook_event import EventType
-from offpost.outbox import (
-    expiring_dedupe_key,
-    record_credential_event,
+from offpost.outbox import expiring_dedupe_key, record_credential_event
+from offpost.settings import Settings
+from offpost.tokens.death import (
+    ALIVE,
+    locked_credential,
+    mark_pages_dead,
+    mark_user_token_dead,
+    stored_ciphertext,
 )
-from offpost.tokens.death import ALIVE, mark_credential_dead
 
 logger = logging.getLogger(__name__)
 
-#: Statuses the sweep looks at.
+#: Statuses the sweep looks at: every credential that still holds tokens.
 SWEPT = ALIVE
-#: Posts that still wait for their credential.
-PENDING = WAITING_STATUSES
+#: When to warn before the user token ends, in days (the setting's default).
+DEFAULT_WARNING_DAYS = (14, 3, 1)
 
 
 @dataclass
 class SweepResult:
-    """What one sweep did, by credential id."""
+    """What one sweep did, by credential id (a credential in one list besides ``checked``)."""
 
     checked: list[str] = field(default_factory=list)
-    refreshed: list[str] = field(default_factory=list)
+    active: list[str] = field(default_factory=list)
     expiring: list[str] = field(default_factory=list)
-    dead: list[str] = field(default_factory=list)
+    user_token_expired: list[str] = field(default_factory=list)
+    needs_reauth: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
 
-def _raw_token(session: Session, credential_id: str) -> str | None:
-    """The ciphertext as stored (not decrypted): equal only if nobody stored a token since."""
-    value: str | None = session.scalar(
-        select(type_coerce(Credential.user_token, Text)).where(Credential.id == credential_id)
-    )
-    return value
+@dataclass(frozen=True)
+class Findings:
+    """What Graph said about one credential's tokens, gathered before any write."""
+
+    user_valid: bool
+    token: str
+    expires_at: datetime | None
+    #: Pages listed by ``/me/accounts`` (only when the user token is valid).
+    listed: dict[str, PageAccount]
+    #: Stored Pages whose own token Graph rejected (and that were not listed again).
+    dead: frozenset[str]
 
 
-def _latest_pending_publish_at(session: Session, credential_id: str) -> datetime | None:
-    value: datetime | None = session.scalar(
-        select(func.max(Post.publish_at)).where(
-            Post.credential_id == credential_id, Post.status.in_(PENDING)
-        )
-    )
-    return value
-
-
-def at_risk(
-    expires_at: datetime | None,
-    now: datetime,
-    margin: timedelta,
-    latest_publish_at: datetime | None,
-) -> bool:
-    """Whether a token expiring at ``expires_at`` (None: never) needs the client's attention."""
-    if expires_at is None:
-        return False
-    if expires_at <= now + margin:
-        return True
-    return latest_publish_at is not None and expires_at < latest_publish_at
-
-
-def credentials_to_check(session: Session, now: datetime, margin: timedelta) -> list[str]:
-    """Ids of the credentials the sweep checks (see the module docstring)."""
-    later_post = (
-        select(Post.id)
-        .where(
-            Post.credential_id == Credential.id,
-            Post.status.in_(PENDING),
-            Post.publish_at > Credential.expires_at,
-        )
-        .exists()
-    )
+def credentials_to_check(session: Session) -> list[str]:
+    """Ids of the credentials the sweep checks: every one that still holds tokens."""
     return list(
         session.scalars(
             select(Credential.id)
-            .where(
-                Credential.status.in_(SWEPT),
-                Credential.expires_at.is_not(None),
-                or_(Credential.expires_at <= now + margin, later_post),
-            )
-            .order_by(Credential.expires_at)
+            .where(Credential.status.in_(SWEPT), Credential.user_token.is_not(None))
+            .order_by(Credential.expires_at, Credential.id)
         )
     )
+
+
+def due_warning(
+    expires_at: datetime | None, now: datetime, warning_days: tuple[int, ...]
+) -> int | None:
+    """The warning due now: the smallest number of days before ``expires_at`` that
+    ``now`` has reached, or None. A warning the sweep missed is not sent late: only
+    the most urgent one reached counts."""
+    if expires_at is None or expires_at <= now:
+        return None
+    reached = [days for days in warning_days if expires_at - now <= timedelta(days=days)]
+    return min(reached) if reached else None
 
 
 @dataclass(frozen=True)
@@ -122,64 +112,110 @@ class ExpirySweep:
 
     sessions: sessionmaker[Session]
     graph: GraphClient
+    #: How near its end a user token is re-exchanged (Graph rarely extends it).
     margin: timedelta
+    warning_days: tuple[int, ...] = DEFAULT_WARNING_DAYS
+
+    @classmethod
+    def from_settings(
+        cls, sessions: sessionmaker[Session], graph: GraphClient, settings: Settings
+    ) -> ExpirySweep:
+        return cls(
+            sessions,
+            graph,
+            timedelta(hours=settings.refresh_margin_hours),
+            warning_days=settings.warning_days(),
+        )
+
+    @property
+    def warn_within(self) -> timedelta:
+        return timedelta(days=max(self.warning_days, default=0))
 
     def run(self, now: datetime) -> SweepResult:
-        """Check every credential at risk at ``now``; one at a time."""
+        """Check every credential that holds tokens; one at a time."""
         result = SweepResult()
         with self.sessions() as session:
-            ids = credentials_to_check(session, now, self.margin)
+            ids = credentials_to_check(session)
         for credential_id in ids:
             outcome = self.check(credential_id, now)
             result.checked.append(credential_id)
             getattr(result, outcome).append(credential_id)
         logger.info(
-            "expiry sweep: %d checked, %d refreshed, %d expiring, %d dead, %d skipped",
+            "token sweep: %d checked, %d active, %d expiring, %d user token expired, "
+            "%d need a fresh token, %d skipped",
             len(result.checked),
-            len(result.refreshed),
+            len(result.active),
             len(result.expiring),
-            len(result.dead),
+            len(result.user_token_expired),
+            len(result.needs_reauth),
             len(result.skipped),
             extra={"action": "expiry_sweep"},
         )
         return result
 
     def check(self, credential_id: str, now: datetime) -> str:
-        """One credential; returns ``refreshed``, ``expiring``, ``dead`` or ``skipped``."""
+        """One credential; returns its status after the check, or ``skipped``."""
         with self.sessions() as session:
             credential = session.get(Credential, credential_id)
             if credential is None or credential.status not in SWEPT:
                 return "skipped"
             token = credential.user_token
-            raw = _raw_token(session, credential_id)
-        if token is None or not isinstance(raw, str):
+            raw = stored_ciphertext(session, credential_id)
+            expires_at = credential.expires_at
+            page_tokens = {
+                page.page_id: page.page_token
+                for page in credential.pages
+                if page.token_status is PageTokenStatus.VALID and page.page_token
+            }
+        if token is None or raw is None:
             return "skipped"
         try:
-            info = self.graph.debug_token(token)
-            if not info.is_valid:
-                return self._dead(credential_id, raw, now)
-            # Graph's word on the stored token's expiry (None: it never expires).
-            expires_at = info.expires_at
-            token, expires_at = self._try_refresh(credential_id, token, expires_at, now)
-            pages = self.graph.accounts(token).pages
-        except GraphAuthError:
-            return self._dead(credential_id, raw, now)
+            findings = self._ask(credential_id, token, expires_at, page_tokens, now)
         except GraphError as exc:
             logger.warning(
-                "expiry sweep: Graph could not check credential %s (%s); next sweep retries",
+                "token sweep: Graph could not check credential %s (%s); next sweep retries",
                 credential_id,
                 exc.message,
                 extra={"action": "expiry_check_failed", "credential_id": credential_id},
             )
             return "skipped"
-        return self._store(credential_id, raw, token, expires_at, pages, now)
+        return self._store(credential_id, raw, findings, now)
+
+    def _ask(
+        self,
+        credential_id: str,
+        token: str,
+        expires_at: datetime | None,
+        page_tokens: dict[str, str],
+        now: datetime,
+    ) -> Findings:
+        """Graph's word on the user token and each Page token (no writes)."""
+        info = self.graph.debug_token(token)
+        listed: dict[str, PageAccount] = {}
+        user_valid = info.is_valid
+        if user_valid:
+            # Graph's word on the stored token's expiry (None: it never expires).
+            expires_at = info.expires_at
+            if expires_at is not None and expires_at <= now + self.margin:
+                token, expires_at = self._try_refresh(credential_id, token, expires_at, now)
+            try:
+                accounts = self.graph.accounts(token).pages
+            except GraphAuthError:
+                user_valid = False
+            else:
+                listed = {account.id: account for account in accounts if account.access_token}
+        unlisted = {pid: value for pid, value in page_tokens.items() if pid not in listed}
+        dead = frozenset(
+            page_id
+            for page_id, page_token in unlisted.items()
+            if not self.graph.debug_token(page_token).is_valid
+        )
+        return Findings(user_valid, token, expires_at, listed, dead)
 
     def _try_refresh(
-        self, credential_id: str, token: str, expires_at: datetime | None, now: datetime
+        self, credential_id: str, token: str, expires_at: datetime, now: datetime
     ) -> tuple[str, datetime | None]:
         """A re-exchange that extends the expiry, or the token we have (docs/graph.md)."""
-        if expires_at is None:
-            return token, None
         try:
             exchanged = self.graph.exchange_token(token)
             if exchanged.expires_in is not None:
@@ -204,78 +240,64 @@ class ExpirySweep:
             return exchanged.access_token, new_expiry
         return token, expires_at
 
-    def _dead(self, credential_id: str, raw: str, now: datetime) -> str:
+    def _store(self, credential_id: str, raw: str, found: Findings, now: datetime) -> str:
         with self.sessions.begin() as session:
-            changed = mark_credential_dead(session, credential_id, now, expected_token=raw)
-        return "dead" if changed else "skipped"
-
-    def _store(
-        self,
-        credential_id: str,
-        raw: str,
-        token: str,
-        expires_at: datetime | None,
-        pages: tuple[PageAccount, ...],
-        now: datetime,
-    ) -> str:
-        with self.sessions.begin() as session:
-            credential = session.scalars(
-                select(Credential)
-                .where(Credential.id == credential_id)
-                .with_for_update()
-                .execution_options(populate_existing=True)
-            ).one_or_none()
             # Locked now; a token stored meanwhile (a renewal) wins over ours.
-            if (
-                credential is None
-                or credential.status not in SWEPT
-                or _raw_token(session, credential_id) != raw
-            ):
+            credential = locked_credential(session, credential_id, raw)
+            if credential is None:
                 return "skipped"
-            refreshed = token != credential.user_token
-            if refreshed:
-                credential.user_token = token
-            credential.expires_at = expires_at
             credential.last_checked_at = now
-            _update_page_tokens(credential, pages)
-            risky = at_risk(
-                expires_at, now, self.margin, _latest_pending_publish_at(session, credential_id)
-            )
-            credential.status = CredentialStatus.EXPIRING if risky else CredentialStatus.ACTIVE
+            for page in credential.pages:
+                page.checked_at = now
+            if found.user_valid:
+                if found.token != credential.user_token:
+                    credential.user_token = found.token
+                credential.expires_at = found.expires_at
+                credential.user_token_dead_at = None
+                revived = update_pages(credential, found.listed.values())
+                session.flush()
+                resume_parked_posts(session, credential_id, revived, now)
+            if not found.user_valid:
+                mark_user_token_dead(session, credential_id, now)
+            if found.dead:
+                mark_pages_dead(session, credential_id, found.dead, now)
+            status = settle_credential(credential, now, self.warn_within)
             session.flush()
-            if risky:
+            days = due_warning(credential.expires_at, now, self.warning_days)
+            if found.user_valid and days is not None:
                 record_credential_event(
                     session,
                     credential_id,
                     EventType.CREDENTIAL_EXPIRING,
                     now,
-                    dedupe_key=expiring_dedupe_key(credential_id, expires_at),
+                    dedupe_key=expiring_dedupe_key(credential_id, credential.expires_at, days),
                 )
-        if risky:
-            logger.warning(
-                "credential %s expires at %s and cannot be refreshed from the server",
-                credential_id,
-                expires_at,
-                extra={"action": "credential_expiring", "credential_id": credential_id},
-            )
-            return "expiring"
-        return "refreshed"
+                logger.warning(
+                    "credential %s: the user token ends at %s (within %d days)",
+                    credential_id,
+                    credential.expires_at,
+                    days,
+                    extra={"action": "credential_expiring", "credential_id": credential_id},
+                )
+        return status.value if status is not CredentialStatus.DELETED else "skipped"
 
 
-def _update_page_tokens(credential: Credential, pages: tuple[PageAccount, ...]) -> None:
-    """Fresh Page tokens for the Pages Graph listed; new Pages added, others left alone."""
+def update_pages(credential: Credential, accounts: Iterable[PageAccount]) -> list[str]:
+    """Fresh Page tokens and tasks for the Pages Graph listed; new Pages added, others
+    left alone. Returns the Pages that were dead and live again."""
     known = {page.page_id: page for page in credential.pages}
-    for account in pages:
+    revived: list[str] = []
+    for account in accounts:
         if account.access_token is None:
             continue
         page = known.get(account.id)
         if page is None:
-            credential.pages.append(
-                CredentialPage(
-                    page_id=account.id,
-                    name=account.name or account.id,
-                    page_token=account.access_token,
-                )
-            )
-        else:
-            page.page_token = account.access_token
+            page = CredentialPage(page_id=account.id, name=account.name or account.id)
+            credential.pages.append(page)
+        elif page.token_status is PageTokenStatus.DEAD:
+            revived.append(account.id)
+        page.name = account.name or page.name
+        page.page_token = account.access_token
+        page.token_status = PageTokenStatus.VALID
+        page.tasks = list(account.tasks)
+    return revived

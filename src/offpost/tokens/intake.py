@@ -31,21 +31,47 @@ from offpost.models import (
     Credential,
     CredentialPage,
     CredentialStatus,
+    PageTokenStatus,
+    Post,
+    PostStatus,
     transitions,
 )
 from offpost.models.post import (
     OUTCOME_UNKNOWN_AT_DELETION,
+    WAITING_STATUSES,
     error_document,
 )
+from offpost.models.transitions import park_page_posts, resume_parked_posts, settle_credential
+from offpost.tokens.expiry import update_pages
 
 logger = logging.getLogger(__name__)
 
+#: How long before the user token's end a credential counts as ``expiring`` (the
+#: default of the ``expiry_warning_days`` setting's largest value).
+WARN_WITHIN = timedelta(days=14)
 #: How long to tell a client to wait when Graph could not be reached.
 GRAPH_RETRY_AFTER_S = 30
 
 
+#: What offpost needs the user to have granted (docs/tokens.md): listing the Pages and
+#: their tokens, publishing, and reading the Page, which reconciliation needs to tell
+#: whether a post whose reply was lost is on the Page (without it exactly-once fails).
+REQUIRED_SCOPES = ("pages_show_list", "pages_manage_posts", "pages_read_engagement")
+
+
 class TokenRejectedError(OffpostError):
     """Graph (or offpost's own checks) says this token cannot be used. Nothing was stored."""
+
+
+class MissingPermissionsError(TokenRejectedError):
+    """The user did not grant a permission offpost needs. Nothing was stored."""
+
+    def __init__(self, missing: tuple[str, ...]) -> None:
+        self.missing = missing
+        super().__init__(
+            f"the user did not grant {', '.join(missing)}: offpost needs "
+            f"{', '.join(REQUIRED_SCOPES)}; ask for them in Facebook Login and submit the new token"
+        )
 
 
 class GraphUnavailableError(OffpostError):
@@ -80,6 +106,9 @@ def check_token_info(info: TokenInfo, app_id: str) -> str:
         raise TokenRejectedError(f"a user access token is required, this is a {kind} token")
     if not info.user_id:
         raise TokenRejectedError("debug_token names no user for this token")
+    missing = tuple(scope for scope in REQUIRED_SCOPES if scope not in info.scopes)
+    if missing:
+        raise MissingPermissionsError(missing)
     return info.user_id
 
 
@@ -120,11 +149,16 @@ def verify_with_graph(
 
 
 def store_verified_token(
-    session: Session, client_id: str, verified: VerifiedToken, now: datetime
+    session: Session,
+    client_id: str,
+    verified: VerifiedToken,
+    now: datetime,
+    warn_within: timedelta = WARN_WITHIN,
 ) -> tuple[Credential, bool]:
     """Create or renew the client's credential for this user; returns ``(credential, created)``.
 
-    Commits. Renewing resumes every ``needs_reauth`` post of the credential.
+    Commits. Renewing resumes the ``needs_reauth`` posts of every Page that can be
+    posted on again.
     """
     for _ in range(2):
         credential = session.scalars(
@@ -136,14 +170,17 @@ def store_verified_token(
         if credential is None:
             credential = Credential(client_id=client_id, fb_user_id=verified.fb_user_id)
             session.add(credential)
-        _apply(credential, verified, now)
+        gone = _apply(session, credential, verified, now, warn_within)
         try:
             session.flush()
         except IntegrityError:
             # Another request stored the same user in the meantime: renew that row.
             session.rollback()
             continue
-        resumed = 0 if created else resume_needs_reauth_posts(session, credential.id, now)
+        postable = [page.page_id for page in credential.pages if page.postable]
+        resumed = 0 if created else resume_parked_posts(session, credential.id, postable, now)
+        if gone:
+            park_page_posts(session, credential.id, gone, now)
         session.commit()
         logger.info(
             "credential %s for client %s: %d pages, %d posts resumed",
@@ -157,27 +194,56 @@ def store_verified_token(
     raise OffpostError("the credential changed concurrently twice; try again")
 
 
-def _apply(credential: Credential, verified: VerifiedToken, now: datetime) -> None:
+def _apply(
+    session: Session,
+    credential: Credential,
+    verified: VerifiedToken,
+    now: datetime,
+    warn_within: timedelta,
+) -> list[str]:
+    """Store what Graph said; returns the Pages the user no longer manages that posts
+    still wait for (their tokens are dead now)."""
     credential.user_token = verified.long_lived_token
     credential.expires_at = verified.expires_at
     credential.data_access_expires_at = verified.data_access_expires_at
     credential.scopes = list(verified.scopes)
-    credential.status = CredentialStatus.ACTIVE
+    credential.user_token_dead_at = None
     credential.last_checked_at = now
-    existing = {page.page_id: page for page in credential.pages}
-    fresh: list[CredentialPage] = []
-    for account in verified.pages:
-        page = existing.get(account.id) or CredentialPage(page_id=account.id)
-        page.name = account.name or account.id
-        page.page_token = account.access_token
-        fresh.append(page)
-    # Pages the user no longer manages go (with their tokens); the rest are updated in place.
-    credential.pages = fresh
+    listed = {account.id for account in verified.pages}
+    update_pages(credential, verified.pages)
+    waited_on = _pages_with_waiting_posts(session, credential) if credential.id else set()
+    kept: list[CredentialPage] = []
+    gone: list[str] = []
+    for page in credential.pages:
+        page.checked_at = now
+        if page.page_id in listed:
+            kept.append(page)
+        elif page.page_id in waited_on:
+            # The user no longer manages it, but posts wait for it: they wait visibly
+            # (needs_reauth) until the client cancels them or the role comes back.
+            page.token_status = PageTokenStatus.DEAD
+            page.page_token = None
+            kept.append(page)
+            gone.append(page.page_id)
+    # Other Pages the user no longer manages go (with their tokens).
+    credential.pages = kept
+    # A fresh token revives a deleted credential of the same user too; settled below.
+    credential.status = CredentialStatus.ACTIVE
+    settle_credential(credential, now, warn_within)
+    return gone
 
 
-def resume_needs_reauth_posts(session: Session, credential_id: str, now: datetime) -> int:
-    """Put the credential's ``needs_reauth`` posts back to ``scheduled``; returns how many."""
-    return transitions.resume_parked_posts(session, credential_id, now)
+def _pages_with_waiting_posts(session: Session, credential: Credential) -> set[str]:
+    return set(
+        session.scalars(
+            select(Post.target)
+            .where(
+                Post.credential_id == credential.id,
+                Post.status.in_([*WAITING_STATUSES, PostStatus.NEEDS_REAUTH]),
+            )
+            .distinct()
+        )
+    )
 
 
 def take_in_token(
@@ -188,10 +254,11 @@ def take_in_token(
     client_id: str,
     short_token: str,
     now: datetime,
+    warn_within: timedelta = WARN_WITHIN,
 ) -> tuple[Credential, bool]:
     """The whole intake: verify with Graph, then store. ``(credential, created)``."""
     verified = verify_with_graph(graph, app_id, short_token, now)
-    return store_verified_token(session, client_id, verified, now)
+    return store_verified_token(session, client_id, verified, now, warn_within)
 
 
 def forget_credential(session: Session, credential: Credential, now: datetime) -> int:

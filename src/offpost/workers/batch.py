@@ -122,7 +122,7 @@ def sort_out(
         page_token = page_tokens.get((post.credential_id, post.target))
         if (
             credential is None
-            or credential.status != CredentialStatus.ACTIVE
+            or credential.status is CredentialStatus.DELETED
             or credential.user_token is None
             or page_token is None
             or post.reconcile_since is not None

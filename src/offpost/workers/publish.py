@@ -43,10 +43,11 @@ from offpost.graph.client import GraphClient
 from offpost.graph.errors import (
     GraphAuthError,
     GraphError,
+    GraphPermissionError,
     GraphRateLimitedError,
 )
 from offpost.graph.types import PublishResult
-from offpost.models import Credential, CredentialStatus, Post
+from offpost.models import Credential, CredentialStatus, PageTokenStatus, Post
 from offpost.models.attempt import Attempt, AttemptOutcome, Sent
 from offpost.models.base import utcnow
 from offpost.models.credential import CredentialPage
@@ -65,7 +66,7 @@ from offpost.models.transitions import (
     leave_published,
     leave_scheduled,
 )
-from offpost.tokens.death import ciphertext_if_still, mark_credential_dead
+from offpost.tokens.death import ciphertext_if_still, mark_pages_dead, mark_user_token_dead
 from offpost.workers import ratelimit
 from offpost.workers.decide import (
     Action,
@@ -224,7 +225,8 @@ class PostPublisher:
                 leave_canceled,
                 last_error=_offpost_error("credential_deleted", "the credential was deleted"),
             )
-        if credential.status == CredentialStatus.NEEDS_REAUTH:
+        if page is not None and page.token_status is PageTokenStatus.DEAD:
+            # Its Page token died and could not be derived again: wait for a fresh one.
             return self._finish(Outcome.NEEDS_REAUTH, leave_needs_reauth)
         self.fb_user_id = credential.fb_user_id
         self.user_token = credential.user_token or ""
@@ -274,7 +276,7 @@ class PostPublisher:
             return self._attempt()
         if action is Action.REAUTH:
             self._close_attempt(attempt_id, AttemptOutcome.NEEDS_REAUTH, exc, now)
-            return self._credential_dead(exc)
+            return self._page_dead(exc)
         if action is Action.WAIT:
             assert isinstance(exc, GraphRateLimitedError)
             self._block(exc)
@@ -316,7 +318,7 @@ class PostPublisher:
         self.ctx.observer.graph_error(exc)
         now = self.ctx.clock()
         if action is Action.REAUTH:
-            return self._credential_dead(exc)
+            return self._page_dead(exc)
         if action is Action.WAIT:
             assert isinstance(exc, GraphRateLimitedError)
             self._block(exc)
@@ -479,12 +481,28 @@ class PostPublisher:
         self.rederived = True
         info = ctx.graph.debug_token(self.user_token)
         if not info.is_valid:
+            # Nothing to derive a Page token from; the Page's posts wait (see below).
+            with ctx.sessions.begin() as session:
+                raw = ciphertext_if_still(session, post.credential_id, self.user_token)
+                if raw is not None:
+                    mark_user_token_dead(
+                        session, post.credential_id, ctx.clock(), expected_token=raw
+                    )
             raise GraphAuthError(
                 info.error.message if info.error else "the user token is no longer valid",
                 code=info.error.code if info.error else 190,
                 subcode=info.error.subcode if info.error else None,
             )
-        derived = ctx.graph.page_token(post.target, self.user_token)
+        try:
+            derived = ctx.graph.page_token(post.target, self.user_token)
+        except GraphPermissionError as exc:
+            # The user can no longer get a token for this Page (their role on it is
+            # gone): the Page token is dead, not the post.
+            raise GraphAuthError(
+                f"no Page token for {post.target} can be derived: {exc.message}",
+                code=exc.code,
+                subcode=exc.subcode,
+            ) from exc
         self.page_token = derived.access_token
         with ctx.sessions.begin() as session:
             page = session.get(CredentialPage, (post.credential_id, post.target))
@@ -496,8 +514,9 @@ class PostPublisher:
             extra={"action": "page_token_rederived", "post_id": post.id},
         )
 
-    def _credential_dead(self, exc: GraphError) -> Outcome:
-        """The user token is dead: the credential and its pending posts wait for a fresh one.
+    def _page_dead(self, exc: GraphError) -> Outcome:
+        """Graph rejects the Page token and it could not be derived again: this Page's
+        posts wait for a fresh token (the credential's other Pages go on).
 
         Unless the client stored a fresh token while this call was failing: then the
         post is simply tried again with it.
@@ -507,7 +526,7 @@ class PostPublisher:
         with ctx.sessions.begin() as session:
             raw = ciphertext_if_still(session, post.credential_id, self.user_token)
             if raw is not None:
-                mark_credential_dead(session, post.credential_id, now, expected_token=raw)
+                mark_pages_dead(session, post.credential_id, [post.target], now, expected_token=raw)
         if raw is None:
             logger.info(
                 "credential %s has a fresh token since this call: trying %s again",
