@@ -5,7 +5,9 @@ A real uvicorn server runs the API on a free port, on PostgreSQL populated by
 credential expiring soon). The browser signs in through the form, reads the
 counts, filters and pages through the table, opens a post's attempts, retries
 the failed post and cancels another, checks the chart and the expiring
-credentials, saves a screenshot, and signs out.
+credentials, saves a screenshot, and signs out. A second test, on the same data
+plus Pages in every state (``admin_support.add_page_health``), opens the
+credentials page from the navigation and follows its links to the posts.
 
 Playwright only drives the browser the machine has (``/usr/bin/chromium``);
 nothing is downloaded. Without it the test skips locally and fails under CI.
@@ -26,7 +28,9 @@ from tests.conftest import service_missing
 from tests.integration.admin_support import (
     EXPECTED_STATS,
     TOTAL_POSTS,
+    PageHealthPopulation,
     Population,
+    add_page_health,
     make_admin_settings,
     populate,
 )
@@ -186,3 +190,82 @@ def test_sign_in_look_around_act_and_sign_out(
 
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert screenshot.stat().st_size > 20_000, "the screenshot looks empty"
+
+
+@pytest.fixture
+def health_dashboard(
+    postgres_url: str, redis_url: str
+) -> Iterator[tuple[str, Population, PageHealthPopulation]]:
+    settings = make_admin_settings(postgres_url, redis_url)
+    upgrade_to_head(settings.database_url)
+    population = populate(settings)
+    health = add_page_health(settings, population.now)
+    with running_api(settings) as url:
+        yield url, population, health
+
+
+def test_credentials_page_shows_health_and_leads_to_the_waiting_posts(
+    browser_context: Any,
+    health_dashboard: tuple[str, Population, PageHealthPopulation],
+    tmp_path: Path,
+) -> None:
+    url, pop, health = health_dashboard
+    page = browser_context.new_page()
+    page.goto(f"{url}/admin")
+    page.fill("#key", pop.admin_key)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{url}/admin")
+
+    # From the navigation, not a typed URL.
+    page.click("#nav-credentials")
+    page.wait_for_url(f"{url}/admin/credentials")
+    assert page.get_attribute("#nav-credentials", "aria-current") == "page"
+    assert page.locator("#credentials article").count() == 6
+
+    reauth = page.locator(f"#credential-{health.reauth_credential}")
+    assert reauth.locator("[data-field=status]").inner_text() == "needs reauth"
+    assert "Have the user log in again" in reauth.locator("[data-field=advice]").inner_text()
+    assert reauth.locator("[data-field=dead-pages]").inner_text() == "1 dead Page"
+    dead = reauth.locator(f"tr[data-page-id='{health.dead_page}']")
+    assert dead.locator(".badge").inner_text() == "dead"
+    assert dead.get_attribute("data-can-post") == "no"
+    # A dead Page stands out: its row is tinted.
+    tint = dead.locator("td").first.evaluate("td => getComputedStyle(td).backgroundColor")
+    assert tint not in ("rgba(0, 0, 0, 0)", "transparent")
+    assert reauth.locator("[data-field=waiting-total]").inner_text() == "1"
+
+    expired = page.locator(f"#credential-{health.expired_credential}")
+    assert expired.locator("[data-field=status]").inner_text() == "user token expired"
+    assert "error" in (expired.locator("[data-field=expires-at]").get_attribute("class") or "")
+    # The Page tokens outlive the user token: its Page can still post.
+    assert expired.locator("tr[data-page-id]").get_attribute("data-can-post") == "yes"
+
+    page.screenshot(path=str(tmp_path / "credentials.png"), full_page=True)
+    assert not [t for t in health.tokens if t in page.content()]
+
+    # The parked post, through the credential's "needs reauth" link.
+    reauth.locator("a.posts-by-status[data-status=needs_reauth]").click()
+    page.wait_for_url(f"**/admin?credential={health.reauth_credential}&status=needs_reauth")
+    rows = page.locator("#posts tbody tr[data-post-id]")
+    assert rows.evaluate_all("rows => rows.map(r => r.dataset.postId)") == [health.parked_post]
+    assert page.input_value("#filter-credential") == health.reauth_credential
+    assert page.get_attribute("#nav-posts", "aria-current") == "page"
+
+    # Back on the credentials page, every post of the active credential.
+    page.click("#nav-credentials")
+    page.wait_for_url(f"{url}/admin/credentials")
+    active = page.locator(f"#credential-{health.active_credential}")
+    waiting = int(active.locator("[data-field=waiting-total]").inner_text())
+    assert waiting == sum(health.waiting[health.active_credential].values())
+    active.locator("a.posts-link").click()
+    page.wait_for_url(f"**/admin?credential={health.active_credential}")
+    statuses = rows.evaluate_all("rows => rows.map(r => r.dataset.status)")
+    assert len([s for s in statuses if s in ("scheduled", "queued", "publishing")]) == waiting
+    assert "published" in statuses  # all its posts, not only the waiting ones
+
+    # The filter form keeps the credential while narrowing further.
+    page.select_option("#filter-status", "queued")
+    page.click("#jobs button[type=submit]")
+    page.wait_for_url("**/admin?status=queued*")
+    assert rows.count() == 1
+    assert page.input_value("#filter-credential") == health.active_credential

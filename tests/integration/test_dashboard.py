@@ -1,33 +1,40 @@
 """``/admin``, the operators' dashboard, over HTTP on a populated database.
 
 Sign-in and its cookie, CSRF and origin checks on every action, the pages'
-numbers against the rows of ``admin_support.populate``, and the admin key kept
-out of every URL, redirect, page and cookie. The browser drives the same pages
+numbers against the rows of ``admin_support.populate``, the credentials page
+against ``admin_support.add_page_health`` (and never a token on it), and the
+admin key kept out of every URL, redirect, page and cookie. The browser drives the same pages
 in ``tests/e2e/test_dashboard_browser.py``.
 """
 
 from __future__ import annotations
 
+import html as html_lib
 import re
 import secrets
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.cookies import SimpleCookie
 
 import httpx
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from offpost.api.app import create_app
 from offpost.api.limits import RedisRateLimiter
-from offpost.models import Client, Post, PostStatus
+from offpost.models import Client, CredentialStatus, Post, PostStatus
+from offpost.models.types import new_encryption_key
 from offpost.settings import Settings
+from offpost.views import ADVICE
 from tests.integration.admin_support import (
     EXPECTED_STATS,
     TOTAL_POSTS,
+    TRICKY_PAGE_NAME,
+    PageHealthPopulation,
     Population,
+    add_page_health,
     make_admin_settings,
     populate,
     session_for,
@@ -88,7 +95,13 @@ def row_ids(html: str) -> list[str]:
 
 
 def test_signed_out_pages_redirect_to_the_sign_in_form(api: TestClient, pop: Population) -> None:
-    for path in ("/admin", f"/admin/posts/{pop.failed_post}", "/admin?status=failed"):
+    for path in (
+        "/admin",
+        f"/admin/posts/{pop.failed_post}",
+        "/admin?status=failed",
+        "/admin/credentials",
+        "/admin/credentials?status=needs_reauth",
+    ):
         response = api.get(path, follow_redirects=False)
         assert response.status_code == 303, path
         assert response.headers["location"] == "/admin/login"
@@ -194,7 +207,12 @@ def test_the_key_never_appears_in_a_url_a_page_or_a_cookie(
     response = sign_in(api, pop.admin_key)
     seen += [str(response.url), response.headers["location"], response.text]
     seen += response.headers.get_list("set-cookie")
-    for path in ("/admin", "/admin?status=failed", f"/admin/posts/{pop.failed_post}"):
+    for path in (
+        "/admin/credentials",
+        "/admin",
+        "/admin?status=failed",
+        f"/admin/posts/{pop.failed_post}",
+    ):
         page = api.get(path)
         assert page.status_code == 200
         seen += [str(page.url), page.text, *(str(r.url) for r in page.history)]
@@ -245,7 +263,7 @@ def test_logout_needs_the_csrf_token(signed_in: TestClient) -> None:
 
 
 def test_pages_carry_a_strict_policy_and_no_script(signed_in: TestClient, pop: Population) -> None:
-    for path in ("/admin", f"/admin/posts/{pop.failed_post}", "/admin/login"):
+    for path in ("/admin", f"/admin/posts/{pop.failed_post}", "/admin/credentials", "/admin/login"):
         response = signed_in.get(path)
         policy = response.headers["content-security-policy"]
         assert "default-src 'none'" in policy
@@ -368,6 +386,317 @@ def test_an_unknown_post_is_404(signed_in: TestClient) -> None:
     response = signed_in.get("/admin/posts/post_00000000000000000000")
     assert response.status_code == 404
     assert "No post" in response.text
+
+
+# --- the credentials page --------------------------------------------------------------------
+
+
+@pytest.fixture
+def health(settings: Settings, pop: Population) -> PageHealthPopulation:
+    return add_page_health(settings, pop.now)
+
+
+def credential_ids(html: str) -> list[str]:
+    return re.findall(r'data-credential-id="([^"]+)"', html)
+
+
+def credential_block(html: str, credential_id: str) -> str:
+    """The credential's card on the credentials page."""
+    return html.split(f'data-credential-id="{credential_id}"')[1].split("</article>", maxsplit=1)[0]
+
+
+def page_row(block: str, page_id: str) -> str:
+    return block.split(f'data-page-id="{page_id}"')[1].split("</tr>", maxsplit=1)[0]
+
+
+def links(block: str, css_class: str) -> list[str]:
+    return [
+        html_lib.unescape(href)
+        for href in re.findall(rf'class="{css_class}"[^>]*href="([^"]+)"', block)
+    ]
+
+
+def when(value: datetime) -> str:
+    return f"{value.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z"
+
+
+def post_ids_of(settings: Settings, credential_id: str, **where: object) -> set[str]:
+    query = select(Post.id).where(Post.credential_id == credential_id)
+    for column, value in where.items():
+        query = query.where(getattr(Post, column) == value)
+    with session_for(settings) as session:
+        return set(session.scalars(query))
+
+
+def test_the_navigation_leads_to_the_credentials_page(signed_in: TestClient) -> None:
+    posts = signed_in.get("/admin").text
+    assert re.search(r'<a href="/admin/credentials" id="nav-credentials"\s*>Credentials</a>', posts)
+    assert re.search(r'id="nav-posts"\s+aria-current="page"', posts)
+    credentials = signed_in.get("/admin/credentials")
+    assert credentials.status_code == 200
+    assert re.search(r'id="nav-credentials"\s+aria-current="page"', credentials.text)
+    assert 'id="all-credentials"' in posts
+
+
+def test_the_credentials_page_shows_every_credential_and_its_health(
+    signed_in: TestClient, pop: Population, health: PageHealthPopulation
+) -> None:
+    html = signed_in.get("/admin/credentials").text
+    ids = credential_ids(html)
+    assert len(ids) == len(set(ids)) == 6  # u1 ... u6, the deleted u5 too
+    assert ids[0] == health.expired_credential  # newest first
+
+    reauth = credential_block(html, health.reauth_credential)
+    assert 'data-status="needs_reauth"' in reauth
+    assert '<span class="badge needs_reauth" data-field="status">needs reauth</span>' in reauth
+    assert html_lib.escape(ADVICE[CredentialStatus.NEEDS_REAUTH]) in reauth
+    assert 'data-field="client">acme</b>' in reauth
+    assert 'data-field="fb-user">u3</span>' in reauth
+    assert 'data-field="dead-pages">1 dead Page</span>' in reauth
+    dead = page_row(reauth, health.dead_page)
+    assert 'data-token="dead" data-can-post="no"' in dead
+    assert '<span class="badge dead">dead</span>' in dead
+    blog = page_row(reauth, "page-acme-blog")
+    assert 'data-token="valid" data-can-post="yes"' in blog
+    # A Page's name is text, never markup.
+    assert html_lib.escape(TRICKY_PAGE_NAME) in blog
+    assert TRICKY_PAGE_NAME not in html
+
+    active = credential_block(html, health.active_credential)
+    assert '<span class="badge active" data-field="status">active</span>' in active
+    assert html_lib.escape(ADVICE[CredentialStatus.ACTIVE]) in active
+    assert 'data-field="dead-pages"' not in active
+    assert "CREATE_CONTENT, MODERATE" in page_row(active, "page-acme")
+    shop = page_row(active, "page-acme-shop")  # a role without CREATE_CONTENT
+    assert 'data-token="valid" data-can-post="no"' in shop
+    assert "ANALYZE" in shop
+    assert when(pop.now + timedelta(days=10)) in active
+
+    unknown = page_row(credential_block(html, health.globex_credential), "page-globex")
+    assert "not known yet" in unknown
+    assert 'data-can-post="yes"' in unknown
+
+    expired = credential_block(html, health.expired_credential)
+    assert 'data-field="status">user token expired</span>' in expired
+    assert html_lib.escape(ADVICE[CredentialStatus.USER_TOKEN_EXPIRED]) in expired
+    two_days_ago = when(pop.now - timedelta(days=2))
+    assert f'class="mono error" data-field="expires-at">{two_days_ago}<' in expired
+    assert f'class="mono error" data-field="user-token-expired-at">{two_days_ago}<' in expired
+    assert f'data-field="data-access-expires-at">{when(pop.now + timedelta(days=30))}<' in expired
+    assert f'data-field="last-checked-at">{when(pop.now - timedelta(hours=1))}<' in expired
+    assert 'data-can-post="yes"' in page_row(expired, "page-globex-news")
+
+    expiring = credential_block(html, pop.expiring_credential)
+    assert 'data-field="status">expiring</span>' in expiring
+    assert 'class="mono" data-field="expires-at">' in expiring  # not ended yet
+    assert 'data-field="user-token-expired-at">—<' in expiring
+    assert "No Pages." in expiring
+
+    assert re.search(r'id="count-needs_reauth"[^>]*>\s*<b>1</b>', html)
+    assert re.search(r'id="count-user_token_expired"[^>]*>\s*<b>1</b>', html)
+    assert re.search(r'id="count-active"[^>]*>\s*<b>2</b>', html)
+
+
+def test_the_credentials_page_never_shows_a_token(
+    signed_in: TestClient, health: PageHealthPopulation
+) -> None:
+    assert len(health.tokens) == 4 + 5  # four user tokens, five live Page tokens
+    for path in ("/admin/credentials", "/admin/credentials?status=needs_reauth&limit=1"):
+        html = signed_in.get(path).text
+        for token in health.tokens:
+            assert token not in html
+        assert "EAAG" not in html
+        assert "gAAAAA" not in html  # nor a token as stored (Fernet)
+
+
+def test_the_credentials_page_decrypts_nothing(
+    postgres_url: str, redis_url: str, api: TestClient, settings: Settings
+) -> None:
+    """Served by an API that holds other encryption keys, so any token read would fail."""
+    pop = populate(settings)
+    health = add_page_health(settings, pop.now)
+    other = make_admin_settings(postgres_url, redis_url, encryption_keys=new_encryption_key())
+    with api_client(other) as stranger:
+        assert sign_in(stranger, pop.admin_key).status_code == 303
+        response = stranger.get("/admin/credentials")
+        assert response.status_code == 200
+        assert len(credential_ids(response.text)) == 6
+        filtered = stranger.get(f"/admin?credential={health.reauth_credential}")
+        assert row_ids(filtered.text) == [health.parked_post]
+
+
+def test_the_credentials_page_counts_and_links_the_posts_waiting(
+    settings: Settings, signed_in: TestClient, health: PageHealthPopulation
+) -> None:
+    html = signed_in.get("/admin/credentials").text
+    for credential_id, waiting in health.waiting.items():
+        block = credential_block(html, credential_id)
+        total = sum(waiting.values())
+        assert f'data-waiting="{total}"' in block, credential_id
+        assert f'data-field="waiting-total">{total}</b>' in block, credential_id
+        by_status = links(block, "posts-by-status")
+        assert by_status == [
+            f"/admin?credential={credential_id}&status={status}" for status in waiting
+        ]
+        for href, status in zip(by_status, waiting, strict=True):
+            shown = row_ids(signed_in.get(href).text)
+            assert len(shown) == waiting[status]
+            assert set(shown) == post_ids_of(settings, credential_id, status=PostStatus(status))
+        (every,) = links(block, "posts-link")
+        assert every == f"/admin?credential={credential_id}"
+        shown = row_ids(signed_in.get(f"{every}&limit=200").text)
+        assert set(shown) == post_ids_of(settings, credential_id)
+
+    # Each Page: its own waiting posts, and a link to its posts under this credential.
+    reauth = credential_block(html, health.reauth_credential)
+    dead = page_row(reauth, health.dead_page)
+    assert 'data-field="page-waiting">1</b>' in dead
+    assert "1 needs reauth" in dead
+    (href,) = links(dead, "page-posts")
+    assert href == f"/admin?credential={health.reauth_credential}&target={health.dead_page}"
+    assert row_ids(signed_in.get(href).text) == [health.parked_post]
+    assert 'data-field="page-waiting">0</b>' in page_row(reauth, "page-acme-blog")
+    active = credential_block(html, health.active_credential)
+    assert 'data-field="page-waiting">7</b>' in page_row(active, "page-acme")
+    assert 'data-field="page-waiting">0</b>' in page_row(active, "page-acme-shop")
+
+
+def test_a_post_page_links_the_posts_of_its_credential(
+    signed_in: TestClient, health: PageHealthPopulation
+) -> None:
+    html = signed_in.get(f"/admin/posts/{health.parked_post}").text
+    found = re.search(r'id="credential-posts" href="([^"]+)"', html)
+    assert found
+    assert html_lib.unescape(found.group(1)) == f"/admin?credential={health.reauth_credential}"
+
+
+def test_the_credentials_page_costs_the_same_queries_for_one_or_many(
+    signed_in: TestClient, health: PageHealthPopulation
+) -> None:
+    """Counts and Pages are read for the whole page at once: no query per credential."""
+    statements: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    engine = signed_in.app.state.engine  # type: ignore[attr-defined]
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        queries = []
+        for limit in (1, 200):
+            statements.clear()
+            html = signed_in.get(f"/admin/credentials?limit={limit}").text
+            assert len(credential_ids(html)) == min(limit, 6)
+            queries.append(len(statements))
+            grouped = [q for q in statements if "FROM posts" in q and "GROUP BY" in q]
+            assert len(grouped) == 1, grouped  # the dependent posts, all at once
+            assert not [q for q in statements if re.search(r"\b(user|page)_token\b", q)]
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert queries[0] == queries[1]
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("status=needs_reauth", ["reauth_credential"]),
+        ("status=user_token_expired", ["expired_credential"]),
+        ("client=globex&status=active", ["globex_credential"]),
+        ("client=acme&status=active", ["active_credential"]),
+    ],
+)
+def test_the_credentials_page_filters(
+    signed_in: TestClient, health: PageHealthPopulation, query: str, expected: list[str]
+) -> None:
+    html = signed_in.get(f"/admin/credentials?{query}").text
+    assert credential_ids(html) == [getattr(health, name) for name in expected]
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("status=lost", "no status"),
+        ("client=nobody", "no client named"),
+        ("cursor=garbage", "page link is broken"),
+    ],
+)
+def test_the_credentials_page_says_what_is_wrong_with_a_filter(
+    signed_in: TestClient, query: str, message: str
+) -> None:
+    response = signed_in.get(f"/admin/credentials?{query}")
+    assert response.status_code == 200
+    assert message in response.text
+    assert credential_ids(response.text) == []
+
+
+def test_the_credentials_page_pages(signed_in: TestClient, health: PageHealthPopulation) -> None:
+    seen: list[str] = []
+    url: str | None = "/admin/credentials?limit=4"
+    pages = 0
+    while url is not None:
+        html = signed_in.get(url).text
+        seen += credential_ids(html)
+        pages += 1
+        found = re.search(r'id="next-page" href="([^"]+)"', html)
+        url = html_lib.unescape(found.group(1)) if found else None
+        if pages > 1:
+            assert 'id="first-page" href="/admin/credentials?limit=4"' in html
+    assert pages == 2
+    assert len(seen) == len(set(seen)) == 6
+
+
+@pytest.mark.parametrize(
+    ("credential", "query", "expected"),
+    [
+        ("globex_credential", "", 2),
+        ("globex_credential", "&status=scheduled", 1),
+        ("reauth_credential", "&status=needs_reauth", 1),
+        ("reauth_credential", "&target=page-acme-blog", 0),
+        ("active_credential", "&client=globex", 0),
+        ("active_credential", "&status=failed&client=acme", EXPECTED_STATS["posts"]["failed"]),
+        ("expired_credential", "", 0),
+    ],
+)
+def test_the_posts_list_filters_by_credential(
+    settings: Settings,
+    signed_in: TestClient,
+    health: PageHealthPopulation,
+    credential: str,
+    query: str,
+    expected: int,
+) -> None:
+    credential_id = getattr(health, credential)
+    html = signed_in.get(f"/admin?credential={credential_id}{query}&limit=100").text
+    shown = row_ids(html)
+    assert len(shown) == expected
+    assert set(shown) <= post_ids_of(settings, credential_id)
+    assert f'id="filter-credential" value="{credential_id}"' in html
+    if not expected:
+        assert "No posts match these filters." in html
+
+
+def test_the_posts_list_pages_within_a_credential(
+    settings: Settings, signed_in: TestClient, health: PageHealthPopulation
+) -> None:
+    seen: list[str] = []
+    url: str | None = f"/admin?credential={health.active_credential}&limit=5"
+    while url is not None:
+        html = signed_in.get(url).text
+        seen += row_ids(html)
+        found = re.search(r'id="next-page" href="([^"]+)"', html)
+        url = html_lib.unescape(found.group(1)) if found else None
+        if url:
+            assert f"credential={health.active_credential}" in url
+    assert len(seen) == len(set(seen))
+    assert set(seen) == post_ids_of(settings, health.active_credential)
+
+
+@pytest.mark.parametrize("credential", ["cred_00000000000000000000", "post_x", "nonsense"])
+def test_an_unknown_credential_filter_says_so(signed_in: TestClient, credential: str) -> None:
+    response = signed_in.get(f"/admin?credential={credential}")
+    assert response.status_code == 200
+    assert f"no credential &#39;{credential}&#39;" in response.text
+    assert row_ids(response.text) == []
 
 
 # --- the buttons -----------------------------------------------------------------------------
@@ -509,3 +838,23 @@ def test_the_dashboard_works_on_sqlite(sqlite_url: str, redis_url: str) -> None:
         response = api.post(f"/admin/posts/{pop.failed_post}/retry", data={"csrf": csrf_of(page)})
         assert response.status_code == 200
         assert 'id="post-status">scheduled' in response.text
+
+
+def test_the_credentials_page_works_on_sqlite(sqlite_url: str, redis_url: str) -> None:
+    settings = make_admin_settings(sqlite_url, redis_url)
+    with api_client(settings) as api:
+        pop = populate(settings)
+        health = add_page_health(settings, pop.now)
+        assert sign_in(api, pop.admin_key).status_code == 303
+        html = api.get("/admin/credentials").text
+        assert len(credential_ids(html)) == 6
+        reauth = credential_block(html, health.reauth_credential)
+        assert 'data-token="dead" data-can-post="no"' in page_row(reauth, health.dead_page)
+        assert 'data-field="waiting-total">7</b>' in credential_block(
+            html, health.active_credential
+        )
+        expired = credential_block(html, health.expired_credential)
+        assert f'data-field="expires-at">{when(pop.now - timedelta(days=2))}<' in expired
+        (href,) = links(reauth, "posts-by-status")
+        assert row_ids(api.get(href).text) == [health.parked_post]
+        assert not [token for token in health.tokens if token in html]

@@ -1,6 +1,7 @@
 """The operators' dashboard at ``/admin``: server-rendered pages over the admin views.
 
 :mod:`.routes` holds the pages and buttons, :mod:`.session` the signed session
-cookie and its CSRF token, :mod:`.chart` the per-minute chart; the Jinja2
-templates ship in ``templates/`` as package data.
+cookie and its CSRF token, :mod:`.chart` the per-minute chart, :mod:`.credentials`
+the credentials page's queries; the Jinja2 templates ship in ``templates/`` as
+package data.
 """

@@ -7,7 +7,12 @@ Pages (``GET``) and actions (``POST``, each a form with a CSRF token):
 - ``/admin`` — counts by status and the rest of the stats document
   (:func:`~offpost.posts.stats.collect_stats`, the same numbers as
   ``GET /v1/admin/stats``), the chart, the credentials expiring soon, and every
-  client's posts, filterable by status, target and client, a page at a time;
+  client's posts, filterable by status, target, client and credential, a page
+  at a time;
+- ``/admin/credentials`` — every client's credentials with their health (status
+  and advice, user-token and data-access expiry, last check; each Page's token,
+  tasks and whether it can post) and how many posts still wait on each, linked
+  to those posts in the list above (:mod:`.credentials`);
 - ``/admin/posts/{id}`` — one post with its attempts, and its buttons;
 - ``POST /admin/posts/{id}/retry|cancel`` — the admin API's own handlers, so
   the same 409 rules, log lines and dispatcher wake-up;
@@ -37,6 +42,11 @@ from sqlalchemy.orm import Session
 
 from offpost.api import admin
 from offpost.api.dashboard.chart import chart, outcomes_per_minute
+from offpost.api.dashboard.credentials import (
+    DEPENDENT_STATUSES,
+    CredentialHealth,
+    list_credentials,
+)
 from offpost.api.dashboard.session import (
     COOKIE_NAME,
     COOKIE_PATH,
@@ -49,10 +59,19 @@ from offpost.api.dashboard.session import (
 from offpost.api.deps import NowDep, SessionDep, check_key
 from offpost.api.limits import retry_after_header
 from offpost.api.problems import ProblemError
-from offpost.models import Attempt, Client, Post, PostStatus
+from offpost.models import (
+    Attempt,
+    Client,
+    Credential,
+    CredentialStatus,
+    IdPrefix,
+    Post,
+    PostStatus,
+    is_id,
+)
 from offpost.models.post import CANCELABLE_STATUSES
 from offpost.posts import rules, store
-from offpost.posts.stats import collect_stats, expiring_credentials
+from offpost.posts.stats import collect_stats, count_credentials, expiring_credentials
 from offpost.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -120,7 +139,7 @@ def _headers(nonce: str) -> dict[str, str]:
 def _page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
     nonce = secrets.token_urlsafe(16)
     # Every page may show these; StrictUndefined catches any other name a template misspells.
-    context = {"signed_in": None, "error": None, "notice": None, **context}
+    context = {"signed_in": None, "error": None, "notice": None, "nav": None, **context}
     html = _templates().get_template(name).render(nonce=nonce, **context)
     return HTMLResponse(html, status_code=status, headers=_headers(nonce))
 
@@ -308,13 +327,25 @@ class Filters:
     target: str
     client: str
     limit: int
+    #: A credential id: the posts that depend on it (the credentials page links here).
+    credential: str = ""
 
     def query(self, **extra: str) -> str:
         """The query string of these filters (empty values left out) plus ``extra``."""
-        values = {"status": self.status, "target": self.target, "client": self.client}
+        values = {
+            "status": self.status,
+            "target": self.target,
+            "client": self.client,
+            "credential": self.credential,
+        }
         if self.limit != PAGE_SIZE:
             values["limit"] = str(self.limit)
         return urlencode({k: v for k, v in {**values, **extra}.items() if v})
+
+    @property
+    def narrows(self) -> bool:
+        """Whether a filter narrows the list (the page size does not)."""
+        return bool(self.status or self.target or self.client or self.credential)
 
 
 def _page_size(text: str) -> int:
@@ -340,15 +371,25 @@ def _posts_page(
         client_id = admin.resolve_client_id(db, filters.client) if filters.client else None
     except ProblemError as exc:
         return [], None, exc.detail
+    if filters.credential and not _credential_exists(db, filters.credential):
+        return [], None, f"no credential {filters.credential!r}"
     posts, next_page = store.list_posts(
         db,
         client_id,
         limit=filters.limit,
         status=status,
         target=filters.target or None,
+        credential_id=filters.credential or None,
         after=after,
     )
     return posts, rules.encode_cursor(next_page) if next_page else None, None
+
+
+def _credential_exists(db: Session, credential_id: str) -> bool:
+    # The id column only: loading the row would decrypt its tokens.
+    return is_id(credential_id, IdPrefix.CREDENTIAL) and (
+        db.scalar(select(Credential.id).where(Credential.id == credential_id)) is not None
+    )
 
 
 @router.get(
@@ -365,6 +406,7 @@ def dashboard(
     status: Annotated[str, Query(max_length=32)] = "",
     target: Annotated[str, Query(max_length=64)] = "",
     client: Annotated[str, Query(max_length=100)] = "",
+    credential: Annotated[str, Query(max_length=64)] = "",
     cursor: Annotated[str, Query(max_length=512)] = "",
     limit: Annotated[str, Query(max_length=8)] = "",
 ) -> Response:
@@ -372,7 +414,11 @@ def dashboard(
         return _redirect("/admin/login")
     settings: Settings = request.app.state.settings
     filters = Filters(
-        status=status.strip(), target=target.strip(), client=client.strip(), limit=_page_size(limit)
+        status=status.strip(),
+        target=target.strip(),
+        client=client.strip(),
+        limit=_page_size(limit),
+        credential=credential.strip(),
     )
     posts, next_cursor, filter_error = _posts_page(db, filters, cursor)
     shown = {p.client_id for p in posts}
@@ -383,6 +429,7 @@ def dashboard(
     return _page(
         "dashboard.html",
         signed_in=who,
+        nav="posts",
         now=now,
         stats=collect_stats(db, now, queue_depth=request.app.state.queue.depth()),
         chart=chart(outcomes_per_minute(db, now)),
@@ -395,6 +442,81 @@ def dashboard(
         filters=filters,
         posts=posts,
         client_names=names,
+        filter_error=filter_error,
+        next_query=filters.query(cursor=next_cursor) if next_cursor else None,
+        first_query=filters.query() if cursor else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialFilters:
+    """The credentials page's filters as typed in (checked by :func:`_credentials_page`)."""
+
+    status: str
+    client: str
+    limit: int
+
+    def query(self, **extra: str) -> str:
+        """The query string of these filters (empty values left out) plus ``extra``."""
+        values = {"status": self.status, "client": self.client}
+        if self.limit != PAGE_SIZE:
+            values["limit"] = str(self.limit)
+        return urlencode({k: v for k, v in {**values, **extra}.items() if v})
+
+
+def _credentials_page(
+    db: Session, filters: CredentialFilters, cursor: str
+) -> tuple[list[CredentialHealth], str | None, str | None]:
+    """The page's credentials, the next page's cursor, and what was wrong with the filters."""
+    if filters.status and filters.status not in {s.value for s in CredentialStatus}:
+        return [], None, f"no status {filters.status!r}"
+    status = CredentialStatus(filters.status) if filters.status else None
+    try:
+        after = rules.decode_cursor(cursor, IdPrefix.CREDENTIAL) if cursor else None
+    except rules.CursorError:
+        return [], None, "that page link is broken; start again from the first page"
+    try:
+        client_id = admin.resolve_client_id(db, filters.client) if filters.client else None
+    except ProblemError as exc:
+        return [], None, exc.detail
+    rows, next_page = list_credentials(
+        db, limit=filters.limit, status=status, client_id=client_id, after=after
+    )
+    return rows, rules.encode_cursor(next_page) if next_page else None, None
+
+
+@router.get(
+    "/credentials",
+    response_class=HTMLResponse,
+    summary="Every client's credentials, their health and the posts waiting on them",
+    responses=_answers(_303=_SIGNED_OUT),
+)
+def credentials_page(
+    who: SignedInDep,
+    db: SessionDep,
+    now: NowDep,
+    status: Annotated[str, Query(max_length=32)] = "",
+    client: Annotated[str, Query(max_length=100)] = "",
+    cursor: Annotated[str, Query(max_length=512)] = "",
+    limit: Annotated[str, Query(max_length=8)] = "",
+) -> Response:
+    if who is None:
+        return _redirect("/admin/login")
+    filters = CredentialFilters(
+        status=status.strip(), client=client.strip(), limit=_page_size(limit)
+    )
+    credentials, next_cursor, filter_error = _credentials_page(db, filters, cursor)
+    return _page(
+        "credentials.html",
+        signed_in=who,
+        nav="credentials",
+        now=now,
+        counts={s.value: n for s, n in count_credentials(db).items()},
+        statuses=[s.value for s in CredentialStatus],
+        dependent_statuses=[s.value for s in DEPENDENT_STATUSES],
+        page_sizes=sorted({*PAGE_SIZES, filters.limit}),
+        filters=filters,
+        credentials=credentials,
         filter_error=filter_error,
         next_query=filters.query(cursor=next_cursor) if next_cursor else None,
         first_query=filters.query() if cursor else None,
@@ -417,6 +539,7 @@ def _post_page(
         "post.html",
         status,
         signed_in=who,
+        nav="posts",
         post=post,
         client=db.get(Client, post.client_id),
         attempts=list(attempts),
