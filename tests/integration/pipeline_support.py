@@ -309,15 +309,19 @@ def posts_across_pages(
     label: str,
     window_s: float,
     rng: random.Random,
+    users: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, list[str]]:
     """``pages`` fresh users of one Page each, ``per_page`` posts on each due at random
-    within ``window_s`` from 3 s on; the post ids by Page id."""
+    within ``window_s`` from 3 s on; the post ids by Page id (and, into ``users``, each
+    Page's sandbox user)."""
     post_ids: dict[str, list[str]] = {}
     with pipeline.api() as api:
         for n in range(pages):
             user = graph.mint_user(pages=1)
             credential_id = pipeline.credential(api, key, user)
             page_id = user["pages"][0]["id"]
+            if users is not None:
+                users[page_id] = user
             post_ids[page_id] = []
             for i in range(per_page):
                 post_ids[page_id] += pipeline.add_posts(

@@ -1,4 +1,5 @@
-"""The promise under fire: edits and cancels while processes die and replies are lost.
+"""The promise under fire: edits, cancels and a lost role while processes die and replies
+are lost.
 
 A few hundred posts fall due over some twenty seconds, across several Pages.
 Two dispatchers and three workers run; every second or so one of them is killed
@@ -9,7 +10,10 @@ within seconds, posts falling due right now, and posts whose last Graph call
 may have published them (those must answer ``409 outcome_unknown``). Each
 answer goes into the post's ledger: the content of its last edit answered 200
 (else its first message), and whether a cancel answered 200; a 409 changes
-nothing.
+nothing. Meanwhile one Page's user loses their role on it: that Page's token dies,
+its posts are parked (``needs_reauth``), including any whose outcome is unknown; then
+the role comes back, the user logs in again, the client hands the fresh token over and
+the parked posts resume.
 
 Afterwards every post is exactly one of: ``published`` once, on its Page, under
 its Graph id, with the content the client last set; ``canceled`` after a cancel
@@ -24,6 +28,7 @@ import random
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -57,6 +62,9 @@ CLIENT_PAUSE_S = 0.08
 #: among posts owing reconciliation, and among posts falling due soon (the rest
 #: among those falling due now).
 CANCEL_SHARE = 0.2
+#: When, into the chaos, one Page's role is taken away, and when it comes back.
+ROLE_LOST_AT_S = 6.0
+ROLE_BACK_AT_S = 14.0
 UNKNOWN_SHARE = 0.25
 SOON_SHARE = 0.45
 TERMINAL = {PostStatus.PUBLISHED, PostStatus.CANCELED, PostStatus.FAILED}
@@ -76,6 +84,7 @@ def test_promise_kept_through_kills_lost_replies_edits_and_cancels(
     ):
         graph = SandboxClient(sandbox_server, http)
         client_id, key = new_client(pipeline, "chaos")
+        users: dict[str, dict[str, Any]] = {}
         post_ids = posts_across_pages(
             pipeline,
             graph,
@@ -86,7 +95,11 @@ def test_promise_kept_through_kills_lost_replies_edits_and_cancels(
             label="chaos",
             window_s=DUE_WINDOW_S,
             rng=rng,
+            users=users,
         )
+        lost_page = rng.choice(sorted(post_ids))
+        lost_user = users[lost_page]["user_id"]
+        parked_at_relogin = -1
         every = [i for ids in post_ids.values() for i in ids]
         client = ChangingClient(
             pipeline,
@@ -110,8 +123,26 @@ def test_promise_kept_through_kills_lost_replies_edits_and_cancels(
         for name, start in roles.items():
             start(name)
         kills = 0
-        deadline = time.monotonic() + CHAOS_S
+        chaos_started = time.monotonic()
+        deadline = chaos_started + CHAOS_S
+        role_lost = False
         while time.monotonic() < deadline:
+            elapsed = time.monotonic() - chaos_started
+            if not role_lost and elapsed >= ROLE_LOST_AT_S:
+                graph.remove_role(lost_user, lost_page)
+                role_lost = True
+            elif role_lost and parked_at_relogin < 0 and elapsed >= ROLE_BACK_AT_S:
+                parked_at_relogin = sum(
+                    1
+                    for p in pipeline.posts(post_ids[lost_page])
+                    if p.status is PostStatus.NEEDS_REAUTH
+                )
+                graph.restore_role(lost_user, lost_page)
+                fresh = graph.control("POST", f"/users/{lost_user}/tokens")
+                renewed = api.post(
+                    "/v1/credentials", json={"access_token": fresh["access_token"]}, headers=key
+                )
+                assert renewed.status_code == 200, renewed.text
             client.fire_until(time.monotonic() + 0.5 + rng.random() * 1.5, CLIENT_PAUSE_S)
             victim = rng.choice(sorted(roles))
             pipeline.kill(victim, signal.SIGKILL)
@@ -155,6 +186,7 @@ def test_promise_kept_through_kills_lost_replies_edits_and_cancels(
             f"refused outcome_unknown={answers['cancel outcome_unknown']} "
             f"refused conflict={answers['cancel conflict']} "
             f"unexpected answers={len(client.unexpected)} "
+            f"parked by the lost role={parked_at_relogin} "
             f"published={verdict.published} (edited={len(edited)}, "
             f"adopted by reconciliation={len(adopted)}, both={len(edited & adopted)}) "
             f"canceled={verdict.canceled} "
@@ -176,3 +208,5 @@ def test_promise_kept_through_kills_lost_replies_edits_and_cancels(
         assert answers["cancel ok"] > 0
         assert answers["edit conflict"] + answers["cancel conflict"] > 0
         assert answers["edit outcome_unknown"] + answers["cancel outcome_unknown"] > 0
+        # The lost role parked that Page's posts, and the fresh token brought them back.
+        assert parked_at_relogin > 0
