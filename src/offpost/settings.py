@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     webhook_retry_base_s: float = Field(default=30.0, gt=0, le=3600)
     webhook_retry_cap_s: float = Field(default=3600.0, gt=0, le=86400)
     webhook_retry_for_s: float = Field(default=86400.0, gt=0, le=7 * 86400)
+    # Private addresses and plain http for webhooks: development and tests only (docs/security.md).
+    webhook_allow_private: bool = False
     expiry_sweep_every_s: float = Field(default=86400.0, gt=0, le=7 * 86400)
     # Days before the user token's end that ``credential.expiring`` warns (docs/tokens.md).
     expiry_warning_days: str = Field(default="14,3,1", pattern=r"^\s*\d{1,2}(\s*,\s*\d{1,2})*\s*$")

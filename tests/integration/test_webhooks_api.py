@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from offpost.graph.sandbox import RunningSandbox
 from offpost.models import (
     Credential,
     CredentialStatus,
@@ -27,7 +28,7 @@ from offpost.models import (
 from offpost.models.webhook_event import insert_event
 from offpost.outbox import event_document
 from offpost.settings import Settings
-from tests.integration.api_support import add_client, bearer
+from tests.integration.api_support import add_client, api_client, bearer, make_settings
 from tests.integration.posts_support import assert_problem
 from tests.integration.sandbox_support import SandboxClient
 
@@ -87,15 +88,12 @@ def test_put_again_rotates_the_secret_and_changes_the_url(
     assert api.get("/v1/webhook", headers=alice).json() == {"url": "https://b.example/h"}
 
 
-def test_plain_http_only_for_this_machine(api: TestClient, alice: dict[str, str]) -> None:
-    for url in ("http://localhost:8080/h", "http://127.0.0.1:9000/h"):
-        assert api.put("/v1/webhook", json={"url": url}, headers=alice).status_code == 200
-    assert_problem(
-        api.put("/v1/webhook", json={"url": "http://hooks.example.com/h"}, headers=alice),
-        422,
-        "invalid_request",
-        "url",
-    )
+def test_plain_http_is_refused(api: TestClient, alice: dict[str, str]) -> None:
+    for url in ("http://hooks.example.com/h", "http://93.184.216.34/h"):
+        body = assert_problem(
+            api.put("/v1/webhook", json={"url": url}, headers=alice), 422, "invalid_request", "url"
+        )
+        assert "https://" in body["detail"]
 
 
 @pytest.mark.parametrize(
@@ -208,3 +206,40 @@ def test_a_dead_token_found_by_the_api_parks_posts_and_tells_the_webhook(
     assert user["access_token"] not in event.payload
     assert "access_token" not in json.dumps(document["data"])
     assert "EAA" not in json.dumps(document["data"])
+
+
+# Every one of these reached inside the deployment before addresses were checked;
+# the last one let a client wipe the sandbox's world through its control routes.
+INSIDE = [
+    "https://169.254.169.254/latest/meta-data/",
+    "https://10.0.0.1/",
+    "https://[::1]:18001/x",
+    "https://127.0.0.1:6379/",
+    "https://0.0.0.0:18000/",
+    "https://2130706433/",
+    "https://0x7f000001/",
+    "https://[::ffff:127.0.0.1]/",
+    "https://localhost/",
+    "http://localhost:18001/_sandbox/reset",
+]
+
+
+@pytest.mark.parametrize("url", INSIDE)
+def test_a_webhook_inside_the_deployment_is_refused(
+    api: TestClient, alice: dict[str, str], url: str
+) -> None:
+    response = api.put("/v1/webhook", json={"url": url}, headers=alice)
+    body = assert_problem(response, 422, "invalid_request", "url")
+    assert "offpost does not send webhooks there" in body["detail"]
+    assert api.get("/v1/webhook", headers=alice).status_code == 404
+
+
+def test_the_operator_setting_lets_webhooks_reach_this_machine(
+    postgres_url: str, sandbox_server: RunningSandbox, redis_url: str
+) -> None:
+    settings = make_settings(postgres_url, sandbox_server, redis_url, webhook_allow_private=True)
+    with api_client(settings) as api:
+        key = bearer(add_client(settings, "dev"))
+        for url in ("http://127.0.0.1:9/h", "http://localhost:8080/h", "https://10.0.0.1/h"):
+            response = api.put("/v1/webhook", json={"url": url}, headers=key)
+            assert response.status_code == 200, response.text

@@ -168,6 +168,8 @@ def ctx(sessions: sessionmaker[Session]) -> Iterator[DeliveryContext]:
             http=http,
             policy=DeliveryPolicy(base_s=0.05, cap_s=0.1, retry_for_s=60),
             lease=LEASE,
+            # The receiver listens on 127.0.0.1.
+            allow_private=True,
         )
 
 
@@ -246,3 +248,42 @@ def test_an_event_of_a_removed_webhook_fails_without_a_request(
     assert deliver_due(ctx) == ["failed"]
     assert event(ctx.sessions, event_id or "").status == DeliveryStatus.FAILED
     assert receiver.received() == []
+
+
+def test_a_delivery_to_a_private_address_is_refused_unless_the_operator_allows_it(
+    ctx: DeliveryContext, client_id: str, secret: str, receiver: Receiver
+) -> None:
+    """Checked at each delivery, not only at registration: the URL stored here was never
+    registered through the API, as after a name that now points inside the network."""
+    ctx.allow_private = False
+    event_id = add_event(ctx.sessions, client_id, now=datetime.now(UTC))
+    assert deliver_due(ctx) == ["retry"]
+    assert receiver.received() == []
+    with ctx.sessions() as session:
+        event = session.get(WebhookEvent, event_id)
+        assert event is not None
+        assert event.last_error is not None
+        assert event.last_error.startswith("refused: it must be an https:// URL")
+
+
+def test_a_delivery_connects_to_the_address_it_vetted(
+    ctx: DeliveryContext, client_id: str, secret: str, receiver: Receiver
+) -> None:
+    """The name is resolved once, checked, and connected to by address: a second lookup
+    (DNS rebinding) never happens. The receiver still sees the name in ``Host``."""
+    port = int(receiver.url.split(":")[2].split("/")[0])
+    with ctx.sessions.begin() as session:
+        webhook = session.scalars(select(Webhook).where(Webhook.client_id == client_id)).one()
+        webhook.url = f"http://receiver.test:{port}/hooks"
+    lookups: list[str] = []
+
+    def resolver(host: str, _port: int) -> list[str]:
+        lookups.append(host)
+        return ["127.0.0.1"]
+
+    ctx.resolver = resolver
+    add_event(ctx.sessions, client_id, now=datetime.now(UTC))
+    assert deliver_due(ctx) == ["delivered"]
+    assert lookups == ["receiver.test"]
+    [request] = receiver.received()
+    assert request.headers["host"] == f"receiver.test:{port}"

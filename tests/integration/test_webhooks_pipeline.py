@@ -29,6 +29,8 @@ FAST_WEBHOOKS = {
     "OFFPOST_WEBHOOK_TIMEOUT_S": "3",
     "OFFPOST_WEBHOOK_RETRY_BASE_S": "0.3",
     "OFFPOST_WEBHOOK_RETRY_CAP_S": "1",
+    # The receiver listens on 127.0.0.1: only an operator's setting lets webhooks go there.
+    "OFFPOST_WEBHOOK_ALLOW_PRIVATE": "true",
 }
 
 

@@ -22,6 +22,7 @@ RANKS: dict[str, int] = {
     "offpost.errors": 0,
     "offpost.redact": 0,
     "offpost.connections": 1,
+    "offpost.addresses": 1,
     "offpost.settings": 1,
     "offpost.recurrence": 1,
     # records

@@ -63,20 +63,18 @@ def test_the_event_document_is_compact_and_ordered() -> None:
     [
         "https://example.com/hook",
         "https://example.com:8443/a?b=c",
+        # Well-formed; whether offpost may send there is offpost.addresses' to say.
         "http://localhost:8080/hook",
-        "http://127.0.0.1:9000/",
         "http://[::1]:9000/x",
     ],
 )
-def test_webhook_urls_accepted(url: str) -> None:
+def test_webhook_urls_well_formed(url: str) -> None:
     assert check_webhook_url(url) == url
 
 
 @pytest.mark.parametrize(
     "url",
     [
-        "http://example.com/hook",
-        "http://10.0.0.1/hook",
         "ftp://example.com/",
         "example.com/hook",
         "https://user:pw@example.com/",

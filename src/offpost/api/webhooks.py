@@ -3,21 +3,22 @@
 One webhook per client. ``PUT`` sets the URL and makes a fresh signing secret,
 shown in that answer only (a second ``PUT`` rotates it); ``GET`` shows the URL;
 ``DELETE`` removes the webhook and gives up its undelivered events. URLs are
-``https://``; plain ``http://`` is accepted for ``localhost``, ``127.0.0.1`` and
-``[::1]`` only, for development.
+``https://`` to a public address (:mod:`offpost.addresses`); the operator setting
+``OFFPOST_WEBHOOK_ALLOW_PRIVATE`` also allows private addresses and ``http://``,
+for development.
 """
 
 from __future__ import annotations
 
 import logging
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Response, status
 from pydantic import AfterValidator, BaseModel
 from sqlalchemy import select, update
 
-from offpost.api.deps import ClientDep, NowDep, SessionDep
+from offpost.addresses import AddressRefusedError, check_registration
+from offpost.api.deps import ClientDep, NowDep, SessionDep, SettingsDep
 from offpost.api.problems import ProblemError
 from offpost.models import DeliveryStatus, Webhook, WebhookEvent, new_webhook_secret
 from offpost.posts.input import RequestModel
@@ -26,21 +27,14 @@ from offpost.posts.rules import check_url
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/webhook", tags=["webhooks"])
 
-#: Hosts a webhook may reach over plain http (development on one machine).
-LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
-
 _ERRORS: dict[int | str, dict[str, Any]] = {401: {"description": "no or bad API key"}}
 
 
 def check_webhook_url(value: str) -> str:
-    """``value`` if it is an https URL (or http to this machine); ``ValueError`` otherwise."""
-    check_url(value)
-    parts = urlsplit(value)
-    if parts.scheme.lower() == "https":
-        return value
-    if (parts.hostname or "").lower() in LOCAL_HOSTS:
-        return value
-    raise ValueError("must be an https:// URL (http:// only for localhost or 127.0.0.1)")
+    """``value`` if it is a well-formed http(s) URL; ``ValueError`` otherwise. Whether
+    its scheme and address are allowed is :func:`offpost.addresses.check_registration`'s
+    (it depends on the operator's setting)."""
+    return check_url(value)
 
 
 class WebhookPut(RequestModel):
@@ -64,9 +58,21 @@ def _own_webhook(session: SessionDep, client_id: str) -> Webhook | None:
     "",
     response_model=WebhookCreated,
     summary="Set the webhook URL; returns a fresh signing secret (shown once)",
-    responses={422: {"description": "invalid_request: not an https URL"}, **_ERRORS},
+    responses={
+        422: {"description": "invalid_request: not an https URL, or a non-public address"},
+        **_ERRORS,
+    },
 )
-def put_webhook(body: WebhookPut, client: ClientDep, session: SessionDep) -> WebhookCreated:
+def put_webhook(
+    body: WebhookPut, client: ClientDep, session: SessionDep, settings: SettingsDep
+) -> WebhookCreated:
+    try:
+        check_registration(body.url, allow_private=settings.webhook_allow_private)
+    except AddressRefusedError as exc:
+        message = f"offpost does not send webhooks there: {exc}"
+        raise ProblemError(
+            "invalid_request", f"url: {message}", errors=[{"field": "url", "message": message}]
+        ) from exc
     secret = new_webhook_secret()
     webhook = _own_webhook(session, client.id)
     if webhook is None:

@@ -47,6 +47,7 @@ def worker_config(settings: Settings) -> WorkerConfig:
         webhook_retry_base_s=settings.webhook_retry_base_s,
         webhook_retry_cap_s=settings.webhook_retry_cap_s,
         webhook_retry_for_s=settings.webhook_retry_for_s,
+        webhook_allow_private=settings.webhook_allow_private,
         metrics_dir=settings.metrics_dir,
     )
 

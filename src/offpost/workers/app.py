@@ -75,6 +75,8 @@ class WorkerConfig:
     webhook_retry_base_s: float = 30.0
     webhook_retry_cap_s: float = 3600.0
     webhook_retry_for_s: float = 86400.0
+    #: Let webhooks reach private addresses over http too (development and tests).
+    webhook_allow_private: bool = False
 
 
 def make_celery(broker_url: str, *, lease_s: int = 120, queue: str = QUEUE) -> Celery:
@@ -284,6 +286,7 @@ def webhook_context(config: WorkerConfig) -> DeliveryContext:
         config.database_url,
         config.encryption_keys,
         timeout_s=config.webhook_timeout_s,
+        allow_private=config.webhook_allow_private,
         policy=DeliveryPolicy(
             config.webhook_retry_base_s, config.webhook_retry_cap_s, config.webhook_retry_for_s
         ),

@@ -40,6 +40,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from offpost import __version__
+from offpost.addresses import AddressRefusedError, Resolver, Vetted, resolve, vet
 from offpost.graph.errors import GraphError
 from offpost.graph.usage import GraphUsage
 from offpost.models import PostStatus, Webhook, make_engine, make_sessionmaker
@@ -150,6 +151,9 @@ class DeliveryContext:
     lease: timedelta
     clock: Callable[[], datetime] = utcnow
     rng: random.Random = field(default_factory=random.Random)
+    #: Private addresses and http allowed (``OFFPOST_WEBHOOK_ALLOW_PRIVATE``).
+    allow_private: bool = False
+    resolver: Resolver = resolve
 
 
 def make_delivery_context(
@@ -158,18 +162,23 @@ def make_delivery_context(
     *,
     timeout_s: float,
     policy: DeliveryPolicy,
+    allow_private: bool = False,
 ) -> DeliveryContext:
     """Build the resources of :func:`deliver_event` (after a worker process forked)."""
     engine = make_engine(database_url, encryption_keys=encryption_keys)
     http = httpx.Client(
         timeout=httpx.Timeout(timeout_s),
         follow_redirects=False,  # a redirect is not a 2xx: the receiver fixes its URL
+        # Each delivery connects to the address it vetted, by IP: a kept-alive
+        # connection is never shared between two host names on one address.
+        limits=httpx.Limits(max_keepalive_connections=0),
     )
     return DeliveryContext(
         sessions=make_sessionmaker(engine),
         http=http,
         policy=policy,
         lease=timedelta(seconds=timeout_s + LEASE_SLACK_S),
+        allow_private=allow_private,
     )
 
 
@@ -201,17 +210,24 @@ def deliver_event(ctx: DeliveryContext, event_id: str, attempts: int) -> str:
             )
         return DeliveryStatus.FAILED.value
     url, secret = target
-    status_code, error = _post(ctx, event, url, secret)
+    try:
+        # Checked again at each delivery: the name may point elsewhere by now.
+        vetted = vet(url, allow_private=ctx.allow_private, resolver=ctx.resolver)
+    except AddressRefusedError as exc:
+        return _record(ctx, event, None, f"refused: {exc}"[:MAX_ERROR_LENGTH])
+    status_code, error = _post(ctx, event, vetted, secret)
     return _record(ctx, event, status_code, error)
 
 
 def _post(
-    ctx: DeliveryContext, event: ClaimedEvent, url: str, secret: str
+    ctx: DeliveryContext, event: ClaimedEvent, vetted: Vetted, secret: str
 ) -> tuple[int | None, str | None]:
     body = event.payload.encode("utf-8")
     # A fresh timestamp on every attempt; same id, same body.
     timestamp = int(ctx.clock().timestamp())
+    options = vetted.request_options()
     headers = {
+        **options["headers"],
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
         SIGNATURE_HEADER: signature_header(secret, body, timestamp),
@@ -219,7 +235,13 @@ def _post(
     }
     try:
         # Streamed and never read: a receiver's reply body is not ours to download.
-        with ctx.http.stream("POST", url, content=body, headers=headers) as response:
+        with ctx.http.stream(
+            "POST",
+            vetted.request_url(),
+            content=body,
+            headers=headers,
+            extensions=options["extensions"],
+        ) as response:
             code = response.status_code
     except httpx.HTTPError as exc:
         return None, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_LENGTH]
