@@ -208,13 +208,16 @@ def create_client_code(
     now: NowDep,
 ) -> ClientCodeOut:
     credential = load_own_credential(session, client.id, credential_id)
-    if credential.user_token is None or credential.status in (
-        CredentialStatus.DELETED,
-        CredentialStatus.USER_TOKEN_EXPIRED,
+    if (
+        credential.user_token is None
+        or credential.status is CredentialStatus.DELETED
+        or credential.user_token_dead_at is not None
     ):
+        # A code is made from the user token: known dead, there is no asking again.
         raise ProblemError(
             "conflict",
-            f"credential {credential_id} is {credential.status.value}: submit a fresh token",
+            f"credential {credential_id} is {credential.status.value} and its user token "
+            "no longer works: submit a fresh token",
         )
     try:
         code = graph.client_code(credential.user_token, body.redirect_uri)
