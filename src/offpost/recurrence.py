@@ -31,7 +31,7 @@ Decisions beyond the RFC:
 - DTSTART counts only if it matches the rule (dateutil's reading; RFC 5545
   would always count it). A schedule starting "now" with ``BYDAY=MO`` should
   not post now.
-- Minute precision: ``FREQ=SECONDLY`` and ``BYSECOND`` are refused. The RRULE
+- Minute precision: ``FREQ=SECONDLY`` and ``BYSECOND`` other than ``0`` are refused. The RRULE
   is one property value (``FREQ=…;…``, an ``RRULE:`` prefix is allowed); no
   DTSTART, RDATE, EXDATE lines. COUNT with UNTIL is refused (RFC 5545 forbids it).
 - ``UNTIL=…Z`` is an instant; a floating ``UNTIL`` is wall time in the zone.
@@ -278,7 +278,12 @@ def _parse_rrule(text: str, zone: ZoneInfo) -> _RRuleSpec:  # noqa: PLR0915 - on
             keyword, low, high, negatives = _INT_LISTS[name]
             kwargs[keyword] = _ints(name, value, low, high, negatives)
         elif name == "BYSECOND":
-            raise RuleError("rrule", "BYSECOND is not supported: schedules have minute precision")
+            # Many RRULE generators write BYSECOND=0, which is exactly minute precision.
+            if value != "0":
+                raise RuleError(
+                    "rrule", "BYSECOND is not supported: schedules have minute precision"
+                )
+            kwargs["bysecond"] = 0
         else:
             raise RuleError("rrule", f"unknown rule part {name}")
     # RFC 5545 §3.3.10: parts that make no sense with some frequencies.

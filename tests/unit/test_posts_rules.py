@@ -337,3 +337,10 @@ def test_attempt_codes_are_numbers_when_graph_gave_them() -> None:
     assert AttemptOut.of(ours).model_dump()["error"]["code"] == "timeout"
     assert AttemptOut.of(ours).outcome is None
     assert AttemptOut.of(clean).error is None
+
+
+def test_publish_at_at_most_five_years_ahead() -> None:
+    now = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+    assert publish_at_problem(now + timedelta(days=5 * 365), now) is None
+    assert publish_at_problem(now + timedelta(days=6 * 365), now) == "is more than five years ahead"
+    assert publish_at_problem(datetime(9999, 12, 31, tzinfo=UTC), now) is not None

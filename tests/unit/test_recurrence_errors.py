@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from datetime import UTC, datetime
 
@@ -126,3 +127,16 @@ def test_a_floating_until_is_wall_time_in_the_zone() -> None:
         start_at=start,
     )
     assert len(list(recurrence.occurrences())) == 3
+
+
+def test_bysecond_zero_is_minute_precision_and_accepted() -> None:
+    """Many RRULE generators write BYSECOND=0; it means what minute precision means."""
+    plain = parse_rule(
+        rrule="FREQ=DAILY;BYHOUR=9;BYMINUTE=0", cron=None, timezone="UTC", start_at=START
+    )
+    zero = parse_rule(
+        rrule="FREQ=DAILY;BYHOUR=9;BYMINUTE=0;BYSECOND=0", cron=None, timezone="UTC", start_at=START
+    )
+    first = list(itertools.islice(zero.occurrences(), 5))
+    assert first == list(itertools.islice(plain.occurrences(), 5))
+    assert [o.second for o in first] == [0] * 5

@@ -80,5 +80,8 @@ class PostCreate(RequestModel):
     link: HttpURL | None = None
     photo_url: HttpURL | None = None
     publish_at: RFC3339Time | None = Field(
-        default=None, description="Omitted: as soon as possible. At most 5 minutes in the past."
+        default=None,
+        description=(
+            "Omitted: as soon as possible. At most 5 minutes in the past and five years ahead."
+        ),
     )

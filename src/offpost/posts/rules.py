@@ -39,6 +39,9 @@ MAX_BATCH_POSTS = 1000
 MAX_BATCH_TOKENS = 10
 #: How far in the past ``publish_at`` may be (clock skew, a slow client).
 PUBLISH_AT_GRACE = timedelta(minutes=5)
+#: How far ahead ``publish_at`` may be: a post for 9999 would keep its credential's
+#: tokens (and the daily token check) alive for nothing.
+PUBLISH_AT_HORIZON = timedelta(days=5 * 366)
 #: The content fields; a post needs at least one of them.
 CONTENT_FIELDS = ("message", "link", "photo_url")
 
@@ -193,6 +196,8 @@ def publish_at_problem(publish_at: datetime | None, now: datetime) -> str | None
     if publish_at is not None and publish_at < now - PUBLISH_AT_GRACE:
         minutes = int(PUBLISH_AT_GRACE.total_seconds() // 60)
         return f"is more than {minutes} minutes in the past"
+    if publish_at is not None and publish_at > now + PUBLISH_AT_HORIZON:
+        return "is more than five years ahead"
     return None
 
 
