@@ -17,6 +17,7 @@ import re
 import threading
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 REDACTED = "[redacted]"
 
@@ -58,6 +59,16 @@ _process_secrets: list[str] = []
 #: an ordinary word ("unused", "password") and would vanish from every later text of
 #: the process. Real ones are far longer: app secrets have 32 characters, tokens 100+.
 MIN_SECRET_LENGTH = 16
+
+
+def hide_password(url: str) -> str:
+    """``url`` with the password in it (if any) shown as ``***``, for printing."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def scrub(text: str, secrets: Iterable[str] = ()) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from offpost import redact
-from offpost.redact import REDACTED, install_log_scrubbing, scrub
+from offpost.redact import REDACTED, hide_password, install_log_scrubbing, scrub
 
 USER_TOKEN = "EAAGm0PX4ZCpsBAKZAvQ9xZC0ZAhZB1ZBiZA7ZBb8ZCxZAZC3" + "x" * 80
 SECRET = "0123456789abcdef0123456789abcdef"
@@ -124,3 +124,19 @@ def test_a_short_secret_does_not_redact_ordinary_words(
     with caplog.at_level(logging.INFO):
         logging.getLogger("x").info(text)
     assert caplog.records[-1].getMessage() == text
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "postgresql+psycopg://offpost:s3cr%40t@db:5432/offpost",
+            "postgresql+psycopg://offpost:***@db:5432/offpost",
+        ),
+        ("redis://:hunter2@redis:6379/0", "redis://:***@redis:6379/0"),
+        ("redis://localhost:6379/0", "redis://localhost:6379/0"),
+        ("sqlite:///./offpost.db", "sqlite:///./offpost.db"),
+    ],
+)
+def test_urls_are_printed_without_their_password(url: str, shown: str) -> None:
+    assert hide_password(url) == shown

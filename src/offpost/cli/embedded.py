@@ -42,6 +42,7 @@ from offpost.graph.sandbox.server import StoppableServer
 from offpost.models import Client, hash_api_key, make_engine, make_sessionmaker, new_api_key
 from offpost.models.migrate import upgrade_to_head
 from offpost.models.types import new_encryption_key
+from offpost.redact import hide_password
 from offpost.scheduler.dispatcher import Dispatcher, DispatcherConfig
 from offpost.scheduler.housekeeping import build_housekeeping
 from offpost.scheduler.wake import LocalWaker
@@ -140,8 +141,8 @@ def describe(a: Announcement) -> list[str]:
         "offpost is up",
         f"  API        {a.api_url}   (OpenAPI at {a.api_url}/docs)",
         f"  dashboard  {a.api_url}/admin",
-        f"  database   {a.database_url}",
-        f"  broker     {a.broker_url}",
+        f"  database   {hide_password(a.database_url)}",
+        f"  broker     {hide_password(a.broker_url)}",
     ]
     if a.key_file:
         lines.append(f"  key file   {a.key_file} (back it up: without it stored tokens are lost)")

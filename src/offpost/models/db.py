@@ -23,6 +23,7 @@ What every engine gets:
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from sqlalchemy import create_engine, event
@@ -64,6 +65,8 @@ def make_engine(
     kwargs.setdefault("hide_parameters", True)
     if parsed.get_backend_name() == "postgresql":
         kwargs.setdefault("pool_pre_ping", True)
+    if parsed.get_backend_name() == "sqlite":
+        _create_private(parsed.database)
     engine = create_engine(parsed, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _configure_sqlite_connection)
@@ -71,6 +74,21 @@ def make_engine(
     if encryption_keys:
         attach_cipher(engine, make_cipher(encryption_keys))
     return engine
+
+
+def _create_private(database: str | None) -> None:
+    """Create a SQLite database file readable by its owner only (0600), before SQLite
+    creates it with the umask's mode: it holds encrypted tokens and API key hashes.
+    SQLite gives its -wal and -shm files the database file's mode."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    try:
+        fd = os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError:
+        return  # a missing folder and the like: SQLite's own error says it better
+    os.close(fd)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
