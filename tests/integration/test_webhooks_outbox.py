@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -33,8 +34,9 @@ from offpost.models.webhook_event import (
     insert_event,
 )
 from offpost.outbox import event_document
+from offpost.workers.deadline import deadline_client
 from offpost.workers.webhooks import DeliveryContext, DeliveryPolicy, deliver_event
-from tests.integration.webhook_receiver import Receiver, running_receiver
+from tests.integration.webhook_receiver import Receiver, dripping_receiver, running_receiver
 
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
@@ -287,3 +289,32 @@ def test_a_delivery_connects_to_the_address_it_vetted(
     assert lookups == ["receiver.test"]
     [request] = receiver.received()
     assert request.headers["host"] == f"receiver.test:{port}"
+
+
+def test_a_dripping_receiver_is_cut_off_at_the_deadline(
+    sessions: sessionmaker[Session], client_id: str
+) -> None:
+    """One byte every 0.2 s passes any per-read timeout; the exchange still ends by the
+    deadline, and the attempt is a retry for later (its lease outlives the deadline)."""
+    with dripping_receiver() as url:
+        with sessions.begin() as session:
+            session.add(Webhook(client_id=client_id, url=url, secret=new_webhook_secret()))
+        with deadline_client(timeout=httpx.Timeout(5.0)) as http:
+            ctx = DeliveryContext(
+                sessions=sessions,
+                http=http,
+                policy=DeliveryPolicy(base_s=30, cap_s=60, retry_for_s=600),
+                lease=timedelta(seconds=1.5 + 30),
+                allow_private=True,
+                deadline_s=1.5,
+            )
+            event_id = add_event(sessions, client_id, now=datetime.now(UTC))
+            started = time.monotonic()
+            assert deliver_due(ctx) == ["retry"]
+            took = time.monotonic() - started
+    assert 1.4 <= took < 4, took
+    with sessions() as session:
+        event = session.get(WebhookEvent, event_id)
+        assert event is not None
+        assert event.last_error is not None
+        assert "no complete answer within the delivery's 1.5 s" in event.last_error

@@ -6,9 +6,12 @@ request: headers, exact body bytes, and when it came.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import itertools
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -102,3 +105,41 @@ def running_receiver() -> Iterator[Receiver]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+@contextmanager
+def dripping_receiver(byte_every_s: float = 0.2) -> Iterator[str]:
+    """A receiver that reads the request, then answers one byte every ``byte_every_s``
+    and never finishes: every read succeeds within any per-read timeout. Its URL."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def drip(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            with contextlib.suppress(OSError):
+                conn.recv(65536)
+                for byte in itertools.cycle(b"HTTP/1.1 200 OK\r\nX-Slow: "):
+                    if stop.wait(byte_every_s):
+                        return
+                    conn.sendall(bytes([byte]))
+
+    def serve() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=drip, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/hooks"
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()

@@ -53,6 +53,7 @@ from offpost.models.webhook_event import (
     finish_delivery,
 )
 from offpost.outbox import has_webhook, record_post_event
+from offpost.workers.deadline import deadline_client, until
 from offpost.workers.decide import RetryPolicy
 from offpost.workers.observe import Finished
 from offpost.workers.runtime import ProcessResource
@@ -153,6 +154,8 @@ class DeliveryContext:
     rng: random.Random = field(default_factory=random.Random)
     #: Private addresses and http allowed (``OFFPOST_WEBHOOK_ALLOW_PRIVATE``).
     allow_private: bool = False
+    #: The whole exchange, connect to last byte, ends by then (``OFFPOST_WEBHOOK_TIMEOUT_S``).
+    deadline_s: float = 10.0
     resolver: Resolver = resolve
 
 
@@ -166,7 +169,7 @@ def make_delivery_context(
 ) -> DeliveryContext:
     """Build the resources of :func:`deliver_event` (after a worker process forked)."""
     engine = make_engine(database_url, encryption_keys=encryption_keys)
-    http = httpx.Client(
+    http = deadline_client(
         timeout=httpx.Timeout(timeout_s),
         follow_redirects=False,  # a redirect is not a 2xx: the receiver fixes its URL
         # Each delivery connects to the address it vetted, by IP: a kept-alive
@@ -177,8 +180,10 @@ def make_delivery_context(
         sessions=make_sessionmaker(engine),
         http=http,
         policy=policy,
+        # The lease outlives the delivery's deadline: one in flight is never sent again.
         lease=timedelta(seconds=timeout_s + LEASE_SLACK_S),
         allow_private=allow_private,
+        deadline_s=timeout_s,
     )
 
 
@@ -235,14 +240,22 @@ def _post(
     }
     try:
         # Streamed and never read: a receiver's reply body is not ours to download.
-        with ctx.http.stream(
-            "POST",
-            vetted.request_url(),
-            content=body,
-            headers=headers,
-            extensions=options["extensions"],
-        ) as response:
+        # One deadline for the whole exchange: a receiver dripping bytes holds a
+        # worker for deadline_s at most (offpost.workers.deadline).
+        with (
+            until(ctx.deadline_s),
+            ctx.http.stream(
+                "POST",
+                vetted.request_url(),
+                content=body,
+                headers=headers,
+                extensions=options["extensions"],
+            ) as response,
+        ):
             code = response.status_code
+    except httpx.TimeoutException as exc:
+        why = f"no complete answer within the delivery's {ctx.deadline_s:g} s ({exc})"
+        return None, f"{type(exc).__name__}: {why}"[:MAX_ERROR_LENGTH]
     except httpx.HTTPError as exc:
         return None, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_LENGTH]
     if 200 <= code < 300:
