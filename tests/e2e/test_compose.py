@@ -62,21 +62,24 @@ def test_every_role_is_there(config: dict[str, Any]) -> None:
         "api",
         "dispatcher",
         "worker",
+        "webhooks",
         "flower",
     }
     services = config["services"]
     assert services["migrate"]["command"] == ["migrate"]
     assert services["dispatcher"]["deploy"]["replicas"] == 2
     assert services["worker"]["command"][0] == "worker"
+    # Deliveries have their own role: a slow receiver never holds a publishing slot.
+    assert services["webhooks"]["command"][0] == "webhooks"
     assert services["api"]["command"][:1] == ["api"]
 
 
 def test_roles_wait_for_healthy_dependencies(config: dict[str, Any]) -> None:
     services = config["services"]
-    for name in ("postgres", "redis", "api", "worker", "dispatcher"):
+    for name in ("postgres", "redis", "api", "worker", "webhooks", "dispatcher"):
         assert services[name]["healthcheck"]["test"], name
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
-    for role in ("api", "dispatcher", "worker"):
+    for role in ("api", "dispatcher", "worker", "webhooks"):
         depends = services[role]["depends_on"]
         assert depends["migrate"]["condition"] == "service_completed_successfully", role
         assert depends["redis"]["condition"] == "service_healthy", role
@@ -84,7 +87,7 @@ def test_roles_wait_for_healthy_dependencies(config: dict[str, Any]) -> None:
 
 
 def test_roles_share_the_interpolated_settings(config: dict[str, Any]) -> None:
-    for role in ("migrate", "api", "dispatcher", "worker"):
+    for role in ("migrate", "api", "dispatcher", "worker", "webhooks"):
         env = config["services"][role]["environment"]
         assert (
             env["OFFPOST_DATABASE_URL"] == "postgresql+psycopg://offpost:pw@postgres:5432/offpost"

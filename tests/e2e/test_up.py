@@ -7,6 +7,7 @@ sandbox. The test talks to it over HTTP only, as a client app would.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port
+from tests.integration.webhook_receiver import running_receiver
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(600)
@@ -101,6 +103,12 @@ class Up:
 
 
 @pytest.fixture
+def stack() -> Iterator[contextlib.ExitStack]:
+    with contextlib.ExitStack() as entered:
+        yield entered
+
+
+@pytest.fixture
 def up(installed: Path, tmp_path: Path) -> Iterator[Up]:
     folder = tmp_path / "empty"
     folder.mkdir()
@@ -110,8 +118,10 @@ def up(installed: Path, tmp_path: Path) -> Iterator[Up]:
 
 
 def test_up_publishes_on_the_sandbox_and_keeps_data_across_restarts(
-    up: Up, installed: Path
+    up: Up, installed: Path, stack: contextlib.ExitStack
 ) -> None:
+    # The webhook receiver below listens on this machine: the operator allows that.
+    up.env["OFFPOST_WEBHOOK_ALLOW_PRIVATE"] = "true"
     up.start()
     api = f"http://127.0.0.1:{up.port}"
     sandbox = f"http://127.0.0.1:{up.port + 1}"
@@ -130,6 +140,9 @@ def test_up_publishes_on_the_sandbox_and_keeps_data_across_restarts(
         f"{api}/v1/credentials", json={"access_token": user["access_token"]}, headers=key
     )
     assert credential.status_code == 201, credential.text
+    receiver = stack.enter_context(running_receiver())
+    hook = httpx.put(f"{api}/v1/webhook", json={"url": receiver.url}, headers=key)
+    assert hook.status_code == 200, hook.text
     post = httpx.post(
         f"{api}/v1/posts",
         headers=key,
@@ -153,12 +166,17 @@ def test_up_publishes_on_the_sandbox_and_keeps_data_across_restarts(
     on_page = httpx.get(f"{sandbox}/_sandbox/pages/{page_id}/posts").json()["data"]
     assert [p["message"] for p in on_page] == ["hello, world"]
     assert published["graph_post_id"] == on_page[0]["id"]
+    # Delivered by up's own webhook worker, on the deliveries' queue.
+    [event] = wait_until(
+        lambda: receiver.received("post.published"), 60, "the post.published webhook"
+    )
+    assert event.event["data"]["id"] == post_id
 
     assert up.stop() == 0
     assert "offpost is up" in up.output
     assert "admin API key" in up.output
     assert "offpost stopped" in up.output
-    assert (up.folder / "offpost.db").exists()
+    assert (up.folder / "offpost.db").stat().st_mode & 0o077 == 0  # private to its owner
     assert (up.folder / ".offpost-key").stat().st_mode & 0o077 == 0  # private to its owner
 
     up.start()

@@ -115,6 +115,19 @@ class Pipeline:
             env=env,
         )
 
+    def start_webhooks(self, name: str = "webhooks") -> subprocess.Popen[bytes]:
+        """``offpost webhooks``: the deliveries' own worker, on their own queue."""
+        return self.start(
+            name,
+            "webhooks",
+            "--concurrency",
+            "4",
+            "--without-gossip",
+            "--without-mingle",
+            "--hostname",
+            f"{name}@%h",
+        )
+
     def start_dispatcher(self, name: str = "dispatcher") -> subprocess.Popen[bytes]:
         return self.start(name, "dispatcher")
 
@@ -260,16 +273,24 @@ def running_pipeline(
 
 @contextmanager
 def serving_pipeline(
-    server_url: str, redis_url: str, sandbox: RunningSandbox, logs: Path, **env_extra: str
+    server_url: str,
+    redis_url: str,
+    sandbox: RunningSandbox,
+    logs: Path,
+    *,
+    webhooks: bool = False,
+    **env_extra: str,
 ) -> Iterator[Pipeline]:
-    """A fresh database with one worker and one dispatcher serving it: what a module of
-    pipeline tests shares."""
+    """A fresh database with one worker and one dispatcher serving it (and a webhook
+    worker with ``webhooks``): what a module of pipeline tests shares."""
     with (
         fresh_postgres_database(server_url) as db,
         running_pipeline(db, redis_url, sandbox, logs, **env_extra) as pipeline,
     ):
         pipeline.start_worker()
         pipeline.start_dispatcher()
+        if webhooks:
+            pipeline.start_webhooks()
         yield pipeline
 
 

@@ -1,5 +1,6 @@
-"""Webhooks end to end: ``offpost worker`` and ``offpost dispatcher`` processes, PostgreSQL,
-Redis, the Graph sandbox over HTTP, and a real HTTP receiver in the test process.
+"""Webhooks end to end: ``offpost worker``, ``offpost webhooks`` and ``offpost dispatcher``
+processes, PostgreSQL, Redis, the Graph sandbox over HTTP, and a real HTTP receiver in the
+test process.
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ from tests.integration.pipeline_support import (
     wait_for,
 )
 from tests.integration.sandbox_support import SandboxClient
-from tests.integration.webhook_receiver import Received, Receiver, running_receiver
+from tests.integration.webhook_receiver import (
+    Received,
+    Receiver,
+    dripping_receiver,
+    running_receiver,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -43,7 +49,7 @@ def pipeline(
 ) -> Iterator[Pipeline]:
     logs = tmp_path_factory.mktemp("webhook-pipeline-logs")
     with serving_pipeline(
-        postgres_server_url, redis_url, sandbox_server, Path(logs), **FAST_WEBHOOKS
+        postgres_server_url, redis_url, sandbox_server, Path(logs), webhooks=True, **FAST_WEBHOOKS
     ) as pipeline:
         yield pipeline
         text = pipeline.log_text()
@@ -199,3 +205,37 @@ def test_a_client_without_a_webhook_gets_no_events(
     with pipeline.sessions() as session:
         rows = session.scalars(select(WebhookEvent).where(WebhookEvent.client_id == client_id))
         assert list(rows) == []
+
+
+def test_a_dripping_receiver_holds_back_no_other_clients_post(
+    pipeline: Pipeline, graph: SandboxClient, page: dict[str, str]
+) -> None:
+    """Bob's receiver answers a byte every 0.2 s; his events take the webhook workers'
+    time, not the publishing workers': Alice's post is published as if Bob did not exist,
+    and each of Bob's deliveries ends at its deadline (3 s here)."""
+    with dripping_receiver() as drip_url:
+        bob_id, bob_key = new_client(pipeline, "bob-drips")
+        bob = graph.mint_user(pages=1)
+        with pipeline.api() as api:
+            assert api.put("/v1/webhook", json={"url": drip_url}, headers=bob_key).is_success
+            bob_credential = pipeline.credential(api, bob_key, bob)
+        bob_posts = pipeline.add_posts(
+            bob_id, bob_credential, bob["pages"][0]["id"], [f"bob {i}" for i in range(8)]
+        )
+        pipeline.wait_status(bob_posts, {PostStatus.PUBLISHED})
+        # Bob's eight events are being dripped to now.
+        [alice_post] = pipeline.add_posts(
+            page["client_id"], page["credential_id"], page["page_id"], ["alice, unhindered"]
+        )
+        pipeline.wait_status([alice_post], {PostStatus.PUBLISHED}, timeout_s=20)
+
+        def bob_cut_off() -> list[WebhookEvent] | None:
+            with pipeline.sessions() as session:
+                events = list(
+                    session.scalars(select(WebhookEvent).where(WebhookEvent.client_id == bob_id))
+                )
+            tried = [e for e in events if e.last_error]
+            return tried if len(tried) == len(events) == 8 else None
+
+        for event in wait_for(bob_cut_off, timeout_s=60, what="Bob's deliveries cut off"):
+            assert "no complete answer within the delivery's 3 s" in (event.last_error or "")

@@ -48,7 +48,7 @@ from offpost.scheduler.housekeeping import build_housekeeping
 from offpost.scheduler.wake import LocalWaker
 from offpost.settings import Settings
 from offpost.workers.app import install_worker_tasks, make_celery, send_publish
-from offpost.workers.webhooks import send_deliveries
+from offpost.workers.webhooks import send_deliveries, webhook_queue
 
 logger = logging.getLogger(__name__)
 
@@ -161,18 +161,21 @@ def describe(a: Announcement) -> list[str]:
 
 
 @contextmanager
-def in_process_worker(app: Celery, *, concurrency: int) -> Iterator[WorkController]:
-    """A real Celery worker on the thread pool, consuming in a thread of this process."""
+def in_process_worker(
+    app: Celery, *, concurrency: int, name: str = "offpost-up"
+) -> Iterator[WorkController]:
+    """A real Celery worker on the thread pool, consuming ``app``'s queue in a thread of
+    this process."""
     worker = WorkController(
         app=app,
         pool="threads",
         concurrency=concurrency,
-        hostname=f"offpost-up@{os.uname().nodename}",
+        hostname=f"{name}@{os.uname().nodename}",
         without_heartbeat=True,
         without_mingle=True,
         without_gossip=True,
     )
-    thread = threading.Thread(target=worker.start, name="celery-worker", daemon=True)
+    thread = threading.Thread(target=worker.start, name=f"celery-{name}", daemon=True)
     thread.start()
     try:
         yield worker
@@ -240,6 +243,18 @@ def run_embedded(
         )
         stack.callback(install_worker_tasks(celery_app, worker_config(settings)).close)
         stack.enter_context(in_process_worker(celery_app, concurrency=4))
+        # Deliveries on their own queue and threads, as `offpost webhooks` runs them: a
+        # slow receiver holds no publishing slot. A Celery app consumes one set of
+        # queues, so the deliveries' worker has an app of its own on the same broker.
+        webhook_app = make_celery(
+            settings.broker_url, lease_s=settings.lease_s, queue=webhook_queue(settings.queue)
+        )
+        stack.callback(install_worker_tasks(webhook_app, worker_config(settings)).close)
+        stack.enter_context(
+            in_process_worker(
+                webhook_app, concurrency=settings.webhook_concurrency, name="offpost-up-webhooks"
+            )
+        )
 
         engine = make_engine(settings.database_url)
         stack.callback(engine.dispose)

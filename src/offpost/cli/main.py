@@ -16,7 +16,7 @@ from offpost.cli.common import configure_logging, one_line_errors, process_setti
 from offpost.cli.demo import demo
 from offpost.cli.importer import import_csv
 from offpost.cli.keys import keys
-from offpost.cli.roles import dispatcher, worker
+from offpost.cli.roles import dispatcher, webhooks, worker
 from offpost.cli.status import status
 from offpost.cli.up import up
 
@@ -95,6 +95,7 @@ main.add_command(clients)
 main.add_command(keys)
 main.add_command(dispatcher)
 main.add_command(worker)
+main.add_command(webhooks)
 main.add_command(status)
 main.add_command(up)
 main.add_command(demo)

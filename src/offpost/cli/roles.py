@@ -80,7 +80,44 @@ def worker(celery_args: tuple[str, ...]) -> None:
     config = worker_config(settings)
     _check_schema(settings)
     app = make_worker_app(config)
-    argv = ["worker", *celery_args]
+    # The publishing queue only: webhook deliveries have their own (offpost webhooks).
+    argv = ["worker", "--queues", settings.queue, *celery_args]
+    if not any(a.startswith(("-l", "--loglevel")) for a in celery_args):
+        argv += ["--loglevel", "INFO"]
+    app.worker_main(argv)
+
+
+@click.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+@one_line_errors
+def webhooks(celery_args: tuple[str, ...]) -> None:
+    """Run a Celery worker that delivers webhook events; extra arguments go to `celery worker`.
+
+    Deliveries have their own queue and pool (OFFPOST_WEBHOOK_CONCURRENCY threads), so a
+    slow receiver never holds a slot a post is waiting for. Run it beside the workers.
+    """
+    from offpost.workers.app import make_worker_app
+    from offpost.workers.webhooks import webhook_queue
+
+    settings = process_settings()
+    config = worker_config(settings)
+    _check_schema(settings)
+    app = make_worker_app(config)
+    argv = [
+        "worker",
+        "--queues",
+        webhook_queue(settings.queue),
+        "--pool",
+        "threads",
+        "--concurrency",
+        str(settings.webhook_concurrency),
+        "--hostname",
+        "webhooks@%h",
+        *celery_args,
+    ]
     if not any(a.startswith(("-l", "--loglevel")) for a in celery_args):
         argv += ["--loglevel", "INFO"]
     app.worker_main(argv)

@@ -322,7 +322,15 @@ def install_webhook_task(app: Celery, runtime: DeliveryRuntime) -> Any:
     return deliver_webhook
 
 
+def webhook_queue(queue: str) -> str:
+    """The queue of webhook deliveries beside publishing queue ``queue``: their own, so
+    that a slow receiver never holds a slot a post is waiting for."""
+    return f"{queue}.webhooks"
+
+
 def send_deliveries(app: Celery, due: list[tuple[str, int]]) -> None:
-    """One delivery task per ``(event_id, attempts)`` (after the dispatcher's claim committed)."""
+    """One delivery task per ``(event_id, attempts)`` (after the dispatcher's claim committed),
+    on the webhook queue (``offpost webhooks`` consumes it)."""
+    queue = webhook_queue(app.conf.task_default_queue)
     for event_id, attempts in due:
-        app.send_task(DELIVER_TASK, args=[event_id, attempts], queue=app.conf.task_default_queue)
+        app.send_task(DELIVER_TASK, args=[event_id, attempts], queue=queue)
