@@ -20,6 +20,8 @@ from tests.conftest import IN_CI
 REPO = Path(__file__).resolve().parents[2]
 SECRETS = {
     "POSTGRES_PASSWORD": "pw",
+    "REDIS_PASSWORD": "rpw",
+    "FLOWER_BASIC_AUTH": "ops:fpw",
     "OFFPOST_APP_ID": "1234567890",
     "OFFPOST_APP_SECRET": "app-secret",
     "OFFPOST_ENCRYPTION_KEYS": "a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2U=",
@@ -92,7 +94,7 @@ def test_roles_share_the_interpolated_settings(config: dict[str, Any]) -> None:
         assert (
             env["OFFPOST_DATABASE_URL"] == "postgresql+psycopg://offpost:pw@postgres:5432/offpost"
         )
-        assert env["OFFPOST_BROKER_URL"] == "redis://redis:6379/0"
+        assert env["OFFPOST_BROKER_URL"] == "redis://:rpw@redis:6379/0"
         assert env["OFFPOST_APP_ID"] == SECRETS["OFFPOST_APP_ID"]
         assert env["OFFPOST_ENCRYPTION_KEYS"] == SECRETS["OFFPOST_ENCRYPTION_KEYS"]
 
@@ -102,3 +104,29 @@ def test_a_missing_secret_stops_with_its_name(missing: str) -> None:
     result = compose_config({k: v for k, v in SECRETS.items() if k != missing})
     assert result.returncode != 0
     assert f"set {missing}" in result.stderr
+
+
+def test_only_this_machine_reaches_the_api_and_flower_and_nothing_reaches_redis(
+    config: dict[str, Any],
+) -> None:
+    services = config["services"]
+    for name in ("api", "flower"):
+        [port] = services[name]["ports"]
+        # docker-compose renders "ip:host:container"; newer Compose a mapping.
+        host_ip = port["host_ip"] if isinstance(port, dict) else port.split(":")[0]
+        assert host_ip == "127.0.0.1", (name, port)
+    assert "ports" not in services["redis"]
+    assert "ports" not in services["postgres"]
+
+
+def test_redis_and_flower_need_their_passwords(config: dict[str, Any]) -> None:
+    services = config["services"]
+    assert services["redis"]["command"][-2:] == ["--requirepass", "rpw"]
+    flower = services["flower"]["environment"]
+    assert flower["FLOWER_BASIC_AUTH"] == "ops:fpw"
+    assert flower["CELERY_BROKER_URL"] == "redis://:rpw@redis:6379/0"
+    # Every URL that names Redis carries the password.
+    for name, service in services.items():
+        for value in (service.get("environment") or {}).values():
+            if "redis:6379" in str(value):
+                assert ":rpw@redis:6379" in str(value), name
