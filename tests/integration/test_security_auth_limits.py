@@ -16,9 +16,12 @@ from collections.abc import Iterator
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from offpost.api.limits import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from offpost.graph.sandbox import RunningSandbox
+from offpost.models import Client, make_engine, make_sessionmaker
+from offpost.models.base import utcnow
 from offpost.settings import Settings
 from tests.integration.api_support import add_client, api_client, bearer, make_settings
 from tests.integration.posts_support import assert_problem
@@ -108,6 +111,32 @@ def test_the_right_key_is_refused_as_soon_as_the_budget_is_spent(
         assert attacker.get("/v1/posts", headers=bearer(f"opk_guess{n}")).status_code == 401
     # No further guess is judged, a right one included.
     assert_problem(attacker.get("/v1/posts", headers=good), 429, "rate_limited")
+
+
+def test_a_guesser_does_not_lock_out_the_people_sharing_its_address(
+    api: TestClient, settings: Settings, clock: Clock
+) -> None:
+    """An office behind one address: Alice works, a guesser spends the address's budget.
+    Alice's key, proven from there, keeps working; a key never seen from there (a
+    guess that happens to be right) is not judged until the window ends."""
+    alice = bearer(add_client(settings, "alice"))
+    bob = bearer(add_client(settings, "bob"))
+    office = from_address(api, "203.0.113.40")
+    assert office.get("/v1/posts", headers=alice).status_code == 200
+    for n in range(LIMIT):
+        assert office.get("/v1/posts", headers=bearer(f"opk_guess{n}")).status_code == 401
+    assert_problem(office.get("/v1/posts", headers=bearer("opk_more")), 429, "rate_limited")
+    codes = [office.get("/v1/posts", headers=alice).status_code for _ in range(5)]
+    assert codes == [200] * 5
+    assert_problem(office.get("/v1/posts", headers=bob), 429, "rate_limited")
+    # Proven from that address only: elsewhere Alice's key is just a key.
+    assert from_address(api, "198.51.100.40").get("/v1/posts", headers=alice).status_code == 200
+    # Revoked meanwhile: refused like any other key while the address is slowed.
+    engine = make_engine(settings.database_url)
+    with make_sessionmaker(engine).begin() as session:
+        session.execute(update(Client).where(Client.name == "alice").values(revoked_at=utcnow()))
+    engine.dispose()
+    assert_problem(office.get("/v1/posts", headers=alice), 429, "rate_limited")
 
 
 def test_the_address_recovers_when_the_window_ends(

@@ -67,30 +67,41 @@ def _too_many_failures(wait_s: float) -> ProblemError:
     )
 
 
+#: How long a key that worked from an address stays "proven" there (a clock hour).
+PROVEN_WINDOW_S = 3600
+
+
 def check_key(request: Request, session: Session, key: str | None) -> tuple[Client | None, float]:
     """The client behind ``key`` (not revoked), counting failures per address.
 
     Returns ``(client, 0)`` for a good key, ``(None, 0)`` for a bad one, and
-    ``(None, wait_s)`` once the address is over its budget of failures. Such an
-    address is not heard until the window ends, whatever key it sends: were a
-    right key still let through, a guesser would not be slowed. The API and the
-    dashboard's sign-in both ask here.
+    ``(None, wait_s)`` once the address is over its budget of failures. While it
+    is, a key is judged only if it already worked from this address within the
+    hour: no guess is ever confirmed (a new key waits for the window to end), yet
+    the people who share the address with a guesser (an office, a proxy) keep
+    working. The API and the dashboard's sign-in both ask here.
     """
     limiter: RateLimiter = request.app.state.limiter
     settings: Settings = request.app.state.settings
     peer = request.client.host if request.client else "unknown"
     failures = f"authfail:{peer}"
+    usable = key is not None and len(key) <= 200
+    key_hash = hash_api_key(key) if key is not None and usable else ""
+    proven = f"authok:{peer}:{key_hash[:32]}"
     wait_s = limiter.blocked(failures, settings.auth_failures_per_minute, 60)
-    if wait_s is not None:
+    if wait_s is not None and (not usable or limiter.blocked(proven, 1, PROVEN_WINDOW_S) is None):
         return None, wait_s
     client = None
-    if key is not None and len(key) <= 200:
-        key_hash = hash_api_key(key)
+    if key is not None and usable:
         client = session.scalars(select(Client).where(Client.key_hash == key_hash)).one_or_none()
         if client is not None and (client.is_revoked or not key_matches(key, client.key_hash)):
             client = None
     if client is None:
+        if wait_s is not None:  # proven once, revoked since
+            return None, wait_s
         return None, limiter.hit(failures, settings.auth_failures_per_minute, 60) or 0.0
+    if wait_s is None:
+        limiter.hit(proven, 1, PROVEN_WINDOW_S)
     return client, 0.0
 
 
