@@ -51,14 +51,11 @@ class UsageCounters:
     @property
     def max_pct(self) -> int:
         """The highest of the three percentages (0 when none was given)."""
-        return max(
-            (
-                p
-                for p in (self.call_count_pct, self.total_time_pct, self.total_cputime_pct)
-                if p is not None
-            ),
-            default=0,
-        )
+        return _highest(self.call_count_pct, self.total_time_pct, self.total_cputime_pct)
+
+
+def _highest(*percentages: int | None) -> int:
+    return max((p for p in percentages if p is not None), default=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,14 +72,7 @@ class BusinessUseCaseUsage:
     @property
     def max_pct(self) -> int:
         """The highest of the three percentages (0 when none was given)."""
-        return max(
-            (
-                p
-                for p in (self.call_count_pct, self.total_time_pct, self.total_cputime_pct)
-                if p is not None
-            ),
-            default=0,
-        )
+        return _highest(self.call_count_pct, self.total_time_pct, self.total_cputime_pct)
 
 
 @dataclass(frozen=True, slots=True)

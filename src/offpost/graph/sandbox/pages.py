@@ -225,20 +225,41 @@ async def publish_feed(world: World, req: GraphRequest, token: Token, page: Page
             and page.last_content == (message, link)
         ):
             raise errors.duplicate_post()
-        post = world.add_post(
-            page,
-            Post(
-                post_id=f"{page.page_id}_{world.new_id(16)}",
-                page_id=page.page_id,
-                created_time=world.now(),
-                message=message,
-                link=link,
-                published=published,
-                scheduled_publish_time=scheduled,
-                app=world.apps.get(token.app_id),
-            ),
+        post = _add_post(
+            world, token, page, message=message, link=link, published=published, scheduled=scheduled
         )
     return _created(req, post, {"id": post.post_id})
+
+
+def _add_post(
+    world: World,
+    token: Token,
+    page: Page,
+    *,
+    message: str | None,
+    published: bool,
+    scheduled: int | None,
+    link: str | None = None,
+    photo_id: str | None = None,
+    photo_url: str | None = None,
+) -> Post:
+    """A new post on ``page`` made with ``token`` (its app is the post's ``application``);
+    the caller holds ``world.lock``."""
+    return world.add_post(
+        page,
+        Post(
+            post_id=f"{page.page_id}_{world.new_id(16)}",
+            page_id=page.page_id,
+            created_time=world.now(),
+            message=message,
+            link=link,
+            published=published,
+            scheduled_publish_time=scheduled,
+            app=world.apps.get(token.app_id),
+            photo_id=photo_id,
+            photo_url=photo_url,
+        ),
+    )
 
 
 async def publish_photo(
@@ -255,19 +276,14 @@ async def publish_photo(
     if not published and scheduled is None:
         return {"id": photo_id}
     with world.lock:
-        post = world.add_post(
+        post = _add_post(
+            world,
+            token,
             page,
-            Post(
-                post_id=f"{page.page_id}_{world.new_id(16)}",
-                page_id=page.page_id,
-                created_time=world.now(),
-                message=caption,
-                link=None,
-                published=published,
-                scheduled_publish_time=scheduled,
-                app=world.apps.get(token.app_id),
-                photo_id=photo_id,
-                photo_url=url,
-            ),
+            message=caption,
+            published=published,
+            scheduled=scheduled,
+            photo_id=photo_id,
+            photo_url=url,
         )
     return _created(req, post, {"id": photo_id, "post_id": post.post_id})
