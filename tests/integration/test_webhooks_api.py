@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from offpost.graph.sandbox import RunningSandbox
@@ -58,6 +58,17 @@ def events(settings: Settings) -> list[WebhookEvent]:
         return list(session.scalars(select(WebhookEvent).order_by(WebhookEvent.created_at)))
 
 
+#: The health of an endpoint nothing was sent to yet.
+QUIET = {
+    "pending": 0,
+    "next_attempt_at": None,
+    "last_attempt_at": None,
+    "last_status": None,
+    "last_error": None,
+    "failures_in_a_row": 0,
+}
+
+
 def test_put_returns_the_secret_once_and_get_shows_only_the_url(
     api: TestClient, alice: dict[str, str], settings: Settings
 ) -> None:
@@ -70,7 +81,7 @@ def test_put_returns_the_secret_once_and_get_shows_only_the_url(
     assert body["secret"].startswith("whsec_")
     got = api.get("/v1/webhook", headers=alice)
     assert got.status_code == 200
-    assert got.json() == {"url": url}
+    assert got.json() == {"url": url, "health": QUIET}
     # At rest the secret is encrypted, never the plain text.
     engine = make_engine(settings.database_url)
     with engine.connect() as conn:
@@ -85,7 +96,7 @@ def test_put_again_rotates_the_secret_and_changes_the_url(
     first = api.put("/v1/webhook", json={"url": "https://a.example/h"}, headers=alice).json()
     second = api.put("/v1/webhook", json={"url": "https://b.example/h"}, headers=alice).json()
     assert second["secret"] != first["secret"]
-    assert api.get("/v1/webhook", headers=alice).json() == {"url": "https://b.example/h"}
+    assert api.get("/v1/webhook", headers=alice).json()["url"] == "https://b.example/h"
 
 
 def test_plain_http_is_refused(api: TestClient, alice: dict[str, str]) -> None:
@@ -127,8 +138,8 @@ def test_a_webhook_is_the_clients_own(
     assert_problem(api.get("/v1/webhook", headers=bob), 404, "not_found")
     assert_problem(api.delete("/v1/webhook", headers=bob), 404, "not_found")
     api.put("/v1/webhook", json={"url": "https://bob.example/h"}, headers=bob)
-    assert api.get("/v1/webhook", headers=alice).json() == {"url": "https://alice.example/h"}
-    assert api.get("/v1/webhook", headers=bob).json() == {"url": "https://bob.example/h"}
+    assert api.get("/v1/webhook", headers=alice).json()["url"] == "https://alice.example/h"
+    assert api.get("/v1/webhook", headers=bob).json()["url"] == "https://bob.example/h"
 
 
 def test_delete_removes_it_and_gives_up_pending_events(
@@ -243,3 +254,62 @@ def test_the_operator_setting_lets_webhooks_reach_this_machine(
         for url in ("http://127.0.0.1:9/h", "http://localhost:8080/h", "https://10.0.0.1/h"):
             response = api.put("/v1/webhook", json={"url": url}, headers=key)
             assert response.status_code == 200, response.text
+
+
+def test_get_shows_how_deliveries_went(
+    api: TestClient, alice: dict[str, str], bob: dict[str, str], settings: Settings
+) -> None:
+    api.put("/v1/webhook", json={"url": "https://a.example/h"}, headers=alice)
+    api.put("/v1/webhook", json={"url": "https://b.example/h"}, headers=bob)
+    t0 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+    with db(settings) as session:
+        client_id = str(session.scalar(text("SELECT id FROM clients WHERE name = 'alice'")))
+        # Oldest first: delivered, then three whose latest attempt failed, one not tried yet.
+        outcomes = [
+            (200, None),
+            (500, "HTTP 500"),
+            (None, "ConnectError: refused"),
+            (503, "HTTP 503"),
+        ]
+        for n, (status_code, error) in enumerate(outcomes):
+            event_id = insert_event(
+                session,
+                client_id=client_id,
+                event_type=EventType.POST_PUBLISHED,
+                subject_id=None,
+                payload_for=lambda eid: event_document(eid, EventType.POST_PUBLISHED, t0, {}),
+                now=t0,
+            )
+            # A Core UPDATE: the ORM would stamp updated_at with the time of the flush.
+            session.execute(
+                update(WebhookEvent)
+                .where(WebhookEvent.id == event_id)
+                .values(
+                    attempts=1,
+                    last_status=status_code,
+                    last_error=error,
+                    updated_at=t0 + timedelta(minutes=n),
+                    next_attempt_at=t0 + timedelta(hours=1 + n),
+                    status=DeliveryStatus.PENDING if error else DeliveryStatus.DELIVERED,
+                )
+            )
+        insert_event(
+            session,
+            client_id=client_id,
+            event_type=EventType.POST_FAILED,
+            subject_id=None,
+            payload_for=lambda eid: event_document(eid, EventType.POST_FAILED, t0, {}),
+            now=t0 + timedelta(minutes=30),
+        )
+        session.commit()
+    health = api.get("/v1/webhook", headers=alice).json()["health"]
+    assert health == {
+        "pending": 4,
+        "next_attempt_at": "2026-12-07T09:30:00Z",
+        "last_attempt_at": "2026-12-07T09:03:00Z",
+        "last_status": 503,
+        "last_error": "HTTP 503",
+        "failures_in_a_row": 3,
+    }
+    # Another client's endpoint is its own.
+    assert api.get("/v1/webhook", headers=bob).json()["health"] == QUIET

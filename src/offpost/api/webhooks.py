@@ -15,7 +15,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Response, status
 from pydantic import AfterValidator, BaseModel
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from offpost.addresses import AddressRefusedError, check_registration
 from offpost.api.deps import ClientDep, NowDep, SessionDep, SettingsDep
@@ -23,6 +24,7 @@ from offpost.api.problems import ProblemError
 from offpost.models import DeliveryStatus, Webhook, WebhookEvent, new_webhook_secret
 from offpost.posts.input import RequestModel
 from offpost.posts.rules import check_url
+from offpost.views import UTCTime
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/webhook", tags=["webhooks"])
@@ -41,8 +43,57 @@ class WebhookPut(RequestModel):
     url: Annotated[str, AfterValidator(check_webhook_url)]
 
 
+class WebhookHealth(BaseModel):
+    """How deliveries to the endpoint have gone lately."""
+
+    #: Events waiting for a (first or next) attempt.
+    pending: int
+    #: When the next of them is due.
+    next_attempt_at: UTCTime | None
+    #: The latest attempt: when, the HTTP status it got (null: no answer), its error.
+    last_attempt_at: UTCTime | None
+    last_status: int | None
+    last_error: str | None
+    #: Events whose latest attempt failed, counting back from the latest attempt.
+    failures_in_a_row: int
+
+
 class WebhookOut(BaseModel):
     url: str
+    health: WebhookHealth
+
+
+#: How many recent attempts ``failures_in_a_row`` looks back over at most.
+RECENT_ATTEMPTS = 100
+
+
+def webhook_health(session: Session, client_id: str) -> WebhookHealth:
+    """The endpoint's health, from its events' delivery columns (two queries)."""
+    recent = session.execute(
+        select(WebhookEvent.updated_at, WebhookEvent.last_status, WebhookEvent.last_error)
+        .where(WebhookEvent.client_id == client_id, WebhookEvent.attempts > 0)
+        .order_by(WebhookEvent.updated_at.desc(), WebhookEvent.id.desc())
+        .limit(RECENT_ATTEMPTS)
+    ).all()
+    failures = 0
+    for row in recent:
+        if row.last_error is None:
+            break
+        failures += 1
+    pending, next_at = session.execute(
+        select(func.count(), func.min(WebhookEvent.next_attempt_at)).where(
+            WebhookEvent.client_id == client_id, WebhookEvent.status == DeliveryStatus.PENDING
+        )
+    ).one()
+    latest = recent[0] if recent else None
+    return WebhookHealth(
+        pending=int(pending),
+        next_attempt_at=next_at,
+        last_attempt_at=latest.updated_at if latest else None,
+        last_status=latest.last_status if latest else None,
+        last_error=latest.last_error if latest else None,
+        failures_in_a_row=failures,
+    )
 
 
 class WebhookCreated(BaseModel):
@@ -93,14 +144,14 @@ def put_webhook(
 @router.get(
     "",
     response_model=WebhookOut,
-    summary="The webhook URL (never the secret)",
+    summary="The webhook URL and how deliveries to it have gone (never the secret)",
     responses={404: {"description": "no webhook is set"}, **_ERRORS},
 )
 def get_webhook(client: ClientDep, session: SessionDep) -> WebhookOut:
     webhook = _own_webhook(session, client.id)
     if webhook is None:
         raise ProblemError("not_found", "no webhook is set; PUT /v1/webhook sets one")
-    return WebhookOut(url=webhook.url)
+    return WebhookOut(url=webhook.url, health=webhook_health(session, client.id))
 
 
 @router.delete(
