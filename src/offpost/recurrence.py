@@ -65,6 +65,11 @@ from offpost.errors import OffpostError
 
 #: How many occurrences ``POST /v1/schedules/preview`` returns at most.
 MAX_PREVIEW = 1000
+#: The largest COUNT: a counted rule is replayed from its start at every evaluation
+#: (the count depends on every occurrence before), so its work must stay bounded.
+MAX_COUNT = 10_000
+#: How far in the past a counted rule may start, for the same reason.
+COUNT_LOOKBACK = timedelta(days=366)
 #: dateutil rebuilds its calendar once a period or month; this many rebuilds
 #: without an occurrence (about 400 years of months) means "never".
 _SEARCH_BUDGET = 12 * 400
@@ -265,6 +270,10 @@ def _parse_rrule(text: str, zone: ZoneInfo) -> _RRuleSpec:  # noqa: PLR0915 - on
         if name in ("INTERVAL", "COUNT"):
             if not re.fullmatch(r"\d{1,6}", value) or int(value) < 1:
                 raise RuleError("rrule", f"{name}={value}: expected a whole number from 1")
+            if name == "COUNT" and int(value) > MAX_COUNT:
+                raise RuleError(
+                    "rrule", f"COUNT={value}: at most {MAX_COUNT} (UNTIL can end a longer rule)"
+                )
             kwargs[name.lower()] = int(value)
         elif name == "UNTIL":
             kwargs["until"], until_instant = _parse_until(value, zone)
@@ -540,13 +549,26 @@ def parse_rule(
     timezone: str,
     start_at: datetime,
     end_at: datetime | None = None,
+    now: datetime | None = None,
 ) -> Recurrence:
     """Validate a rule and return its :class:`Recurrence`; :class:`RuleError` names the field.
 
     Exactly one of ``rrule`` and ``cron``; ``start_at`` and ``end_at`` are
     aware instants, ``end_at`` not before ``start_at``. A rule with no
-    occurrence at all between them is refused too.
+    occurrence at all between them is refused too. Given ``now`` (a rule being
+    set, not one stored), a counted rule may start at most :data:`COUNT_LOOKBACK`
+    before it.
     """
+    if (
+        now is not None
+        and rrule is not None
+        and re.search(r"(^|[:;])COUNT=", rrule.upper())
+        and start_at < now - COUNT_LOOKBACK
+    ):
+        raise RuleError(
+            "start_at",
+            "with COUNT it may be at most a year in the past: every evaluation counts from it",
+        )
     if (rrule is None) == (cron is None):
         field = "rrule" if rrule is not None else "cron"
         raise RuleError(field, "give exactly one of rrule and cron")

@@ -169,6 +169,15 @@ PREVIEW_422 = [
         },
         "end_at",
     ),
+    # A counted rule replays from its start at every evaluation: bounded both ways.
+    (
+        {
+            "rrule": "FREQ=MINUTELY;COUNT=999999",
+            "timezone": "UTC",
+            "start_at": "2026-11-01T00:00:00Z",
+        },
+        "rrule",
+    ),
     ({"cron": "0 9 * * *", "timezone": "UTC", "limit": 1001}, "limit"),
     ({"cron": "0 9 * * *", "timezone": "UTC", "limit": 0}, "limit"),
     ({"cron": "0 9 * * *", "timezone": "UTC", "color": "red"}, "color"),
@@ -339,7 +348,9 @@ CREATE_422 = [
     ({"cron": "0 9 * * *"}, "rrule"),
     ({"timezone": "Nowhere/Special"}, "timezone"),
     ({"end_at": "2026-11-01T00:00:00Z"}, "end_at"),
-    ({"rrule": "FREQ=DAILY;COUNT=2", "start_at": "2020-01-01T00:00:00Z"}, "rrule"),
+    # Counted from long ago: refused for its start (it would be re-counted at every tick).
+    ({"rrule": "FREQ=DAILY;COUNT=2", "start_at": "2020-01-01T00:00:00Z"}, "start_at"),
+    ({"rrule": "FREQ=DAILY;COUNT=2", "start_at": "2026-01-01T00:00:00Z"}, "rrule"),
     ({"message": None}, "message"),
     ({"link": "ftp://example.com/file"}, "link"),
     ({"misfire": "sometimes"}, "misfire"),
@@ -393,3 +404,22 @@ def test_a_week_of_an_api_made_schedule_under_freezegun(api: Api) -> None:
     # Tuesday 1 December to Monday 7 December, weekdays at 09:00 CET, plus Tuesday 8 (horizon).
     days = [1, 2, 3, 4, 7, 8]
     assert occurrences == [datetime(2026, 12, d, 8, tzinfo=UTC) for d in days]
+
+
+def test_a_counted_schedule_may_not_start_long_ago(api: Api) -> None:
+    """Stored, it is evaluated again and again, each time counting from its start."""
+    response = api.call(
+        "POST",
+        "/v1/schedules",
+        {
+            "credential_id": api.owner.credential_id,
+            "target": PAGE_ID,
+            "message": "leap hours",
+            "rrule": "FREQ=HOURLY;COUNT=9999;BYMONTH=2;BYMONTHDAY=29",
+            "timezone": "UTC",
+            "start_at": "0001-01-01T00:00:00Z",
+        },
+    )
+    assert response.status_code == 422, response.text
+    assert [e["field"] for e in response.json()["errors"]] == ["start_at"]
+    assert "at most a year in the past" in response.json()["detail"]

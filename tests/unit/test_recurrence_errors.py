@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -24,6 +24,7 @@ REFUSED = [
     ("FREQ=FORTNIGHTLY", None, "UTC", None, "rrule", "FREQ=FORTNIGHTLY"),
     ("FREQ=SECONDLY", None, "UTC", None, "rrule", "minute precision"),
     ("FREQ=DAILY;BYSECOND=5", None, "UTC", None, "rrule", "minute precision"),
+    ("FREQ=MINUTELY;COUNT=999999", None, "UTC", None, "rrule", "at most 10000"),
     ("FREQ=DAILY;COUNT=3;UNTIL=20270101T000000Z", None, "UTC", None, "rrule", "COUNT and UNTIL"),
     ("FREQ=DAILY;INTERVAL=0", None, "UTC", None, "rrule", "INTERVAL=0"),
     ("FREQ=DAILY;BYHOUR=24", None, "UTC", None, "rrule", "outside"),
@@ -140,3 +141,18 @@ def test_bysecond_zero_is_minute_precision_and_accepted() -> None:
     first = list(itertools.islice(zero.occurrences(), 5))
     assert first == list(itertools.islice(plain.occurrences(), 5))
     assert [o.second for o in first] == [0] * 5
+
+
+def test_a_counted_rule_starts_at_most_a_year_back() -> None:
+    """Its count runs from the start at every evaluation: the work must stay bounded.
+    A rule stored earlier (no ``now``) is still read."""
+    now = datetime(2026, 12, 7, 12, tzinfo=UTC)
+    old = now - timedelta(days=400)
+    for rrule in ("FREQ=MINUTELY;COUNT=10000", "RRULE:FREQ=HOURLY;BYMONTH=2;BYMONTHDAY=29;COUNT=9"):
+        with pytest.raises(RuleError, match="at most a year in the past") as caught:
+            parse_rule(rrule=rrule, cron=None, timezone="UTC", start_at=old, now=now)
+        assert caught.value.field == "start_at"
+        parse_rule(rrule=rrule, cron=None, timezone="UTC", start_at=old)
+    # Without COUNT the sequence is read from near "now", whatever the start.
+    parse_rule(rrule="FREQ=MINUTELY", cron=None, timezone="UTC", start_at=old, now=now)
+    parse_rule(rrule="FREQ=MINUTELY;COUNT=10000", cron=None, timezone="UTC", start_at=now, now=now)

@@ -85,15 +85,24 @@ def _parse(
     start_at: datetime | None,
     end_at: datetime | None,
     now: datetime,
+    *,
+    stored: bool = True,
 ) -> Recurrence:
-    """The validated recurrence; a missing start means now (cron only)."""
+    """The validated recurrence; a missing start means now (cron only). A rule to be
+    ``stored`` is evaluated again and again as it ages: a counted one may not start
+    long ago (a preview is evaluated once, its COUNT bounds it)."""
     if start_at is None:
         if rrule is not None:
             raise field_error("start_at", "is required with rrule (it is the rule's DTSTART)")
         start_at = now.replace(second=0, microsecond=0)
     try:
         return parse_rule(
-            rrule=rrule, cron=cron, timezone=timezone, start_at=start_at, end_at=end_at
+            rrule=rrule,
+            cron=cron,
+            timezone=timezone,
+            start_at=start_at,
+            end_at=end_at,
+            now=now if stored else None,
         )
     except RuleError as exc:
         raise _problem(exc) from exc
@@ -175,7 +184,9 @@ def _load_own(
     responses={**_INVALID, **_AUTH},
 )
 def preview_schedule(body: SchedulePreview, _: ClientDep, now: NowDep) -> PreviewOut:
-    recurrence = _parse(body.rrule, body.cron, body.timezone, body.start_at, body.end_at, now)
+    recurrence = _parse(
+        body.rrule, body.cron, body.timezone, body.start_at, body.end_at, now, stored=False
+    )
     occurrences = itertools.islice(recurrence.occurrences(body.after), body.limit)
     return PreviewOut(occurrences=[format_local(i, recurrence.zone) for i in occurrences])
 
