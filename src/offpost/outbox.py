@@ -3,7 +3,7 @@
 Events are rows of :class:`~offpost.models.webhook_event.WebhookEvent`, written
 in the same transaction as the change they report, so an event exists exactly
 when its change committed. The worker's publish observer
-(:class:`~offpost.workers.webhooks.WebhookOutbox`), the API and the expiry sweep
+(:class:`~offpost.workers.webhooks.WebhookOutbox`), the API and the daily token check
 all record through here; delivery is :mod:`offpost.workers.webhooks`. Clients
 without a webhook get no rows.
 """

@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     # for Prometheus values (prometheus_client multiprocess mode); unset, each process
     # counts on its own and /metrics shows only the API process's own counters.
     metrics_dir: str | None = Field(default=None, min_length=1)
-    # Beyond the README's settings: webhook delivery and the expiry sweep (see docs/webhooks.md).
+    # Beyond the README's settings: webhook delivery and the daily token check (docs/webhooks.md).
     webhook_timeout_s: float = Field(default=10.0, gt=0, le=60)
     # Deliveries at once per `offpost webhooks` process (their own queue and pool).
     webhook_concurrency: int = Field(default=8, ge=1, le=256)

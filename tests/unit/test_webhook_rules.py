@@ -1,4 +1,4 @@
-"""Pure rules of webhooks and the expiry sweep: backoff, the retry window, URLs, risk, dedupe."""
+"""Pure rules of webhooks and the token check: backoff, the retry window, URLs, warnings, dedupe."""
 
 from __future__ import annotations
 

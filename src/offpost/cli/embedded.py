@@ -274,7 +274,7 @@ def run_embedded(
                 max_sleep_s=settings.dispatcher_max_sleep_s,
             ),
             waker=waker,
-            # Schedules, webhook deliveries and the daily expiry sweep, before each claim.
+            # Schedules, webhook deliveries and the daily token check, before each claim.
             before_tick=housekeeping,
         )
         stack.enter_context(dispatcher_thread(dispatcher))

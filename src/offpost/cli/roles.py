@@ -155,7 +155,7 @@ def dispatcher() -> None:
             max_sleep_s=settings.dispatcher_max_sleep_s,
         ),
         waker=waker,
-        # Schedules, webhook deliveries and the daily expiry sweep, before each claim.
+        # Schedules, webhook deliveries and the daily token check, before each claim.
         before_tick=housekeeping,
         check_broker=probe.ping if probe is not None else None,
     )

@@ -62,7 +62,7 @@ class Credential(Timestamps, Base):
     __table_args__ = (
         UniqueConstraint("client_id", "fb_user_id"),
         check_in("status", CredentialStatus, "status"),
-        # The expiry sweep: "active credentials that expire before <margin>".
+        # Credentials by status and user-token end (the admin API's "expiring within").
         Index("ix_credentials_status_expires_at", "status", "expires_at"),
     )
 

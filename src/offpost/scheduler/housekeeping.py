@@ -4,7 +4,7 @@
   webhook deliveries are claimed and sent to the workers (one task each).
 - Once a day per deployment: expired idempotency keys are deleted, so the
   table holds a day of keys, not every key ever sent.
-- At most once per ``sweep_every`` per deployment: the expiry sweep. Several
+- At most once per ``sweep_every`` per deployment: the daily token check. Several
   dispatchers share the job through a guarded row
   (:func:`~offpost.models.periodic.claim_periodic_run`), so exactly one runs
   it. It runs on a thread of its own: a sweep makes Graph calls per credential
@@ -151,7 +151,7 @@ class Housekeeping:
             try:
                 return self.sweep.run(now)
             except Exception:
-                logger.exception("the expiry sweep failed", extra={"action": "expiry_sweep_failed"})
+                logger.exception("the token check failed", extra={"action": "expiry_sweep_failed"})
                 return None
 
     def join(self, timeout_s: float | None = None) -> None:
@@ -188,7 +188,7 @@ def build_housekeeping(
         closers += [http.close, engine.dispose]
     else:
         logger.warning(
-            "expiry sweep disabled: it needs OFFPOST_APP_ID, OFFPOST_APP_SECRET and "
+            "token check disabled: it needs OFFPOST_APP_ID, OFFPOST_APP_SECRET and "
             "OFFPOST_ENCRYPTION_KEYS",
             extra={"action": "expiry_sweep_disabled"},
         )
