@@ -277,7 +277,7 @@ def test_patch_failed_and_needs_reauth_posts(
     post_id = str(_create(api, alice)["id"])
     old_due = datetime(2029, 1, 1, tzinfo=UTC)
     set_fields(settings, post_id, status=status, due_at=old_due)
-    later = datetime(2032, 1, 1, tzinfo=UTC)
+    later = datetime(2031, 1, 1, tzinfo=UTC)
     response = api.patch(
         f"/v1/posts/{post_id}",
         json={"message": "fixed", "publish_at": later.isoformat()},
