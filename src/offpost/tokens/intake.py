@@ -42,13 +42,13 @@ from offpost.models.post import (
     error_document,
 )
 from offpost.models.transitions import park_page_posts, resume_parked_posts, settle_credential
-from offpost.tokens.expiry import update_pages
+from offpost.tokens.expiry import DEFAULT_WARNING_DAYS, update_pages
 
 logger = logging.getLogger(__name__)
 
-#: How long before the user token's end a credential counts as ``expiring`` (the
-#: default of the ``expiry_warning_days`` setting's largest value).
-WARN_WITHIN = timedelta(days=14)
+#: How long before the user token's end a credential counts as ``expiring`` when the
+#: caller names no setting: the largest default warning.
+WARN_WITHIN = timedelta(days=max(DEFAULT_WARNING_DAYS))
 #: How long to tell a client to wait when Graph could not be reached.
 GRAPH_RETRY_AFTER_S = 30
 
