@@ -29,6 +29,17 @@ class SettingsError(OffpostError):
     """A setting is missing or malformed; the message names the variable."""
 
 
+#: The largest value each client quota may take (a setting's default or a client's own).
+QUOTA_MAX: dict[str, int] = {
+    "requests_per_minute": 1_000_000_000,
+    "posts_per_day": 100_000_000,
+    "pending_posts": 100_000_000,
+    "active_schedules": 1_000_000,
+    # One a minute, all day: schedules have minute precision.
+    "occurrences_per_day": 1_440,
+}
+
+
 class Settings(BaseSettings):
     """offpost's configuration (the README's settings)."""
 
@@ -52,7 +63,7 @@ class Settings(BaseSettings):
     refresh_margin_hours: int = Field(default=72, ge=0, le=24 * 59)
     appsecret_time: bool = True
     # Beyond the README's settings: limits of the HTTP API.
-    rate_limit_per_minute: int = Field(default=6000, ge=1)
+    rate_limit_per_minute: int = Field(default=6000, ge=1, le=QUOTA_MAX["requests_per_minute"])
     auth_failures_per_minute: int = Field(default=20, ge=1)
     graph_timeout_s: float = Field(default=15.0, gt=0, le=120)
     # Beyond the README's settings: the publishing machinery (see docs/design.md).
@@ -81,6 +92,12 @@ class Settings(BaseSettings):
     expiry_sweep_every_s: float = Field(default=86400.0, gt=0, le=7 * 86400)
     # Days before the user token's end that ``credential.expiring`` warns (docs/tokens.md).
     expiry_warning_days: str = Field(default="14,3,1", pattern=r"^\s*\d{1,2}(\s*,\s*\d{1,2})*\s*$")
+    # Beyond the README's settings: each client's quotas unless an operator overrides them for
+    # it (docs/quotas.md); the requests per minute quota is rate_limit_per_minute above.
+    quota_posts_per_day: int = Field(default=50_000, ge=1, le=QUOTA_MAX["posts_per_day"])
+    quota_pending_posts: int = Field(default=100_000, ge=1, le=QUOTA_MAX["pending_posts"])
+    quota_active_schedules: int = Field(default=1_000, ge=1, le=QUOTA_MAX["active_schedules"])
+    quota_occurrences_per_day: int = Field(default=288, ge=1, le=QUOTA_MAX["occurrences_per_day"])
 
     def warning_days(self) -> tuple[int, ...]:
         """``expiry_warning_days`` as whole days, largest first, without repeats or zeros."""

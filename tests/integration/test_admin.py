@@ -32,6 +32,8 @@ ADMIN_ROUTES = [
     ("GET", "/v1/admin/posts"),
     ("GET", "/v1/admin/stats"),
     ("GET", "/v1/admin/credentials"),
+    ("GET", "/v1/admin/clients"),
+    ("PATCH", "/v1/admin/clients/{client}"),
     ("POST", "/v1/admin/posts/{failed}/retry"),
     ("POST", "/v1/admin/posts/{scheduled}/cancel"),
 ]
@@ -53,7 +55,7 @@ def admin(pop: Population) -> dict[str, str]:
 
 
 def _path(template: str, pop: Population) -> str:
-    return template.format(failed=pop.failed_post, scheduled=pop.scheduled_post)
+    return template.format(failed=pop.failed_post, scheduled=pop.scheduled_post, client="acme")
 
 
 # --- who may ---------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ def _migrate_with_cli(monkeypatch: pytest.MonkeyPatch, url: str) -> str:
 
 
 #: The newest revision in the tree; update with each migration.
-HEAD = "0005"
+HEAD = "0006"
 
 
 def test_the_history_is_one_straight_line_to_head() -> None:
@@ -176,8 +176,11 @@ def test_the_migrated_check_constraints_match_the_models(database_url: str, engi
 def _predicate(where: object) -> str | None:
     if where is None:
         return None
-    # PostgreSQL reflects "((status)::text = 'scheduled'::text)".
-    return re.sub(r"::\w+|[()\s]", "", str(where)).lower()
+    # PostgreSQL reflects "((status)::text = 'scheduled'::text)", and an IN list as
+    # "((status)::text = ANY ((ARRAY['a'::character varying, 'b'::character varying])::text[]))".
+    sql = re.sub(r"::(character varying|\w+)(\[\])?", "", str(where))
+    sql = re.sub(r"=\s*ANY\s*\(+ARRAY\[([^\]]*)\]\)+", r" IN (\1)", sql, flags=re.IGNORECASE)
+    return re.sub(r"[()\s]", "", sql).lower()
 
 
 def test_the_migrated_indexes_match_the_models_including_partial_predicates(
@@ -207,6 +210,9 @@ def test_the_migrated_indexes_match_the_models_including_partial_predicates(
         }
         assert reflected == declared, table.name
     assert _predicate(text("status = 'scheduled'")) == "status='scheduled'"
+    assert _predicate(text("status IN ('a', 'b')")) == _predicate(
+        "((status)::text = ANY ((ARRAY['a'::character varying, 'b'::character varying])::text[]))"
+    )
 
 
 def test_downgrade_removes_everything_and_upgrade_rebuilds_it(

@@ -6,6 +6,7 @@ then "publishes" what is due, as the dispatcher and a worker would.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from offpost.models import (
+    Client,
     Credential,
     CredentialStatus,
     Misfire,
@@ -131,6 +133,56 @@ def test_a_per_minute_cron_fills_its_horizon_a_bounded_batch_per_tick(
         assert posts[-1].occurrence_at == now + timedelta(hours=2)
         # Nothing left to do: a tick finds no schedule.
         assert run_schedules(sessions, now, horizon=timedelta(hours=2)).schedules == 0
+
+
+def test_no_day_holds_more_occurrences_than_the_quota(
+    sessions: sessionmaker[Session], owner: Owner
+) -> None:
+    """Every ten minutes (144 a day) under a quota of 10: ten posts in any 24 hours, the
+    rest skipped with the quota named; the window slides, and a client's own quota wins."""
+    with freeze_time("2026-05-04T10:00:00Z") as clock:
+        now = utcnow()
+        schedule_id = add_schedule(sessions, owner, now, cron="*/10 * * * *", start_at=now)
+        ticks = 0
+        while run_schedules(
+            sessions, utcnow(), horizon=timedelta(hours=3), occurrences_per_day=10
+        ).schedules:
+            ticks += 1
+            assert ticks < 10
+        created = [p.occurrence_at for p in posts_of(sessions, schedule_id)]
+        assert created == [now + timedelta(minutes=10 * i) for i in range(10)]
+        skipped = [
+            e for e in events_of(sessions, schedule_id) if e.kind == ScheduleEventKind.SKIPPED
+        ]
+        # 10:00 to 13:00 inclusive is 19 occurrences.
+        assert len(skipped) == 9
+        assert all(
+            e.detail == {"reason": "quota", "quota": "occurrences_per_day", "limit": 10}
+            for e in skipped
+        )
+        assert schedule_row(sessions, schedule_id).occurrences_created == 10
+        # A day after the first post (published meanwhile), the window has room again.
+        publish_due(sessions, now + timedelta(hours=2))
+        clock.move_to(now + timedelta(hours=22))
+        while run_schedules(
+            sessions, utcnow(), horizon=timedelta(hours=2), occurrences_per_day=10
+        ).schedules:
+            pass
+        later = [p.occurrence_at for p in posts_of(sessions, schedule_id)][10:]
+        assert later[0] == now + timedelta(days=1)
+        assert all(b - a == timedelta(minutes=10) for a, b in itertools.pairwise(later))
+        # Every 24 hours holds at most 10 posts of the schedule.
+        every = [p.occurrence_at for p in posts_of(sessions, schedule_id)]
+        for i, first in enumerate(every):
+            assert sum(1 for o in every[i:] if o < first + timedelta(days=1)) <= 10
+        # The client's own quota replaces the deployment's.
+        with sessions.begin() as session:
+            session.execute(
+                update(Client).where(Client.id == owner.client_id).values(max_occurrences_per_day=3)
+            )
+        other = add_schedule(sessions, owner, utcnow(), cron="*/10 * * * *", start_at=utcnow())
+        run_schedules(sessions, utcnow(), horizon=timedelta(hours=1), occurrences_per_day=10)
+        assert len(posts_of(sessions, other)) == 3
 
 
 def _downtime_walk(

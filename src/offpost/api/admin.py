@@ -19,12 +19,13 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from offpost.api.deps import AdminDep, NowDep, SessionDep, read_cursor
+from offpost.api.deps import AdminDep, NowDep, SessionDep, SettingsDep, read_cursor
 from offpost.api.exporter import QueueProbe
 from offpost.api.problems import ProblemError, field_error, outcome_unknown
-from offpost.api.schemas import CredentialList
+from offpost.api.schemas import AdminClientList, AdminClientOut, CredentialList, QuotaOverrides
 from offpost.models import Client, Credential, CredentialStatus, IdPrefix, PostStatus, is_id
-from offpost.posts import rules, store
+from offpost.posts import quotas, rules, store
+from offpost.posts.quotas import QuotaDefaults
 from offpost.posts.stats import Stats, collect_stats
 from offpost.views import CredentialOut, PostOut
 
@@ -213,3 +214,61 @@ def admin_credentials(
             Credential.expires_at <= now + timedelta(hours=expiring_within_hours),
         )
     return CredentialList(credentials=[CredentialOut.of(c) for c in session.scalars(query)])
+
+
+@router.get(
+    "/clients",
+    response_model=AdminClientList,
+    summary="Every client with its quotas and its use of them",
+    description="`own` names the quotas set for the client; the others are the deployment's "
+    "defaults (`OFFPOST_RATE_LIMIT_PER_MINUTE`, `OFFPOST_QUOTA_*`). Never a key.",
+    responses=_AUTH,
+)
+def admin_clients(
+    _: AdminDep, session: SessionDep, settings: SettingsDep, now: NowDep
+) -> AdminClientList:
+    rows = quotas.client_quotas(session, now, QuotaDefaults.of(settings))
+    return AdminClientList(clients=[AdminClientOut.of(row) for row in rows])
+
+
+@router.patch(
+    "/clients/{client}",
+    response_model=AdminClientOut,
+    summary="Set or reset a client's own quotas",
+    description="`client` is a name or an id (`cli_…`). Each quota given is set for this "
+    "client only; `null` returns it to the deployment's default; quotas not given keep "
+    "their value. A lower quota refuses new work from then on and never touches what "
+    "the client already has.",
+    responses={
+        404: {"description": "no such client"},
+        422: {"description": "a quota below 1 or above its maximum; an unknown field"},
+        **_AUTH,
+    },
+)
+def admin_update_client(
+    client: str,
+    body: QuotaOverrides,
+    admin: AdminDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    now: NowDep,
+) -> AdminClientOut:
+    query = select(Client).where(
+        Client.id == client if is_id(client, IdPrefix.CLIENT) else Client.name == client
+    )
+    found = session.scalars(query.with_for_update()).one_or_none()
+    if found is None:
+        raise ProblemError("not_found", f"no client named {client!r} or with that id")
+    changes = body.model_dump(exclude_unset=True)
+    for name, value in changes.items():
+        setattr(found, quotas.Quota(name).column, value)
+    session.commit()
+    logger.info(
+        "admin %s set quotas of client %s: %s",
+        admin.id,
+        found.id,
+        ", ".join(f"{k}={v}" for k, v in sorted(changes.items())) or "nothing",
+        extra={"action": "admin_client_quotas", "client_id": found.id, "admin_id": admin.id},
+    )
+    use = quotas.usage(session, found.id, now)
+    return AdminClientOut.of(quotas.ClientQuotas.of(found, QuotaDefaults.of(settings), use))

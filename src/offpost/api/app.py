@@ -16,7 +16,7 @@ import redis
 from fastapi import Depends, FastAPI
 
 from offpost import __version__
-from offpost.api import admin, credentials, health, posts, schedules, webhooks
+from offpost.api import admin, credentials, health, posts, quotas, schedules, webhooks
 from offpost.api import metrics as metrics_route
 from offpost.api.dashboard import routes as dashboard
 from offpost.api.deps import refuse_nul_characters
@@ -121,6 +121,7 @@ def create_app(
     app.include_router(credentials.router)
     app.include_router(posts.router)
     app.include_router(schedules.router)
+    app.include_router(quotas.router)
     app.include_router(webhooks.router)
     app.include_router(admin.router)
     app.include_router(dashboard.router)

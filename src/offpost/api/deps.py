@@ -3,8 +3,11 @@
 Authentication lives here: ``Authorization: Bearer <api key>``, looked up by the
 key's SHA-256 hash and compared in constant time. Failed attempts are rate-limited
 per peer address more strictly than successful calls are per key: once an address
-has failed ``auth_failures_per_minute`` times in a minute, every request from it
-gets 429 until the minute ends, a right key included, so guessing is really slowed.
+has failed ``auth_failures_per_minute`` times in a minute, a key that has not
+worked from it within the hour gets 429 until the minute ends (see
+:func:`check_key`), so guessing is really slowed while the address's known keys
+keep working. A good key then counts against its client's ``requests_per_minute``
+quota (:mod:`offpost.posts.quotas`).
 """
 
 from __future__ import annotations
@@ -118,10 +121,14 @@ def authenticate(request: Request, session: SessionDep) -> Client:
             "a valid API key is required: Authorization: Bearer <key>",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    wait_s = limiter.hit(f"client:{client.id}", settings.rate_limit_per_minute, 60)
+    per_minute = client.max_requests_per_minute or settings.rate_limit_per_minute
+    wait_s = limiter.hit(f"client:{client.id}", per_minute, 60)
     if wait_s is not None:
         raise ProblemError(
-            "rate_limited", "too many requests for this API key", headers=retry_after_header(wait_s)
+            "rate_limited",
+            f"too many requests for this API key: its requests_per_minute quota is {per_minute}",
+            headers=retry_after_header(wait_s),
+            quota={"name": "requests_per_minute", "limit": per_minute, "used": per_minute},
         )
     return client
 

@@ -25,6 +25,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
 from offpost.api.problems import CODES, PROBLEM_JSON
+from offpost.posts.quotas import Quota
 
 Document = dict[str, Any]
 
@@ -52,6 +53,12 @@ class FieldErrorOut(BaseModel):
     message: str
 
 
+class QuotaOut(BaseModel):
+    name: str = Field(json_schema_extra={"enum": [quota.value for quota in Quota]})
+    limit: int
+    used: int
+
+
 class Problem(BaseModel):
     """An error, as RFC 9457 ``application/problem+json``; ``code`` is one of the API contract's."""
 
@@ -62,6 +69,14 @@ class Problem(BaseModel):
     code: str = Field(json_schema_extra={"enum": [c for c in CODES if c != "internal_error"]})
     errors: list[FieldErrorOut] = Field(
         default_factory=list, description="One entry per bad field (422 only; may be absent)."
+    )
+    missing_permissions: list[str] | None = Field(
+        default=None, description="`missing_permissions` only: the permissions not granted."
+    )
+    quota: QuotaOut | None = Field(
+        default=None,
+        description="A quota the request would exceed (`quota_exceeded`, and `rate_limited` "
+        "for a client's quota): its name, its value for this client, and how much is used.",
     )
 
 
@@ -86,8 +101,8 @@ def describe_operation(
         _add(
             responses,
             429,
-            "rate_limited: too many requests for this key, or too many failed "
-            "authentications from this address",
+            "rate_limited: the client's requests_per_minute quota is used up (`quota` "
+            "names it), or too many failed authentications from this address",
         )
         responses["429"]["headers"] = _RETRY_AFTER
         if path.startswith("/v1/admin/"):

@@ -32,7 +32,7 @@ from offpost.api.deps import (
     SettingsDep,
     read_cursor,
 )
-from offpost.api.problems import ProblemError, field_error, outcome_unknown
+from offpost.api.problems import ProblemError, field_error, outcome_unknown, quota_problem
 from offpost.api.schemas import (
     AttemptList,
     AttemptOut,
@@ -42,8 +42,8 @@ from offpost.api.schemas import (
     PostUpdate,
 )
 from offpost.graph.client import GraphClient
-from offpost.models import Attempt, Credential, PostStatus, request_hash
-from offpost.posts import rules, store
+from offpost.models import Attempt, Client, Credential, PostStatus, request_hash
+from offpost.posts import quotas, rules, store
 from offpost.posts.idempotency import (
     IdempotencyConflictError,
     StoredAnswer,
@@ -52,6 +52,8 @@ from offpost.posts.idempotency import (
     run_once,
 )
 from offpost.posts.input import PostCreate
+from offpost.posts.quotas import QuotaDefaults
+from offpost.settings import Settings
 from offpost.tokens.intake import GraphUnavailableError, take_in_token
 from offpost.views import PostOut
 
@@ -74,9 +76,16 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     **_AUTH,
 }
 _CREATE_ERRORS: dict[int | str, dict[str, Any]] = {
-    409: {"description": "the credential is deleted, or the Idempotency-Key names another body"},
+    409: {
+        "description": "the credential is deleted, the Idempotency-Key names another body, "
+        "or quota_exceeded: the client's pending_posts quota is reached (`quota` names it)"
+    },
     413: {"description": "payload_too_large"},
     422: {"description": "invalid_request (errors[].field names each bad field) or invalid_token"},
+    429: {
+        "description": "rate_limited: the client's requests_per_minute or posts_per_day "
+        "quota is reached (`quota` names it); Retry-After says when there is room"
+    },
     503: {"description": "graph_unavailable (an inline access_token could not be checked)"},
     **_AUTH,
 }
@@ -101,6 +110,8 @@ def _answers() -> Iterator[None]:
         raise ProblemError("conflict", str(exc)) from exc
     except GraphUnavailableError as exc:
         raise intake_problem(exc) from exc
+    except quotas.QuotaExceededError as exc:
+        raise quota_problem(exc) from exc
 
 
 def _json(answer: StoredAnswer, *, replayed: bool = False) -> Response:
@@ -130,7 +141,7 @@ def _create(
     session: Session,
     graph: GraphClient,
     app_id: str,
-    client_id: str,
+    client: Client,
     items: list[PostCreate],
     body: PostCreate | PostBatchCreate,
     key: str | None,
@@ -139,6 +150,8 @@ def _create(
     batch: bool,
 ) -> Response:
     """Create ``items`` in one transaction, once per ``key``; the JSON answer."""
+    client_id = client.id
+    settings: Settings = request.app.state.settings
     digest = ""
     if key is not None:
         if why := check_key(key):
@@ -160,7 +173,7 @@ def _create(
             client_id=client_id,
             short_token=token,
             now=now,
-            warn_within=request.app.state.settings.warn_within(),
+            warn_within=settings.warn_within(),
         )
         return credential
 
@@ -168,6 +181,8 @@ def _create(
 
     def work() -> StoredAnswer:
         nonlocal due_at
+        limits = QuotaDefaults.of(settings).for_client(client)
+        quotas.check_new_posts(session, client_id, limits, len(new_posts), now)
         rows = store.insert_posts(session, client_id, new_posts, now)
         due_at = store.earliest_due(rows)
         out = [PostOut.of(row).model_dump(mode="json") for row in rows]
@@ -207,7 +222,7 @@ def create_post(
 ) -> Response:
     app_id = settings.app_id or ""
     return _create(
-        request, session, graph, app_id, client.id, [body], body, idempotency_key, now, batch=False
+        request, session, graph, app_id, client, [body], body, idempotency_key, now, batch=False
     )
 
 
@@ -232,9 +247,7 @@ def create_posts(
 ) -> Response:
     app_id = settings.app_id or ""
     key = idempotency_key
-    return _create(
-        request, session, graph, app_id, client.id, body.posts, body, key, now, batch=True
-    )
+    return _create(request, session, graph, app_id, client, body.posts, body, key, now, batch=True)
 
 
 @router.get(

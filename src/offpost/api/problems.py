@@ -18,8 +18,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from offpost.api.limits import retry_after_header
 from offpost.errors import OffpostError
 from offpost.models.base import utcnow
+from offpost.posts.quotas import Quota, QuotaExceededError
 from offpost.posts.rules import PostOutcomeUnknownError
 from offpost.redact import scrub
 
@@ -43,6 +45,8 @@ CODES: dict[str, tuple[int, str]] = {
     "page_not_postable": (422, "Page not postable"),
     "payload_too_large": (413, "Payload too large"),
     "rate_limited": (429, "Too many requests"),
+    # A size quota of the client (pending posts, active schedules, a rule's posts per day).
+    "quota_exceeded": (409, "Quota exceeded"),
     "graph_unavailable": (503, "Graph API unavailable"),
     # Not one of the API contract's codes: only a bug answers it, never bad input.
     "internal_error": (500, "Internal error"),
@@ -61,9 +65,11 @@ class ProblemError(OffpostError):
         errors: list[dict[str, str]] | None = None,
         headers: dict[str, str] | None = None,
         missing_permissions: list[str] | None = None,
+        quota: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(detail)
         self.missing_permissions = missing_permissions
+        self.quota = quota
         default_status, self.title = CODES[code]
         self.code = code
         self.status = status or default_status
@@ -80,6 +86,18 @@ def outcome_unknown(exc: PostOutcomeUnknownError) -> ProblemError:
         wait_s = (exc.known_at - utcnow()).total_seconds() + OUTCOME_KNOWN_AFTER_S
         headers["Retry-After"] = str(max(OUTCOME_KNOWN_AFTER_S, math.ceil(wait_s)))
     return ProblemError("outcome_unknown", str(exc), headers=headers)
+
+
+def quota_problem(exc: QuotaExceededError) -> ProblemError:
+    """A quota the request would exceed: 429 with ``Retry-After`` for a rate (it frees up
+    by itself), 409 for a size, 422 for a rule too frequent; ``quota`` names it."""
+    quota = {"name": exc.quota.value, "limit": exc.limit, "used": exc.used}
+    if exc.retry_after_s is not None:
+        return ProblemError(
+            "rate_limited", str(exc), headers=retry_after_header(exc.retry_after_s), quota=quota
+        )
+    status = 422 if exc.quota == Quota.OCCURRENCES_PER_DAY else None
+    return ProblemError("quota_exceeded", str(exc), status=status, quota=quota)
 
 
 #: Seconds a worker normally needs, once a post is due, to read its Page.
@@ -105,6 +123,8 @@ def problem_response(problem: ProblemError) -> JSONResponse:
         ]
     if problem.missing_permissions is not None:
         body["missing_permissions"] = problem.missing_permissions
+    if problem.quota is not None:
+        body["quota"] = problem.quota
     return JSONResponse(
         body, status_code=problem.status, headers=problem.headers, media_type=PROBLEM_JSON
     )

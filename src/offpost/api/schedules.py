@@ -25,7 +25,9 @@ Thin handlers over :mod:`offpost.recurrence` (the rule) and
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -33,8 +35,8 @@ from fastapi import APIRouter, Query, status
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
-from offpost.api.deps import ClientDep, NowDep, SessionDep, read_cursor
-from offpost.api.problems import ProblemError, field_error
+from offpost.api.deps import ClientDep, NowDep, SessionDep, SettingsDep, read_cursor
+from offpost.api.problems import ProblemError, field_error, quota_problem
 from offpost.api.schedule_schemas import (
     HISTORY_COUNT,
     UPCOMING_COUNT,
@@ -56,6 +58,8 @@ from offpost.models import (
     ScheduleStatus,
     is_id,
 )
+from offpost.posts import quotas
+from offpost.posts.quotas import QuotaDefaults
 from offpost.posts.rules import Cursor, content_problem, encode_cursor, initial_status
 from offpost.recurrence import Recurrence, RuleError, format_local, parse_rule
 from offpost.scheduler import materialize
@@ -70,6 +74,20 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
 _INVALID: dict[int | str, dict[str, Any]] = {
     422: {"description": "invalid_request; errors[].field names the bad field"},
 }
+_QUOTAS: dict[int | str, dict[str, Any]] = {
+    422: {
+        "description": "invalid_request (errors[].field names the bad field), or "
+        "quota_exceeded: the rule makes more posts in a day than the client's "
+        "occurrences_per_day quota (`quota` names it)"
+    },
+}
+_CREATE_409 = (
+    "the credential is deleted, or quota_exceeded: the client's active_schedules quota is reached"
+)
+_UPDATE_409 = (
+    "the schedule is deleted, or quota_exceeded: resuming it would pass the client's "
+    "active_schedules quota"
+)
 _RULE_FIELDS = frozenset({"rrule", "cron", "timezone", "start_at", "end_at"})
 _CONTENT_FIELDS = frozenset({"credential_id", "target", "message", "link", "photo_url"})
 
@@ -196,15 +214,19 @@ def preview_schedule(body: SchedulePreview, _: ClientDep, now: NowDep) -> Previe
     status_code=status.HTTP_201_CREATED,
     response_model=ScheduleDetail,
     summary="Create a recurring post",
-    responses={**_INVALID, 409: {"description": "the credential is deleted"}, **_AUTH},
+    responses={**_INVALID, **_QUOTAS, 409: {"description": _CREATE_409}, **_AUTH},
 )
 def create_schedule(
-    body: ScheduleCreate, client: ClientDep, session: SessionDep, now: NowDep
+    body: ScheduleCreate, client: ClientDep, session: SessionDep, settings: SettingsDep, now: NowDep
 ) -> ScheduleDetail:
     recurrence = _parse(body.rrule, body.cron, body.timezone, body.start_at, body.end_at, now)
     _check_content(body.message, body.link, body.photo_url)
     _check_credential(session, client.id, body.credential_id, body.target)
     _require_future(recurrence, now, "rrule" if body.rrule is not None else "cron")
+    limits = QuotaDefaults.of(settings).for_client(client)
+    with _quota_answers():
+        quotas.check_rule(recurrence, now, limits)
+        quotas.check_new_active_schedule(session, client.id, limits)
     schedule = Schedule(
         client_id=client.id,
         credential_id=body.credential_id,
@@ -226,9 +248,19 @@ def create_schedule(
     materialize.restart_schedule(schedule, recurrence, now)
     session.add(schedule)
     session.flush()
-    materialize.materialize_schedule(session, schedule, now)
+    materialize.materialize_schedule(
+        session, schedule, now, occurrences_per_day=limits.occurrences_per_day
+    )
     session.commit()
     return _detail(session, schedule, now)
+
+
+@contextlib.contextmanager
+def _quota_answers() -> Iterator[None]:
+    try:
+        yield
+    except quotas.QuotaExceededError as exc:
+        raise quota_problem(exc) from exc
 
 
 def _require_future(recurrence: Recurrence, now: datetime, field: str) -> None:
@@ -285,15 +317,28 @@ def get_schedule(
     "/{schedule_id}",
     response_model=ScheduleDetail,
     summary="Pause, resume, or change content or rule (future occurrences only)",
-    responses={**_INVALID, 409: {"description": "the schedule is deleted"}, **_NOT_FOUND},
+    responses={**_INVALID, **_QUOTAS, 409: {"description": _UPDATE_409}, **_NOT_FOUND},
 )
 def update_schedule(
-    schedule_id: str, body: ScheduleUpdate, client: ClientDep, session: SessionDep, now: NowDep
+    schedule_id: str,
+    body: ScheduleUpdate,
+    client: ClientDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    now: NowDep,
 ) -> ScheduleDetail:
+    limits = QuotaDefaults.of(settings).for_client(client)
+    if body.status == "active":
+        # Locks the client's row before the schedule's, as creation does.
+        with _quota_answers():
+            quotas.lock_client(session, client.id)
     schedule = _load_own(session, client.id, schedule_id, for_update=True)
     if schedule.status == ScheduleStatus.DELETED:
         raise ProblemError("conflict", f"schedule {schedule_id} is deleted")
     given = body.model_fields_set
+    if body.status == "active" and schedule.status == ScheduleStatus.PAUSED:
+        with _quota_answers():
+            quotas.check_new_active_schedule(session, client.id, limits)
     changed = _apply_changes(session, schedule, body, client.id, now)
     resumed = False
     if body.status == "paused" and schedule.status == ScheduleStatus.ACTIVE:
@@ -305,8 +350,13 @@ def update_schedule(
         resumed = True
         materialize.record_events(session, schedule.id, ScheduleEventKind.RESUMED, now)
     if schedule.status == ScheduleStatus.ACTIVE and (changed or resumed):
-        materialize.restart_schedule(schedule, materialize.recurrence_of(schedule), now)
-        materialize.materialize_schedule(session, schedule, now)
+        recurrence = materialize.recurrence_of(schedule)
+        with _quota_answers():
+            quotas.check_rule(recurrence, now, limits)
+        materialize.restart_schedule(schedule, recurrence, now)
+        materialize.materialize_schedule(
+            session, schedule, now, occurrences_per_day=limits.occurrences_per_day
+        )
     if given:
         schedule.updated_at = now
     session.commit()

@@ -6,6 +6,9 @@ times go out as RFC 3339 UTC with ``Z``.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 from pydantic import (
     BaseModel,
     Field,
@@ -20,9 +23,11 @@ from offpost.posts.input import (
     RequestModel,
     RFC3339Time,
 )
+from offpost.posts.quotas import ClientQuotas
 from offpost.posts.rules import (
     MAX_BATCH_POSTS,
 )
+from offpost.settings import QUOTA_MAX
 from offpost.views import CredentialOut, ErrorOut, PostOut, UTCTime
 
 
@@ -109,3 +114,89 @@ class AttemptOut(BaseModel):
 
 class AttemptList(BaseModel):
     attempts: list[AttemptOut]
+
+
+class QuotaValues(BaseModel):
+    """A client's quotas (its own where set, else the deployment's defaults)."""
+
+    requests_per_minute: int
+    posts_per_day: int
+    pending_posts: int
+    active_schedules: int
+    occurrences_per_day: int
+
+
+class QuotaUsage(BaseModel):
+    """A client's use of the quotas that count something now."""
+
+    posts_per_day: int = Field(description="Posts created through the API in the last 24 hours.")
+    pending_posts: int = Field(description="Posts scheduled, queued, publishing or needs_reauth.")
+    active_schedules: int
+
+
+class QuotasOut(BaseModel):
+    """``GET /v1/quotas``: the calling client's quotas and use."""
+
+    quotas: QuotaValues
+    own: list[str] = Field(
+        description="The quotas set for this client; the others are the deployment's defaults."
+    )
+    usage: QuotaUsage
+
+    @classmethod
+    def of(cls, row: ClientQuotas) -> QuotasOut:
+        return cls(**cls.fields_of(row))
+
+    @staticmethod
+    def fields_of(row: ClientQuotas) -> dict[str, Any]:
+        return {
+            "quotas": QuotaValues(**dataclasses.asdict(row.quotas)),
+            "own": sorted(q.value for q in row.overridden),
+            "usage": QuotaUsage(
+                posts_per_day=row.usage.posts_last_day,
+                pending_posts=row.usage.pending_posts,
+                active_schedules=row.usage.active_schedules,
+            ),
+        }
+
+
+class AdminClientOut(QuotasOut):
+    """A client as an operator sees it (never its key)."""
+
+    id: str
+    name: str
+    is_admin: bool
+    revoked: bool
+
+    @classmethod
+    def of(cls, row: ClientQuotas) -> AdminClientOut:
+        return cls(
+            id=row.id,
+            name=row.name,
+            is_admin=row.is_admin,
+            revoked=row.revoked,
+            **QuotasOut.fields_of(row),
+        )
+
+
+class AdminClientList(BaseModel):
+    clients: list[AdminClientOut]
+
+
+def _quota_field(quota: str) -> Any:
+    return Field(
+        default=None,
+        ge=1,
+        le=QUOTA_MAX[quota],
+        description=f"The client's own {quota} quota; null returns it to the deployment's default.",
+    )
+
+
+class QuotaOverrides(RequestModel):
+    """``PATCH /v1/admin/clients/{client}``: only the quotas given change."""
+
+    requests_per_minute: int | None = _quota_field("requests_per_minute")
+    posts_per_day: int | None = _quota_field("posts_per_day")
+    pending_posts: int | None = _quota_field("pending_posts")
+    active_schedules: int | None = _quota_field("active_schedules")
+    occurrences_per_day: int | None = _quota_field("occurrences_per_day")

@@ -13,7 +13,7 @@ import hmac
 import secrets
 from datetime import datetime
 
-from sqlalchemy import Boolean, Index, String, UniqueConstraint
+from sqlalchemy import Boolean, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from offpost.models.base import Base, utcnow
@@ -40,6 +40,12 @@ class Client(Base):
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Quotas for this client only; NULL means the deployment's default (offpost.posts.quotas).
+    max_requests_per_minute: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_posts_per_day: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_pending_posts: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_active_schedules: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_occurrences_per_day: Mapped[int | None] = mapped_column(Integer, default=None)
 
     @property
     def is_revoked(self) -> bool:

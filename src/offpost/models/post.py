@@ -31,7 +31,7 @@ from typing import Any
 from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from offpost.models.base import Base, Timestamps, check_in, where_status
+from offpost.models.base import Base, Timestamps, check_in, where_status, where_status_in
 from offpost.models.ids import ID_LENGTH, IdPrefix, id_factory
 from offpost.models.types import StrEnumType
 
@@ -53,6 +53,13 @@ class PostStatus(enum.StrEnum):
 
 #: A post waits in these states to be published (parked when its credential dies).
 WAITING_STATUSES = frozenset({PostStatus.SCHEDULED, PostStatus.QUEUED})
+#: A post in these states is not done yet: it counts against its client's pending_posts quota.
+PENDING_POST_STATUSES = (
+    PostStatus.SCHEDULED,
+    PostStatus.QUEUED,
+    PostStatus.PUBLISHING,
+    PostStatus.NEEDS_REAUTH,
+)
 #: A client may edit a post only in these states (``PATCH /v1/posts/{id}``).
 EDITABLE_STATUSES = frozenset({PostStatus.SCHEDULED, PostStatus.FAILED, PostStatus.NEEDS_REAUTH})
 #: A client may cancel a post only in these states (``DELETE /v1/posts/{id}``); a
@@ -87,6 +94,8 @@ class Post(Timestamps, Base):
         Index("ix_posts_client_created", "client_id", "created_at", "id"),
         Index("ix_posts_created", "created_at", "id"),
         Index("ix_posts_credential_status", "credential_id", "status"),
+        # A client's posts not done yet: its pending_posts quota counts them per creation.
+        Index("ix_posts_client_pending", "client_id", **where_status_in(PENDING_POST_STATUSES)),
         # A Graph post is at most one offpost post's: reconciliation can never adopt
         # a post that another one recorded, however the two race.
         Index("ix_posts_graph_post_id", "graph_post_id", unique=True),

@@ -194,7 +194,9 @@ def build_housekeeping(
         )
     housekeeping = Housekeeping(
         sessions,
-        run_schedules=partial(run_schedules, sessions),
+        run_schedules=partial(
+            run_schedules, sessions, occurrences_per_day=settings.quota_occurrences_per_day
+        ),
         send_deliveries=send_deliveries,
         resend_after=timedelta(seconds=settings.requeue_after_s),
         sweep=sweep,

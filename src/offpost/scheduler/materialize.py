@@ -58,6 +58,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from offpost.models import (
+    Client,
     Credential,
     CredentialStatus,
     Misfire,
@@ -71,6 +72,8 @@ from offpost.models import (
 )
 from offpost.models.clock import is_postgresql
 from offpost.models.post import CANCELABLE_STATUSES, error_document
+from offpost.posts import quotas
+from offpost.posts.quotas import SHIPPED_DEFAULTS
 from offpost.posts.store import NewPost, new_post_rows
 from offpost.recurrence import Recurrence, RuleError, parse_rule
 
@@ -151,8 +154,12 @@ def run_schedules(
     max_per_schedule: int = MAX_PER_SCHEDULE,
     max_schedules: int = MAX_SCHEDULES,
     misfire_grace: timedelta = MISFIRE_GRACE,
+    occurrences_per_day: int = SHIPPED_DEFAULTS.occurrences_per_day,
 ) -> ScheduleTickResult:
     """Materialise due schedules up to ``now + horizon``, then sweep misfires.
+
+    ``occurrences_per_day`` is the deployment's quota; a client's own
+    (``clients.max_occurrences_per_day``) replaces it for its schedules.
 
     Safe to run from any number of dispatchers at once; each schedule is
     worked on in its own transaction, and a failure in one is logged and
@@ -177,6 +184,9 @@ def run_schedules(
                 schedule = _lock_due_schedule(session, schedule_id, limit)
                 if schedule is None:
                     continue  # another dispatcher has it, or it changed meanwhile
+                own = session.scalar(
+                    select(Client.max_occurrences_per_day).where(Client.id == schedule.client_id)
+                )
                 result.add(
                     materialize_schedule(
                         session,
@@ -185,6 +195,7 @@ def run_schedules(
                         horizon=horizon,
                         max_occurrences=max_per_schedule,
                         misfire_grace=misfire_grace,
+                        occurrences_per_day=own or occurrences_per_day,
                     )
                 )
         except SQLAlchemyError:
@@ -234,11 +245,14 @@ def materialize_schedule(
     horizon: timedelta = DEFAULT_HORIZON,
     max_occurrences: int = MAX_PER_SCHEDULE,
     misfire_grace: timedelta = MISFIRE_GRACE,
+    occurrences_per_day: int = SHIPPED_DEFAULTS.occurrences_per_day,
 ) -> ScheduleTickResult:
     """Create posts for ``schedule``'s occurrences from ``next_run_at`` up to ``now + horizon``.
 
     At most ``max_occurrences`` occurrences per call; missed ones (older than
-    ``now - misfire_grace``) go through the misfire policy. Updates
+    ``now - misfire_grace``) go through the misfire policy; an occurrence that
+    would make more than ``occurrences_per_day`` live posts of the schedule in
+    24 hours gets none (a ``skipped`` event with reason ``quota``). Updates
     ``next_run_at``, ``materialized_until`` and ``occurrences_created``. The
     caller holds the schedule (row lock on PostgreSQL) and commits.
     """
@@ -292,6 +306,7 @@ def materialize_schedule(
             session, schedule.id, ScheduleEventKind.SKIPPED, now, [(o, detail) for o in missed]
         )
         result.skipped = len(missed)
+    to_create = _within_daily_quota(session, schedule, to_create, occurrences_per_day, now, result)
     result.created = insert_occurrence_posts(session, schedule, recurrence, to_create, now)
 
     schedule.next_run_at = following
@@ -312,6 +327,40 @@ def materialize_schedule(
             extra={"action": "schedule_materialized", "schedule_id": schedule.id},
         )
     return result
+
+
+def _within_daily_quota(
+    session: Session,
+    schedule: Schedule,
+    occurrences: list[datetime],
+    per_day: int,
+    now: datetime,
+    result: ScheduleTickResult,
+) -> list[datetime]:
+    """``occurrences`` without those over the client's ``occurrences_per_day`` quota,
+    which get a ``skipped`` event (reason ``quota``) instead of a post."""
+    if not occurrences:
+        return occurrences
+    earlier = quotas.live_occurrences_before(session, schedule.id, occurrences[0])
+    kept, over = quotas.over_daily_quota(earlier, occurrences, per_day)
+    if over:
+        detail: dict[str, Any] = {
+            "reason": "quota",
+            "quota": quotas.Quota.OCCURRENCES_PER_DAY.value,
+            "limit": per_day,
+        }
+        record_events(
+            session, schedule.id, ScheduleEventKind.SKIPPED, now, [(o, detail) for o in over]
+        )
+        result.skipped += len(over)
+        logger.warning(
+            "schedule %s: %d occurrences over the occurrences_per_day quota (%d) skipped",
+            schedule.id,
+            len(over),
+            per_day,
+            extra={"action": "schedule_quota_skipped", "schedule_id": schedule.id},
+        )
+    return kept
 
 
 def insert_occurrence_posts(
