@@ -214,3 +214,45 @@ def test_the_installed_script_prints_a_key_that_tail_can_capture(migrated_url: s
     finally:
         engine.dispose()
     assert [tuple(row) for row in rows] == [("scripted", hash_api_key(key))]
+
+
+# --- quotas -----------------------------------------------------------------------------------
+
+
+def test_create_with_quotas_then_update_and_reset_them(engine: Engine) -> None:
+    created = offpost("clients", "create", "shop", "--max-pending-posts", "500")
+    assert created.exit_code == 0, created.output
+    assert _clients(engine)["shop"].max_pending_posts == 500
+    updated = offpost(
+        "clients", "update", "shop", "--max-posts-per-day", "2000", "--max-pending-posts", "default"
+    )
+    assert updated.exit_code == 0, updated.output
+    assert updated.stdout.strip() == "client 'shop': posts_per_day=2000, pending_posts=default"
+    shop = _clients(engine)["shop"]
+    assert (shop.max_posts_per_day, shop.max_pending_posts) == (2000, None)
+    listed = offpost("clients", "list")
+    assert "posts_per_day=2000" in listed.stdout
+    assert "pending_posts" not in listed.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [
+        (("create", "x", "--max-pending-posts", "0"), "between 1 and"),
+        (("create", "x", "--max-occurrences-per-day", "1441"), "between 1 and 1440"),
+        (("create", "x", "--max-posts-per-day", "many"), "whole number"),
+        (("create", "x", "--max-posts-per-day", "default"), "give a number"),
+        (("update", "x"), "at least one --max"),
+    ],
+)
+def test_bad_quota_options_are_bad_usage(
+    migrated_url: str, args: tuple[str, ...], why: str
+) -> None:
+    result = offpost("clients", *args)
+    assert result.exit_code == 2, result.output
+    assert why in result.stderr
+
+
+def test_updating_an_unknown_client_fails_with_one_line(migrated_url: str) -> None:
+    line = _one_error_line(offpost("clients", "update", "nobody", "--max-pending-posts", "5"))
+    assert "no API client named 'nobody'" in line

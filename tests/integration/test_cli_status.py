@@ -7,9 +7,12 @@ import re
 
 import pytest
 from click.testing import CliRunner, Result
+from sqlalchemy import update
 
 from offpost.cli.main import main
+from offpost.models import Client
 from offpost.models.migrate import upgrade_to_head
+from offpost.posts import quotas
 from offpost.settings import Settings
 from tests.integration.admin_support import (
     EXPECTED_STATS,
@@ -18,6 +21,7 @@ from tests.integration.admin_support import (
     populate,
     private_redis_url,
     queued_messages,
+    session_for,
 )
 
 
@@ -96,3 +100,19 @@ def test_status_on_an_outdated_schema_is_one_line(
     assert result.exit_code == 1
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert "migrate" in result.stderr
+
+
+def test_status_lists_clients_near_a_quota(pop: Population, settings: Settings) -> None:
+    with session_for(settings) as session:
+        pending = quotas.pending_posts(session, pop.acme_id)
+        assert pending > 0
+        session.execute(
+            update(Client).where(Client.id == pop.acme_id).values(max_pending_posts=pending)
+        )
+        session.commit()
+    result = offpost("status")
+    assert result.exit_code == 0, result.output
+    assert "Clients near a quota" in result.stdout
+    assert row(result.stdout, "acme") == ["acme", "pending_posts", str(pending), f"{pending} (own)"]
+    # The others are far from theirs (the defaults).
+    assert "globex" not in result.stdout.split("Clients near a quota")[1]

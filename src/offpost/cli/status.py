@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ from offpost.cli.common import one_line_errors, process_settings
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
+    from offpost.posts.quotas import ClientQuotas
     from offpost.posts.stats import ExpiringCredential, Stats
 
 
@@ -42,7 +44,11 @@ def _when(value: datetime, now: datetime) -> str:
 
 
 def render(
-    stats: Stats, expiring: list[ExpiringCredential], now: datetime, within_hours: int
+    stats: Stats,
+    expiring: list[ExpiringCredential],
+    now: datetime,
+    within_hours: int,
+    clients: Sequence[ClientQuotas] = (),
 ) -> list[RenderableType]:
     """The tables ``offpost status`` prints (pure: no I/O)."""
     from rich.table import Table
@@ -90,7 +96,29 @@ def render(
         )
     if not expiring:
         soon.add_row("none", "", "", "", "")
-    return [posts, pipeline, errors, credentials, soon]
+    return [posts, pipeline, errors, credentials, soon, _near_quotas(clients)]
+
+
+#: A client shows under "Clients near a quota" from this share of a quota on.
+NEAR_QUOTA = 0.8
+
+
+def _near_quotas(clients: Sequence[ClientQuotas]) -> RenderableType:
+    from rich.table import Table
+
+    table = Table(title=f"Clients near a quota ({NEAR_QUOTA:.0%} or more used)")
+    for column in ("client", "quota", "used", "limit"):
+        table.add_column(column, justify="right" if column in ("used", "limit") else "left")
+    rows = 0
+    for client in clients:
+        for quota in client.near(NEAR_QUOTA):
+            own = " (own)" if quota in client.overridden else ""
+            limit = f"{client.quotas[quota]}{own}"
+            table.add_row(client.name, quota.value, str(client.used(quota)), limit)
+            rows += 1
+    if not rows:
+        table.add_row("none", "", "", "")
+    return table
 
 
 @click.command()
@@ -103,13 +131,15 @@ def render(
 @click.option("--json", "as_json", is_flag=True, help="Print the stats document as JSON.")
 @one_line_errors
 def status(expiring_within_hours: int | None, as_json: bool) -> None:
-    """Job counts by status, lateness, recent failures and credentials expiring soon."""
+    """Job counts by status, lateness, recent failures, credentials expiring soon and
+    clients near a quota."""
     from rich.console import Console
 
     from offpost.api.exporter import QueueProbe
     from offpost.models import make_engine, make_sessionmaker
     from offpost.models.base import utcnow
     from offpost.models.migrate import ensure_schema_current
+    from offpost.posts.quotas import QuotaDefaults, client_quotas
     from offpost.posts.stats import collect_stats, expiring_credentials
 
     settings = process_settings()
@@ -124,6 +154,7 @@ def status(expiring_within_hours: int | None, as_json: bool) -> None:
         with make_sessionmaker(engine)() as session:
             stats = collect_stats(session, now, queue_depth=queue.depth())
             expiring = expiring_credentials(session, now, timedelta(hours=within_hours))
+            clients = client_quotas(session, now, QuotaDefaults.of(settings))
     finally:
         queue.close()
         engine.dispose()
@@ -131,5 +162,5 @@ def status(expiring_within_hours: int | None, as_json: bool) -> None:
         click.echo(json.dumps(dataclasses.asdict(stats), indent=2))
         return
     console = Console()
-    for table in render(stats, expiring, now, within_hours):
+    for table in render(stats, expiring, now, within_hours, clients):
         console.print(table)
