@@ -2,8 +2,9 @@
 
 Sign-in and its cookie, CSRF and origin checks on every action, the pages'
 numbers against the rows of ``admin_support.populate``, the credentials page
-against ``admin_support.add_page_health`` (and never a token on it), and the
-admin key kept out of every URL, redirect, page and cookie. The browser drives the same pages
+against ``admin_support.add_page_health`` (and never a token on it), the clients
+page's quotas and use against rows added to that population, and the admin key
+kept out of every URL, redirect, page and cookie. The browser drives the same pages
 in ``tests/e2e/test_dashboard_browser.py``.
 """
 
@@ -13,6 +14,7 @@ import html as html_lib
 import re
 import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.cookies import SimpleCookie
 
@@ -24,7 +26,17 @@ from sqlalchemy import event, select, update
 
 from offpost.api.app import create_app
 from offpost.api.limits import RedisRateLimiter
-from offpost.models import Client, CredentialStatus, Post, PostStatus
+from offpost.models import (
+    Client,
+    Credential,
+    CredentialStatus,
+    Post,
+    PostStatus,
+    Schedule,
+    ScheduleStatus,
+    hash_api_key,
+    new_api_key,
+)
 from offpost.models.types import new_encryption_key
 from offpost.settings import Settings
 from offpost.views import ADVICE
@@ -101,6 +113,7 @@ def test_signed_out_pages_redirect_to_the_sign_in_form(api: TestClient, pop: Pop
         "/admin?status=failed",
         "/admin/credentials",
         "/admin/credentials?status=needs_reauth",
+        "/admin/clients",
     ):
         response = api.get(path, follow_redirects=False)
         assert response.status_code == 303, path
@@ -263,7 +276,13 @@ def test_logout_needs_the_csrf_token(signed_in: TestClient) -> None:
 
 
 def test_pages_carry_a_strict_policy_and_no_script(signed_in: TestClient, pop: Population) -> None:
-    for path in ("/admin", f"/admin/posts/{pop.failed_post}", "/admin/credentials", "/admin/login"):
+    for path in (
+        "/admin",
+        f"/admin/posts/{pop.failed_post}",
+        "/admin/credentials",
+        "/admin/clients",
+        "/admin/login",
+    ):
         response = signed_in.get(path)
         policy = response.headers["content-security-policy"]
         assert "default-src 'none'" in policy
@@ -699,6 +718,285 @@ def test_an_unknown_credential_filter_says_so(signed_in: TestClient, credential:
     assert row_ids(response.text) == []
 
 
+# --- the clients page ------------------------------------------------------------------------
+
+
+@dataclass
+class ClientUse:
+    """What :func:`add_client_use` wrote on top of :func:`populate`."""
+
+    #: A revoked client with nothing of its own.
+    revoked_id: str
+    #: The ids of globex's schedules, by status.
+    schedules: dict[ScheduleStatus, list[str]]
+
+
+def add_client_use(settings: Settings, now: datetime) -> ClientUse:
+    """Give globex schedules, an occurrence and an old post, and add a revoked client.
+
+    After it, globex has made 2 posts through the API in the last 24 hours
+    (populate's two; the occurrence and the two-day-old post do not count), has 2
+    pending (populate's scheduled one and the occurrence) and 2 active schedules
+    (a paused one does not count). acme keeps populate's 23 posts of the day, 8 of
+    them pending, and no schedule.
+    """
+    with session_for(settings) as s:
+        globex = s.scalars(select(Client).where(Client.name == "globex")).one()
+        credential_id = s.scalars(
+            select(Credential.id).where(
+                Credential.client_id == globex.id, Credential.status == CredentialStatus.ACTIVE
+            )
+        ).one()
+        schedules: dict[ScheduleStatus, list[str]] = {}
+        for status in (ScheduleStatus.ACTIVE, ScheduleStatus.ACTIVE, ScheduleStatus.PAUSED):
+            schedule = Schedule(
+                client_id=globex.id,
+                credential_id=credential_id,
+                target="page-globex",
+                message="daily news",
+                rrule="FREQ=DAILY",
+                timezone="UTC",
+                start_at=now,
+                status=status,
+            )
+            s.add(schedule)
+            s.flush()
+            schedules.setdefault(status, []).append(schedule.id)
+        occurrence_at = now + timedelta(days=1)
+        s.add_all(
+            [
+                Post(
+                    client_id=globex.id,
+                    credential_id=credential_id,
+                    target="page-globex",
+                    message="an occurrence",
+                    publish_at=occurrence_at,
+                    due_at=occurrence_at,
+                    status=PostStatus.SCHEDULED,
+                    schedule_id=schedules[ScheduleStatus.ACTIVE][0],
+                    occurrence_at=occurrence_at,
+                ),
+                Post(
+                    client_id=globex.id,
+                    credential_id=credential_id,
+                    target="page-globex",
+                    message="two days old",
+                    publish_at=now - timedelta(days=2),
+                    due_at=now - timedelta(days=2),
+                    status=PostStatus.PUBLISHED,
+                    published_at=now - timedelta(days=2),
+                    created_at=now - timedelta(days=2),
+                    updated_at=now - timedelta(days=2),
+                ),
+            ]
+        )
+        revoked = Client(
+            name="initech", key_hash=hash_api_key(new_api_key()), revoked_at=now - timedelta(days=1)
+        )
+        s.add(revoked)
+        s.flush()
+        return ClientUse(revoked_id=revoked.id, schedules=schedules)
+
+
+@pytest.fixture
+def use(settings: Settings, pop: Population) -> ClientUse:
+    return add_client_use(settings, pop.now)
+
+
+def set_overrides(settings: Settings, client_id: str, **overrides: int) -> None:
+    """Set quotas of one client on its row (``max_pending_posts=10`` …)."""
+    with session_for(settings) as session:
+        session.execute(update(Client).where(Client.id == client_id).values(**overrides))
+
+
+def client_ids(html: str) -> list[str]:
+    return re.findall(r'data-client-id="([^"]+)"', html)
+
+
+def client_row(html: str, client_id: str) -> str:
+    """The client's row on the clients page, from ``<tr`` to ``</tr>``."""
+    found = re.search(rf'<tr class="[^"]*" data-client-id="{client_id}".*?</tr>', html, re.S)
+    assert found, f"no row for {client_id}"
+    return found.group(0)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One quota cell of a client's row, as shown."""
+
+    shown: str
+    own: bool
+    near: bool
+
+
+def quota_cell(row: str, quota: str) -> Cell:
+    found = re.search(
+        rf'<td class="num( near)?" data-quota="{quota}"\s+data-own="(yes|no)"[^>]*>(.*?)</td>',
+        row,
+        re.S,
+    )
+    assert found, f"no {quota} cell"
+    text = " ".join(re.sub(r"<[^>]+>", " ", found.group(3)).split())
+    own = found.group(2) == "yes"
+    assert text.endswith("(own)" if own else "default"), text
+    return Cell(shown=text.rsplit(" ", 1)[0], own=own, near=found.group(1) is not None)
+
+
+def ids_by_name(settings: Settings) -> dict[str, str]:
+    with session_for(settings) as session:
+        return {name: cid for cid, name in session.execute(select(Client.id, Client.name))}
+
+
+def test_the_navigation_leads_to_the_clients_page(signed_in: TestClient) -> None:
+    posts = signed_in.get("/admin").text
+    nav = posts.split('<nav aria-label="Dashboard pages">')[1].split("</nav>")[0]
+    assert re.search(
+        r'id="nav-credentials"\s*>Credentials</a>\s*<a href="/admin/clients" id="nav-clients"\s*>'
+        r"Clients</a>",
+        nav,
+    )
+    clients = signed_in.get("/admin/clients")
+    assert clients.status_code == 200
+    assert re.search(r'id="nav-clients"\s+aria-current="page"', clients.text)
+    assert not re.search(r'id="nav-credentials"\s+aria-current', clients.text)
+
+
+def test_the_clients_page_lists_every_client_with_its_use(
+    settings: Settings, signed_in: TestClient, pop: Population, use: ClientUse
+) -> None:
+    html = signed_in.get("/admin/clients").text
+    ids = ids_by_name(settings)
+    assert client_ids(html) == [ids["acme"], ids["globex"], ids["initech"], ids["ops"]]
+
+    defaults = html.split('id="quota-defaults"')[1].split("</section>")[0]
+    for quota, value in (
+        ("posts_per_day", settings.quota_posts_per_day),
+        ("pending_posts", settings.quota_pending_posts),
+        ("active_schedules", settings.quota_active_schedules),
+        ("requests_per_minute", settings.rate_limit_per_minute),
+        ("occurrences_per_day", settings.quota_occurrences_per_day),
+    ):
+        assert f'data-default="{quota}">{value}</b>' in defaults
+
+    acme = client_row(html, pop.acme_id)
+    assert 'data-field="name">acme</b>' in acme
+    assert f'<span class="mono muted">{pop.acme_id}</span>' in acme
+    assert 'data-field="admin">no</td>' in acme
+    assert 'data-field="revoked">no</td>' in acme
+    assert quota_cell(acme, "posts_per_day") == Cell(
+        f"23 / {settings.quota_posts_per_day}", own=False, near=False
+    )
+    assert quota_cell(acme, "pending_posts") == Cell(
+        f"8 / {settings.quota_pending_posts}", own=False, near=False
+    )
+    assert quota_cell(acme, "active_schedules") == Cell(
+        f"0 / {settings.quota_active_schedules}", own=False, near=False
+    )
+    assert quota_cell(acme, "requests_per_minute") == Cell(
+        str(settings.rate_limit_per_minute), own=False, near=False
+    )
+    assert quota_cell(acme, "occurrences_per_day") == Cell(
+        str(settings.quota_occurrences_per_day), own=False, near=False
+    )
+    (posts,) = links(acme, "client-posts")
+    assert posts == f"/admin?client={pop.acme_id}"
+    assert len(row_ids(signed_in.get(f"{posts}&limit=100").text)) == 23
+
+    globex = client_row(html, pop.globex_id)
+    assert 'data-field="name">globex</b>' in globex
+    assert quota_cell(globex, "posts_per_day").shown == f"2 / {settings.quota_posts_per_day}"
+    assert quota_cell(globex, "pending_posts").shown == f"2 / {settings.quota_pending_posts}"
+    assert quota_cell(globex, "active_schedules").shown == (
+        f"2 / {settings.quota_active_schedules}"
+    )
+
+    ops = client_row(html, ids["ops"])
+    assert 'data-admin="yes"' in ops
+    assert 'data-field="admin">yes</td>' in ops
+    assert quota_cell(ops, "pending_posts").shown == f"0 / {settings.quota_pending_posts}"
+
+    initech = client_row(html, use.revoked_id)
+    assert initech.startswith('<tr class="client revoked"')
+    assert 'data-revoked="yes"' in initech
+    assert '<span class="error">revoked</span>' in initech
+    assert 'data-revoked="no"' in acme
+    assert acme.startswith('<tr class="client"')
+
+    # No client has a quota of its own yet, and none is near one.
+    assert "(own)" not in html
+    assert 'data-own="yes"' not in html
+    assert 'data-near="yes"' not in html
+
+
+def test_the_clients_page_shows_a_clients_own_quotas_only_on_its_row(
+    settings: Settings, signed_in: TestClient, pop: Population, use: ClientUse
+) -> None:
+    set_overrides(
+        settings,
+        pop.globex_id,
+        max_posts_per_day=10,
+        max_active_schedules=2,
+        max_requests_per_minute=60,
+        max_occurrences_per_day=24,
+    )
+    set_overrides(settings, pop.acme_id, max_pending_posts=10)
+    html = signed_in.get("/admin/clients").text
+
+    globex = client_row(html, pop.globex_id)
+    assert quota_cell(globex, "posts_per_day") == Cell("2 / 10", own=True, near=False)
+    # Its two active schedules fill its own quota of two: highlighted.
+    assert quota_cell(globex, "active_schedules") == Cell("2 / 2", own=True, near=True)
+    assert quota_cell(globex, "requests_per_minute") == Cell("60", own=True, near=False)
+    assert quota_cell(globex, "occurrences_per_day") == Cell("24", own=True, near=False)
+    assert quota_cell(globex, "pending_posts") == Cell(
+        f"2 / {settings.quota_pending_posts}", own=False, near=False
+    )
+
+    acme = client_row(html, pop.acme_id)
+    # 8 pending of its own 10: 80 %, highlighted.
+    assert quota_cell(acme, "pending_posts") == Cell("8 / 10", own=True, near=True)
+    assert quota_cell(acme, "posts_per_day") == Cell(
+        f"23 / {settings.quota_posts_per_day}", own=False, near=False
+    )
+    assert quota_cell(acme, "active_schedules") == Cell(
+        f"0 / {settings.quota_active_schedules}", own=False, near=False
+    )
+    assert quota_cell(acme, "requests_per_minute") == Cell(
+        str(settings.rate_limit_per_minute), own=False, near=False
+    )
+
+    for other in (use.revoked_id, ids_by_name(settings)["ops"]):
+        row = client_row(html, other)
+        assert "(own)" not in row
+        assert 'data-own="yes"' not in row
+        assert 'data-near="yes"' not in row
+    assert html.count("(own)") == 5
+    assert html.count('class="num near"') == 2
+
+
+def test_the_clients_page_is_for_signed_in_admins_only(
+    settings: Settings, api: TestClient, pop: Population, use: ClientUse
+) -> None:
+    anonymous = api.get("/admin/clients", follow_redirects=False)
+    assert anonymous.status_code == 303
+    assert anonymous.headers["location"] == "/admin/login"
+    assert pop.acme_id not in anonymous.text
+    # A client key gets no session, so the page still sends it to the sign-in form.
+    assert sign_in(api, pop.client_key).status_code == 403
+    refused = api.get("/admin/clients", follow_redirects=False)
+    assert refused.status_code == 303
+    assert refused.headers["location"] == "/admin/login"
+    # An admin demoted while signed in loses the page with its session.
+    assert sign_in(api, pop.admin_key).status_code == 303
+    assert pop.acme_id in api.get("/admin/clients").text
+    with session_for(settings) as session:
+        session.execute(update(Client).where(Client.name == "ops").values(is_admin=False))
+    demoted = api.get("/admin/clients", follow_redirects=False)
+    assert demoted.status_code == 303
+    assert demoted.headers["location"] == "/admin/login"
+    assert pop.acme_id not in demoted.text
+
+
 # --- the buttons -----------------------------------------------------------------------------
 
 
@@ -838,6 +1136,22 @@ def test_the_dashboard_works_on_sqlite(sqlite_url: str, redis_url: str) -> None:
         response = api.post(f"/admin/posts/{pop.failed_post}/retry", data={"csrf": csrf_of(page)})
         assert response.status_code == 200
         assert 'id="post-status">scheduled' in response.text
+
+
+def test_the_clients_page_works_on_sqlite(sqlite_url: str, redis_url: str) -> None:
+    settings = make_admin_settings(sqlite_url, redis_url)
+    with api_client(settings) as api:
+        pop = populate(settings)
+        add_client_use(settings, pop.now)
+        set_overrides(settings, pop.globex_id, max_active_schedules=2)
+        assert sign_in(api, pop.admin_key).status_code == 303
+        html = api.get("/admin/clients").text
+        assert len(client_ids(html)) == 4
+        acme = client_row(html, pop.acme_id)
+        assert quota_cell(acme, "pending_posts").shown == f"8 / {settings.quota_pending_posts}"
+        globex = client_row(html, pop.globex_id)
+        assert quota_cell(globex, "posts_per_day").shown == f"2 / {settings.quota_posts_per_day}"
+        assert quota_cell(globex, "active_schedules") == Cell("2 / 2", own=True, near=True)
 
 
 def test_the_credentials_page_works_on_sqlite(sqlite_url: str, redis_url: str) -> None:

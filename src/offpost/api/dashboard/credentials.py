@@ -33,17 +33,13 @@ from offpost.models import (
     Post,
     PostStatus,
 )
+from offpost.models.post import PENDING_POST_STATUSES
 from offpost.posts.rules import Cursor
 from offpost.views import ADVICE, PageOut
 
 #: Posts in these states still need their credential's Page token to be published,
 #: in the order the page lists them.
-DEPENDENT_STATUSES = (
-    PostStatus.SCHEDULED,
-    PostStatus.QUEUED,
-    PostStatus.PUBLISHING,
-    PostStatus.NEEDS_REAUTH,
-)
+DEPENDENT_STATUSES = PENDING_POST_STATUSES
 
 
 @dataclass(frozen=True, slots=True)

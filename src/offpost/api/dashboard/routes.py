@@ -13,6 +13,10 @@ Pages (``GET``) and actions (``POST``, each a form with a CSRF token):
   and advice, user-token and data-access expiry, last check; each Page's token,
   tasks and whether it can post) and how many posts still wait on each, linked
   to those posts in the list above (:mod:`.credentials`);
+- ``/admin/clients`` — every client with its quotas, which of them are its own
+  and which the deployment's defaults, and how much of each countable one it
+  uses now (:func:`~offpost.posts.quotas.client_quotas`), the ones nearly used
+  up highlighted;
 - ``/admin/posts/{id}`` — one post with its attempts, and its buttons;
 - ``POST /admin/posts/{id}/retry|cancel`` — the admin API's own handlers, so
   the same 409 rules, log lines and dispatcher wake-up;
@@ -71,6 +75,7 @@ from offpost.models import (
 )
 from offpost.models.post import CANCELABLE_STATUSES
 from offpost.posts import rules, store
+from offpost.posts.quotas import ClientQuotas, Quota, QuotaDefaults, client_quotas
 from offpost.posts.stats import collect_stats, count_credentials, expiring_credentials
 from offpost.settings import Settings
 
@@ -520,6 +525,72 @@ def credentials_page(
         filter_error=filter_error,
         next_query=filters.query(cursor=next_cursor) if next_cursor else None,
         first_query=filters.query() if cursor else None,
+    )
+
+
+#: A countable quota used at least this share of is highlighted on the clients page.
+NEAR_SHARE = 0.8
+
+#: The clients page's quota columns, in order: the quota and its heading.
+QUOTA_COLUMNS: tuple[tuple[Quota, str], ...] = (
+    (Quota.POSTS_PER_DAY, "Posts, last 24 h"),
+    (Quota.PENDING_POSTS, "Pending posts"),
+    (Quota.ACTIVE_SCHEDULES, "Active schedules"),
+    (Quota.REQUESTS_PER_MINUTE, "Requests per minute"),
+    (Quota.OCCURRENCES_PER_DAY, "Occurrences per day, each schedule"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaCell:
+    """One quota of one client as the clients page shows it."""
+
+    quota: str
+    limit: int
+    #: What the client uses of it now; ``None`` for a rate, which no row counts.
+    used: int | None
+    #: Set for this client, rather than the deployment's default.
+    own: bool
+    #: Used at least :data:`NEAR_SHARE` of.
+    near: bool
+
+
+def _quota_cells(client: ClientQuotas) -> list[QuotaCell]:
+    """``client``'s quotas in the order of :data:`QUOTA_COLUMNS`."""
+    near = set(client.near(NEAR_SHARE))
+    return [
+        QuotaCell(
+            quota=quota.value,
+            limit=client.quotas[quota],
+            used=client.used(quota),
+            own=quota in client.overridden,
+            near=quota in near,
+        )
+        for quota, _ in QUOTA_COLUMNS
+    ]
+
+
+@router.get(
+    "/clients",
+    response_class=HTMLResponse,
+    summary="Every client's quotas, its own or the defaults, and how much of them it uses",
+    responses=_answers(_303=_SIGNED_OUT),
+)
+def clients_page(request: Request, who: SignedInDep, db: SessionDep, now: NowDep) -> Response:
+    if who is None:
+        return _redirect("/admin/login")
+    settings: Settings = request.app.state.settings
+    defaults = QuotaDefaults.of(settings)
+    clients = client_quotas(db, now, defaults)
+    return _page(
+        "clients.html",
+        signed_in=who,
+        nav="clients",
+        now=now,
+        columns=[(quota.value, heading) for quota, heading in QUOTA_COLUMNS],
+        defaults={quota.value: getattr(defaults, quota.value) for quota, _ in QUOTA_COLUMNS},
+        near_percent=round(NEAR_SHARE * 100),
+        clients=[(client, _quota_cells(client)) for client in clients],
     )
 
 
