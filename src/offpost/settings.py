@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(default=10.0, gt=0, le=60)
     # Deliveries at once per `offpost webhooks` process (their own queue and pool).
     webhook_concurrency: int = Field(default=8, ge=1, le=256)
+    # Deliveries in flight at once per client endpoint, so one backlog never fills the pool.
+    webhook_per_endpoint: int = Field(default=2, ge=1, le=64)
     webhook_retry_base_s: float = Field(default=30.0, gt=0, le=3600)
     webhook_retry_cap_s: float = Field(default=3600.0, gt=0, le=86400)
     webhook_retry_for_s: float = Field(default=86400.0, gt=0, le=7 * 86400)

@@ -21,6 +21,7 @@ from offpost.models import (
     EventType,
     Post,
     PostStatus,
+    Webhook,
     WebhookEvent,
     make_engine,
     make_sessionmaker,
@@ -66,6 +67,8 @@ QUIET = {
     "last_status": None,
     "last_error": None,
     "failures_in_a_row": 0,
+    "in_flight": 0,
+    "paused_until": None,
 }
 
 
@@ -301,6 +304,10 @@ def test_get_shows_how_deliveries_went(
             payload_for=lambda eid: event_document(eid, EventType.POST_FAILED, t0, {}),
             now=t0 + timedelta(minutes=30),
         )
+        # The three failed attempts since the delivered one, as the worker counts them.
+        session.execute(
+            update(Webhook).where(Webhook.client_id == client_id).values(failures_in_a_row=3)
+        )
         session.commit()
     health = api.get("/v1/webhook", headers=alice).json()["health"]
     assert health == {
@@ -310,6 +317,8 @@ def test_get_shows_how_deliveries_went(
         "last_status": 503,
         "last_error": "HTTP 503",
         "failures_in_a_row": 3,
+        "in_flight": 0,
+        "paused_until": None,
     }
     # Another client's endpoint is its own.
     assert api.get("/v1/webhook", headers=bob).json()["health"] == QUIET

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from offpost.models import (
@@ -27,6 +27,7 @@ from offpost.models import (
 from offpost.models.migrate import upgrade_to_head
 from offpost.models.periodic import claim_periodic_run
 from offpost.models.types import new_encryption_key
+from offpost.models.webhook import BREAKER_BASE, BREAKER_THRESHOLD
 from offpost.models.webhook_event import (
     claim_delivery,
     claim_due_events,
@@ -71,6 +72,21 @@ def add_event(
             now=now,
             dedupe_key=key,
         )
+
+
+def webhook_of(sessions: sessionmaker[Session], client_id: str) -> Webhook:
+    with sessions() as session:
+        return session.scalars(select(Webhook).where(Webhook.client_id == client_id)).one()
+
+
+def add_webhook_client(sessions: sessionmaker[Session], name: str, url: str) -> str:
+    """Another client with a webhook at ``url``; its id."""
+    client = Client(name=name, key_hash=hash_api_key(new_api_key()), is_admin=False)
+    with sessions.begin() as session:
+        session.add(client)
+        session.flush()
+        session.add(Webhook(client_id=client.id, url=url, secret=new_webhook_secret()))
+    return client.id
 
 
 def event(sessions: sessionmaker[Session], event_id: str) -> WebhookEvent:
@@ -208,23 +224,85 @@ def test_500_500_200_delivers_the_same_event_three_times_then_never_again(
     assert row.delivered_at is not None
 
 
-def test_a_receiver_that_never_answers_2xx_is_given_up_after_the_window(
+def test_a_receiver_that_never_answers_2xx_is_paused_then_given_up_after_the_window(
     ctx: DeliveryContext, client_id: str, secret: str, receiver: Receiver
 ) -> None:
     receiver.answer(*[503] * 1000)
-    ctx.policy = DeliveryPolicy(base_s=0.05, cap_s=0.1, retry_for_s=0.5)
-    event_id = add_event(ctx.sessions, client_id, now=datetime.now(UTC))
+    ctx.policy = DeliveryPolicy(base_s=0.05, cap_s=0.1, retry_for_s=2.0)
+    created = datetime.now(UTC)
+    event_id = add_event(ctx.sessions, client_id, now=created)
     outcomes: list[str] = []
     for _ in range(200):
         outcomes += deliver_due(ctx)
-        if "failed" in outcomes:
+        if len(outcomes) == BREAKER_THRESHOLD:
             break
         threading.Event().wait(0.05)
-    assert outcomes[-1] == "failed"
-    assert set(outcomes[:-1]) == {"retry"}
+    assert outcomes == ["retry"] * BREAKER_THRESHOLD
+    # The breaker is open: the endpoint is paused and nothing is sent, however due.
+    hook = webhook_of(ctx.sessions, client_id)
+    assert hook.failures_in_a_row == BREAKER_THRESHOLD
+    assert hook.paused_until is not None
+    assert hook.paused_until - datetime.now(UTC) > BREAKER_BASE - timedelta(seconds=5)
+    while datetime.now(UTC) < created + timedelta(seconds=2.1):
+        assert deliver_due(ctx) == []
+        threading.Event().wait(0.1)
+    # The pause over, one probe: past the event's window, it is the last attempt.
+    with ctx.sessions.begin() as session:
+        session.execute(
+            update(Webhook)
+            .where(Webhook.client_id == client_id)
+            .values(paused_until=datetime.now(UTC))
+        )
+    assert deliver_due(ctx) == ["failed"]
     row = event(ctx.sessions, event_id or "")
     assert (row.status, row.last_status, row.last_error) == (DeliveryStatus.FAILED, 503, "HTTP 503")
+    assert row.attempts == BREAKER_THRESHOLD + 1
     assert len(receiver.received()) == row.attempts
+    # A longer pause after each further failure.
+    assert webhook_of(ctx.sessions, client_id).failures_in_a_row == BREAKER_THRESHOLD + 1
+
+
+def test_the_breaker_probes_one_at_a_time_and_a_success_closes_it(
+    ctx: DeliveryContext, client_id: str, secret: str, receiver: Receiver
+) -> None:
+    now = datetime.now(UTC)
+    for _ in range(4):
+        add_event(ctx.sessions, client_id, now=now)
+    with ctx.sessions.begin() as session:
+        session.execute(
+            update(Webhook)
+            .where(Webhook.client_id == client_id)
+            .values(
+                failures_in_a_row=BREAKER_THRESHOLD + 2, paused_until=now - timedelta(seconds=1)
+            )
+        )
+    # Half open: one event at a time, though four are due.
+    assert deliver_due(ctx) == ["delivered"]
+    hook = webhook_of(ctx.sessions, client_id)
+    assert (hook.failures_in_a_row, hook.paused_until) == (0, None)
+    # Closed: up to the per-endpoint cap (2) at a time.
+    with ctx.sessions.begin() as session:
+        assert len(claim_due_events(session, ctx.clock(), timedelta(seconds=60), 100)) == 2
+
+
+def test_one_endpoints_backlog_leaves_room_for_the_others(
+    ctx: DeliveryContext, client_id: str, secret: str, receiver: Receiver
+) -> None:
+    other = add_webhook_client(ctx.sessions, "other", receiver.url)
+    now = datetime.now(UTC)
+    backlog = [
+        add_event(ctx.sessions, client_id, now=now - timedelta(minutes=5)) for _ in range(50)
+    ]
+    late = add_event(ctx.sessions, other, now=now)
+    with ctx.sessions.begin() as session:
+        claimed = claim_due_events(session, now, timedelta(seconds=60), 10, per_endpoint=3)
+    ids = [event_id for event_id, _ in claimed]
+    # The other client's one event is sent in the same tick, behind three of the backlog.
+    assert late in ids
+    assert len([i for i in ids if i in backlog]) == 3
+    # The backlog's three are in flight: the next tick sends none of it.
+    with ctx.sessions.begin() as session:
+        assert claim_due_events(session, now, timedelta(seconds=60), 10, per_endpoint=3) == []
 
 
 def test_a_leased_event_is_not_posted_by_a_second_worker(

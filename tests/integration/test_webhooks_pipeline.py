@@ -13,7 +13,8 @@ import pytest
 from sqlalchemy import select
 
 from offpost.graph.sandbox import RunningSandbox
-from offpost.models import DeliveryStatus, PostStatus, WebhookEvent
+from offpost.models import DeliveryStatus, PostStatus, Webhook, WebhookEvent
+from offpost.models.webhook import BREAKER_THRESHOLD
 from tests.integration.pipeline_support import (
     Pipeline,
     new_client,
@@ -212,7 +213,8 @@ def test_a_dripping_receiver_holds_back_no_other_clients_post(
 ) -> None:
     """Bob's receiver answers a byte every 0.2 s; his events take the webhook workers'
     time, not the publishing workers': Alice's post is published as if Bob did not exist,
-    and each of Bob's deliveries ends at its deadline (3 s here)."""
+    and each of Bob's deliveries ends at its deadline (3 s here), at most two at a time,
+    until the breaker pauses his endpoint."""
     with dripping_receiver() as drip_url:
         bob_id, bob_key = new_client(pipeline, "bob-drips")
         bob = graph.mint_user(pages=1)
@@ -229,13 +231,26 @@ def test_a_dripping_receiver_holds_back_no_other_clients_post(
         )
         pipeline.wait_status([alice_post], {PostStatus.PUBLISHED}, timeout_s=20)
 
-        def bob_cut_off() -> list[WebhookEvent] | None:
+        def bob_paused() -> list[WebhookEvent] | None:
             with pipeline.sessions() as session:
                 events = list(
                     session.scalars(select(WebhookEvent).where(WebhookEvent.client_id == bob_id))
                 )
+                hook = session.scalars(select(Webhook).where(Webhook.client_id == bob_id)).one()
             tried = [e for e in events if e.last_error]
-            return tried if len(tried) == len(events) == 8 else None
+            paused = hook.paused_until is not None and not any(e.lease_expires_at for e in events)
+            return tried if paused and len(events) == 8 else None
 
-        for event in wait_for(bob_cut_off, timeout_s=60, what="Bob's deliveries cut off"):
+        # Each delivery ends at its deadline; after BREAKER_THRESHOLD failures in a row
+        # (one more if it was already in flight) the endpoint is paused.
+        tried = wait_for(bob_paused, timeout_s=60, what="Bob's endpoint paused")
+        assert BREAKER_THRESHOLD <= len(tried) <= BREAKER_THRESHOLD + 1
+        for event in tried:
+            assert event.attempts == 1
             assert "no complete answer within the delivery's 3 s" in (event.last_error or "")
+        with pipeline.api() as api:
+            health = api.get("/v1/webhook", headers=bob_key).json()["health"]
+        assert health["failures_in_a_row"] == len(tried)
+        assert health["paused_until"] is not None
+        assert health["pending"] == 8
+        assert health["in_flight"] == 0

@@ -11,6 +11,7 @@ for development.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Response, status
@@ -22,6 +23,7 @@ from offpost.addresses import AddressRefusedError, check_registration
 from offpost.api.deps import ClientDep, NowDep, SessionDep, SettingsDep
 from offpost.api.problems import ProblemError
 from offpost.models import DeliveryStatus, Webhook, WebhookEvent, new_webhook_secret
+from offpost.models.webhook import reset_breaker
 from offpost.posts.input import RequestModel
 from offpost.posts.rules import check_url
 from offpost.views import UTCTime
@@ -54,8 +56,12 @@ class WebhookHealth(BaseModel):
     last_attempt_at: UTCTime | None
     last_status: int | None
     last_error: str | None
-    #: Events whose latest attempt failed, counting back from the latest attempt.
+    #: Attempts that failed since the last one that succeeded (any events).
     failures_in_a_row: int
+    #: Events being sent or delivered right now (at most OFFPOST_WEBHOOK_PER_ENDPOINT).
+    in_flight: int
+    #: While the endpoint is paused after repeated failures: when sending resumes.
+    paused_until: UTCTime | None
 
 
 class WebhookOut(BaseModel):
@@ -63,36 +69,39 @@ class WebhookOut(BaseModel):
     health: WebhookHealth
 
 
-#: How many recent attempts ``failures_in_a_row`` looks back over at most.
-RECENT_ATTEMPTS = 100
-
-
-def webhook_health(session: Session, client_id: str) -> WebhookHealth:
-    """The endpoint's health, from its events' delivery columns (two queries)."""
-    recent = session.execute(
+def webhook_health(session: Session, webhook: Webhook, now: datetime) -> WebhookHealth:
+    """The endpoint's health, from its row and its events' delivery columns (three queries)."""
+    client_id = webhook.client_id
+    latest = session.execute(
         select(WebhookEvent.updated_at, WebhookEvent.last_status, WebhookEvent.last_error)
         .where(WebhookEvent.client_id == client_id, WebhookEvent.attempts > 0)
         .order_by(WebhookEvent.updated_at.desc(), WebhookEvent.id.desc())
-        .limit(RECENT_ATTEMPTS)
-    ).all()
-    failures = 0
-    for row in recent:
-        if row.last_error is None:
-            break
-        failures += 1
+        .limit(1)
+    ).one_or_none()
     pending, next_at = session.execute(
         select(func.count(), func.min(WebhookEvent.next_attempt_at)).where(
             WebhookEvent.client_id == client_id, WebhookEvent.status == DeliveryStatus.PENDING
         )
     ).one()
-    latest = recent[0] if recent else None
+    in_flight = session.scalar(
+        select(func.count()).where(
+            WebhookEvent.client_id == client_id,
+            WebhookEvent.status == DeliveryStatus.PENDING,
+            WebhookEvent.in_flight_until > now,
+        )
+    )
+    paused = webhook.paused_until if webhook.paused_until and webhook.paused_until > now else None
+    if paused is not None and next_at is not None:
+        next_at = max(next_at, paused)
     return WebhookHealth(
         pending=int(pending),
         next_attempt_at=next_at,
         last_attempt_at=latest.updated_at if latest else None,
         last_status=latest.last_status if latest else None,
         last_error=latest.last_error if latest else None,
-        failures_in_a_row=failures,
+        failures_in_a_row=webhook.failures_in_a_row,
+        in_flight=int(in_flight or 0),
+        paused_until=paused,
     )
 
 
@@ -132,6 +141,7 @@ def put_webhook(
     else:
         webhook.url = body.url
         webhook.secret = secret
+        reset_breaker(webhook)
     session.commit()
     logger.info(
         "webhook set for client %s",
@@ -147,11 +157,11 @@ def put_webhook(
     summary="The webhook URL and how deliveries to it have gone (never the secret)",
     responses={404: {"description": "no webhook is set"}, **_ERRORS},
 )
-def get_webhook(client: ClientDep, session: SessionDep) -> WebhookOut:
+def get_webhook(client: ClientDep, session: SessionDep, now: NowDep) -> WebhookOut:
     webhook = _own_webhook(session, client.id)
     if webhook is None:
         raise ProblemError("not_found", "no webhook is set; PUT /v1/webhook sets one")
-    return WebhookOut(url=webhook.url, health=webhook_health(session, client.id))
+    return WebhookOut(url=webhook.url, health=webhook_health(session, webhook, now))
 
 
 @router.delete(

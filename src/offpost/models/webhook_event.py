@@ -4,7 +4,7 @@ An event is written in the same transaction as the change it reports (a post's
 outcome, a credential found dead or expiring), so it commits or rolls back with
 it: no event is lost, none is invented. The row is the truth about delivery::
 
-    pending ──dispatcher: send──▶ pending (next_attempt_at pushed to the re-send time)
+    pending ──dispatcher: send──▶ pending (next_attempt_at, in_flight_until: the re-send time)
        ▲                              │ worker: claim_delivery (attempts + 1, lease)
        │                              ▼
        └──── non-2xx, within 24 h ◀── POST ──▶ 2xx: delivered
@@ -34,6 +34,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
     literal_column,
     or_,
     select,
@@ -45,6 +46,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from offpost.models.base import Base, Timestamps, check_in, where_status
 from offpost.models.ids import ID_LENGTH, IdPrefix, id_factory, new_id
 from offpost.models.types import StrEnumType
+from offpost.models.webhook import BREAKER_THRESHOLD, Webhook
 
 
 class EventType(enum.StrEnum):
@@ -102,6 +104,9 @@ class WebhookEvent(Timestamps, Base):
     next_attempt_at: Mapped[datetime]
     #: While a worker is POSTing it: until when the attempt is that worker's.
     lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: From the dispatcher's send to the recorded outcome: the event counts against its
+    #: endpoint's deliveries in flight until then (a lost message stops counting).
+    in_flight_until: Mapped[datetime | None] = mapped_column(default=None)
     #: HTTP status of the last attempt (None: no answer).
     last_status: Mapped[int | None] = mapped_column(Integer, default=None)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
@@ -159,38 +164,93 @@ def insert_event(
     return result.scalar_one_or_none()
 
 
+#: PostgreSQL advisory lock held by the dispatcher that is claiming webhook events.
+CLAIM_LOCK = 0x6F66_7077  # "ofpw"
+
+
 def claim_due_events(
-    session: Session, now: datetime, resend_after: timedelta, limit: int
+    session: Session,
+    now: datetime,
+    resend_after: timedelta,
+    limit: int,
+    *,
+    per_endpoint: int = 2,
 ) -> list[tuple[str, int]]:
     """Pick up to ``limit`` due events to send; ``(id, attempts)`` of each, oldest due first.
 
-    Their ``next_attempt_at`` moves to ``now + resend_after``: if the message is
-    lost (or its worker dies), the event falls due again then and is re-sent.
+    Their ``next_attempt_at`` and ``in_flight_until`` move to ``now +
+    resend_after``: if the message is lost (or its worker dies), the event falls
+    due again then and is re-sent. Per endpoint, at most ``per_endpoint`` events
+    are in flight at once (one while its breaker probes, none while it is
+    paused: :mod:`offpost.models.webhook`), so one endpoint's backlog never
+    fills the delivery workers. On PostgreSQL one dispatcher claims at a time
+    (an advisory lock; another one skips the tick), so the caps hold exactly.
     """
-    picked = select(WebhookEvent.id).where(
-        _pending(), WebhookEvent.next_attempt_at <= now, _free(now)
+    postgresql_db = session.get_bind().dialect.name == "postgresql"
+    if postgresql_db and not session.scalar(select(func.pg_try_advisory_xact_lock(CLAIM_LOCK))):
+        return []
+    room = _room_per_client(session, now, per_endpoint)
+    ranked = (
+        select(
+            WebhookEvent.id,
+            WebhookEvent.client_id,
+            WebhookEvent.next_attempt_at,
+            func.row_number()
+            .over(partition_by=WebhookEvent.client_id, order_by=WebhookEvent.next_attempt_at)
+            .label("rank"),
+        )
+        .where(_pending(), WebhookEvent.next_attempt_at <= now, _free(now))
+        .subquery()
     )
-    if session.get_bind().dialect.name == "postgresql":
-        picked = picked.with_for_update(skip_locked=True)
-    due = select(
-        picked.order_by(WebhookEvent.next_attempt_at)
-        .limit(limit)
-        .cte("due_events")
-        .prefix_with("MATERIALIZED")
-        .c.id
-    )
+    candidates = session.execute(
+        select(ranked.c.id, ranked.c.client_id)
+        .where(ranked.c.rank <= per_endpoint)
+        .order_by(ranked.c.next_attempt_at)
+    ).all()
+    picked: list[str] = []
+    for event_id, client_id in candidates:
+        left = room.get(client_id, per_endpoint)
+        if left > 0 and len(picked) < limit:
+            picked.append(event_id)
+            room[client_id] = left - 1
+    if not picked:
+        return []
     result = session.execute(
         update(WebhookEvent)
         .where(
-            WebhookEvent.id.in_(due),
+            WebhookEvent.id.in_(picked),
             WebhookEvent.status == DeliveryStatus.PENDING,
             WebhookEvent.next_attempt_at <= now,
         )
-        .values(next_attempt_at=now + resend_after, updated_at=now)
+        .values(
+            next_attempt_at=now + resend_after, in_flight_until=now + resend_after, updated_at=now
+        )
         .returning(WebhookEvent.id, WebhookEvent.attempts)
         .execution_options(synchronize_session=False)
     )
     return [(row.id, row.attempts) for row in result]
+
+
+def _room_per_client(session: Session, now: datetime, per_endpoint: int) -> dict[str, int]:
+    """How many more events each endpoint with a limit below ``per_endpoint`` may have sent:
+    its cap (none while paused, one while probing) less its events in flight."""
+    caps = {
+        client_id: 0 if paused_until is not None and paused_until > now else 1
+        for client_id, paused_until in session.execute(
+            select(Webhook.client_id, Webhook.paused_until).where(
+                Webhook.failures_in_a_row >= BREAKER_THRESHOLD
+            )
+        )
+    }
+    busy = session.execute(
+        select(WebhookEvent.client_id, func.count())
+        .where(_pending(), WebhookEvent.in_flight_until > now)
+        .group_by(WebhookEvent.client_id)
+    ).all()
+    room = dict(caps)
+    for client_id, count in busy:
+        room[client_id] = max(0, caps.get(client_id, per_endpoint) - int(count))
+    return room
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +280,12 @@ def claim_delivery(
             WebhookEvent.attempts == attempts,
             _free(now),
         )
-        .values(attempts=attempts + 1, lease_expires_at=now + lease, updated_at=now)
+        .values(
+            attempts=attempts + 1,
+            lease_expires_at=now + lease,
+            in_flight_until=now + lease,
+            updated_at=now,
+        )
         .returning(
             WebhookEvent.id, WebhookEvent.client_id, WebhookEvent.payload, WebhookEvent.created_at
         )
@@ -241,6 +306,7 @@ def claim_delivery(
 def finish_delivery(session: Session, event: ClaimedEvent, now: datetime, **values: Any) -> bool:
     """Record the outcome of the attempt ``event`` holds; False if the row moved on."""
     values.setdefault("lease_expires_at", None)
+    values.setdefault("in_flight_until", None)
     result = session.execute(
         update(WebhookEvent)
         .where(

@@ -58,6 +58,7 @@ class Housekeeping:
         run_schedules: Callable[[datetime], object] | None = None,
         send_deliveries: DeliverySender | None = None,
         resend_after: timedelta = timedelta(seconds=120),
+        per_endpoint: int = 2,
         sweep: ExpirySweep | None = None,
         sweep_every: timedelta = timedelta(days=1),
         sweep_in_thread: bool = True,
@@ -67,6 +68,7 @@ class Housekeeping:
         self.run_schedules = run_schedules
         self.send_deliveries = send_deliveries
         self.resend_after = resend_after
+        self.per_endpoint = per_endpoint
         self.sweep = sweep
         self.sweep_every = sweep_every
         self.sweep_in_thread = sweep_in_thread
@@ -101,7 +103,9 @@ class Housekeeping:
         sent = 0
         while True:
             with self.sessions.begin() as session:
-                due = claim_due_events(session, now, self.resend_after, self.batch)
+                due = claim_due_events(
+                    session, now, self.resend_after, self.batch, per_endpoint=self.per_endpoint
+                )
             if due:
                 self.send_deliveries(due)
                 sent += len(due)
@@ -199,6 +203,7 @@ def build_housekeeping(
         ),
         send_deliveries=send_deliveries,
         resend_after=timedelta(seconds=settings.requeue_after_s),
+        per_endpoint=settings.webhook_per_endpoint,
         sweep=sweep,
         sweep_every=timedelta(seconds=settings.expiry_sweep_every_s),
     )

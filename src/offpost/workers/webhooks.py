@@ -11,8 +11,10 @@ attempt (a lease, and only if the row still counts ``attempts``), POSTs the
 stored body with a fresh ``Offpost-Signature``, and records the outcome: any
 2xx is ``delivered``; anything else schedules the next attempt with exponential
 backoff and jitter, until ``retry_for`` after the event was created, then
-``failed``. The retry schedule lives in the row rather than in Celery countdowns:
-an ETA message on Redis sits in a worker's memory and is redelivered after the
+``failed``. Each outcome also feeds the endpoint's circuit breaker
+(:mod:`offpost.models.webhook`), which the dispatcher reads before it sends.
+The retry schedule lives in the row rather than in Celery countdowns: an ETA
+message on Redis sits in a worker's memory and is redelivered after the
 visibility timeout, while a row survives anything and is re-sent by the next
 dispatcher tick. Delivery is at least once: a worker killed after the receiver
 answered but before the outcome was recorded sends the event again, with the
@@ -45,6 +47,7 @@ from offpost.graph.errors import GraphError
 from offpost.graph.usage import GraphUsage
 from offpost.models import PostStatus, Webhook, make_engine, make_sessionmaker
 from offpost.models.base import utcnow
+from offpost.models.webhook import breaker_pause, note_attempt
 from offpost.models.webhook_event import (
     ClaimedEvent,
     DeliveryStatus,
@@ -281,8 +284,18 @@ def _record(
             outcome = "retry"
     with ctx.sessions.begin() as session:
         held = finish_delivery(session, event, now, **values)
+        if held:
+            failures = note_attempt(session, event.client_id, ok=error is None, now=now)
     if not held:
         return "lease_lost"
+    if failures and breaker_pause(failures) is not None:
+        logger.warning(
+            "webhook of client %s: %d failed attempts in a row; paused for %s",
+            event.client_id,
+            failures,
+            breaker_pause(failures),
+            extra={"action": "webhook_paused", "client_id": event.client_id},
+        )
     log = logger.info if outcome != "retry" else logger.warning
     log(
         "webhook event %s attempt %d: %s (%s)",
