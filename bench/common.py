@@ -532,16 +532,40 @@ class DrainResult:
         return statistics.fmean(self.lateness_s) if self.lateness_s else float("nan")
 
 
-def wait_count(conn: psycopg.Connection[Any], sql: str, target: int, timeout_s: float) -> int:
-    """Poll ``sql`` (a count) until it reaches ``target``; the last count."""
-    deadline = time.monotonic() + timeout_s
+#: A drain whose count has not moved for this long has stalled: the bench says so.
+STALL_S = 60.0
+
+
+def wait_count(
+    conn: psycopg.Connection[Any],
+    sql: str,
+    target: int,
+    timeout_s: float,
+    stall_s: float = STALL_S,
+) -> int:
+    """Poll ``sql`` (a count) until it reaches ``target``; the last count.
+
+    Gives up at ``timeout_s``, or as soon as the count has not moved for
+    ``stall_s`` (a system that lost work would otherwise be waited on for the
+    whole timeout), saying which.
+    """
+    start = time.monotonic()
+    deadline = start + timeout_s
+    last, moved_at = -1, start
     with _progress() as progress:
         task = progress.add_task("  waiting", total=target)
         while True:
             row = conn.execute(sql).fetchone()
             done = int(row[0]) if row else 0
             progress.update(task, completed=done)
-            if done >= target or time.monotonic() > deadline:
+            now = time.monotonic()
+            if done != last:
+                last, moved_at = done, now
+            if done >= target:
+                return done
+            if now > deadline or now - moved_at > stall_s:
+                why = "timed out" if now > deadline else f"stalled for {stall_s:g} s"
+                console.print(f"  [red]{why} at {done:,} of {target:,}[/red]")
                 return done
             time.sleep(0.25)
 
