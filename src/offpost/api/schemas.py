@@ -6,7 +6,6 @@ times go out as RFC 3339 UTC with ``Z``.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from pydantic import (
@@ -23,7 +22,7 @@ from offpost.posts.input import (
     RequestModel,
     RFC3339Time,
 )
-from offpost.posts.quotas import ClientQuotas
+from offpost.posts.quotas import ClientQuotas, Quotas
 from offpost.posts.rules import (
     MAX_BATCH_POSTS,
 )
@@ -116,16 +115,6 @@ class AttemptList(BaseModel):
     attempts: list[AttemptOut]
 
 
-class QuotaValues(BaseModel):
-    """A client's quotas (its own where set, else the deployment's defaults)."""
-
-    requests_per_minute: int
-    posts_per_day: int
-    pending_posts: int
-    active_schedules: int
-    occurrences_per_day: int
-
-
 class QuotaUsage(BaseModel):
     """A client's use of the quotas that count something now."""
 
@@ -137,7 +126,9 @@ class QuotaUsage(BaseModel):
 class QuotasOut(BaseModel):
     """``GET /v1/quotas``: the calling client's quotas and use."""
 
-    quotas: QuotaValues
+    quotas: Quotas = Field(
+        description="The client's quotas: its own where set, else the deployment's defaults."
+    )
     own: list[str] = Field(
         description="The quotas set for this client; the others are the deployment's defaults."
     )
@@ -150,7 +141,7 @@ class QuotasOut(BaseModel):
     @staticmethod
     def fields_of(row: ClientQuotas) -> dict[str, Any]:
         return {
-            "quotas": QuotaValues(**dataclasses.asdict(row.quotas)),
+            "quotas": row.quotas,
             "own": sorted(q.value for q in row.overridden),
             "usage": QuotaUsage(
                 posts_per_day=row.usage.posts_last_day,

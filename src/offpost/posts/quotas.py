@@ -83,14 +83,8 @@ class Quotas:
 
 
 @dataclass(frozen=True)
-class QuotaDefaults:
+class QuotaDefaults(Quotas):
     """The deployment's defaults (``OFFPOST_RATE_LIMIT_PER_MINUTE``, ``OFFPOST_QUOTA_*``)."""
-
-    requests_per_minute: int
-    posts_per_day: int
-    pending_posts: int
-    active_schedules: int
-    occurrences_per_day: int
 
     @classmethod
     def of(cls, settings: Settings) -> QuotaDefaults:
