@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     # for Prometheus values (prometheus_client multiprocess mode); unset, each process
     # counts on its own and /metrics shows only the API process's own counters.
     metrics_dir: str | None = Field(default=None, min_length=1)
+    # Beyond the README's settings: the port on which each worker, webhooks and dispatcher
+    # process serves its own /metrics (docs/monitoring.md); unset, they serve none.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    # Where it listens: this machine only unless told (compose: 0.0.0.0, its own network).
+    metrics_host: str = "127.0.0.1"
     # Beyond the README's settings: webhook delivery and the daily token check (docs/webhooks.md).
     webhook_timeout_s: float = Field(default=10.0, gt=0, le=60)
     # Deliveries at once per `offpost webhooks` process (their own queue and pool).

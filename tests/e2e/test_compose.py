@@ -66,6 +66,7 @@ def test_every_role_is_there(config: dict[str, Any]) -> None:
         "worker",
         "webhooks",
         "flower",
+        "prometheus",
     }
     services = config["services"]
     assert services["migrate"]["command"] == ["migrate"]
@@ -106,17 +107,20 @@ def test_a_missing_secret_stops_with_its_name(missing: str) -> None:
     assert f"set {missing}" in result.stderr
 
 
-def test_only_this_machine_reaches_the_api_and_flower_and_nothing_reaches_redis(
+def test_only_this_machine_reaches_the_api_flower_and_prometheus_and_nothing_reaches_redis(
     config: dict[str, Any],
 ) -> None:
     services = config["services"]
-    for name in ("api", "flower"):
+    for name in ("api", "flower", "prometheus"):
         [port] = services[name]["ports"]
         # docker-compose renders "ip:host:container"; newer Compose a mapping.
         host_ip = port["host_ip"] if isinstance(port, dict) else port.split(":")[0]
         assert host_ip == "127.0.0.1", (name, port)
     assert "ports" not in services["redis"]
     assert "ports" not in services["postgres"]
+    # The roles' /metrics are for Prometheus, on the compose network only.
+    for name in ("worker", "webhooks", "dispatcher"):
+        assert "ports" not in services[name], name
 
 
 def test_redis_and_flower_need_their_passwords(config: dict[str, Any]) -> None:
@@ -130,3 +134,31 @@ def test_redis_and_flower_need_their_passwords(config: dict[str, Any]) -> None:
         for value in (service.get("environment") or {}).values():
             if "redis:6379" in str(value):
                 assert ":rpw@redis:6379" in str(value), name
+
+
+def test_prometheus_scrapes_every_role(config: dict[str, Any]) -> None:
+    services = config["services"]
+    prometheus = services["prometheus"]
+    assert prometheus["image"].startswith("prom/prometheus:")
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    mounts = []
+    for volume in prometheus["volumes"]:
+        # docker-compose renders "source:target:mode"; newer Compose a mapping.
+        if isinstance(volume, dict):
+            mounts.append((volume["source"], volume["target"], bool(volume.get("read_only"))))
+        else:
+            source, target, *mode = volume.split(":")
+            mounts.append((source, target, mode == ["ro"]))
+    config_dir = str(REPO / "deploy" / "prometheus")
+    assert (config_dir, "/etc/prometheus", True) in mounts
+    assert (Path(config_dir) / "prometheus.yml").is_file()
+    # Each scaled role serves /metrics on 9100, on every address of its container.
+    for role in ("worker", "webhooks", "dispatcher"):
+        env = services[role]["environment"]
+        assert env["OFFPOST_METRICS_PORT"] == "9100", role
+        assert env["OFFPOST_METRICS_HOST"] == "0.0.0.0", role
+        # The metrics settings come on top of the shared ones, not instead of them.
+        assert env["OFFPOST_BROKER_URL"] == "redis://:rpw@redis:6379/0", role
+    # The API serves its own /metrics on its port; the one-shot migration none.
+    for role in ("api", "migrate"):
+        assert "OFFPOST_METRICS_PORT" not in services[role]["environment"], role

@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any, cast
 
 import psycopg
@@ -150,11 +151,13 @@ class Outages:
     def close(self) -> None:
         pass
 
-    def claim_due(self, session: object, now: object, batch: int) -> list[str]:
-        return [f"post-{self.step}"] if self.step in self.due else []
+    def claim_due_timed(
+        self, session: object, now: datetime, batch: int
+    ) -> list[tuple[str, datetime]]:
+        return [(f"post-{self.step}", now)] if self.step in self.due else []
 
     def run(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(dispatcher_module, "claim_due", self.claim_due)
+        monkeypatch.setattr(dispatcher_module, "claim_due_timed", self.claim_due_timed)
         monkeypatch.setattr(dispatcher_module, "reap_expired", lambda *_: [])
         monkeypatch.setattr(dispatcher_module, "requeue_stale", lambda *_: [])
         monkeypatch.setattr(dispatcher_module, "next_due_at", lambda _: None)

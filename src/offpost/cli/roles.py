@@ -1,7 +1,9 @@
-"""``offpost dispatcher`` and ``offpost worker``: the long-running roles besides the API."""
+"""``offpost dispatcher``, ``offpost worker`` and ``offpost webhooks``: the long-running roles
+besides the API. With ``OFFPOST_METRICS_PORT`` each serves its own ``/metrics`` there."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import threading
@@ -52,6 +54,19 @@ def worker_config(settings: Settings) -> WorkerConfig:
     )
 
 
+def _serve_metrics(settings: Settings, config: WorkerConfig) -> WorkerConfig:
+    """With ``OFFPOST_METRICS_PORT``: serve this role's /metrics there, and have the
+    pool's processes write their values where it reads them."""
+    if settings.metrics_port is None:
+        return config
+    from offpost.workers.metrics import serve_role_metrics
+
+    directory = serve_role_metrics(
+        settings.metrics_port, settings.metrics_host, settings.metrics_dir
+    )
+    return dataclasses.replace(config, metrics_dir=directory)
+
+
 def _check_schema(settings: Settings) -> None:
     from offpost.models import make_engine
     from offpost.models.migrate import ensure_schema_current
@@ -77,7 +92,7 @@ def worker(celery_args: tuple[str, ...]) -> None:
     from offpost.workers.app import make_worker_app
 
     settings = process_settings()
-    config = worker_config(settings)
+    config = _serve_metrics(settings, worker_config(settings))
     _check_schema(settings)
     app = make_worker_app(config)
     # The publishing queue only: webhook deliveries have their own (offpost webhooks).
@@ -103,7 +118,7 @@ def webhooks(celery_args: tuple[str, ...]) -> None:
     from offpost.workers.webhooks import webhook_queue
 
     settings = process_settings()
-    config = worker_config(settings)
+    config = _serve_metrics(settings, worker_config(settings))
     _check_schema(settings)
     app = make_worker_app(config)
     argv = [
@@ -136,6 +151,13 @@ def dispatcher() -> None:
     from offpost.workers.webhooks import send_deliveries
 
     settings = process_settings()
+    metrics = None
+    if settings.metrics_port is not None:
+        from offpost.workers.metrics import role_metrics, serve_role_metrics
+
+        metrics = role_metrics(
+            serve_role_metrics(settings.metrics_port, settings.metrics_host, settings.metrics_dir)
+        )
     _check_schema(settings)
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
@@ -158,6 +180,7 @@ def dispatcher() -> None:
         # Schedules, webhook deliveries and the daily token check, before each claim.
         before_tick=housekeeping,
         check_broker=probe.ping if probe is not None else None,
+        metrics=metrics,
     )
     stop = threading.Event()
 

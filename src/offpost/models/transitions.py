@@ -97,6 +97,11 @@ def claim_due(session: Session, now: datetime, limit: int) -> list[str]:
     The caller commits, and only then sends them to the broker: a post is never
     sent before the database says it is queued.
     """
+    return [post_id for post_id, _ in claim_due_timed(session, now, limit)]
+
+
+def claim_due_timed(session: Session, now: datetime, limit: int) -> list[tuple[str, datetime]]:
+    """:func:`claim_due`, with each post's due time (how late the hand-off is)."""
     due = _picked(
         select(Post.id)
         .where(_in_status(PostStatus.SCHEDULED), Post.due_at <= now)
@@ -112,7 +117,7 @@ def claim_due(session: Session, now: datetime, limit: int) -> list[str]:
         .returning(Post.id, Post.due_at)
         .execution_options(synchronize_session=False)
     )
-    return [row.id for row in sorted(result, key=lambda r: r.due_at)]
+    return [(row.id, row.due_at) for row in sorted(result, key=lambda r: r.due_at)]
 
 
 def requeue_stale(session: Session, now: datetime, older_than: timedelta, limit: int) -> list[str]:

@@ -27,8 +27,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from offpost.connections import DATABASE, REDIS, ConnectionWatch
 from offpost.models.clock import DatabaseClock
-from offpost.models.transitions import claim_due, next_due_at, reap_expired, requeue_stale
+from offpost.models.transitions import claim_due_timed, next_due_at, reap_expired, requeue_stale
 from offpost.scheduler.wake import LocalWaker, Waker
+from offpost.workers.metrics import RoleMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -77,8 +78,11 @@ class Dispatcher:
         before_tick: Callable[[datetime], object] | None = None,
         clock: Callable[[], datetime] | None = None,
         check_broker: Callable[[], object] | None = None,
+        metrics: RoleMetrics | None = None,
     ) -> None:
         self.sessions = sessions
+        #: Ticks and hand-off lateness, for Prometheus (the dispatcher role's /metrics).
+        self.metrics = metrics
         self.send = send
         #: Asks the broker whether it is back (a Redis ping), while it is down:
         #: an idle dispatcher sends nothing, so no send would tell.
@@ -97,6 +101,8 @@ class Dispatcher:
         cfg = self.config
         result = TickResult()
         now = self.clock()
+        if self.metrics is not None:
+            self.metrics.dispatcher_ticks.inc()
         if self.before_tick is not None:
             self.before_tick(now)
         if self._housekeeping_due(now):
@@ -116,10 +122,14 @@ class Dispatcher:
         while True:
             now = self.clock()
             with self._database() as session:
-                claimed = claim_due(session, now, cfg.dispatch_batch)
+                timed = claim_due_timed(session, now, cfg.dispatch_batch)
+            claimed = [post_id for post_id, _ in timed]
             # Sent only after the claim committed: a crash in between leaves
             # queued rows, which requeue_stale re-sends.
             self._send(claimed)
+            if self.metrics is not None:
+                for _, due_at in timed:
+                    self.metrics.dispatch_lateness.observe(max(0.0, (now - due_at).total_seconds()))
             result.claimed += len(claimed)
             if len(claimed) < cfg.dispatch_batch:
                 break

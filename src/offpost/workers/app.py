@@ -269,7 +269,9 @@ def install_worker_tasks(app: Celery, config: WorkerConfig) -> PublishRuntime:
     """
     runtime = PublishRuntime(lambda: build_context(config, observer=worker_observers(config)))
     install_publish_task(app, runtime)
-    install_webhook_task(app, DeliveryRuntime(lambda: webhook_context(config)))
+    install_webhook_task(
+        app, DeliveryRuntime(lambda: webhook_context(config)), metrics_dir=config.metrics_dir
+    )
     return runtime
 
 

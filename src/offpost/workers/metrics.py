@@ -18,6 +18,12 @@ Without ``OFFPOST_METRICS_DIR`` each process keeps its values in its own
 registry (:func:`process_metrics`): correct when the worker runs inside the
 process that serves ``/metrics``, invisible otherwise.
 
+Across machines, each role serves its own: with ``OFFPOST_METRICS_PORT`` set,
+``offpost worker``, ``offpost webhooks`` and ``offpost dispatcher`` serve
+``/metrics`` on that port (:func:`serve_role_metrics`). A worker's pool
+children are separate processes, so the role keeps a private multiprocess
+directory for its own process tree and its main process sums it at scrape time.
+
 =====================================  =========  ==========================================
 metric                                 type       labels
 =====================================  =========  ==========================================
@@ -28,19 +34,34 @@ metric                                 type       labels
 ``offpost_schedule_lateness_seconds``  histogram  ``kind``: one_off, recurring; published - due
 ``offpost_graph_errors_total``         counter    ``code``: Graph's error code or offpost's
 ``offpost_graph_usage_ratio``          gauge      ``scope``: app, page, business_use_case
+``offpost_webhook_deliveries_total``   counter    ``outcome``: delivered, retry, failed,
+                                                  lease_lost, skipped (webhooks role)
+``offpost_dispatcher_ticks_total``     counter    (dispatcher role)
+``offpost_dispatch_lateness_seconds``  histogram  a post's hand-off to a worker - its due time
 =====================================  =========  ==========================================
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
+import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+    values,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -120,6 +141,28 @@ class PublishMetrics:
             self.published.labels(outcome=outcome)
         for kind in ("one_off", "recurring"):
             self.lateness.labels(kind=kind)
+
+
+class RoleMetrics:
+    """What the webhooks and dispatcher roles count, beside the workers' :class:`PublishMetrics`."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.webhook_deliveries = Counter(
+            "offpost_webhook_deliveries",
+            "Webhook delivery attempts by outcome: delivered, retry (a failed attempt with "
+            "another to come), failed (given up), lease_lost, skipped (not this message's).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.dispatcher_ticks = Counter(
+            "offpost_dispatcher_ticks", "Dispatcher passes over due work.", registry=registry
+        )
+        self.dispatch_lateness = Histogram(
+            "offpost_dispatch_lateness_seconds",
+            "How long after its due time a post was handed to the workers.",
+            buckets=LATENESS_BUCKETS_S,
+            registry=registry,
+        )
 
 
 class MetricsObserver:
@@ -223,6 +266,7 @@ class _ProcessState:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.metrics: PublishMetrics | None = None
+        self.roles: RoleMetrics | None = None
         self.registry: CollectorRegistry | None = None
         self.multiprocess_dir: str | None = None
 
@@ -265,13 +309,51 @@ def process_metrics(metrics_dir: str | None = None) -> PublishMetrics:
     With ``metrics_dir`` the values go to files there (see the module docstring),
     for the API to collect; without it they stay in :func:`process_registry`.
     """
+    metrics: PublishMetrics = _built("metrics", PublishMetrics, metrics_dir)
+    return metrics
+
+
+def role_metrics(metrics_dir: str | None = None) -> RoleMetrics:
+    """This process's :class:`RoleMetrics`, built on first use (as :func:`process_metrics`)."""
+    metrics: RoleMetrics = _built("roles", RoleMetrics, metrics_dir)
+    return metrics
+
+
+def _built(name: str, build: Callable[[CollectorRegistry], object], metrics_dir: str | None) -> Any:
+    """The process's ``_process.<name>``, built with ``build`` on first use."""
     if metrics_dir:
         use_multiprocess_dir(metrics_dir)
     registry = process_registry()
     with _process.lock:
-        if _process.metrics is None:
-            _process.metrics = PublishMetrics(registry)
-        return _process.metrics
+        if getattr(_process, name) is None:
+            setattr(_process, name, build(registry))
+        return getattr(_process, name)
+
+
+def serve_role_metrics(port: int, host: str, metrics_dir: str | None) -> str:
+    """Serve ``/metrics`` of this process and its future children on ``host:port``.
+
+    Call it in the role's main process before it forks and before any metric is
+    created. Without ``metrics_dir`` a private directory is made for this
+    process tree (and removed at exit); with it, the shared directory is served,
+    which holds every process of the machine that writes there. Returns the
+    directory.
+    """
+    directory = metrics_dir
+    if not directory:
+        directory = tempfile.mkdtemp(prefix="offpost-metrics-")
+        atexit.register(shutil.rmtree, directory, True)
+    use_multiprocess_dir(directory)
+    registry = CollectorRegistry(auto_describe=False)
+    MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    start_http_server(port, addr=host, registry=registry)
+    logger.info(
+        "serving /metrics on %s:%d",
+        host,
+        port,
+        extra={"action": "metrics_served", "port": port},
+    )
+    return directory
 
 
 def process_registry() -> CollectorRegistry:

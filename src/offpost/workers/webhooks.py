@@ -58,6 +58,7 @@ from offpost.models.webhook_event import (
 from offpost.outbox import has_webhook, record_post_event
 from offpost.workers.deadline import deadline_client, until
 from offpost.workers.decide import RetryPolicy
+from offpost.workers.metrics import role_metrics
 from offpost.workers.observe import Finished
 from offpost.workers.runtime import ProcessResource
 
@@ -317,12 +318,20 @@ class DeliveryRuntime(ProcessResource[DeliveryContext]):
             context.http.close()
 
 
-def install_webhook_task(app: Celery, runtime: DeliveryRuntime) -> Any:
-    """Register ``offpost.deliver_webhook`` on ``app``, served by ``runtime``'s context."""
+def install_webhook_task(
+    app: Celery, runtime: DeliveryRuntime, metrics_dir: str | None = None
+) -> Any:
+    """Register ``offpost.deliver_webhook`` on ``app``, served by ``runtime``'s context;
+    each attempt's outcome is counted in ``offpost_webhook_deliveries_total``."""
 
     @app.task(name=DELIVER_TASK, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
     def deliver_webhook(event_id: str, attempts: int) -> str:
-        return deliver_event(runtime.get(), str(event_id), int(attempts))
+        outcome = deliver_event(runtime.get(), str(event_id), int(attempts))
+        try:
+            role_metrics(metrics_dir).webhook_deliveries.labels(outcome=outcome).inc()
+        except Exception:  # counting must never fail a delivery
+            logger.warning("could not count a delivery", exc_info=True, extra={"action": "metrics"})
+        return outcome
 
     def _after_fork(**_: Any) -> None:
         runtime.reset()
