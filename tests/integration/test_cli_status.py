@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 
 import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import update
 
 from offpost.cli.main import main
-from offpost.models import Client
+from offpost.models import Client, Post, PostStatus
 from offpost.models.migrate import upgrade_to_head
 from offpost.posts import quotas
 from offpost.settings import Settings
@@ -116,3 +118,42 @@ def test_status_lists_clients_near_a_quota(pop: Population, settings: Settings) 
     assert row(result.stdout, "acme") == ["acme", "pending_posts", str(pending), f"{pending} (own)"]
     # The others are far from theirs (the defaults).
     assert "globex" not in result.stdout.split("Clients near a quota")[1]
+
+
+def test_watch_refreshes_until_its_count_and_shows_what_changed_meanwhile(
+    pop: Population, settings: Settings
+) -> None:
+    """The final frame shows a post added while the view was refreshing."""
+    added = threading.Event()
+
+    def add_later() -> None:
+        time.sleep(0.3)
+        with session_for(settings) as session:
+            session.execute(
+                update(Post).where(Post.id == pop.scheduled_post).values(status=PostStatus.CANCELED)
+            )
+            session.commit()
+        added.set()
+
+    before = row(offpost("status").stdout, "canceled")[-1]
+    thread = threading.Thread(target=add_later)
+    thread.start()
+    started = time.monotonic()
+    result = offpost("status", "--watch", "--interval", "0.2", "--count", "6")
+    thread.join()
+    assert result.exit_code == 0, result.output
+    assert added.is_set()
+    # Six frames, 0.2 s apart: a second at least.
+    assert time.monotonic() - started >= 1.0
+    assert "every 0.2 s, Ctrl-C to stop" in result.stdout
+    assert row(result.stdout, "canceled")[-1] == str(int(before) + 1)
+
+
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [(("--watch", "--json"), "leave out --json"), (("--count", "2"), "--count goes with --watch")],
+)
+def test_watch_refuses_what_it_cannot_do(pop: Population, args: tuple[str, ...], why: str) -> None:
+    result = offpost("status", *args)
+    assert result.exit_code == 2, result.output
+    assert why in result.stderr

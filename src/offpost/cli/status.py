@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -129,11 +129,31 @@ def _near_quotas(clients: Sequence[ClientQuotas]) -> RenderableType:
     help="List credentials expiring this soon [default: OFFPOST_REFRESH_MARGIN_HOURS].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the stats document as JSON.")
+@click.option("--watch", is_flag=True, help="Refresh in place until Ctrl-C.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(0.1, 3600),
+    default=2.0,
+    show_default=True,
+    help="Seconds between refreshes (with --watch).",
+)
+@click.option(
+    "--count",
+    type=click.IntRange(1),
+    default=None,
+    help="Stop after this many refreshes (with --watch) [default: until Ctrl-C].",
+)
 @one_line_errors
-def status(expiring_within_hours: int | None, as_json: bool) -> None:
+def status(
+    expiring_within_hours: int | None,
+    as_json: bool,
+    watch: bool,
+    interval: float,
+    count: int | None,
+) -> None:
     """Job counts by status, lateness, recent failures, credentials expiring soon and
-    clients near a quota."""
-    from rich.console import Console
+    clients near a quota; --watch keeps them up to date."""
+    from rich.console import Console, Group
 
     from offpost.api.exporter import QueueProbe
     from offpost.models import make_engine, make_sessionmaker
@@ -142,25 +162,65 @@ def status(expiring_within_hours: int | None, as_json: bool) -> None:
     from offpost.posts.quotas import QuotaDefaults, client_quotas
     from offpost.posts.stats import collect_stats, expiring_credentials
 
+    if watch and as_json:
+        raise click.UsageError("--watch shows tables; leave out --json")
+    if not watch and count is not None:
+        raise click.UsageError("--count goes with --watch")
     settings = process_settings()
     within_hours = (
         settings.refresh_margin_hours if expiring_within_hours is None else expiring_within_hours
     )
     engine = make_engine(settings.database_url)
     queue = QueueProbe(settings.broker_url, settings.queue)
-    try:
-        ensure_schema_current(engine)
+    sessions = make_sessionmaker(engine)
+
+    def read() -> tuple[Stats, list[RenderableType]]:
         now = utcnow()
-        with make_sessionmaker(engine)() as session:
+        with sessions() as session:
             stats = collect_stats(session, now, queue_depth=queue.depth())
             expiring = expiring_credentials(session, now, timedelta(hours=within_hours))
             clients = client_quotas(session, now, QuotaDefaults.of(settings))
+        return stats, render(stats, expiring, now, within_hours, clients)
+
+    try:
+        ensure_schema_current(engine)
+        if watch:
+            _watch(lambda: Group(*read()[1]), interval, count)
+            return
+        stats, tables = read()
+        if as_json:
+            click.echo(json.dumps(dataclasses.asdict(stats), indent=2))
+            return
+        console = Console()
+        for table in tables:
+            console.print(table)
     finally:
         queue.close()
         engine.dispose()
-    if as_json:
-        click.echo(json.dumps(dataclasses.asdict(stats), indent=2))
-        return
-    console = Console()
-    for table in render(stats, expiring, now, within_hours, clients):
-        console.print(table)
+
+
+def _watch(frame: Callable[[], RenderableType], interval: float, count: int | None) -> None:
+    """Show ``frame()`` in place, refreshed every ``interval`` seconds, until Ctrl-C
+    (or ``count`` refreshes)."""
+    import time
+
+    from rich.live import Live
+    from rich.text import Text
+
+    def stamped() -> RenderableType:
+        from rich.console import Group
+
+        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S Z")
+        hint = f"offpost status, {stamp}; every {interval:g} s, Ctrl-C to stop"
+        return Group(Text(hint, style="dim"), frame())
+
+    shown = 0
+    try:
+        with Live(stamped(), auto_refresh=False, screen=False) as live:
+            shown = 1
+            while count is None or shown < count:
+                time.sleep(interval)
+                live.update(stamped(), refresh=True)
+                shown += 1
+    except KeyboardInterrupt:
+        pass
