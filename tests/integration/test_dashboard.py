@@ -3,14 +3,18 @@
 Sign-in and its cookie, CSRF and origin checks on every action, the pages'
 numbers against the rows of ``admin_support.populate``, the credentials page
 against ``admin_support.add_page_health`` (and never a token on it), the clients
-page's quotas and use against rows added to that population, and the admin key
-kept out of every URL, redirect, page and cookie. The browser drives the same pages
-in ``tests/e2e/test_dashboard_browser.py``.
+page's quotas and use against rows added to that population, the posts list's
+message previews and Page names, the schedules pages and their Pause and Resume
+buttons against ``dashboard_schedules_support.add_schedules``, the broker queue
+under ``offpost up``, and the admin key kept out of every URL, redirect, page and
+cookie. The browser drives the same pages in ``tests/e2e/test_dashboard_browser.py``
+and ``tests/e2e/test_dashboard_schedules_browser.py``.
 """
 
 from __future__ import annotations
 
 import html as html_lib
+import logging
 import re
 import secrets
 from collections.abc import Iterator
@@ -25,7 +29,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event, select, update
 
 from offpost.api.app import create_app
+from offpost.api.deps import get_now
 from offpost.api.limits import RedisRateLimiter
+from offpost.cli.embedded import EMBEDDED_BROKER
 from offpost.models import (
     Client,
     Credential,
@@ -33,6 +39,8 @@ from offpost.models import (
     Post,
     PostStatus,
     Schedule,
+    ScheduleEvent,
+    ScheduleEventKind,
     ScheduleStatus,
     hash_api_key,
     new_api_key,
@@ -40,6 +48,7 @@ from offpost.models import (
 from offpost.models.types import new_encryption_key
 from offpost.settings import Settings
 from offpost.views import ADVICE
+from offpost.workers.app import make_celery, send_publish
 from tests.integration.admin_support import (
     EXPECTED_STATS,
     TOTAL_POSTS,
@@ -51,7 +60,12 @@ from tests.integration.admin_support import (
     populate,
     session_for,
 )
-from tests.integration.api_support import api_client
+from tests.integration.api_support import api_client, bearer
+from tests.integration.dashboard_schedules_support import (
+    SCHEDULE_NOW,
+    Schedules,
+    add_schedules,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -114,6 +128,9 @@ def test_signed_out_pages_redirect_to_the_sign_in_form(api: TestClient, pop: Pop
         "/admin/credentials",
         "/admin/credentials?status=needs_reauth",
         "/admin/clients",
+        "/admin/schedules",
+        "/admin/schedules?status=paused",
+        "/admin/schedules/sched_00000000000000000000",
     ):
         response = api.get(path, follow_redirects=False)
         assert response.status_code == 303, path
@@ -281,6 +298,7 @@ def test_pages_carry_a_strict_policy_and_no_script(signed_in: TestClient, pop: P
         f"/admin/posts/{pop.failed_post}",
         "/admin/credentials",
         "/admin/clients",
+        "/admin/schedules",
         "/admin/login",
     ):
         response = signed_in.get(path)
@@ -1172,3 +1190,588 @@ def test_the_credentials_page_works_on_sqlite(sqlite_url: str, redis_url: str) -
         (href,) = links(reauth, "posts-by-status")
         assert row_ids(api.get(href).text) == [health.parked_post]
         assert not [token for token in health.tokens if token in html]
+
+
+# --- the posts list: what each post says and where it goes --------------------------------
+
+
+def post_row(html: str, post_id: str) -> str:
+    return html.split(f'data-post-id="{post_id}"')[1].split("</tr>", maxsplit=1)[0]
+
+
+def add_post(settings: Settings, credential_id: str, target: str, **fields: object) -> str:
+    """One scheduled post of acme's on ``target`` through ``credential_id``, due in a day."""
+    due = datetime.now(UTC) + timedelta(days=1)
+    with session_for(settings) as session:
+        client_id = session.scalars(select(Client.id).where(Client.name == "acme")).one()
+        post = Post(
+            client_id=client_id,
+            credential_id=credential_id,
+            target=target,
+            publish_at=due,
+            due_at=due,
+            status=PostStatus.SCHEDULED,
+            **fields,
+        )
+        session.add(post)
+        session.flush()
+        return post.id
+
+
+def test_the_posts_list_previews_each_message_escaped(
+    settings: Settings, signed_in: TestClient, health: PageHealthPopulation
+) -> None:
+    long = add_post(
+        settings,
+        health.active_credential,
+        "page-acme",
+        message="Big <script>alert(1)</script> & news\n\n  spread   over lines " + "x" * 200,
+    )
+    short = add_post(settings, health.active_credential, "page-acme", message="Short & sweet")
+    link = add_post(
+        settings, health.active_credential, "page-acme", link="https://example.com/a?b=1&c=2"
+    )
+    html = signed_in.get("/admin?limit=100").text
+
+    message = re.search(r'data-field="message">(.*?)</td>', post_row(html, long), re.S)
+    assert message
+    shown = html_lib.unescape(message.group(1))
+    # One line, its first 80 characters, then an ellipsis.
+    expected = ("Big <script>alert(1)</script> & news spread over lines " + "x" * 200)[:80]
+    assert shown == expected + "…"
+    assert "<script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; news" in message.group(1)
+    assert 'data-field="message">Short &amp; sweet</td>' in post_row(html, short)
+    assert "https://example.com/a?b=1&amp;c=2" in post_row(html, link)
+    # populate's posts say what they are.
+    assert 'data-field="message">needs_reauth post</td>' in post_row(html, health.parked_post)
+
+
+def test_the_posts_list_names_each_page(
+    settings: Settings, signed_in: TestClient, pop: Population, health: PageHealthPopulation
+) -> None:
+    blog = add_post(settings, health.reauth_credential, "page-acme-blog", message="blog")
+    gone = add_post(settings, health.active_credential, "page-nobody-lists", message="gone")
+    html = signed_in.get("/admin?limit=100").text
+    # The name of the Page under the post's own credential, escaped.
+    assert 'data-field="page-name">Acme</span>' in post_row(html, pop.failed_post)
+    assert 'data-field="page-name">Acme</span>' in post_row(html, health.parked_post)
+    tricky = html_lib.escape(TRICKY_PAGE_NAME, quote=False)
+    assert f'data-field="page-name">{tricky}</span>' in post_row(html, blog)
+    assert TRICKY_PAGE_NAME not in html
+    # A Page its credential no longer lists: its id alone.
+    assert "page-name" not in post_row(html, gone)
+    assert '<span class="mono">page-nobody-lists</span>' in post_row(html, gone)
+    for post_id in post_ids_of(settings, health.globex_credential):
+        assert 'data-field="page-name">Globex</span>' in post_row(html, post_id)
+
+
+def test_the_posts_list_reads_page_names_once_a_page_and_no_token(
+    signed_in: TestClient, health: PageHealthPopulation
+) -> None:
+    statements: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    engine = signed_in.app.state.engine  # type: ignore[attr-defined]
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        queries = []
+        for limit in (1, 200):
+            statements.clear()
+            html = signed_in.get(f"/admin?limit={limit}").text
+            assert len(row_ids(html)) == min(limit, TOTAL_POSTS)
+            queries.append(len(statements))
+            names = [q for q in statements if "FROM credential_pages" in q]
+            assert len(names) == 1, names
+            assert not [q for q in statements if re.search(r"\b(user|page)_token\b", q)]
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert queries[0] == queries[1]
+    for token in health.tokens:
+        assert token not in html
+
+
+# --- the schedules pages ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def at_schedule_now(api: TestClient) -> Iterator[None]:
+    """The API's clock at :data:`SCHEDULE_NOW`, for the pages and the buttons alike."""
+    api.app.dependency_overrides[get_now] = lambda: SCHEDULE_NOW  # type: ignore[attr-defined]
+    yield
+    api.app.dependency_overrides.pop(get_now, None)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def sched(settings: Settings, health: PageHealthPopulation, at_schedule_now: None) -> Schedules:
+    return add_schedules(settings)
+
+
+def schedule_ids(html: str) -> list[str]:
+    return re.findall(r'data-schedule-id="([^"]+)"', html)
+
+
+def schedule_line(html: str, schedule_id: str) -> str:
+    return html.split(f'data-schedule-id="{schedule_id}"')[1].split("</tr>", maxsplit=1)[0]
+
+
+def runs_shown(block: str) -> list[str]:
+    return re.findall(r'data-run="([^"]+)"', block)
+
+
+def field(block: str, name: str) -> str:
+    found = re.search(rf'data-field="{name}"[^>]*>(.*?)</', block, re.S)
+    assert found, f"no {name}"
+    return html_lib.unescape(found.group(1)).strip()
+
+
+def schedule_status(settings: Settings, schedule_id: str) -> ScheduleStatus:
+    with session_for(settings) as session:
+        status = session.scalar(select(Schedule.status).where(Schedule.id == schedule_id))
+    assert status is not None
+    return status
+
+
+def statuses_of(settings: Settings, post_ids: list[str]) -> set[PostStatus]:
+    with session_for(settings) as session:
+        return set(session.scalars(select(Post.status).where(Post.id.in_(post_ids))))
+
+
+def event_kinds(settings: Settings, schedule_id: str) -> list[ScheduleEventKind]:
+    with session_for(settings) as session:
+        return list(
+            session.scalars(
+                select(ScheduleEvent.kind)
+                .where(ScheduleEvent.schedule_id == schedule_id)
+                .order_by(ScheduleEvent.id)
+            )
+        )
+
+
+def press(client: TestClient, schedule_id: str, action: str) -> httpx.Response:
+    """The schedule page's Pause or Resume button, with the page's own CSRF token."""
+    page = client.get(f"/admin/schedules/{schedule_id}").text
+    assert f'id="{action}"' in page, f"no {action} button"
+    return client.post(
+        f"/admin/schedules/{schedule_id}/{action}",
+        data={"csrf": csrf_of(page)},
+        follow_redirects=False,
+    )
+
+
+def test_the_navigation_leads_to_the_schedules_page(signed_in: TestClient) -> None:
+    posts = signed_in.get("/admin").text
+    nav = posts.split('<nav aria-label="Dashboard pages">')[1].split("</nav>")[0]
+    assert re.search(
+        r'id="nav-clients"\s*>Clients</a>\s*<a href="/admin/schedules" id="nav-schedules"\s*>'
+        r"Schedules</a>",
+        nav,
+    )
+    page = signed_in.get("/admin/schedules")
+    assert page.status_code == 200
+    assert re.search(r'id="nav-schedules"\s+aria-current="page"', page.text)
+    assert 'id="no-schedules"' in page.text
+
+
+def test_the_schedules_page_shows_rule_words_zone_and_next_five_runs(
+    signed_in: TestClient, pop: Population, sched: Schedules
+) -> None:
+    html = signed_in.get("/admin/schedules").text
+    # Newest first; the deleted one only when asked for.
+    assert schedule_ids(html) == [sched.hourly, sched.paused, sched.weekly]
+
+    weekly = schedule_line(html, sched.weekly)
+    assert field(weekly, "words") == "every Monday and Wednesday at 09:00"
+    assert field(weekly, "rule") == "rrule: FREQ=WEEKLY;BYDAY=MO,WE;BYHOUR=9;BYMINUTE=0"
+    assert field(weekly, "timezone") == "Europe/Berlin"
+    assert runs_shown(weekly) == [
+        "2026-12-02T09:00:00+01:00",
+        "2026-12-07T09:00:00+01:00",
+        "2026-12-09T09:00:00+01:00",
+        "2026-12-14T09:00:00+01:00",
+        "2026-12-16T09:00:00+01:00",
+    ]
+    assert "Wed 2026-12-02 09:00 +01:00" in weekly
+    assert field(weekly, "client") == "acme"
+    assert field(weekly, "misfire") == "skip"
+    assert field(weekly, "status") == "active"
+    assert field(weekly, "page-name") == "Acme"
+    assert field(weekly, "target") == "page-acme"
+    assert f'href="/admin/schedules/{sched.weekly}"' in weekly
+
+    hourly = schedule_line(html, sched.hourly)
+    assert field(hourly, "words") == "every hour at :00"
+    assert field(hourly, "rule") == "cron: 0 * * * *"
+    assert field(hourly, "timezone") == "UTC"
+    assert runs_shown(hourly) == [f"2026-11-30T{h}:00:00+00:00" for h in range(13, 18)]
+
+    paused = schedule_line(html, sched.paused)
+    assert field(paused, "words") == "every 15 minutes"
+    assert field(paused, "timezone") == "America/New_York"
+    assert field(paused, "client") == "globex"
+    assert field(paused, "status") == "paused"
+    assert runs_shown(paused) == []
+    assert field(paused, "page-name") == "Globex"
+
+    # The same runs as the client sees through the API: one computation, not two.
+    for schedule_id in (sched.weekly, sched.hourly):
+        api_view = signed_in.get(f"/v1/schedules/{schedule_id}", headers=bearer(pop.client_key))
+        assert api_view.status_code == 200, api_view.text
+        assert runs_shown(schedule_line(html, schedule_id)) == api_view.json()["upcoming"]
+
+
+def test_a_rule_without_words_shows_its_text(
+    settings: Settings, signed_in: TestClient, sched: Schedules
+) -> None:
+    rule = "FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1;BYHOUR=17;BYMINUTE=0"
+    with session_for(settings) as session:
+        session.execute(update(Schedule).where(Schedule.id == sched.weekly).values(rrule=rule))
+    weekly = schedule_line(signed_in.get("/admin/schedules").text, sched.weekly)
+    assert 'data-field="words"' not in weekly
+    assert field(weekly, "rule") == f"rrule: {rule}"
+    assert len(runs_shown(weekly)) == 5
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("status=active", ["hourly", "weekly"]),
+        ("status=paused", ["paused"]),
+        ("status=deleted", ["deleted"]),
+        ("client=globex", ["paused"]),
+        ("client=acme&status=active", ["hourly", "weekly"]),
+        ("client=acme&status=paused", []),
+    ],
+)
+def test_the_schedules_page_filters(
+    signed_in: TestClient, sched: Schedules, query: str, expected: list[str]
+) -> None:
+    html = signed_in.get(f"/admin/schedules?{query}").text
+    assert schedule_ids(html) == [getattr(sched, name) for name in expected]
+    if not expected:
+        assert "No schedules match these filters." in html
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("status=gone", "no status"),
+        ("client=nobody", "no client named"),
+        ("cursor=garbage", "page link is broken"),
+    ],
+)
+def test_the_schedules_page_says_what_is_wrong_with_a_filter(
+    signed_in: TestClient, sched: Schedules, query: str, message: str
+) -> None:
+    response = signed_in.get(f"/admin/schedules?{query}")
+    assert response.status_code == 200
+    assert message in response.text
+    assert schedule_ids(response.text) == []
+
+
+def test_the_schedules_page_pages(signed_in: TestClient, sched: Schedules) -> None:
+    seen: list[str] = []
+    url: str | None = "/admin/schedules?limit=1&status=active"
+    while url is not None:
+        html = signed_in.get(url).text
+        seen += schedule_ids(html)
+        found = re.search(r'id="next-page" href="([^"]+)"', html)
+        url = html_lib.unescape(found.group(1)) if found else None
+    assert seen == [sched.hourly, sched.weekly]
+
+
+def test_the_schedules_page_costs_the_same_queries_for_one_or_many(
+    signed_in: TestClient, sched: Schedules
+) -> None:
+    """Clients and Pages are read for the whole page at once, and never a token."""
+    statements: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    engine = signed_in.app.state.engine  # type: ignore[attr-defined]
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        queries = []
+        for limit in (1, 200):
+            statements.clear()
+            html = signed_in.get(f"/admin/schedules?limit={limit}").text
+            assert len(schedule_ids(html)) == min(limit, 3)
+            queries.append(len(statements))
+            assert not [q for q in statements if re.search(r"\b(user|page)_token\b", q)]
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert queries[0] == queries[1]
+
+
+def test_a_schedule_page_shows_its_history_and_last_runs(
+    signed_in: TestClient, sched: Schedules
+) -> None:
+    html = signed_in.get(f"/admin/schedules/{sched.hourly}").text
+    assert 'id="schedule-status">active' in html
+    assert re.search(r'id="rule-words">every hour at :00<', html)
+    assert 'id="timezone">UTC<' in html
+    assert runs_shown(html.split('id="upcoming"')[1].split("</dd>")[0]) == [
+        f"2026-11-30T{h}:00:00+00:00" for h in range(13, 18)
+    ]
+    assert "catch up" not in html.split('id="misfire"')[1].split("</dd>")[0]
+
+    runs = html.split('id="runs"')[1].split("</table>")[0]
+    # Newest first, each linked to its post.
+    assert row_ids(runs) == [
+        sched.due_run,
+        sched.failed_run,
+        sched.published_run,
+        sched.skipped_run,
+    ]
+    for post_id in row_ids(runs):
+        assert f'href="/admin/posts/{post_id}"' in runs
+    assert re.search(rf'data-post-id="{sched.failed_run}" data-status="failed"', runs)
+    assert "blocked" in post_row(runs, sched.failed_run)
+    assert re.search(rf'data-post-id="{sched.published_run}" data-status="published"', runs)
+    ahead = html.split('id="ahead"')[1].split("</p>")[0]
+    assert field(ahead, "ahead-total") == str(len(sched.ahead)) == "21"
+    assert 'data-ahead="scheduled">21 scheduled' in ahead
+
+    history = html.split('id="history"')[1].split("</table>")[0]
+    assert re.findall(r'data-kind="([^"]+)"', history) == ["skipped"]
+    assert f'href="/admin/posts/{sched.skipped_run}"' in history
+    assert "misfire" in history
+
+    # All its posts, through the posts list.
+    (href,) = re.findall(r'id="schedule-posts" href="([^"]+)"', html)
+    listed = signed_in.get(html_lib.unescape(href) + "&limit=100").text
+    assert len(row_ids(listed)) == 4 + 21
+    assert f'id="filter-schedule" value="{sched.hourly}"' in listed
+
+    # A post made by a schedule leads back to it.
+    post = signed_in.get(f"/admin/posts/{sched.failed_run}").text
+    assert f'id="post-schedule" href="/admin/schedules/{sched.hourly}"' in post
+
+
+def test_an_unknown_schedule_is_404(signed_in: TestClient) -> None:
+    for schedule_id in ("sched_00000000000000000000", "post_x"):
+        response = signed_in.get(f"/admin/schedules/{schedule_id}")
+        assert response.status_code == 404
+        assert "No schedule" in response.text
+
+
+def test_pause_cancels_the_pending_posts_and_records_it(
+    settings: Settings,
+    signed_in: TestClient,
+    sched: Schedules,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="offpost.api.dashboard.routes"):
+        response = press(signed_in, sched.hourly, "pause")
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/admin/schedules/{sched.hourly}?done=paused"
+    assert schedule_status(settings, sched.hourly) is ScheduleStatus.PAUSED
+    # Every post not yet attempted: those made ahead and the one due now.
+    assert statuses_of(settings, [*sched.ahead, sched.due_run]) == {PostStatus.CANCELED}
+    assert statuses_of(settings, [sched.published_run]) == {PostStatus.PUBLISHED}
+    assert statuses_of(settings, [sched.failed_run]) == {PostStatus.FAILED}
+    assert event_kinds(settings, sched.hourly)[-1] is ScheduleEventKind.PAUSED
+
+    (record,) = [r for r in caplog.records if getattr(r, "action", "") == "admin_schedule_paused"]
+    assert record.admin_id == ids_by_name(settings)["ops"]  # type: ignore[attr-defined]
+    assert record.schedule_id == sched.hourly  # type: ignore[attr-defined]
+
+    page = signed_in.get(response.headers["location"]).text
+    assert 'id="schedule-status">paused' in page
+    assert "Paused" in page.split('id="notice"')[1]
+    assert 'id="pause"' not in page
+    assert 'id="resume"' in page
+    assert "none while paused" in page.split('id="upcoming"')[1].split("</dd>")[0]
+    history = page.split('id="history"')[1].split("</table>")[0]
+    assert re.findall(r'data-kind="([^"]+)"', history) == ["paused", "skipped"]
+    assert 'data-ahead="canceled">21 canceled' in page
+    listed = signed_in.get("/admin/schedules?status=paused").text
+    assert sched.hourly in schedule_ids(listed)
+
+
+def test_resume_makes_the_posts_again(
+    settings: Settings, api: TestClient, signed_in: TestClient, sched: Schedules
+) -> None:
+    assert press(signed_in, sched.hourly, "pause").status_code == 303
+    later = SCHEDULE_NOW + timedelta(minutes=30)
+    api.app.dependency_overrides[get_now] = lambda: later  # type: ignore[attr-defined]
+    response = press(signed_in, sched.hourly, "resume")
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/admin/schedules/{sched.hourly}?done=resumed"
+    assert schedule_status(settings, sched.hourly) is ScheduleStatus.ACTIVE
+    # The same posts as before the pause, scheduled again; the one due during it stays
+    # canceled, as through the API.
+    assert statuses_of(settings, sched.ahead) == {PostStatus.SCHEDULED}
+    assert statuses_of(settings, [sched.due_run]) == {PostStatus.CANCELED}
+    assert event_kinds(settings, sched.hourly)[-2:] == [
+        ScheduleEventKind.PAUSED,
+        ScheduleEventKind.RESUMED,
+    ]
+    page = signed_in.get(response.headers["location"]).text
+    assert 'id="schedule-status">active' in page
+    assert "Resumed" in page.split('id="notice"')[1]
+    assert 'id="pause"' in page
+    # 13:00 to 12:00 tomorrow: the 21 revived and three new ones.
+    assert 'data-ahead="scheduled">24 scheduled' in page
+    assert runs_shown(page.split('id="upcoming"')[1].split("</dd>")[0])[0] == (
+        "2026-11-30T13:00:00+00:00"
+    )
+
+
+def test_resume_over_the_active_schedules_quota_says_so(
+    settings: Settings, signed_in: TestClient, pop: Population, sched: Schedules
+) -> None:
+    set_overrides(settings, pop.acme_id, max_active_schedules=1)
+    assert press(signed_in, sched.hourly, "pause").status_code == 303
+    kinds = event_kinds(settings, sched.hourly)
+    # acme's weekly schedule is active: resuming the hourly one would make two.
+    response = press(signed_in, sched.hourly, "resume")
+    assert response.status_code == 409
+    assert response.headers["content-type"].startswith("text/html")
+    error = html_lib.unescape(response.text.split('id="action-error">')[1].split("</p>")[0])
+    assert error == (
+        "Not resumed: this client has 1 active schedules; its active_schedules quota is 1: "
+        "pause or delete one first"
+    )
+    assert 'id="schedule-status">paused' in response.text
+    assert 'id="resume"' in response.text
+    assert schedule_status(settings, sched.hourly) is ScheduleStatus.PAUSED
+    assert statuses_of(settings, sched.ahead) == {PostStatus.CANCELED}
+    assert event_kinds(settings, sched.hourly) == kinds
+
+
+def test_a_deleted_schedule_has_no_buttons_and_cannot_be_resumed(
+    settings: Settings, signed_in: TestClient, sched: Schedules
+) -> None:
+    page = signed_in.get(f"/admin/schedules/{sched.deleted}").text
+    assert 'id="schedule-status">deleted' in page
+    assert 'id="pause"' not in page
+    assert 'id="resume"' not in page
+    response = signed_in.post(
+        f"/admin/schedules/{sched.deleted}/resume", data={"csrf": csrf_of(page)}
+    )
+    assert response.status_code == 409
+    assert f"schedule {sched.deleted} is deleted" in response.text
+    assert schedule_status(settings, sched.deleted) is ScheduleStatus.DELETED
+
+
+@pytest.mark.parametrize(
+    "data", [{}, {"csrf": ""}, {"csrf": "forged"}], ids=["missing", "empty", "forged"]
+)
+@pytest.mark.parametrize(("action", "which"), [("pause", "hourly"), ("resume", "paused")])
+def test_a_schedule_button_without_the_csrf_token_is_refused(
+    settings: Settings,
+    signed_in: TestClient,
+    sched: Schedules,
+    action: str,
+    which: str,
+    data: dict[str, str],
+) -> None:
+    schedule_id = getattr(sched, which)
+    before = schedule_status(settings, schedule_id)
+    kinds = event_kinds(settings, schedule_id)
+    response = signed_in.post(f"/admin/schedules/{schedule_id}/{action}", data=data)
+    assert response.status_code == 403
+    assert schedule_status(settings, schedule_id) is before
+    assert event_kinds(settings, schedule_id) == kinds
+    assert statuses_of(settings, sched.ahead) == {PostStatus.SCHEDULED}
+
+
+def test_a_schedule_button_from_another_site_is_refused(
+    settings: Settings, signed_in: TestClient, sched: Schedules
+) -> None:
+    csrf = csrf_of(signed_in.get(f"/admin/schedules/{sched.hourly}").text)
+    response = signed_in.post(
+        f"/admin/schedules/{sched.hourly}/pause",
+        data={"csrf": csrf},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert response.status_code == 403
+    assert schedule_status(settings, sched.hourly) is ScheduleStatus.ACTIVE
+
+
+def test_the_schedules_pages_are_for_signed_in_admins_only(
+    settings: Settings, api: TestClient, pop: Population, sched: Schedules
+) -> None:
+    for path in ("/admin/schedules", f"/admin/schedules/{sched.hourly}"):
+        anonymous = api.get(path, follow_redirects=False)
+        assert anonymous.status_code == 303
+        assert anonymous.headers["location"] == "/admin/login"
+        assert sched.hourly not in anonymous.text
+    # A client key gets no session: no page, no button.
+    assert sign_in(api, pop.client_key).status_code == 403
+    assert api.get("/admin/schedules", follow_redirects=False).status_code == 303
+    for action, schedule_id in (("pause", sched.hourly), ("resume", sched.paused)):
+        refused = api.post(f"/admin/schedules/{schedule_id}/{action}", data={"csrf": "x"})
+        assert refused.status_code == 401
+        assert "Sign in again" in refused.text
+    # Nor does the client's API key, sent as the API takes it.
+    with_key = api.post(
+        f"/admin/schedules/{sched.hourly}/pause",
+        data={"csrf": "x"},
+        headers=bearer(pop.client_key),
+    )
+    assert with_key.status_code == 401
+    assert schedule_status(settings, sched.hourly) is ScheduleStatus.ACTIVE
+    assert schedule_status(settings, sched.paused) is ScheduleStatus.PAUSED
+    # An admin demoted while signed in loses the pages and the buttons with its session.
+    assert sign_in(api, pop.admin_key).status_code == 303
+    csrf = csrf_of(api.get(f"/admin/schedules/{sched.hourly}").text)
+    with session_for(settings) as session:
+        session.execute(update(Client).where(Client.name == "ops").values(is_admin=False))
+    assert api.get("/admin/schedules", follow_redirects=False).status_code == 303
+    demoted = api.post(f"/admin/schedules/{sched.hourly}/pause", data={"csrf": csrf})
+    assert demoted.status_code == 401
+    assert schedule_status(settings, sched.hourly) is ScheduleStatus.ACTIVE
+
+
+def test_the_schedules_pages_work_on_sqlite(sqlite_url: str, redis_url: str) -> None:
+    settings = make_admin_settings(sqlite_url, redis_url)
+    with api_client(settings) as api:
+        api.app.dependency_overrides[get_now] = lambda: SCHEDULE_NOW  # type: ignore[attr-defined]
+        pop = populate(settings)
+        add_page_health(settings, pop.now)
+        sched = add_schedules(settings)
+        assert sign_in(api, pop.admin_key).status_code == 303
+        html = api.get("/admin/schedules").text
+        assert schedule_ids(html) == [sched.hourly, sched.paused, sched.weekly]
+        assert field(schedule_line(html, sched.weekly), "words") == (
+            "every Monday and Wednesday at 09:00"
+        )
+        assert press(api, sched.hourly, "pause").status_code == 303
+        assert statuses_of(settings, sched.ahead) == {PostStatus.CANCELED}
+        assert press(api, sched.hourly, "resume").status_code == 303
+        assert statuses_of(settings, sched.ahead) == {PostStatus.SCHEDULED}
+
+
+# --- the broker queue under `offpost up` -----------------------------------------------------
+
+
+def test_under_up_the_dashboard_shows_the_in_process_queue(
+    postgres_url: str, redis_url: str
+) -> None:
+    """`offpost up` runs the API with kombu's in-memory broker in its own process
+    (``EMBEDDED_BROKER``): the page counts the messages in that very queue."""
+    queue = f"offpost-up-{secrets.token_hex(4)}"
+    settings = make_admin_settings(postgres_url, redis_url, broker_url=EMBEDDED_BROKER, queue=queue)
+    sender = make_celery(EMBEDDED_BROKER, queue=queue)
+    with api_client(settings) as api:
+        pop = populate(settings)
+        assert sign_in(api, pop.admin_key).status_code == 303
+        # Nothing in this process has declared the queue yet: unknown, not 0.
+        assert "broker queue: <b>unknown</b>" in api.get("/admin").text
+        for batch in (["post_a"], ["post_b", "post_c"], ["post_d"]):
+            send_publish(sender, batch)  # as the embedded dispatcher sends
+        try:
+            assert "broker queue: <b>3</b> messages" in api.get("/admin").text
+            stats = api.get("/v1/admin/stats", headers=bearer(pop.admin_key)).json()
+            assert stats["queue_depth"] == 3
+            with sender.connection_for_write() as connection:
+                connection.default_channel.queue_purge(queue)
+            assert "broker queue: <b>0</b> messages" in api.get("/admin").text
+        finally:
+            with sender.connection_for_write() as connection:
+                connection.default_channel.queue_delete(queue)

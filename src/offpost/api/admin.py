@@ -131,8 +131,9 @@ def admin_posts(
     "over the posts published in the last hour (null without any). `top_errors` counts the "
     "attempts that ended with an error in the last 24 hours, by Graph code (or offpost's, "
     "such as `timeout`). `queue_depth` counts broker messages (each a batch of posts); null "
-    "when the broker is not Redis or did not answer. `due_not_dispatched` counts scheduled "
-    "posts already due that no dispatcher has queued yet.",
+    "when the broker is neither Redis nor the in-process one of `offpost up`, or did not "
+    "answer. `due_not_dispatched` counts scheduled posts already due that no dispatcher "
+    "has queued yet.",
     responses=_AUTH,
 )
 def admin_stats(_: AdminDep, request: Request, session: SessionDep, now: NowDep) -> Stats:

@@ -10,7 +10,8 @@ Three sources, one page:
   reports the same, correct numbers; aggregate them across replicas with
   ``max``, not ``sum``): posts by status, due-but-not-dispatched and the age
   of the oldest such post, credentials by status;
-- **the broker**: the depth of the Celery queue (Redis ``LLEN``; omitted for
+- **the broker**: the depth of the Celery queue (Redis ``LLEN``; for the
+  in-memory broker of ``offpost up``, the queue this process holds; omitted for
   other brokers or when Redis does not answer).
 
 Database numbers are cached for :data:`DB_CACHE_S` seconds per process, so
@@ -38,6 +39,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import redis
+from kombu.connection import Connection
+from kombu.exceptions import ChannelError
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -62,18 +65,25 @@ _PRIORITY_STEPS = (3, 6, 9)
 
 
 class QueueProbe:
-    """Measures the Celery queue's depth: Redis ``LLEN``; ``None`` for other brokers."""
+    """Measures the Celery queue's depth: Redis ``LLEN``; the in-process queue of the
+    in-memory broker (``offpost up``); ``None`` for other brokers."""
 
     def __init__(self, broker_url: str, queue: str = QUEUE, timeout_s: float = 2.0) -> None:
         self._redis: redis.Redis | None = None
+        self._memory_url: str | None = None
         if broker_url.startswith(("redis://", "rediss://")):
             self._redis = redis.Redis.from_url(
                 broker_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
             )
+        elif broker_url.startswith("memory://"):
+            self._memory_url = broker_url
+        self._queue = queue
         self._keys = [queue, *(f"{queue}{_PRIORITY_SEPARATOR}{p}" for p in _PRIORITY_STEPS)]
 
     def depth(self) -> int | None:
         """Messages waiting (each carries a batch of posts); ``None`` when unknown."""
+        if self._memory_url is not None:
+            return in_process_depth(self._memory_url, self._queue)
         if self._redis is None:
             return None
         try:
@@ -92,6 +102,23 @@ class QueueProbe:
     def close(self) -> None:
         if self._redis is not None:
             self._redis.close()
+
+
+def in_process_depth(broker_url: str, queue: str) -> int | None:
+    """Messages waiting in ``queue`` of kombu's in-memory broker, as this process holds it.
+
+    That broker lives in one process: ``offpost up`` runs the API, the dispatcher
+    that sends and the worker that consumes in it, so its API sees the real
+    queue. Anywhere else (``offpost status`` in another process) nothing declared
+    the queue here, and the depth is unknown (``None``), not 0. Asked through
+    kombu (a passive declare answers the message count), not its internals.
+    """
+    with Connection(broker_url) as connection:  # type: ignore[no-untyped-call]
+        try:
+            declared = connection.default_channel.queue_declare(queue=queue, passive=True)
+        except ChannelError:
+            return None
+    return int(declared.message_count)
 
 
 @dataclass(frozen=True)

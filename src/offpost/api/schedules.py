@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, status
 from sqlalchemy import select, tuple_
@@ -59,7 +59,7 @@ from offpost.models import (
     is_id,
 )
 from offpost.posts import quotas
-from offpost.posts.quotas import QuotaDefaults
+from offpost.posts.quotas import QuotaDefaults, Quotas
 from offpost.posts.rules import Cursor, content_problem, encode_cursor, initial_status
 from offpost.recurrence import Recurrence, RuleError, format_local, parse_rule
 from offpost.scheduler import materialize
@@ -327,25 +327,57 @@ def update_schedule(
     settings: SettingsDep,
     now: NowDep,
 ) -> ScheduleDetail:
-    limits = QuotaDefaults.of(settings).for_client(client)
-    if body.status == "active":
+    schedule = change_schedule(
+        session,
+        client.id,
+        schedule_id,
+        QuotaDefaults.of(settings).for_client(client),
+        now,
+        status=body.status,
+        changes=lambda found: _apply_changes(session, found, body, client.id, now),
+        touched=bool(body.model_fields_set),
+    )
+    return _detail(session, schedule, now)
+
+
+def change_schedule(
+    session: Session,
+    client_id: str,
+    schedule_id: str,
+    limits: Quotas,
+    now: datetime,
+    *,
+    status: Literal["active", "paused"] | None,
+    changes: Callable[[Schedule], bool] | None = None,
+    touched: bool = True,
+) -> Schedule:
+    """Pause, resume and/or change one of ``client_id``'s schedules, then commit.
+
+    ``PATCH /v1/schedules/{id}`` and the dashboard's Pause and Resume buttons both
+    come here, so both cancel the pending posts on pause, re-materialise on resume
+    and check the client's quotas (``limits``) the same way. ``changes`` applies
+    everything but the status and says whether posts must be re-made; ``touched``
+    whether ``updated_at`` moves. Raises :class:`ProblemError` (404; 409 for a
+    deleted schedule or the active_schedules quota; 422) before committing
+    anything: the caller rolls the session back.
+    """
+    if status == "active":
         # Locks the client's row before the schedule's, as creation does.
         with _quota_answers():
-            quotas.lock_client(session, client.id)
-    schedule = _load_own(session, client.id, schedule_id, for_update=True)
+            quotas.lock_client(session, client_id)
+    schedule = _load_own(session, client_id, schedule_id, for_update=True)
     if schedule.status == ScheduleStatus.DELETED:
         raise ProblemError("conflict", f"schedule {schedule_id} is deleted")
-    given = body.model_fields_set
-    if body.status == "active" and schedule.status == ScheduleStatus.PAUSED:
+    if status == "active" and schedule.status == ScheduleStatus.PAUSED:
         with _quota_answers():
-            quotas.check_new_active_schedule(session, client.id, limits)
-    changed = _apply_changes(session, schedule, body, client.id, now)
+            quotas.check_new_active_schedule(session, client_id, limits)
+    changed = changes(schedule) if changes is not None else False
     resumed = False
-    if body.status == "paused" and schedule.status == ScheduleStatus.ACTIVE:
+    if status == "paused" and schedule.status == ScheduleStatus.ACTIVE:
         materialize.cancel_pending_posts(session, schedule.id, now, materialize.SCHEDULE_PAUSED)
         schedule.status = ScheduleStatus.PAUSED
         materialize.record_events(session, schedule.id, ScheduleEventKind.PAUSED, now)
-    elif body.status == "active" and schedule.status == ScheduleStatus.PAUSED:
+    elif status == "active" and schedule.status == ScheduleStatus.PAUSED:
         schedule.status = ScheduleStatus.ACTIVE
         resumed = True
         materialize.record_events(session, schedule.id, ScheduleEventKind.RESUMED, now)
@@ -357,10 +389,10 @@ def update_schedule(
         materialize.materialize_schedule(
             session, schedule, now, occurrences_per_day=limits.occurrences_per_day
         )
-    if given:
+    if touched:
         schedule.updated_at = now
     session.commit()
-    return _detail(session, schedule, now)
+    return schedule
 
 
 def _apply_changes(

@@ -100,7 +100,8 @@ class CredentialCounts:
 class Stats:
     """The document of ``GET /v1/admin/stats`` (the OpenAPI document), plus ``due_not_dispatched``.
 
-    ``queue_depth`` is ``None`` when the broker could not be asked (or is not Redis).
+    ``queue_depth`` is ``None`` when the broker could not be asked (or is neither
+    Redis nor the in-process broker of ``offpost up``).
     ``due_not_dispatched`` counts ``scheduled`` posts already due: a steady
     non-zero value means the dispatchers are not keeping up (or not running).
     """

@@ -13,11 +13,14 @@ Every query names its columns. Loading a :class:`~offpost.models.Credential`
 or a :class:`~offpost.models.CredentialPage` as an object would decrypt its
 token (and a credential pulls in its Pages' tokens too): this page has no use
 for a token, so it never reads one, and it needs no encryption key to render.
+The same holds for :func:`page_names`, which the posts list and the schedules
+pages use to name the Page each post goes to.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -222,3 +225,22 @@ def _pages(
             )
         )
     return pages
+
+
+def page_names(session: Session, pages: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """The names of ``(credential_id, page_id)`` Pages, in one query whatever their number.
+
+    The name column only, never the row: a :class:`CredentialPage` object would
+    decrypt its token. A Page its credential no longer lists has no entry.
+    """
+    wanted = set(pages)
+    if not wanted:
+        return {}
+    rows = session.execute(
+        select(CredentialPage.credential_id, CredentialPage.page_id, CredentialPage.name).where(
+            CredentialPage.credential_id.in_({credential_id for credential_id, _ in wanted}),
+            CredentialPage.page_id.in_({page_id for _, page_id in wanted}),
+        )
+    )
+    found = {(credential_id, page_id): name for credential_id, page_id, name in rows}
+    return {key: name for key, name in found.items() if key in wanted}

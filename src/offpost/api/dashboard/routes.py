@@ -7,8 +7,9 @@ Pages (``GET``) and actions (``POST``, each a form with a CSRF token):
 - ``/admin`` — counts by status and the rest of the stats document
   (:func:`~offpost.posts.stats.collect_stats`, the same numbers as
   ``GET /v1/admin/stats``), the chart, the credentials expiring soon, and every
-  client's posts, filterable by status, target, client and credential, a page
-  at a time;
+  client's posts with a preview of their message and their Page's name,
+  filterable by status, target, client, credential and schedule, a page at a
+  time;
 - ``/admin/credentials`` — every client's credentials with their health (status
   and advice, user-token and data-access expiry, last check; each Page's token,
   tasks and whether it can post) and how many posts still wait on each, linked
@@ -17,9 +18,19 @@ Pages (``GET``) and actions (``POST``, each a form with a CSRF token):
   and which the deployment's defaults, and how much of each countable one it
   uses now (:func:`~offpost.posts.quotas.client_quotas`), the ones nearly used
   up highlighted;
+- ``/admin/schedules`` — every client's schedules (filterable by status and
+  client, a page at a time), each with its rule in words, its zone, its next
+  five runs as the API computes them, its misfire policy and status
+  (:mod:`.schedules`, :mod:`.rule_words`);
+- ``/admin/schedules/{id}`` — one schedule, its history, its last runs and
+  their posts, and its Pause or Resume button;
 - ``/admin/posts/{id}`` — one post with its attempts, and its buttons;
 - ``POST /admin/posts/{id}/retry|cancel`` — the admin API's own handlers, so
   the same 409 rules, log lines and dispatcher wake-up;
+- ``POST /admin/schedules/{id}/pause|resume`` — the client API's own change
+  (:func:`offpost.api.schedules.change_schedule`, what ``PATCH
+  /v1/schedules/{id}`` runs), under the schedule's client's quotas; logged with
+  the admin's id;
 - ``POST /admin/logout``.
 
 A page asked for without a valid session redirects to the sign-in form; an
@@ -50,6 +61,13 @@ from offpost.api.dashboard.credentials import (
     DEPENDENT_STATUSES,
     CredentialHealth,
     list_credentials,
+    page_names,
+)
+from offpost.api.dashboard.schedules import (
+    ScheduleRow,
+    list_schedules,
+    schedule_row,
+    schedule_runs,
 )
 from offpost.api.dashboard.session import (
     COOKIE_NAME,
@@ -63,6 +81,7 @@ from offpost.api.dashboard.session import (
 from offpost.api.deps import NowDep, SessionDep, check_key
 from offpost.api.limits import retry_after_header
 from offpost.api.problems import ProblemError
+from offpost.api.schedules import _detail, change_schedule
 from offpost.models import (
     Attempt,
     Client,
@@ -71,6 +90,8 @@ from offpost.models import (
     IdPrefix,
     Post,
     PostStatus,
+    Schedule,
+    ScheduleStatus,
     is_id,
 )
 from offpost.models.post import CANCELABLE_STATUSES
@@ -89,6 +110,12 @@ PAGE_SIZES = (10, 25, 50, 100, 200)
 #: A form body larger than this is not a sign-in or a button press.
 MAX_FORM_BYTES = 4096
 _DONE = {"retried": "Retried: the post is scheduled again, due now.", "canceled": "Canceled."}
+_SCHEDULE_DONE = {
+    "paused": "Paused: its pending posts are canceled.",
+    "resumed": "Resumed: its next posts are made again.",
+}
+#: Characters of a message the posts list shows.
+PREVIEW_CHARS = 80
 
 
 def _answers(**statuses: str) -> dict[int | str, dict[str, Any]]:
@@ -107,6 +134,14 @@ _ACTION = _answers(
     _404="no such post",
     _409="the post is not in a state that allows it",
 )
+_SCHEDULE_ACTION = _answers(
+    _303="done: a redirect to the schedule's page",
+    _401="signed out",
+    _403="the form came from another site, or its CSRF token expired",
+    _404="no such schedule",
+    _409="the schedule is deleted, or resuming it would pass its client's active_schedules quota",
+    _422="resuming it would pass its client's occurrences_per_day quota",
+)
 
 
 @functools.cache
@@ -120,11 +155,26 @@ def _templates() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["when"] = _when
+    env.filters["local"] = _local
+    env.filters["preview"] = _preview
     return env
 
 
 def _when(value: datetime | None) -> str:
     return "—" if value is None else f"{value:%Y-%m-%d %H:%M:%S}Z"
+
+
+def _local(value: str) -> str:
+    """An RFC 3339 time with its zone's offset, as the API gives a run, for reading:
+    ``2026-12-01T09:00:00+01:00`` → ``Tue 2026-12-01 09:00 +01:00``."""
+    moment = datetime.fromisoformat(value)
+    return f"{moment:%a %Y-%m-%d %H:%M} {value[19:]}"
+
+
+def _preview(text: str, chars: int = PREVIEW_CHARS) -> str:
+    """The start of ``text`` on one line: runs of white space become one space."""
+    line = " ".join(text.split())
+    return line if len(line) <= chars else line[:chars].rstrip() + "…"
 
 
 def _headers(nonce: str) -> dict[str, str]:
@@ -334,6 +384,8 @@ class Filters:
     limit: int
     #: A credential id: the posts that depend on it (the credentials page links here).
     credential: str = ""
+    #: A schedule id: its posts (a schedule's page links here).
+    schedule: str = ""
 
     def query(self, **extra: str) -> str:
         """The query string of these filters (empty values left out) plus ``extra``."""
@@ -342,6 +394,7 @@ class Filters:
             "target": self.target,
             "client": self.client,
             "credential": self.credential,
+            "schedule": self.schedule,
         }
         if self.limit != PAGE_SIZE:
             values["limit"] = str(self.limit)
@@ -350,7 +403,7 @@ class Filters:
     @property
     def narrows(self) -> bool:
         """Whether a filter narrows the list (the page size does not)."""
-        return bool(self.status or self.target or self.client or self.credential)
+        return bool(self.status or self.target or self.client or self.credential or self.schedule)
 
 
 def _page_size(text: str) -> int:
@@ -378,6 +431,8 @@ def _posts_page(
         return [], None, exc.detail
     if filters.credential and not _credential_exists(db, filters.credential):
         return [], None, f"no credential {filters.credential!r}"
+    if filters.schedule and not _schedule_exists(db, filters.schedule):
+        return [], None, f"no schedule {filters.schedule!r}"
     posts, next_page = store.list_posts(
         db,
         client_id,
@@ -385,6 +440,7 @@ def _posts_page(
         status=status,
         target=filters.target or None,
         credential_id=filters.credential or None,
+        schedule_id=filters.schedule or None,
         after=after,
     )
     return posts, rules.encode_cursor(next_page) if next_page else None, None
@@ -394,6 +450,12 @@ def _credential_exists(db: Session, credential_id: str) -> bool:
     # The id column only: loading the row would decrypt its tokens.
     return is_id(credential_id, IdPrefix.CREDENTIAL) and (
         db.scalar(select(Credential.id).where(Credential.id == credential_id)) is not None
+    )
+
+
+def _schedule_exists(db: Session, schedule_id: str) -> bool:
+    return is_id(schedule_id, IdPrefix.SCHEDULE) and (
+        db.scalar(select(Schedule.id).where(Schedule.id == schedule_id)) is not None
     )
 
 
@@ -412,6 +474,7 @@ def dashboard(
     target: Annotated[str, Query(max_length=64)] = "",
     client: Annotated[str, Query(max_length=100)] = "",
     credential: Annotated[str, Query(max_length=64)] = "",
+    schedule: Annotated[str, Query(max_length=64)] = "",
     cursor: Annotated[str, Query(max_length=512)] = "",
     limit: Annotated[str, Query(max_length=8)] = "",
 ) -> Response:
@@ -424,6 +487,7 @@ def dashboard(
         client=client.strip(),
         limit=_page_size(limit),
         credential=credential.strip(),
+        schedule=schedule.strip(),
     )
     posts, next_cursor, filter_error = _posts_page(db, filters, cursor)
     shown = {p.client_id for p in posts}
@@ -447,6 +511,7 @@ def dashboard(
         filters=filters,
         posts=posts,
         client_names=names,
+        page_names=page_names(db, {(p.credential_id, p.target) for p in posts}),
         filter_error=filter_error,
         next_query=filters.query(cursor=next_cursor) if next_cursor else None,
         first_query=filters.query() if cursor else None,
@@ -594,6 +659,136 @@ def clients_page(request: Request, who: SignedInDep, db: SessionDep, now: NowDep
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ScheduleFilters:
+    """The schedules page's filters as typed in (checked by :func:`_schedules_page`)."""
+
+    status: str
+    client: str
+    limit: int
+
+    def query(self, **extra: str) -> str:
+        """The query string of these filters (empty values left out) plus ``extra``."""
+        values = {"status": self.status, "client": self.client}
+        if self.limit != PAGE_SIZE:
+            values["limit"] = str(self.limit)
+        return urlencode({k: v for k, v in {**values, **extra}.items() if v})
+
+
+def _schedules_page(
+    db: Session, filters: ScheduleFilters, cursor: str, now: datetime
+) -> tuple[list[ScheduleRow], str | None, str | None]:
+    """The page's schedules, the next page's cursor, and what was wrong with the filters."""
+    if filters.status and filters.status not in {s.value for s in ScheduleStatus}:
+        return [], None, f"no status {filters.status!r}"
+    status = ScheduleStatus(filters.status) if filters.status else None
+    try:
+        after = rules.decode_cursor(cursor, IdPrefix.SCHEDULE) if cursor else None
+    except rules.CursorError:
+        return [], None, "that page link is broken; start again from the first page"
+    try:
+        client_id = admin.resolve_client_id(db, filters.client) if filters.client else None
+    except ProblemError as exc:
+        return [], None, exc.detail
+    rows, next_page = list_schedules(
+        db, now, limit=filters.limit, status=status, client_id=client_id, after=after
+    )
+    return rows, rules.encode_cursor(next_page) if next_page else None, None
+
+
+@router.get(
+    "/schedules",
+    response_class=HTMLResponse,
+    summary="Every client's schedules, their rules in words and their next runs",
+    responses=_answers(_303=_SIGNED_OUT),
+)
+def schedules_page(
+    who: SignedInDep,
+    db: SessionDep,
+    now: NowDep,
+    status: Annotated[str, Query(max_length=32)] = "",
+    client: Annotated[str, Query(max_length=100)] = "",
+    cursor: Annotated[str, Query(max_length=512)] = "",
+    limit: Annotated[str, Query(max_length=8)] = "",
+) -> Response:
+    if who is None:
+        return _redirect("/admin/login")
+    filters = ScheduleFilters(status=status.strip(), client=client.strip(), limit=_page_size(limit))
+    rows, next_cursor, filter_error = _schedules_page(db, filters, cursor, now)
+    return _page(
+        "schedules.html",
+        signed_in=who,
+        nav="schedules",
+        now=now,
+        statuses=[s.value for s in ScheduleStatus],
+        page_sizes=sorted({*PAGE_SIZES, filters.limit}),
+        filters=filters,
+        schedules=rows,
+        filter_error=filter_error,
+        next_query=filters.query(cursor=next_cursor) if next_cursor else None,
+        first_query=filters.query() if cursor else None,
+    )
+
+
+def _schedule_page(
+    db: Session,
+    who: SignedIn,
+    schedule_id: str,
+    now: datetime,
+    *,
+    status: int = 200,
+    **context: Any,
+) -> Response:
+    schedule = db.get(Schedule, schedule_id) if is_id(schedule_id, IdPrefix.SCHEDULE) else None
+    if schedule is None:
+        return _page(
+            "message.html",
+            404,
+            signed_in=who,
+            title="Not found",
+            text=f"No schedule {schedule_id}.",
+        )
+    client = db.get(Client, schedule.client_id)
+    names = page_names(db, [(schedule.credential_id, schedule.target)])
+    return _page(
+        "schedule.html",
+        status,
+        signed_in=who,
+        nav="schedules",
+        now=now,
+        row=schedule_row(
+            schedule,
+            client.name if client else schedule.client_id,
+            names.get((schedule.credential_id, schedule.target)),
+            now,
+        ),
+        # The API's own view of it: the same upcoming runs and history as GET /v1/schedules/{id}.
+        detail=_detail(db, schedule, now),
+        runs=schedule_runs(db, schedule.id, now),
+        can_pause=schedule.status is ScheduleStatus.ACTIVE,
+        can_resume=schedule.status is ScheduleStatus.PAUSED,
+        **context,
+    )
+
+
+@router.get(
+    "/schedules/{schedule_id}",
+    response_class=HTMLResponse,
+    summary="A schedule, its history and its last runs",
+    responses=_answers(_303=_SIGNED_OUT, _404="no such schedule"),
+)
+def schedule_page(
+    schedule_id: str,
+    who: SignedInDep,
+    db: SessionDep,
+    now: NowDep,
+    done: Annotated[str, Query(max_length=16)] = "",
+) -> Response:
+    if who is None:
+        return _redirect("/admin/login")
+    return _schedule_page(db, who, schedule_id, now, notice=_SCHEDULE_DONE.get(done))
+
+
 def _post_page(
     db: Session, who: SignedIn, post_id: str, *, status: int = 200, **context: Any
 ) -> Response:
@@ -687,3 +882,98 @@ def cancel(
     post_id: str, request: Request, form: FormDep, who: SignedInDep, db: SessionDep, now: NowDep
 ) -> Response:
     return _act("cancel", post_id, request, form, who, db, now)
+
+
+def _act_on_schedule(
+    action: str,
+    schedule_id: str,
+    request: Request,
+    form: dict[str, str],
+    who: SignedIn | None,
+    db: Session,
+    now: datetime,
+) -> Response:
+    """Pause or resume through :func:`~offpost.api.schedules.change_schedule`, as the
+    schedule's client's ``PATCH`` would, under that client's quotas."""
+    checked = _checked_action(request, who, form)
+    if isinstance(checked, Response):
+        return checked
+    found = (
+        db.execute(
+            select(Client, Schedule.status)
+            .join(Schedule, Schedule.client_id == Client.id)
+            .where(Schedule.id == schedule_id)
+        ).one_or_none()
+        if is_id(schedule_id, IdPrefix.SCHEDULE)
+        else None
+    )
+    if found is None:
+        return _schedule_page(db, checked, schedule_id, now)  # its 404
+    client, before = found
+    settings: Settings = request.app.state.settings
+    target = ScheduleStatus.PAUSED if action == "pause" else ScheduleStatus.ACTIVE
+    try:
+        change_schedule(
+            db,
+            client.id,
+            schedule_id,
+            QuotaDefaults.of(settings).for_client(client),
+            now,
+            status="paused" if target is ScheduleStatus.PAUSED else "active",
+        )
+    except ProblemError as exc:
+        db.rollback()
+        verb = "Not paused" if target is ScheduleStatus.PAUSED else "Not resumed"
+        return _schedule_page(
+            db, checked, schedule_id, now, status=exc.status, error=f"{verb}: {exc.detail}"
+        )
+    done = "paused" if target is ScheduleStatus.PAUSED else "resumed"
+    if before is not target:
+        logger.info(
+            "admin %s %s schedule %s of client %s",
+            checked.admin.id,
+            done,
+            schedule_id,
+            client.id,
+            extra={
+                "action": f"admin_schedule_{done}",
+                "schedule_id": schedule_id,
+                "client_id": client.id,
+                "admin_id": checked.admin.id,
+            },
+        )
+    return _redirect(f"/admin/schedules/{schedule_id}?done={done}")
+
+
+@router.post(
+    "/schedules/{schedule_id}/pause",
+    response_class=HTMLResponse,
+    summary="Pause a schedule: its pending posts are canceled",
+    responses=_SCHEDULE_ACTION,
+)
+def pause_schedule(
+    schedule_id: str,
+    request: Request,
+    form: FormDep,
+    who: SignedInDep,
+    db: SessionDep,
+    now: NowDep,
+) -> Response:
+    return _act_on_schedule("pause", schedule_id, request, form, who, db, now)
+
+
+@router.post(
+    "/schedules/{schedule_id}/resume",
+    response_class=HTMLResponse,
+    summary="Resume a paused schedule, within its client's quotas",
+    responses=_SCHEDULE_ACTION,
+)
+def resume_schedule(
+    schedule_id: str,
+    request: Request,
+    form: FormDep,
+    who: SignedInDep,
+    db: SessionDep,
+    now: NowDep,
+) -> Response:
+    return _act_on_schedule("resume", schedule_id, request, form, who, db, now)
