@@ -35,7 +35,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -129,8 +129,18 @@ class QuotaExceededError(OffpostError):
 
 
 def lock_client(session: Session, client_id: str) -> None:
-    """Hold the client's row until the transaction ends: its quota checks are serial."""
-    session.execute(select(Client.id).where(Client.id == client_id).with_for_update())
+    """Hold the client's row until the transaction ends: its quota checks are serial.
+
+    On PostgreSQL ``FOR NO KEY UPDATE``: it excludes another quota check of the
+    client but not the ``KEY SHARE`` lock that every insert referencing the
+    client takes (a post, an idempotency key, a webhook event), so it never
+    deadlocks with them. SQLite has no row locks: a write to the row starts the
+    transaction's write lock instead, so two checks still take turns.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(update(Client).where(Client.id == client_id).values(name=Client.name))
+        return
+    session.execute(select(Client.id).where(Client.id == client_id).with_for_update(key_share=True))
 
 
 def _created_through_api(client_id: str, since: datetime) -> list[ColumnElement[bool]]:
@@ -203,6 +213,12 @@ def check_new_posts(
             f"posts_per_day quota is {per_day}, so {count} more must wait",
             retry_after_s=max(1.0, wait_s),
         )
+    check_pending(session, client_id, quotas, count)
+
+
+def check_pending(session: Session, client_id: str, quotas: Quotas, count: int) -> None:
+    """Raise :class:`QuotaExceededError` unless ``count`` more posts may wait to be published
+    (new ones, or failed ones retried). The caller holds :func:`lock_client`."""
     pending = pending_posts(session, client_id, up_to=quotas.pending_posts + 1)
     if pending + count > quotas.pending_posts:
         raise QuotaExceededError(
