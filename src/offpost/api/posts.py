@@ -359,12 +359,28 @@ def cancel_post(post_id: str, client: ClientDep, session: SessionDep, now: NowDe
     "/{post_id}/retry",
     response_model=PostOut,
     summary="Put a failed post back to scheduled, due now",
-    responses={409: {"description": "the post is not failed"}, **_NOT_FOUND},
+    responses={
+        409: {
+            "description": "conflict: the post is not failed; quota_exceeded: the client's "
+            "pending_posts quota is reached"
+        },
+        **_NOT_FOUND,
+    },
 )
 def retry_post(
-    post_id: str, request: Request, client: ClientDep, session: SessionDep, now: NowDep
+    post_id: str,
+    request: Request,
+    client: ClientDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    now: NowDep,
 ) -> PostOut:
     with _answers():
+        # A retried post waits to be published again: it counts against pending_posts.
+        quotas.lock_client(session, client.id)
+        if store.load_post(session, client.id, post_id).status == PostStatus.FAILED:
+            limits = QuotaDefaults.of(settings).for_client(client)
+            quotas.check_pending(session, client.id, limits, 1)
         post = store.retry_post(session, client.id, post_id, now)
     _wake(request, post.due_at)
     return PostOut.of(post)
