@@ -396,3 +396,31 @@ def test_a_dripping_receiver_is_cut_off_at_the_deadline(
         assert event is not None
         assert event.last_error is not None
         assert "no complete answer within the delivery's 1.5 s" in event.last_error
+
+
+def test_behind_an_open_breaker_events_past_their_window_are_given_up_without_an_attempt(
+    ctx: DeliveryContext, client_id: str, secret: str, receiver: Receiver
+) -> None:
+    now = datetime.now(UTC)
+    old = [add_event(ctx.sessions, client_id, now=now - timedelta(hours=25)) for _ in range(3)]
+    young = add_event(ctx.sessions, client_id, now=now - timedelta(hours=1))
+    other = add_webhook_client(ctx.sessions, "healthy", receiver.url)
+    # Another endpoint's old event is not given up: its breaker is closed.
+    healthy_old = add_event(ctx.sessions, other, now=now - timedelta(hours=25))
+    with ctx.sessions.begin() as session:
+        session.execute(
+            update(Webhook)
+            .where(Webhook.client_id == client_id)
+            .values(failures_in_a_row=BREAKER_THRESHOLD, paused_until=now + BREAKER_BASE)
+        )
+    with ctx.sessions.begin() as session:
+        claimed = claim_due_events(
+            session, now, timedelta(seconds=60), 100, retry_for=timedelta(hours=24)
+        )
+    assert [event_id for event_id, _ in claimed] == [healthy_old]
+    for event_id in old:
+        row = event(ctx.sessions, event_id or "")
+        assert (row.status, row.attempts) == (DeliveryStatus.FAILED, 0)
+        assert "kept failing" in (row.last_error or "")
+    assert event(ctx.sessions, young or "").status == DeliveryStatus.PENDING
+    assert receiver.received() == []

@@ -174,7 +174,8 @@ def delete_webhook(client: ClientDep, session: SessionDep, now: NowDep) -> Respo
     webhook = _own_webhook(session, client.id)
     if webhook is None:
         raise ProblemError("not_found", "no webhook is set")
-    session.delete(webhook)
+    # The events first, then the webhook: the order a worker recording an outcome
+    # locks them in (event, then the webhook's breaker), so the two never deadlock.
     session.execute(
         update(WebhookEvent)
         .where(
@@ -185,9 +186,11 @@ def delete_webhook(client: ClientDep, session: SessionDep, now: NowDep) -> Respo
             status=DeliveryStatus.FAILED,
             last_error="the webhook was removed",
             lease_expires_at=None,
+            in_flight_until=None,
             updated_at=now,
         )
         .execution_options(synchronize_session=False)
     )
+    session.delete(webhook)
     session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

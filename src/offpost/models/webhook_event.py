@@ -175,6 +175,7 @@ def claim_due_events(
     limit: int,
     *,
     per_endpoint: int = 2,
+    retry_for: timedelta | None = None,
 ) -> list[tuple[str, int]]:
     """Pick up to ``limit`` due events to send; ``(id, attempts)`` of each, oldest due first.
 
@@ -185,11 +186,20 @@ def claim_due_events(
     paused: :mod:`offpost.models.webhook`), so one endpoint's backlog never
     fills the delivery workers. On PostgreSQL one dispatcher claims at a time
     (an advisory lock; another one skips the tick), so the caps hold exactly.
+
+    With ``retry_for``, events of an endpoint whose breaker is open or probing
+    are given up (``failed``, no attempt) once their window has ended: a dead
+    endpoint gets one attempt per pause, far fewer than its events.
     """
     postgresql_db = session.get_bind().dialect.name == "postgresql"
     if postgresql_db and not session.scalar(select(func.pg_try_advisory_xact_lock(CLAIM_LOCK))):
         return []
+    if retry_for is not None:
+        give_up_behind_breaker(session, now, retry_for)
     room = _room_per_client(session, now, per_endpoint)
+    paused = select(Webhook.client_id).where(
+        Webhook.paused_until.is_not(None), Webhook.paused_until > now
+    )
     ranked = (
         select(
             WebhookEvent.id,
@@ -199,7 +209,12 @@ def claim_due_events(
             .over(partition_by=WebhookEvent.client_id, order_by=WebhookEvent.next_attempt_at)
             .label("rank"),
         )
-        .where(_pending(), WebhookEvent.next_attempt_at <= now, _free(now))
+        .where(
+            _pending(),
+            WebhookEvent.next_attempt_at <= now,
+            _free(now),
+            WebhookEvent.client_id.not_in(paused),
+        )
         .subquery()
     )
     candidates = session.execute(
@@ -229,6 +244,29 @@ def claim_due_events(
         .execution_options(synchronize_session=False)
     )
     return [(row.id, row.attempts) for row in result]
+
+
+def give_up_behind_breaker(session: Session, now: datetime, retry_for: timedelta) -> int:
+    """Fail the events past their window whose endpoint's breaker is open or probing; how many."""
+    broken = select(Webhook.client_id).where(Webhook.failures_in_a_row >= BREAKER_THRESHOLD)
+    result = session.execute(
+        update(WebhookEvent)
+        .where(
+            _pending(),
+            WebhookEvent.client_id.in_(broken),
+            WebhookEvent.created_at <= now - retry_for,
+            _free(now),
+            or_(WebhookEvent.in_flight_until.is_(None), WebhookEvent.in_flight_until <= now),
+        )
+        .values(
+            status=DeliveryStatus.FAILED,
+            last_error="given up: the endpoint kept failing until the event's retry window ended",
+            in_flight_until=None,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def _room_per_client(session: Session, now: datetime, per_endpoint: int) -> dict[str, int]:

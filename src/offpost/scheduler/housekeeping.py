@@ -59,6 +59,7 @@ class Housekeeping:
         send_deliveries: DeliverySender | None = None,
         resend_after: timedelta = timedelta(seconds=120),
         per_endpoint: int = 2,
+        webhook_retry_for: timedelta | None = None,
         sweep: ExpirySweep | None = None,
         sweep_every: timedelta = timedelta(days=1),
         sweep_in_thread: bool = True,
@@ -69,6 +70,7 @@ class Housekeeping:
         self.send_deliveries = send_deliveries
         self.resend_after = resend_after
         self.per_endpoint = per_endpoint
+        self.webhook_retry_for = webhook_retry_for
         self.sweep = sweep
         self.sweep_every = sweep_every
         self.sweep_in_thread = sweep_in_thread
@@ -104,7 +106,12 @@ class Housekeeping:
         while True:
             with self.sessions.begin() as session:
                 due = claim_due_events(
-                    session, now, self.resend_after, self.batch, per_endpoint=self.per_endpoint
+                    session,
+                    now,
+                    self.resend_after,
+                    self.batch,
+                    per_endpoint=self.per_endpoint,
+                    retry_for=self.webhook_retry_for,
                 )
             if due:
                 self.send_deliveries(due)
@@ -204,6 +211,7 @@ def build_housekeeping(
         send_deliveries=send_deliveries,
         resend_after=timedelta(seconds=settings.requeue_after_s),
         per_endpoint=settings.webhook_per_endpoint,
+        webhook_retry_for=timedelta(seconds=settings.webhook_retry_for_s),
         sweep=sweep,
         sweep_every=timedelta(seconds=settings.expiry_sweep_every_s),
     )
