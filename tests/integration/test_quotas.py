@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,7 +19,13 @@ from sqlalchemy import select
 
 from offpost.models import Client, Post, PostStatus
 from offpost.settings import Settings
-from tests.integration.api_support import add_client, bearer, make_settings, running_api
+from tests.integration.api_support import (
+    add_client,
+    api_client,
+    bearer,
+    make_settings,
+    running_api,
+)
 from tests.integration.posts_support import (
     Account,
     add_posts,
@@ -310,21 +317,73 @@ def served(settings: Settings, api: TestClient) -> Iterator[str]:
 def test_racing_requests_never_pass_a_quota(
     served: str, alice: Account, settings: Settings
 ) -> None:
+    """Eight at once, half with an Idempotency-Key of their own (its row references the
+    client, as the posts do: the quota's lock on the client must not deadlock with it)."""
     start = threading.Barrier(8)
     statuses: list[int] = []
     lock = threading.Lock()
 
-    def one() -> None:
+    def one(n: int) -> None:
+        headers = {**alice.headers, **({"Idempotency-Key": f"race-{n}"} if n % 2 else {})}
         with httpx.Client(base_url=served, timeout=30) as http:
             start.wait()
-            response = http.post("/v1/posts", json=alice.body(), headers=alice.headers)
+            response = http.post("/v1/posts", json=alice.body(), headers=headers)
         with lock:
             statuses.append(response.status_code)
 
-    threads = [threading.Thread(target=one) for _ in range(8)]
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(60)
     assert sorted(statuses) == [201] * 3 + [429] * 5
     assert posts_of(settings, alice) == 3
+
+
+def test_racing_requests_never_pass_a_quota_on_sqlite(
+    tmp_path: Path, sandbox_server: RunningSandbox, redis_url: str, graph: SandboxClient
+) -> None:
+    """SQLite has no row locks: the check takes the database's write lock instead."""
+    settings = make_settings(
+        f"sqlite:///{tmp_path / 'offpost.db'}", sandbox_server, redis_url, quota_posts_per_day=3
+    )
+    with api_client(settings) as api:
+        account = make_account(api, settings, graph, "sqlite-racer")
+    with running_api(settings) as url:
+        start = threading.Barrier(6)
+        statuses: list[int] = []
+        lock = threading.Lock()
+
+        def one() -> None:
+            with httpx.Client(base_url=url, timeout=30) as http:
+                start.wait()
+                response = http.post("/v1/posts", json=account.body(), headers=account.headers)
+            with lock:
+                statuses.append(response.status_code)
+
+        threads = [threading.Thread(target=one) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert sorted(statuses) == [201] * 3 + [429] * 3
+    assert posts_of(settings, account) == 3
+
+
+def test_a_retry_needs_room_under_pending_posts(
+    api: TestClient, alice: Account, settings: Settings
+) -> None:
+    days_ago = datetime.now(UTC) - timedelta(days=3)
+    [failed] = add_posts(settings, alice, 1, status=PostStatus.FAILED, created_at=days_ago)
+    add_posts(settings, alice, 4, status=PostStatus.SCHEDULED, created_at=days_ago)
+    refused = api.post(f"/v1/posts/{failed}/retry", headers=alice.headers)
+    assert_problem(refused, 409, "quota_exceeded")
+    assert quota_of(refused) == {"name": "pending_posts", "limit": 4, "used": 4}
+    # A post that is not failed still says so, quota or not.
+    scheduled = api.get("/v1/posts", params={"status": "scheduled"}, headers=alice.headers)
+    other = scheduled.json()["posts"][0]["id"]
+    assert_problem(api.post(f"/v1/posts/{other}/retry", headers=alice.headers), 409, "conflict")
+    api.delete(f"/v1/posts/{other}", headers=alice.headers)
+    retried = api.post(f"/v1/posts/{failed}/retry", headers=alice.headers)
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["status"] == "scheduled"

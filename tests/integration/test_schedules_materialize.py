@@ -392,3 +392,31 @@ def test_every_stale_post_is_swept_before_anything_could_be_claimed(
         and p.publish_at < datetime(2026, 6, 1, 11, 55, tzinfo=UTC)
     ]
     assert stale == []
+
+
+def test_a_caught_up_occurrence_over_the_quota_is_skipped_not_caught_up(
+    sessions: sessionmaker[Session], owner: Owner
+) -> None:
+    with freeze_time("2026-06-01T10:00:00Z") as clock:
+        schedule_id = add_schedule(
+            sessions,
+            owner,
+            utcnow(),
+            cron="0 * * * *",
+            timezone="UTC",
+            start_at=utcnow(),
+            misfire=Misfire.CATCH_UP_ONE,
+        )
+        run_schedules(sessions, utcnow(), horizon=timedelta(minutes=30), occurrences_per_day=1)
+        publish_due(sessions, utcnow())  # 10:00 is published
+        clock.move_to("2026-06-01T12:10:00Z")  # 11:00 and 12:00 were missed
+        run_schedules(sessions, utcnow(), horizon=timedelta(minutes=30), occurrences_per_day=1)
+        events = events_of(sessions, schedule_id)
+        assert not [e for e in events if e.kind == ScheduleEventKind.CAUGHT_UP]
+        by_time = {e.occurrence_at: e.detail for e in events if e.kind == ScheduleEventKind.SKIPPED}
+        noon = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+        assert by_time[noon] == {"reason": "quota", "quota": "occurrences_per_day", "limit": 1}
+        assert by_time[noon - timedelta(hours=1)] == {"reason": "missed", "misfire": "catch_up_one"}
+        assert [p.occurrence_at for p in posts_of(sessions, schedule_id)] == [
+            noon - timedelta(hours=2)
+        ]

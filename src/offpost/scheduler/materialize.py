@@ -295,11 +295,10 @@ def materialize_schedule(
     missed_run_over = bool(to_create) or following is None or following >= cutoff
     # An occurrence that is due on time supersedes the missed ones: no burst of two.
     on_time_due = any(o <= now for o in to_create)
+    caught: datetime | None = None
     if missed and schedule.misfire == Misfire.CATCH_UP_ONE and missed_run_over and not on_time_due:
         caught = missed.pop()
         to_create.insert(0, caught)
-        record_events(session, schedule.id, ScheduleEventKind.CAUGHT_UP, now, [(caught, None)])
-        result.caught_up = 1
     if missed:
         detail = {"reason": "missed", "misfire": schedule.misfire.value}
         record_events(
@@ -307,6 +306,10 @@ def materialize_schedule(
         )
         result.skipped = len(missed)
     to_create = _within_daily_quota(session, schedule, to_create, occurrences_per_day, now, result)
+    # Caught up only if the quota left it a post.
+    if caught is not None and caught in to_create:
+        record_events(session, schedule.id, ScheduleEventKind.CAUGHT_UP, now, [(caught, None)])
+        result.caught_up = 1
     result.created = insert_occurrence_posts(session, schedule, recurrence, to_create, now)
 
     schedule.next_run_at = following
