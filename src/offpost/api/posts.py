@@ -181,9 +181,9 @@ def _create(
 
     def work() -> StoredAnswer:
         nonlocal due_at
-        limits = QuotaDefaults.of(settings).for_client(client)
-        quotas.check_new_posts(session, client_id, limits, len(new_posts), now)
         rows = store.insert_posts(session, client_id, new_posts, now)
+        limits = QuotaDefaults.of(settings).for_client(client)
+        quotas.check_inserted_posts(session, client_id, limits, len(new_posts), now)
         due_at = store.earliest_due(rows)
         out = [PostOut.of(row).model_dump(mode="json") for row in rows]
         return StoredAnswer(201, {"posts": out} if batch else out[0])

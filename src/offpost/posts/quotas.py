@@ -15,9 +15,9 @@ quota                       counts                                          over
 ``occurrences_per_day``     one schedule's occurrences in any 24 hours      422
 ==========================  ==============================================  =========
 
-Counts come from the database in the transaction that creates, and that
-transaction first locks the client's row: two requests of one client that race
-cannot both take the last unit of a quota. Other clients never wait on it.
+Counts come from the database in the transaction that creates, which locks the
+client's row before it counts: two requests of one client that race cannot
+both take the last unit of a quota. Other clients never wait on it.
 
 ``occurrences_per_day`` is checked twice: when a rule is created, changed or
 resumed (the first week of occurrences, so a minutely rule is refused with a
@@ -34,6 +34,7 @@ import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -163,12 +164,17 @@ def nth_created(session: Session, client_id: str, now: datetime, n: int) -> date
 
 def pending_posts(session: Session, client_id: str, *, up_to: int | None = None) -> int:
     """How many of the client's posts are not done yet (counted up to ``up_to`` when given)."""
+    return int(session.scalar(select(_pending_count(client_id, up_to))) or 0)
+
+
+def _pending_count(client_id: str, up_to: int | None) -> Any:
+    """The count of the client's pending posts (at most ``up_to``), as a scalar subquery."""
     query = select(Post.id).where(
         Post.client_id == client_id, Post.status.in_(PENDING_POST_STATUSES)
     )
     if up_to is not None:
         query = query.limit(up_to)
-    return int(session.scalar(select(func.count()).select_from(query.subquery())) or 0)
+    return select(func.count()).select_from(query.subquery()).scalar_subquery()
 
 
 def active_schedules(session: Session, client_id: str) -> int:
@@ -183,14 +189,18 @@ def active_schedules(session: Session, client_id: str) -> int:
     )
 
 
-def check_new_posts(
+def check_inserted_posts(
     session: Session, client_id: str, quotas: Quotas, count: int, now: datetime
 ) -> None:
-    """Raise :class:`QuotaExceededError` unless the client may create ``count`` posts now.
+    """Raise :class:`QuotaExceededError` if the ``count`` posts this transaction has just
+    inserted (created at ``now``) take the client over ``posts_per_day`` or
+    ``pending_posts``; the caller then rolls back.
 
-    Locks the client's row first (see the module's docstring).
+    The posts are inserted first and the client's row locked after: inserts of
+    one client run in parallel, and only this check and the commit take turns.
+    A second transaction's counts, made after the first one committed and let
+    go of the lock, include the first one's posts.
     """
-    lock_client(session, client_id)
     per_day = quotas.posts_per_day
     if count > per_day:
         raise QuotaExceededError(
@@ -200,35 +210,52 @@ def check_new_posts(
             f"{count} posts in one request are more than this client may create in a day "
             f"(posts_per_day quota: {per_day}); send fewer at a time",
         )
-    created = posts_created(session, client_id, now)
-    if created + count > per_day:
+    lock_client(session, client_id)
+    # Both counts in one statement, after the lock (in a statement of their own, so
+    # that they see what a transaction that held the lock before committed).
+    created, pending = session.execute(
+        select(
+            select(func.count())
+            .select_from(Post)
+            .where(*_created_through_api(client_id, now - DAY))
+            .scalar_subquery(),
+            _pending_count(client_id, quotas.pending_posts + 1),
+        )
+    ).one()
+    if created > per_day:
+        before = created - count
         # The day's window slides: room for `count` once enough of the oldest are a day old.
-        freed_by = nth_created(session, client_id, now, created + count - per_day - 1)
+        freed_by = nth_created(session, client_id, now, created - per_day - 1)
         wait_s = (freed_by + DAY - now).total_seconds() if freed_by is not None else 60.0
         raise QuotaExceededError(
             Quota.POSTS_PER_DAY,
             per_day,
-            created,
-            f"this client created {created} posts in the last 24 hours; its "
+            before,
+            f"this client created {before} posts in the last 24 hours; its "
             f"posts_per_day quota is {per_day}, so {count} more must wait",
             retry_after_s=max(1.0, wait_s),
         )
-    check_pending(session, client_id, quotas, count)
+    if pending > quotas.pending_posts:
+        raise _over_pending(quotas, pending - count, count)
 
 
 def check_pending(session: Session, client_id: str, quotas: Quotas, count: int) -> None:
     """Raise :class:`QuotaExceededError` unless ``count`` more posts may wait to be published
-    (new ones, or failed ones retried). The caller holds :func:`lock_client`."""
+    (failed ones retried). The caller holds :func:`lock_client`."""
     pending = pending_posts(session, client_id, up_to=quotas.pending_posts + 1)
     if pending + count > quotas.pending_posts:
-        raise QuotaExceededError(
-            Quota.PENDING_POSTS,
-            quotas.pending_posts,
-            pending,
-            f"this client has {pending} posts waiting to be published; its pending_posts "
-            f"quota is {quotas.pending_posts}, so {count} more cannot be added until some "
-            "are published or canceled",
-        )
+        raise _over_pending(quotas, pending, count)
+
+
+def _over_pending(quotas: Quotas, pending: int, count: int) -> QuotaExceededError:
+    return QuotaExceededError(
+        Quota.PENDING_POSTS,
+        quotas.pending_posts,
+        pending,
+        f"this client has {pending} posts waiting to be published; its pending_posts "
+        f"quota is {quotas.pending_posts}, so {count} more cannot be added until some "
+        "are published or canceled",
+    )
 
 
 def check_new_active_schedule(session: Session, client_id: str, quotas: Quotas) -> None:
