@@ -145,7 +145,8 @@ def _check_content(message: str | None, link: str | None, photo_url: str | None)
         raise field_error("message", why)
 
 
-def _future(schedule: Schedule, now: datetime) -> tuple[datetime | None, list[str]]:
+def future_runs(schedule: Schedule, now: datetime) -> tuple[datetime | None, list[str]]:
+    """``next_run_at`` and the next five runs with the zone's offset (none unless active)."""
     if schedule.status != ScheduleStatus.ACTIVE:
         return None, []
     try:
@@ -157,14 +158,15 @@ def _future(schedule: Schedule, now: datetime) -> tuple[datetime | None, list[st
 
 
 def _out(schedule: Schedule, now: datetime) -> ScheduleOut:
-    next_run_at, upcoming = _future(schedule, now)
+    next_run_at, upcoming = future_runs(schedule, now)
     return ScheduleOut(
         **ScheduleOut.fields_of(schedule), next_run_at=next_run_at, upcoming=upcoming
     )
 
 
-def _detail(session: Session, schedule: Schedule, now: datetime) -> ScheduleDetail:
-    next_run_at, upcoming = _future(schedule, now)
+def schedule_detail(session: Session, schedule: Schedule, now: datetime) -> ScheduleDetail:
+    """The schedule as ``GET /v1/schedules/{id}`` answers it, history included."""
+    next_run_at, upcoming = future_runs(schedule, now)
     events = session.scalars(
         select(ScheduleEvent)
         .where(ScheduleEvent.schedule_id == schedule.id)
@@ -252,7 +254,7 @@ def create_schedule(
         session, schedule, now, occurrences_per_day=limits.occurrences_per_day
     )
     session.commit()
-    return _detail(session, schedule, now)
+    return schedule_detail(session, schedule, now)
 
 
 @contextlib.contextmanager
@@ -310,7 +312,7 @@ def list_schedules(
 def get_schedule(
     schedule_id: str, client: ClientDep, session: SessionDep, now: NowDep
 ) -> ScheduleDetail:
-    return _detail(session, _load_own(session, client.id, schedule_id), now)
+    return schedule_detail(session, _load_own(session, client.id, schedule_id), now)
 
 
 @router.patch(
@@ -337,7 +339,7 @@ def update_schedule(
         changes=lambda found: _apply_changes(session, found, body, client.id, now),
         touched=bool(body.model_fields_set),
     )
-    return _detail(session, schedule, now)
+    return schedule_detail(session, schedule, now)
 
 
 def change_schedule(
@@ -463,4 +465,4 @@ def delete_schedule(
         schedule.updated_at = now
         materialize.record_events(session, schedule.id, ScheduleEventKind.DELETED, now)
         session.commit()
-    return _detail(session, schedule, now)
+    return schedule_detail(session, schedule, now)

@@ -81,7 +81,7 @@ from offpost.api.dashboard.session import (
 from offpost.api.deps import NowDep, SessionDep, check_key
 from offpost.api.limits import retry_after_header
 from offpost.api.problems import ProblemError
-from offpost.api.schedules import _detail, change_schedule
+from offpost.api.schedules import change_schedule, schedule_detail
 from offpost.models import (
     Attempt,
     Client,
@@ -763,7 +763,7 @@ def _schedule_page(
             now,
         ),
         # The API's own view of it: the same upcoming runs and history as GET /v1/schedules/{id}.
-        detail=_detail(db, schedule, now),
+        detail=schedule_detail(db, schedule, now),
         runs=schedule_runs(db, schedule.id, now),
         can_pause=schedule.status is ScheduleStatus.ACTIVE,
         can_resume=schedule.status is ScheduleStatus.PAUSED,

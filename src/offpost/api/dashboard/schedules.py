@@ -4,9 +4,9 @@ A page of schedules costs two queries whatever its size — the schedules with
 their client's name, newest first by ``(created_at, id)`` (the API's order and
 cursor), then the names of their Pages (:func:`.credentials.page_names`, never a
 token) — plus each rule's arithmetic for its next runs. That arithmetic is the
-API's own (:func:`offpost.api.schedules._future`: the same five runs, in the
+API's own (:func:`offpost.api.schedules.future_runs`: the same five runs, in the
 same format, as ``GET /v1/schedules`` shows), so the page and the API cannot
-disagree. The detail page reads the API's detail (:func:`offpost.api.schedules._detail`:
+disagree. The detail page reads the API's detail (:func:`offpost.api.schedules.schedule_detail`:
 upcoming runs and history) and the schedule's posts.
 
 Schedules and posts carry no token, so loading them as objects decrypts nothing.
@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from offpost.api.dashboard.credentials import page_names
 from offpost.api.dashboard.rule_words import describe_rule
-from offpost.api.schedules import _future
+from offpost.api.schedules import future_runs
 from offpost.models import Client, Post, PostStatus, Schedule, ScheduleStatus
 from offpost.posts.rules import Cursor
 from offpost.recurrence import RuleError, load_zone
@@ -62,7 +62,7 @@ def rule_words(schedule: Schedule) -> str | None:
 def schedule_row(
     schedule: Schedule, client_name: str, page_name: str | None, now: datetime
 ) -> ScheduleRow:
-    next_run_at, upcoming = _future(schedule, now)
+    next_run_at, upcoming = future_runs(schedule, now)
     return ScheduleRow(
         schedule=schedule,
         client_name=client_name,
