@@ -32,7 +32,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, status
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from offpost.api.deps import ClientDep, NowDep, SessionDep, SettingsDep, read_cursor
@@ -60,7 +60,7 @@ from offpost.models import (
 )
 from offpost.posts import quotas
 from offpost.posts.quotas import QuotaDefaults, Quotas
-from offpost.posts.rules import Cursor, content_problem, encode_cursor, initial_status
+from offpost.posts.rules import Cursor, content_problem, encode_cursor, initial_status, older_than
 from offpost.recurrence import Recurrence, RuleError, format_local, parse_rule
 from offpost.scheduler import materialize
 
@@ -291,9 +291,7 @@ def list_schedules(
         query = query.where(Schedule.status == status_)
     after = read_cursor(cursor, IdPrefix.SCHEDULE)
     if after is not None:
-        query = query.where(
-            tuple_(Schedule.created_at, Schedule.id) < tuple_(after.created_at, after.object_id)
-        )
+        query = query.where(older_than(Schedule.created_at, Schedule.id, after))
     rows = session.scalars(
         query.order_by(Schedule.created_at.desc(), Schedule.id.desc()).limit(limit + 1)
     ).all()

@@ -2,7 +2,8 @@
 
 What the API checks before anything is stored — the shape of a time and of a
 URL, content, how far ``publish_at`` may lie in the past, whether a credential
-may carry a new post — and the codec of the opaque list cursor. The problems are
+may carry a new post — and the codec of the opaque list cursor with the condition it
+stands for (:func:`older_than`, an expression: still no I/O). The problems are
 :class:`FieldProblem` values, collected into one :class:`PostInputError`, so a
 batch can report every bad field at once (``posts[17].publish_at``).
 """
@@ -16,7 +17,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
+
+from sqlalchemy import and_, or_
+from sqlalchemy.sql.elements import ColumnElement
 
 from offpost.errors import OffpostError
 from offpost.models import (
@@ -261,6 +266,18 @@ def encode_cursor(cursor: Cursor) -> str:
     payload = f"{cursor.created_at.astimezone(UTC).isoformat()}|{cursor.object_id}"
     check = hashlib.sha256(payload.encode()).hexdigest()[:8]
     return base64.urlsafe_b64encode(f"{payload}|{check}".encode()).decode().rstrip("=")
+
+
+def older_than(created_at: Any, object_id: Any, after: Cursor) -> ColumnElement[bool]:
+    """The rows that come after ``after`` in a newest-first ``(created_at, id)`` list.
+
+    Spelled as a range plus a tie-break rather than a row comparison: the range
+    bounds the index scan on both databases.
+    """
+    return and_(
+        created_at <= after.created_at,
+        or_(created_at < after.created_at, object_id < after.object_id),
+    )
 
 
 def decode_cursor(text: str, prefix: IdPrefix = IdPrefix.POST) -> Cursor:

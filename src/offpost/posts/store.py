@@ -48,6 +48,7 @@ from offpost.posts.rules import (
     PostStateError,
     content_problem,
     initial_status,
+    older_than,
     publish_at_problem,
 )
 from offpost.tokens.intake import MissingPermissionsError, TokenRejectedError
@@ -388,12 +389,7 @@ def list_posts(
     if since is not None:
         query = query.where(Post.created_at >= since)
     if after is not None:
-        # Spelled as a range plus a tie-break rather than a row comparison: the
-        # range bounds the index scan on both databases.
-        query = query.where(
-            Post.created_at <= after.created_at,
-            or_(Post.created_at < after.created_at, Post.id < after.object_id),
-        )
+        query = query.where(older_than(Post.created_at, Post.id, after))
     posts = list(session.scalars(query))
     if len(posts) <= limit:
         return posts, None

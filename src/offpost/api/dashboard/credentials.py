@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from offpost.models import (
@@ -37,7 +37,7 @@ from offpost.models import (
     PostStatus,
 )
 from offpost.models.post import PENDING_POST_STATUSES
-from offpost.posts.rules import Cursor
+from offpost.posts.rules import Cursor, older_than
 from offpost.views import ADVICE, PageOut
 
 #: Posts in these states still need their credential's Page token to be published,
@@ -122,11 +122,7 @@ def list_credentials(
     if client_id is not None:
         query = query.where(Credential.client_id == client_id)
     if after is not None:
-        # The posts list's spelling: a range plus a tie-break, not a row comparison.
-        query = query.where(
-            Credential.created_at <= after.created_at,
-            or_(Credential.created_at < after.created_at, Credential.id < after.object_id),
-        )
+        query = query.where(older_than(Credential.created_at, Credential.id, after))
     rows = list(session.execute(query))
     next_page = None
     if len(rows) > limit:

@@ -41,12 +41,13 @@ carries a strict Content-Security-Policy, and is not cached.
 
 from __future__ import annotations
 
+import enum
 import functools
 import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qs, urlencode
 
 import jinja2
@@ -519,8 +520,9 @@ def dashboard(
 
 
 @dataclass(frozen=True, slots=True)
-class CredentialFilters:
-    """The credentials page's filters as typed in (checked by :func:`_credentials_page`)."""
+class ListFilters:
+    """A list page's filters as typed in: status, client and page size (the credentials
+    and schedules pages; checked by :func:`_checked_filters`)."""
 
     status: str
     client: str
@@ -534,21 +536,41 @@ class CredentialFilters:
         return urlencode({k: v for k, v in {**values, **extra}.items() if v})
 
 
-def _credentials_page(
-    db: Session, filters: CredentialFilters, cursor: str
-) -> tuple[list[CredentialHealth], str | None, str | None]:
-    """The page's credentials, the next page's cursor, and what was wrong with the filters."""
-    if filters.status and filters.status not in {s.value for s in CredentialStatus}:
-        return [], None, f"no status {filters.status!r}"
-    status = CredentialStatus(filters.status) if filters.status else None
+S = TypeVar("S", bound=enum.StrEnum)
+
+
+class _FilterError(Exception):
+    """What is wrong with a list page's filters, in words for the page."""
+
+
+def _checked_filters(
+    db: Session, filters: ListFilters, statuses: type[S], cursor: str, prefix: IdPrefix
+) -> tuple[S | None, rules.Cursor | None, str | None]:
+    """The status, cursor and client id the filters name; :class:`_FilterError` if one is wrong."""
+    if filters.status and filters.status not in {s.value for s in statuses}:
+        raise _FilterError(f"no status {filters.status!r}")
+    status = statuses(filters.status) if filters.status else None
     try:
-        after = rules.decode_cursor(cursor, IdPrefix.CREDENTIAL) if cursor else None
+        after = rules.decode_cursor(cursor, prefix) if cursor else None
     except rules.CursorError:
-        return [], None, "that page link is broken; start again from the first page"
+        raise _FilterError("that page link is broken; start again from the first page") from None
     try:
         client_id = admin.resolve_client_id(db, filters.client) if filters.client else None
     except ProblemError as exc:
-        return [], None, exc.detail
+        raise _FilterError(exc.detail) from None
+    return status, after, client_id
+
+
+def _credentials_page(
+    db: Session, filters: ListFilters, cursor: str
+) -> tuple[list[CredentialHealth], str | None, str | None]:
+    """The page's credentials, the next page's cursor, and what was wrong with the filters."""
+    try:
+        status, after, client_id = _checked_filters(
+            db, filters, CredentialStatus, cursor, IdPrefix.CREDENTIAL
+        )
+    except _FilterError as exc:
+        return [], None, str(exc)
     rows, next_page = list_credentials(
         db, limit=filters.limit, status=status, client_id=client_id, after=after
     )
@@ -572,9 +594,7 @@ def credentials_page(
 ) -> Response:
     if who is None:
         return _redirect("/admin/login")
-    filters = CredentialFilters(
-        status=status.strip(), client=client.strip(), limit=_page_size(limit)
-    )
+    filters = ListFilters(status=status.strip(), client=client.strip(), limit=_page_size(limit))
     credentials, next_cursor, filter_error = _credentials_page(db, filters, cursor)
     return _page(
         "credentials.html",
@@ -659,37 +679,16 @@ def clients_page(request: Request, who: SignedInDep, db: SessionDep, now: NowDep
     )
 
 
-@dataclass(frozen=True, slots=True)
-class ScheduleFilters:
-    """The schedules page's filters as typed in (checked by :func:`_schedules_page`)."""
-
-    status: str
-    client: str
-    limit: int
-
-    def query(self, **extra: str) -> str:
-        """The query string of these filters (empty values left out) plus ``extra``."""
-        values = {"status": self.status, "client": self.client}
-        if self.limit != PAGE_SIZE:
-            values["limit"] = str(self.limit)
-        return urlencode({k: v for k, v in {**values, **extra}.items() if v})
-
-
 def _schedules_page(
-    db: Session, filters: ScheduleFilters, cursor: str, now: datetime
+    db: Session, filters: ListFilters, cursor: str, now: datetime
 ) -> tuple[list[ScheduleRow], str | None, str | None]:
     """The page's schedules, the next page's cursor, and what was wrong with the filters."""
-    if filters.status and filters.status not in {s.value for s in ScheduleStatus}:
-        return [], None, f"no status {filters.status!r}"
-    status = ScheduleStatus(filters.status) if filters.status else None
     try:
-        after = rules.decode_cursor(cursor, IdPrefix.SCHEDULE) if cursor else None
-    except rules.CursorError:
-        return [], None, "that page link is broken; start again from the first page"
-    try:
-        client_id = admin.resolve_client_id(db, filters.client) if filters.client else None
-    except ProblemError as exc:
-        return [], None, exc.detail
+        status, after, client_id = _checked_filters(
+            db, filters, ScheduleStatus, cursor, IdPrefix.SCHEDULE
+        )
+    except _FilterError as exc:
+        return [], None, str(exc)
     rows, next_page = list_schedules(
         db, now, limit=filters.limit, status=status, client_id=client_id, after=after
     )
@@ -713,7 +712,7 @@ def schedules_page(
 ) -> Response:
     if who is None:
         return _redirect("/admin/login")
-    filters = ScheduleFilters(status=status.strip(), client=client.strip(), limit=_page_size(limit))
+    filters = ListFilters(status=status.strip(), client=client.strip(), limit=_page_size(limit))
     rows, next_cursor, filter_error = _schedules_page(db, filters, cursor, now)
     return _page(
         "schedules.html",

@@ -17,14 +17,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from offpost.api.dashboard.credentials import page_names
 from offpost.api.dashboard.rule_words import describe_rule
 from offpost.api.schedules import future_runs
 from offpost.models import Client, Post, PostStatus, Schedule, ScheduleStatus
-from offpost.posts.rules import Cursor
+from offpost.posts.rules import Cursor, older_than
 from offpost.recurrence import RuleError, load_zone
 
 #: Runs listed on a schedule's page, newest first.
@@ -102,11 +102,7 @@ def list_schedules(
     if client_id is not None:
         query = query.where(Schedule.client_id == client_id)
     if after is not None:
-        # The posts list's spelling: a range plus a tie-break, not a row comparison.
-        query = query.where(
-            Schedule.created_at <= after.created_at,
-            or_(Schedule.created_at < after.created_at, Schedule.id < after.object_id),
-        )
+        query = query.where(older_than(Schedule.created_at, Schedule.id, after))
     rows = list(session.execute(query))
     next_page = None
     if len(rows) > limit:
