@@ -1,6 +1,6 @@
 """The schedules pages in a real browser: headless Chromium (Debian's), driven by Playwright.
 
-As in ``test_dashboard_browser.py`` (whose Chromium and flags this reuses): a
+As in ``test_dashboard_browser.py`` (the Chromium of ``conftest.py``): a
 real uvicorn server runs the API on PostgreSQL, populated by
 ``admin_support.populate`` and ``add_page_health``, plus the schedules of
 ``dashboard_schedules_support.add_schedules`` made relative to the current hour.
@@ -14,7 +14,6 @@ Without it the test skips locally and fails under CI.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,8 +22,6 @@ from typing import Any
 import pytest
 
 from offpost.models.migrate import upgrade_to_head
-from tests.conftest import service_missing
-from tests.e2e.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.integration.admin_support import (
     Population,
     add_page_health,
@@ -35,30 +32,6 @@ from tests.integration.api_support import running_api
 from tests.integration.dashboard_schedules_support import Schedules, add_schedules
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(300)]
-
-
-@pytest.fixture
-def chromium(tmp_path: Path) -> Iterator[Any]:
-    """A fresh Chromium profile driven by Playwright (skips locally, fails under CI)."""
-    try:
-        from playwright.sync_api import sync_playwright  # noqa: PLC0415 - optional until here
-    except ImportError as exc:
-        service_missing("the playwright package", exc)
-    if shutil.which(CHROMIUM) is None:
-        service_missing(f"Chromium at {CHROMIUM}", FileNotFoundError(CHROMIUM))
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 900},
-        )
-        context.set_default_timeout(15_000)
-        try:
-            yield context
-        finally:
-            context.close()
 
 
 @pytest.fixture
@@ -75,10 +48,10 @@ def dashboard(postgres_url: str, redis_url: str) -> Iterator[tuple[str, Populati
 
 
 def test_pause_and_resume_a_schedule(
-    chromium: Any, dashboard: tuple[str, Population, Schedules], tmp_path: Path
+    browser_context: Any, dashboard: tuple[str, Population, Schedules], tmp_path: Path
 ) -> None:
     url, pop, sched = dashboard
-    page = chromium.new_page()
+    page = browser_context.new_page()
     complaints: list[str] = []
     # A style or form the Content-Security-Policy refused would show here, as would a
     # page that failed (the browser's own favicon request aside: the dashboard has none).
