@@ -13,6 +13,7 @@ and ``tests/e2e/test_dashboard_schedules_browser.py``.
 
 from __future__ import annotations
 
+import contextlib
 import html as html_lib
 import logging
 import re
@@ -607,18 +608,27 @@ def test_a_post_page_links_the_posts_of_its_credential(
     assert html_lib.unescape(found.group(1)) == f"/admin?credential={health.reauth_credential}"
 
 
-def test_the_credentials_page_costs_the_same_queries_for_one_or_many(
-    signed_in: TestClient, health: PageHealthPopulation
-) -> None:
-    """Counts and Pages are read for the whole page at once: no query per credential."""
+@contextlib.contextmanager
+def recorded_statements(client: TestClient) -> Iterator[list[str]]:
+    """Every SQL statement the app runs inside the block (cleared at will by the caller)."""
     statements: list[str] = []
 
     def count(conn: object, cursor: object, statement: str, *args: object) -> None:
         statements.append(statement)
 
-    engine = signed_in.app.state.engine  # type: ignore[attr-defined]
+    engine = client.app.state.engine  # type: ignore[attr-defined]
     event.listen(engine, "before_cursor_execute", count)
     try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
+def test_the_credentials_page_costs_the_same_queries_for_one_or_many(
+    signed_in: TestClient, health: PageHealthPopulation
+) -> None:
+    """Counts and Pages are read for the whole page at once: no query per credential."""
+    with recorded_statements(signed_in) as statements:
         queries = []
         for limit in (1, 200):
             statements.clear()
@@ -628,8 +638,6 @@ def test_the_credentials_page_costs_the_same_queries_for_one_or_many(
             grouped = [q for q in statements if "FROM posts" in q and "GROUP BY" in q]
             assert len(grouped) == 1, grouped  # the dependent posts, all at once
             assert not [q for q in statements if re.search(r"\b(user|page)_token\b", q)]
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
     assert queries[0] == queries[1]
 
 
@@ -1269,14 +1277,7 @@ def test_the_posts_list_names_each_page(
 def test_the_posts_list_reads_page_names_once_a_page_and_no_token(
     signed_in: TestClient, health: PageHealthPopulation
 ) -> None:
-    statements: list[str] = []
-
-    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
-        statements.append(statement)
-
-    engine = signed_in.app.state.engine  # type: ignore[attr-defined]
-    event.listen(engine, "before_cursor_execute", count)
-    try:
+    with recorded_statements(signed_in) as statements:
         queries = []
         for limit in (1, 200):
             statements.clear()
@@ -1286,8 +1287,6 @@ def test_the_posts_list_reads_page_names_once_a_page_and_no_token(
             names = [q for q in statements if "FROM credential_pages" in q]
             assert len(names) == 1, names
             assert not [q for q in statements if re.search(r"\b(user|page)_token\b", q)]
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
     assert queries[0] == queries[1]
     for token in health.tokens:
         assert token not in html
@@ -1486,14 +1485,7 @@ def test_the_schedules_page_costs_the_same_queries_for_one_or_many(
     signed_in: TestClient, sched: Schedules
 ) -> None:
     """Clients and Pages are read for the whole page at once, and never a token."""
-    statements: list[str] = []
-
-    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
-        statements.append(statement)
-
-    engine = signed_in.app.state.engine  # type: ignore[attr-defined]
-    event.listen(engine, "before_cursor_execute", count)
-    try:
+    with recorded_statements(signed_in) as statements:
         queries = []
         for limit in (1, 200):
             statements.clear()
@@ -1501,8 +1493,6 @@ def test_the_schedules_page_costs_the_same_queries_for_one_or_many(
             assert len(schedule_ids(html)) == min(limit, 3)
             queries.append(len(statements))
             assert not [q for q in statements if re.search(r"\b(user|page)_token\b", q)]
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
     assert queries[0] == queries[1]
 
 
