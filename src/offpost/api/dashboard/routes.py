@@ -535,7 +535,25 @@ class ListFilters:
             values["limit"] = str(self.limit)
         return urlencode({k: v for k, v in {**values, **extra}.items() if v})
 
+    def paging(self, cursor: str, next_cursor: str | None) -> dict[str, Any]:
+        """What a list template needs to show these filters and page on."""
+        return {
+            "filters": self,
+            "page_sizes": sorted({*PAGE_SIZES, self.limit}),
+            "next_query": self.query(cursor=next_cursor) if next_cursor else None,
+            "first_query": self.query() if cursor else None,
+        }
 
+
+def _list_filters(
+    status: Annotated[str, Query(max_length=32)] = "",
+    client: Annotated[str, Query(max_length=100)] = "",
+    limit: Annotated[str, Query(max_length=8)] = "",
+) -> ListFilters:
+    return ListFilters(status=status.strip(), client=client.strip(), limit=_page_size(limit))
+
+
+ListFiltersDep = Annotated[ListFilters, Depends(_list_filters)]
 S = TypeVar("S", bound=enum.StrEnum)
 
 
@@ -587,14 +605,11 @@ def credentials_page(
     who: SignedInDep,
     db: SessionDep,
     now: NowDep,
-    status: Annotated[str, Query(max_length=32)] = "",
-    client: Annotated[str, Query(max_length=100)] = "",
+    filters: ListFiltersDep,
     cursor: Annotated[str, Query(max_length=512)] = "",
-    limit: Annotated[str, Query(max_length=8)] = "",
 ) -> Response:
     if who is None:
         return _redirect("/admin/login")
-    filters = ListFilters(status=status.strip(), client=client.strip(), limit=_page_size(limit))
     credentials, next_cursor, filter_error = _credentials_page(db, filters, cursor)
     return _page(
         "credentials.html",
@@ -604,12 +619,9 @@ def credentials_page(
         counts={s.value: n for s, n in count_credentials(db).items()},
         statuses=[s.value for s in CredentialStatus],
         dependent_statuses=[s.value for s in DEPENDENT_STATUSES],
-        page_sizes=sorted({*PAGE_SIZES, filters.limit}),
-        filters=filters,
         credentials=credentials,
         filter_error=filter_error,
-        next_query=filters.query(cursor=next_cursor) if next_cursor else None,
-        first_query=filters.query() if cursor else None,
+        **filters.paging(cursor, next_cursor),
     )
 
 
@@ -705,14 +717,11 @@ def schedules_page(
     who: SignedInDep,
     db: SessionDep,
     now: NowDep,
-    status: Annotated[str, Query(max_length=32)] = "",
-    client: Annotated[str, Query(max_length=100)] = "",
+    filters: ListFiltersDep,
     cursor: Annotated[str, Query(max_length=512)] = "",
-    limit: Annotated[str, Query(max_length=8)] = "",
 ) -> Response:
     if who is None:
         return _redirect("/admin/login")
-    filters = ListFilters(status=status.strip(), client=client.strip(), limit=_page_size(limit))
     rows, next_cursor, filter_error = _schedules_page(db, filters, cursor, now)
     return _page(
         "schedules.html",
@@ -720,12 +729,9 @@ def schedules_page(
         nav="schedules",
         now=now,
         statuses=[s.value for s in ScheduleStatus],
-        page_sizes=sorted({*PAGE_SIZES, filters.limit}),
-        filters=filters,
         schedules=rows,
         filter_error=filter_error,
-        next_query=filters.query(cursor=next_cursor) if next_cursor else None,
-        first_query=filters.query() if cursor else None,
+        **filters.paging(cursor, next_cursor),
     )
 
 
