@@ -60,7 +60,13 @@ from offpost.models import (
 )
 from offpost.posts import quotas
 from offpost.posts.quotas import QuotaDefaults, Quotas
-from offpost.posts.rules import Cursor, content_problem, encode_cursor, initial_status, older_than
+from offpost.posts.rules import (
+    content_problem,
+    encode_cursor,
+    initial_status,
+    older_than,
+    split_page,
+)
 from offpost.recurrence import Recurrence, RuleError, format_local, parse_rule
 from offpost.scheduler import materialize
 
@@ -295,9 +301,8 @@ def list_schedules(
     rows = session.scalars(
         query.order_by(Schedule.created_at.desc(), Schedule.id.desc()).limit(limit + 1)
     ).all()
-    page = rows[:limit]
-    last = page[-1] if len(rows) > limit else None
-    next_cursor = encode_cursor(Cursor(last.created_at, last.id)) if last else None
+    page, next_page = split_page(rows, limit, lambda s: (s.created_at, s.id))
+    next_cursor = encode_cursor(next_page) if next_page else None
     return ScheduleList(schedules=[_out(s, now) for s in page], next_cursor=next_cursor)
 
 

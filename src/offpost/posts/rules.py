@@ -14,10 +14,10 @@ import base64
 import binascii
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from sqlalchemy import and_, or_
@@ -33,6 +33,8 @@ from offpost.models import (
     PostStatus,
     is_id,
 )
+
+T = TypeVar("T")
 
 #: Facebook's limit on a post's text, in characters.
 MAX_MESSAGE_LENGTH = 63_206
@@ -278,6 +280,17 @@ def older_than(created_at: Any, object_id: Any, after: Cursor) -> ColumnElement[
         created_at <= after.created_at,
         or_(created_at < after.created_at, object_id < after.object_id),
     )
+
+
+def split_page(
+    rows: Sequence[T], limit: int, key: Callable[[T], tuple[datetime, str]]
+) -> tuple[list[T], Cursor | None]:
+    """A page of ``rows``, read ``limit + 1`` at a time, and the cursor of the next page
+    (``None`` on the last): ``key`` gives a row's ``(created_at, id)``."""
+    if len(rows) <= limit:
+        return list(rows), None
+    page = list(rows[:limit])
+    return page, Cursor(*key(page[-1]))
 
 
 def decode_cursor(text: str, prefix: IdPrefix = IdPrefix.POST) -> Cursor:

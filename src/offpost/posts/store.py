@@ -50,6 +50,7 @@ from offpost.posts.rules import (
     initial_status,
     older_than,
     publish_at_problem,
+    split_page,
 )
 from offpost.tokens.intake import MissingPermissionsError, TokenRejectedError
 
@@ -390,11 +391,7 @@ def list_posts(
         query = query.where(Post.created_at >= since)
     if after is not None:
         query = query.where(older_than(Post.created_at, Post.id, after))
-    posts = list(session.scalars(query))
-    if len(posts) <= limit:
-        return posts, None
-    posts = posts[:limit]
-    return posts, Cursor(posts[-1].created_at, posts[-1].id)
+    return split_page(session.scalars(query).all(), limit, lambda p: (p.created_at, p.id))
 
 
 # --- guarded changes -----------------------------------------------------------------------

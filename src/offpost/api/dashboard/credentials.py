@@ -37,7 +37,7 @@ from offpost.models import (
     PostStatus,
 )
 from offpost.models.post import PENDING_POST_STATUSES
-from offpost.posts.rules import Cursor, older_than
+from offpost.posts.rules import Cursor, older_than, split_page
 from offpost.views import ADVICE, PageOut
 
 #: Posts in these states still need their credential's Page token to be published,
@@ -123,11 +123,9 @@ def list_credentials(
         query = query.where(Credential.client_id == client_id)
     if after is not None:
         query = query.where(older_than(Credential.created_at, Credential.id, after))
-    rows = list(session.execute(query))
-    next_page = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_page = Cursor(rows[-1].created_at, rows[-1].id)
+    rows, next_page = split_page(
+        session.execute(query).all(), limit, lambda r: (r.created_at, r.id)
+    )
     if not rows:
         return [], None
     ids = [row.id for row in rows]

@@ -24,7 +24,7 @@ from offpost.api.dashboard.credentials import page_names
 from offpost.api.dashboard.rule_words import describe_rule
 from offpost.api.schedules import future_runs
 from offpost.models import Client, Post, PostStatus, Schedule, ScheduleStatus
-from offpost.posts.rules import Cursor, older_than
+from offpost.posts.rules import Cursor, older_than, split_page
 from offpost.recurrence import RuleError, load_zone
 
 #: Runs listed on a schedule's page, newest first.
@@ -103,12 +103,9 @@ def list_schedules(
         query = query.where(Schedule.client_id == client_id)
     if after is not None:
         query = query.where(older_than(Schedule.created_at, Schedule.id, after))
-    rows = list(session.execute(query))
-    next_page = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        last = rows[-1][0]
-        next_page = Cursor(last.created_at, last.id)
+    rows, next_page = split_page(
+        session.execute(query).all(), limit, lambda r: (r[0].created_at, r[0].id)
+    )
     names = page_names(session, {(s.credential_id, s.target) for s, _ in rows})
     return [
         schedule_row(s, client_name, names.get((s.credential_id, s.target)), now)
