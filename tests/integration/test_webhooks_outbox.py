@@ -32,9 +32,11 @@ from offpost.models.webhook_event import (
     claim_delivery,
     claim_due_events,
     finish_delivery,
+    give_up_behind_breaker,
     insert_event,
 )
 from offpost.outbox import event_document
+from offpost.scheduler.housekeeping import GIVE_UP_EVERY, Housekeeping
 from offpost.workers.deadline import deadline_client
 from offpost.workers.webhooks import DeliveryContext, DeliveryPolicy, deliver_event
 from tests.integration.webhook_receiver import Receiver, dripping_receiver, running_receiver
@@ -414,9 +416,8 @@ def test_behind_an_open_breaker_events_past_their_window_are_given_up_without_an
             .values(failures_in_a_row=BREAKER_THRESHOLD, paused_until=now + BREAKER_BASE)
         )
     with ctx.sessions.begin() as session:
-        claimed = claim_due_events(
-            session, now, timedelta(seconds=60), 100, retry_for=timedelta(hours=24)
-        )
+        give_up_behind_breaker(session, now, timedelta(hours=24))
+        claimed = claim_due_events(session, now, timedelta(seconds=60), 100)
     assert [event_id for event_id, _ in claimed] == [healthy_old]
     for event_id in old:
         row = event(ctx.sessions, event_id or "")
@@ -424,3 +425,29 @@ def test_behind_an_open_breaker_events_past_their_window_are_given_up_without_an
         assert "kept failing" in (row.last_error or "")
     assert event(ctx.sessions, young or "").status == DeliveryStatus.PENDING
     assert receiver.received() == []
+
+
+def test_the_dispatchers_housekeeping_gives_up_behind_a_breaker_every_few_minutes(
+    ctx: DeliveryContext, client_id: str, secret: str
+) -> None:
+    now = datetime.now(UTC)
+    with ctx.sessions.begin() as session:
+        session.execute(
+            update(Webhook)
+            .where(Webhook.client_id == client_id)
+            .values(failures_in_a_row=BREAKER_THRESHOLD, paused_until=now + timedelta(hours=1))
+        )
+    sent: list[tuple[str, int]] = []
+    housekeeping = Housekeeping(
+        ctx.sessions, send_deliveries=sent.extend, webhook_retry_for=timedelta(hours=24)
+    )
+    first = add_event(ctx.sessions, client_id, now=now - timedelta(hours=25))
+    housekeeping.send_due_webhooks(now)
+    assert event(ctx.sessions, first or "").status == DeliveryStatus.FAILED
+    # Within GIVE_UP_EVERY nothing is asked again; after it, the next old event goes too.
+    second = add_event(ctx.sessions, client_id, now=now - timedelta(hours=25))
+    housekeeping.send_due_webhooks(now + GIVE_UP_EVERY - timedelta(seconds=1))
+    assert event(ctx.sessions, second or "").status == DeliveryStatus.PENDING
+    housekeeping.send_due_webhooks(now + GIVE_UP_EVERY)
+    assert event(ctx.sessions, second or "").status == DeliveryStatus.FAILED
+    assert sent == []

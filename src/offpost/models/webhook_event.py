@@ -175,7 +175,6 @@ def claim_due_events(
     limit: int,
     *,
     per_endpoint: int = 2,
-    retry_for: timedelta | None = None,
 ) -> list[tuple[str, int]]:
     """Pick up to ``limit`` due events to send; ``(id, attempts)`` of each, oldest due first.
 
@@ -186,17 +185,8 @@ def claim_due_events(
     paused: :mod:`offpost.models.webhook`), so one endpoint's backlog never
     fills the delivery workers. On PostgreSQL one dispatcher claims at a time
     (an advisory lock; another one skips the tick), so the caps hold exactly.
-
-    With ``retry_for``, events of an endpoint whose breaker is open or probing
-    are given up (``failed``, no attempt) once their window has ended: a dead
-    endpoint gets one attempt per pause, far fewer than its events.
+    A tick with nothing due costs one query, and takes no lock.
     """
-    postgresql_db = session.get_bind().dialect.name == "postgresql"
-    if postgresql_db and not session.scalar(select(func.pg_try_advisory_xact_lock(CLAIM_LOCK))):
-        return []
-    if retry_for is not None:
-        give_up_behind_breaker(session, now, retry_for)
-    room = _room_per_client(session, now, per_endpoint)
     paused = select(Webhook.client_id).where(
         Webhook.paused_until.is_not(None), Webhook.paused_until > now
     )
@@ -222,6 +212,14 @@ def claim_due_events(
         .where(ranked.c.rank <= per_endpoint)
         .order_by(ranked.c.next_attempt_at)
     ).all()
+    if not candidates:
+        return []
+    postgresql_db = session.get_bind().dialect.name == "postgresql"
+    if postgresql_db and not session.scalar(select(func.pg_try_advisory_xact_lock(CLAIM_LOCK))):
+        return []
+    # Counted under the lock: another dispatcher's claims are committed by now. A
+    # candidate it took meanwhile fails the UPDATE's guard below and is not sent.
+    room = _room_per_client(session, now, per_endpoint)
     picked: list[str] = []
     for event_id, client_id in candidates:
         left = room.get(client_id, per_endpoint)
@@ -247,7 +245,12 @@ def claim_due_events(
 
 
 def give_up_behind_breaker(session: Session, now: datetime, retry_for: timedelta) -> int:
-    """Fail the events past their window whose endpoint's breaker is open or probing; how many."""
+    """Fail the events past their window whose endpoint's breaker is open or probing; how many.
+
+    A dead endpoint gets one attempt per pause, far fewer than its events: without
+    this its backlog would outlive every event's window. The dispatcher's
+    housekeeping runs it every few minutes.
+    """
     broken = select(Webhook.client_id).where(Webhook.failures_in_a_row >= BREAKER_THRESHOLD)
     result = session.execute(
         update(WebhookEvent)

@@ -1,7 +1,9 @@
 """What the dispatcher does before each tick, besides publishing: the per-tick jobs, composed.
 
 - Every tick: recurring schedules materialize their next occurrences, and due
-  webhook deliveries are claimed and sent to the workers (one task each).
+  webhook deliveries are claimed and sent to the workers (one task each); every
+  few minutes the events a failing endpoint cannot deliver in their window are
+  given up first.
 - Once a day per deployment: expired idempotency keys are deleted, so the
   table holds a day of keys, not every key ever sent.
 - At most once per ``sweep_every`` per deployment: the daily token check. Several
@@ -30,7 +32,7 @@ from offpost.models import make_engine, make_sessionmaker
 from offpost.models.clock import DatabaseClock
 from offpost.models.idempotency import purge_expired_keys
 from offpost.models.periodic import claim_periodic_run
-from offpost.models.webhook_event import claim_due_events
+from offpost.models.webhook_event import claim_due_events, give_up_behind_breaker
 from offpost.scheduler.materialize import run_schedules
 from offpost.settings import Settings
 from offpost.tokens.expiry import ExpirySweep, SweepResult
@@ -42,6 +44,8 @@ SWEEP_JOB = "expiry_sweep"
 #: The ``periodic_runs`` row of the purge of expired idempotency keys, and how often.
 PURGE_JOB = "idempotency_purge"
 PURGE_EVERY = timedelta(days=1)
+#: How often a dispatcher gives up the events that failing endpoints cannot deliver.
+GIVE_UP_EVERY = timedelta(minutes=5)
 #: How often one dispatcher asks whether the purge is due.
 PURGE_ASK_EVERY = timedelta(minutes=10)
 
@@ -77,6 +81,7 @@ class Housekeeping:
         self.batch = batch
         self._sweeping = threading.Lock()
         self._purge_asked: datetime | None = None
+        self._gave_up: datetime | None = None
         self._thread: threading.Thread | None = None
 
     def __call__(self, now: datetime) -> None:
@@ -100,8 +105,18 @@ class Housekeeping:
             logger.exception("%s failed; next tick retries", what, extra={"action": "job_failed"})
 
     def send_due_webhooks(self, now: datetime) -> int:
-        """Claim due deliveries and send their tasks (after the claim committed)."""
+        """Claim due deliveries and send their tasks (after the claim committed).
+
+        Every :data:`GIVE_UP_EVERY` first, the events a failing endpoint can no
+        longer deliver in their window are given up.
+        """
         assert self.send_deliveries is not None
+        if self.webhook_retry_for is not None and (
+            self._gave_up is None or now - self._gave_up >= GIVE_UP_EVERY
+        ):
+            self._gave_up = now
+            with self.sessions.begin() as session:
+                give_up_behind_breaker(session, now, self.webhook_retry_for)
         sent = 0
         while True:
             with self.sessions.begin() as session:
@@ -111,7 +126,6 @@ class Housekeeping:
                     self.resend_after,
                     self.batch,
                     per_endpoint=self.per_endpoint,
-                    retry_for=self.webhook_retry_for,
                 )
             if due:
                 self.send_deliveries(due)
