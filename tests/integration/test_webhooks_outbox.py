@@ -38,6 +38,7 @@ from offpost.models.webhook_event import (
 from offpost.outbox import event_document
 from offpost.scheduler.housekeeping import GIVE_UP_EVERY, Housekeeping
 from offpost.workers.deadline import deadline_client
+from offpost.workers.metrics import process_registry
 from offpost.workers.webhooks import DeliveryContext, DeliveryPolicy, deliver_event
 from tests.integration.webhook_receiver import Receiver, dripping_receiver, running_receiver
 
@@ -441,9 +442,13 @@ def test_the_dispatchers_housekeeping_gives_up_behind_a_breaker_every_few_minute
     housekeeping = Housekeeping(
         ctx.sessions, send_deliveries=sent.extend, webhook_retry_for=timedelta(hours=24)
     )
+    counted = ("offpost_webhook_deliveries_total", {"outcome": "failed"})
+    before = process_registry().get_sample_value(*counted) or 0
     first = add_event(ctx.sessions, client_id, now=now - timedelta(hours=25))
     housekeeping.send_due_webhooks(now)
     assert event(ctx.sessions, first or "").status == DeliveryStatus.FAILED
+    # Counted as the worker counts the events it gives up (the alert reads it).
+    assert process_registry().get_sample_value(*counted) == before + 1
     # Within GIVE_UP_EVERY nothing is asked again; after it, the next old event goes too.
     second = add_event(ctx.sessions, client_id, now=now - timedelta(hours=25))
     housekeeping.send_due_webhooks(now + GIVE_UP_EVERY - timedelta(seconds=1))

@@ -36,6 +36,7 @@ from offpost.models.webhook_event import claim_due_events, give_up_behind_breake
 from offpost.scheduler.materialize import run_schedules
 from offpost.settings import Settings
 from offpost.tokens.expiry import ExpirySweep, SweepResult
+from offpost.workers.metrics import role_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +117,15 @@ class Housekeeping:
         ):
             self._gave_up = now
             with self.sessions.begin() as session:
-                give_up_behind_breaker(session, now, self.webhook_retry_for)
+                given_up = give_up_behind_breaker(session, now, self.webhook_retry_for)
+            if given_up:
+                # Counted where the worker counts the events it gives up, for the alert.
+                role_metrics().webhook_deliveries.labels(outcome="failed").inc(given_up)
+                logger.warning(
+                    "%d webhook events given up: their endpoints kept failing",
+                    given_up,
+                    extra={"action": "webhooks_given_up", "count": given_up},
+                )
         sent = 0
         while True:
             with self.sessions.begin() as session:

@@ -35,7 +35,8 @@ metric                                 type       labels
 ``offpost_graph_errors_total``         counter    ``code``: Graph's error code or offpost's
 ``offpost_graph_usage_ratio``          gauge      ``scope``: app, page, business_use_case
 ``offpost_webhook_deliveries_total``   counter    ``outcome``: delivered, retry, failed,
-                                                  lease_lost, skipped (webhooks role)
+                                                  lease_lost, skipped (webhooks role; the
+                                                  dispatcher counts the failed it gives up)
 ``offpost_dispatcher_ticks_total``     counter    (dispatcher role)
 ``offpost_dispatch_lateness_seconds``  histogram  a post's hand-off to a worker - its due time
 =====================================  =========  ==========================================
