@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from cryptography.fernet import Fernet, MultiFernet
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -105,6 +105,21 @@ class Settings(BaseSettings):
     quota_pending_posts: int = Field(default=100_000, ge=1, le=QUOTA_MAX["pending_posts"])
     quota_active_schedules: int = Field(default=1_000, ge=1, le=QUOTA_MAX["active_schedules"])
     quota_occurrences_per_day: int = Field(default=288, ge=1, le=QUOTA_MAX["occurrences_per_day"])
+    # Beyond the README's settings: the media store (docs/media.md). "local" keeps uploads in
+    # media_dir (default: "offpost-media" beside a SQLite database, or in the working
+    # directory); "s3" keeps them in an S3-compatible bucket, for several machines.
+    media_store: Literal["local", "s3"] = "local"
+    media_dir: str | None = Field(default=None, min_length=1)
+    s3_endpoint_url: str | None = Field(default=None, min_length=1)
+    s3_bucket: str = Field(default="offpost-media", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    s3_region: str = "us-east-1"
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+    # An upload no pending post or schedule uses is kept this long, then deleted.
+    media_retention_h: float = Field(default=24.0, gt=0, le=24 * 365)
+    # Videos larger than this go to Graph in a resumable upload, in chunks of video_chunk_bytes.
+    video_resumable_over_bytes: int = Field(default=16 * 1024 * 1024, ge=1)
+    video_chunk_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024, le=1024 * 1024 * 1024)
 
     def warning_days(self) -> tuple[int, ...]:
         """``expiry_warning_days`` as whole days, largest first, without repeats or zeros."""

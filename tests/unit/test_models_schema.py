@@ -33,6 +33,9 @@ TABLES = {
     "webhook_events",
     "periodic_runs",
     "idempotency_keys",
+    "media",
+    "media_uses",
+    "post_steps",
 }
 
 

@@ -26,6 +26,15 @@ from offpost.models.errors import (
 )
 from offpost.models.idempotency import IdempotencyKey, request_hash
 from offpost.models.ids import IdPrefix, is_id, new_id
+from offpost.models.media import (
+    Media,
+    MediaKind,
+    MediaStatus,
+    MediaUse,
+    PostStep,
+    StepKind,
+    StepOutcome,
+)
 from offpost.models.periodic import PeriodicRun
 from offpost.models.post import Post, PostStatus
 from offpost.models.schedule import Misfire, Schedule, ScheduleStatus
@@ -47,6 +56,10 @@ __all__ = [
     "EventType",
     "IdPrefix",
     "IdempotencyKey",
+    "Media",
+    "MediaKind",
+    "MediaStatus",
+    "MediaUse",
     "MigrationError",
     "Misfire",
     "NaiveDatetimeError",
@@ -55,6 +68,7 @@ __all__ = [
     "PersistenceError",
     "Post",
     "PostStatus",
+    "PostStep",
     "Schedule",
     "ScheduleEvent",
     "ScheduleEventKind",
@@ -62,6 +76,8 @@ __all__ = [
     "SchemaMismatchError",
     "SchemaOutdatedError",
     "SchemaTooNewError",
+    "StepKind",
+    "StepOutcome",
     "TokenDecryptionError",
     "Webhook",
     "WebhookEvent",

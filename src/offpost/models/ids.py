@@ -36,6 +36,8 @@ class IdPrefix(enum.StrEnum):
     SCHEDULE = "sched"
     WEBHOOK = "wh"
     EVENT = "evt"
+    MEDIA = "med"
+    STEP = "stp"
 
 
 _ID_RE = re.compile(rf"^([a-z]+)_([0-9A-Za-z]{{{RANDOM_LENGTH}}})$")

@@ -81,7 +81,8 @@ class Post(Timestamps, Base):
     __table_args__ = (
         check_in("status", PostStatus, "status"),
         CheckConstraint(
-            "message IS NOT NULL OR link IS NOT NULL OR photo_url IS NOT NULL", name="content"
+            "message IS NOT NULL OR link IS NOT NULL OR photo_url IS NOT NULL OR media IS NOT NULL",
+            name="content",
         ),
         CheckConstraint("attempts >= 0 AND max_attempts >= 1", name="attempts"),
         # An occurrence time belongs to a schedule, and a schedule's post has one.
@@ -111,6 +112,10 @@ class Post(Timestamps, Base):
     message: Mapped[str | None] = mapped_column(Text, default=None)
     link: Mapped[str | None] = mapped_column(Text, default=None)
     photo_url: Mapped[str | None] = mapped_column(Text, default=None)
+    #: Photos, a video or a Reel: ``{"photos": [...]}``, ``{"video": {...}}`` or
+    #: ``{"reel": {...}}``, each source a ``url`` or an uploaded ``media_id``
+    #: (offpost.posts.media).
+    media: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     #: When the client asked for it to be published.
     publish_at: Mapped[datetime]
     #: When it is next due: ``publish_at``, or the time of the next retry.

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -51,7 +52,8 @@ class Schedule(Timestamps, Base):
         check_in("misfire", Misfire, "misfire"),
         CheckConstraint("(rrule IS NULL) <> (cron IS NULL)", name="one_rule"),
         CheckConstraint(
-            "message IS NOT NULL OR link IS NOT NULL OR photo_url IS NOT NULL", name="content"
+            "message IS NOT NULL OR link IS NOT NULL OR photo_url IS NOT NULL OR media IS NOT NULL",
+            name="content",
         ),
         CheckConstraint("occurrences_created >= 0", name="occurrences_created"),
         Index("ix_schedules_next_run", "next_run_at", **where_status(ScheduleStatus.ACTIVE)),
@@ -68,6 +70,10 @@ class Schedule(Timestamps, Base):
     message: Mapped[str | None] = mapped_column(Text, default=None)
     link: Mapped[str | None] = mapped_column(Text, default=None)
     photo_url: Mapped[str | None] = mapped_column(Text, default=None)
+    #: Photos, a video or a Reel: ``{"photos": [...]}``, ``{"video": {...}}`` or
+    #: ``{"reel": {...}}``, each source a ``url`` or an uploaded ``media_id``
+    #: (offpost.posts.media).
+    media: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     #: An RFC 5545 RRULE, with ``start_at`` as DTSTART in ``timezone``.
     rrule: Mapped[str | None] = mapped_column(Text, default=None)
     #: A 5-field cron expression, evaluated in ``timezone``.
