@@ -7,12 +7,14 @@ master branch), so its calls pass ``appsecret_proof`` explicitly, as its
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from typing import Any
 
 import facebook
 import pytest
 import requests
+from facebook_business.adobjects.page import Page
 from facebook_business.api import FacebookAdsApi, FacebookSession
 from facebook_business.exceptions import FacebookRequestError
 
@@ -171,3 +173,45 @@ def test_facebook_business_sees_forged_proof(graph: SandboxClient, ads_api: Any)
         caught.value.api_error_message() == "Invalid appsecret_proof provided in the API argument"
     )
     assert caught.value.http_status() == 400
+
+
+def test_facebook_business_publishes_photos_and_videos(graph: SandboxClient, ads_api: Any) -> None:
+    """Page.create_photo (unpublished), create_feed with attached_media (which the SDK sends
+    as one JSON array), create_video by URL, and a multipart ``source`` through api.call.
+    The example.com URLs are placeholders the sandbox does not fetch."""
+    page_id, page_token, _ = graph.publisher()
+    api = ads_api(page_token)
+    page = Page(page_id, api=api)
+
+    photo_ids = [
+        page.create_photo(params={"url": f"https://example.com/{n}.jpg", "published": False})["id"]
+        for n in range(2)
+    ]
+    post = page.create_feed(
+        params={
+            "message": "two photos from facebook-business",
+            "attached_media": [{"media_fbid": photo_id} for photo_id in photo_ids],
+        }
+    )
+    feed = graph.get(f"/{page_id}/feed", page_token, fields="id,attachments").json()["data"]
+    assert feed[0]["id"] == post["id"]
+    subs = feed[0]["attachments"]["data"][0]["subattachments"]["data"]
+    assert [sub["target"]["id"] for sub in subs] == photo_ids
+
+    by_url = page.create_video(
+        params={"file_url": "https://example.com/clip.mp4", "title": "By URL"}
+    )
+    uploaded = api.call(
+        "POST",
+        (page_id, "videos"),
+        {"title": "Uploaded"},
+        files={"source": io.BytesIO(b"\x00\x00\x00\x18ftypmp42")},
+    ).json()
+    videos = graph.control("GET", f"/pages/{page_id}/videos")["data"]
+    assert [(v["id"], v["title"], v["published"]) for v in videos] == [
+        (by_url["id"], "By URL", True),
+        (uploaded["id"], "Uploaded", True),
+    ]
+    assert videos[1]["file_size"] == 12
+    calls = graph.control("GET", "/calls")["data"]
+    assert {call["proof"] for call in calls if call["token_type"] == "PAGE"} == {"valid"}

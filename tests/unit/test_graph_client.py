@@ -557,7 +557,10 @@ def test_page_posts_since_filter_and_paging(make_client: MakeClient) -> None:
 
     first, second = recorder.requests
     assert first.url.path == "/v25.0/7/feed"
-    assert query(first)["fields"] == "id,message,link,created_time,application"
+    assert query(first)["fields"] == (
+        "id,message,link,created_time,application,"
+        "attachments{media_type,target,subattachments{media_type,target}}"
+    )
     assert query(first)["since"] == str(since_s)
     assert query(first)["limit"] == "2"
     assert (query(second)["until"], query(second)["__paging_token"]) == (str(until_s), "enc_abc")

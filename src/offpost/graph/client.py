@@ -33,7 +33,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from datetime import datetime
 from urllib.parse import quote
 
@@ -50,17 +50,22 @@ from offpost.graph.errors import (
 )
 from offpost.graph.parse import (
     JsonObject,
+    attachment_media_ids,
     form_token_body,
     granular_scopes,
     graph_time,
     next_page_params,
+    opt_bool,
     opt_id,
     opt_str,
+    parse_video_status,
     positive_int,
+    require_offset,
     require_str,
     str_tuple,
     token_info_error,
     unix_time,
+    video_status_name,
 )
 from offpost.graph.proof import proof_params
 from offpost.graph.types import (
@@ -68,16 +73,27 @@ from offpost.graph.types import (
     FeedPost,
     PageAccount,
     PageAccounts,
+    PagePhoto,
+    PagePhotos,
     PagePosts,
     PageToken,
+    PageVideo,
+    PageVideos,
     PublishResult,
+    ReelUpload,
     TokenExchange,
     TokenInfo,
     UserInfo,
+    VideoStatus,
+    VideoUploadOffsets,
+    VideoUploadSession,
 )
 from offpost.graph.usage import GraphUsage, read_usage
 
 logger = logging.getLogger(__name__)
+
+#: One multipart file: (file name, bytes, content type).
+FileField = tuple[str, bytes, str]
 
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
@@ -86,6 +102,13 @@ DEFAULT_POOL_TIMEOUT_S = 5.0
 DEFAULT_MAX_PAGES = 50
 #: Graph's replies are kilobytes; a body beyond this is not one of them.
 MAX_REPLY_BYTES = 8 * 1024 * 1024
+#: Where reels' bytes go (``upload_url``s must point here, or at a sandbox's own origin).
+DEFAULT_RUPLOAD_URL = "https://rupload.facebook.com"
+#: offpost attaches at most this many photos to one feed post (Graph documents no limit).
+MAX_ATTACHED_MEDIA = 10
+#: Graph's error subcode for a resumable chunk at the wrong offset; ``error_data``
+#: names the window it expects (read by Meta's facebook-business ``VideoUploader``).
+CHUNK_OFFSET_SUBCODE = 1363037
 
 
 def make_http_client(
@@ -169,24 +192,36 @@ class PerThreadTransport(httpx.BaseTransport):
 
 
 class GraphTokenAuth(httpx.Auth):
-    """Attaches ``access_token`` and its ``appsecret_proof`` to the query of one request."""
+    """Attaches ``access_token`` and its ``appsecret_proof`` to the query of one request.
+
+    ``in_header`` sends the token as ``Authorization: OAuth <token>`` instead, as the
+    rupload host wants it; the proof still goes in the query.
+    """
 
     def __init__(
-        self, access_token: str, *, app_secret: str, timed: bool, clock: Callable[[], float]
+        self,
+        access_token: str,
+        *,
+        app_secret: str,
+        timed: bool,
+        clock: Callable[[], float],
+        in_header: bool = False,
     ) -> None:
         self._access_token = access_token
         self._app_secret = app_secret
         self._timed = timed
         self._clock = clock
+        self._in_header = in_header
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         # Computed when the request is sent, so a timed proof is as fresh as it can be.
-        params = {
-            "access_token": self._access_token,
-            **proof_params(
-                self._app_secret, self._access_token, timed=self._timed, now_s=int(self._clock())
-            ),
-        }
+        params = proof_params(
+            self._app_secret, self._access_token, timed=self._timed, now_s=int(self._clock())
+        )
+        if self._in_header:
+            request.headers["Authorization"] = f"OAuth {self._access_token}"
+        else:
+            params = {"access_token": self._access_token, **params}
         request.url = request.url.copy_merge_params(params)
         yield request
 
@@ -205,14 +240,23 @@ class GraphClient:
         appsecret_time: bool = True,
         clock: Callable[[], float] = time.time,
         deadline_s: float | None = None,
+        rupload_url: str | None = None,
     ) -> None:
         """``deadline_s`` bounds the time from sending a request to the last byte of its
-        reply; by default it is ``http``'s read timeout."""
+        reply; by default it is ``http``'s read timeout.
+
+        ``rupload_url`` is the host reels' bytes may go to (default
+        ``https://rupload.facebook.com``); see :meth:`reel_upload`. Video uploads go
+        to ``graph-video.facebook.com`` when ``graph_url`` is ``graph.facebook.com``,
+        as Meta's video upload guide asks, else to ``graph_url`` (a sandbox).
+        """
         self._http = http
         self._deadline_s = deadline_s or http.timeout.read or DEFAULT_TIMEOUT_S
         self._warned_headers: set[str] = set()
         self._warned_lock = threading.Lock()
         self._base_url = f"{graph_url.rstrip('/')}/{version.strip('/')}"
+        self._video_base_url = f"{_video_graph_url(graph_url)}/{version.strip('/')}"
+        self._upload_origins = _upload_origins(graph_url, rupload_url or DEFAULT_RUPLOAD_URL)
         self._app_id = app_id
         self._app_secret = app_secret
         self._timed = appsecret_time
@@ -343,16 +387,30 @@ class GraphClient:
     # -- publishing -----------------------------------------------------------
 
     def publish_feed(
-        self, page_id: str, page_token: str, *, message: str | None = None, link: str | None = None
+        self,
+        page_id: str,
+        page_token: str,
+        *,
+        message: str | None = None,
+        link: str | None = None,
+        attached_media: Sequence[str] = (),
     ) -> PublishResult:
-        """Publish a post on the Page's feed; at least one of ``message`` and ``link``.
+        """Publish a post on the Page's feed: a ``message``, a ``link``, and/or photos.
+
+        ``attached_media`` are ids of the Page's unpublished photos
+        (:meth:`upload_photo` with ``published=False``), at most
+        :data:`MAX_ATTACHED_MEDIA`, shown in this order; Graph refuses (100) one that is
+        not the Page's, is published, or is already attached.
 
         Not idempotent: on a :class:`GraphError` with ``outcome_unknown`` the post
         may exist — reconcile before retrying.
         """
-        if not message and not link:
-            raise ValueError("a feed post needs a message or a link")
+        media = _media_ids(attached_media)
+        if not message and not link and not media:
+            raise ValueError("a feed post needs a message or a link (or attached media)")
         fields = {name: value for name, value in (("message", message), ("link", link)) if value}
+        for index, media_id in enumerate(media):
+            fields[f"attached_media[{index}]"] = json.dumps({"media_fbid": media_id})
         body, usage = self._call("POST", f"{_path(page_id)}/feed", token=page_token, data=fields)
         post_id = require_str(body, "id", "/feed", usage)
         return PublishResult(id=post_id, post_id=post_id, usage=usage)
@@ -382,16 +440,14 @@ class GraphClient:
         limit: int = 100,
         max_pages: int = DEFAULT_MAX_PAGES,
     ) -> PagePosts:
-        """The Page's feed posts created at or after ``since`` (aware), all result pages.
+        """The Page's feed posts created at or after ``since`` (aware), all result pages,
+        each with the ids of the photos or video it shows (``attachments``).
 
         Used to reconcile: "did our lost call create the post?".
         """
-        params = {"fields": "id,message,link,created_time,application", "limit": str(limit)}
-        since_s: int | None = None
-        if since is not None:
-            if since.tzinfo is None:
-                raise ValueError("since must be timezone-aware")
-            since_s = int(since.timestamp())
+        params = {"fields": _FEED_FIELDS, "limit": str(limit)}
+        since_s = _since_s(since)
+        if since_s is not None:
             params["since"] = str(since_s)
         items, usage = self._paged(
             f"{_path(page_id)}/feed", token=page_token, params=params, max_pages=max_pages
@@ -403,6 +459,7 @@ class GraphClient:
                 link=opt_str(item.get("link")),
                 created_time=graph_time(item.get("created_time"), usage),
                 application_id=_application_id(item.get("application")),
+                media_ids=attachment_media_ids(item.get("attachments")),
             )
             for item in items
         ]
@@ -410,6 +467,337 @@ class GraphClient:
             # Graph's own since filter is trusted but not relied on.
             posts = [p for p in posts if p.created_time.timestamp() >= since_s]
         return PagePosts(posts=tuple(posts), usage=usage)
+
+    # -- media ----------------------------------------------------------------
+
+    def upload_photo(
+        self,
+        page_id: str,
+        page_token: str,
+        *,
+        url: str | None = None,
+        data: bytes | None = None,
+        filename: str = "photo",
+        content_type: str | None = None,
+        caption: str | None = None,
+        published: bool = True,
+        temporary: bool = False,
+    ) -> PublishResult:
+        """Upload a photo to the Page: fetched by Graph from ``url``, or ``data`` sent as
+        the multipart ``source``. Exactly one of the two.
+
+        Published, it is a photo post (``post_id`` set). With ``published=False`` no
+        story is made (``post_id`` is ``None``): the id is for ``attached_media`` of
+        :meth:`publish_feed`; ``temporary`` marks such a photo as meant for a later
+        (scheduled) post. Not idempotent: a lost reply may leave an invisible
+        unpublished photo behind, which is harmless.
+        """
+        if (url is None) == (data is None):
+            raise ValueError("upload_photo needs exactly one of url and data")
+        fields: dict[str, str] = {"url": url} if url is not None else {}
+        if caption:
+            fields["caption"] = caption
+        if not published:
+            fields["published"] = "false"
+        if temporary:
+            fields["temporary"] = "true"
+        files = _file("source", data, filename, content_type)
+        body, usage = self._call(
+            "POST", f"{_path(page_id)}/photos", token=page_token, data=fields, files=files
+        )
+        return PublishResult(
+            id=require_str(body, "id", "/photos", usage),
+            post_id=opt_id(body.get("post_id")),
+            usage=usage,
+        )
+
+    def page_photos(
+        self,
+        page_id: str,
+        page_token: str,
+        *,
+        since: datetime | None = None,
+        max_pages: int = DEFAULT_MAX_PAGES,
+    ) -> PagePhotos:
+        """The photos the Page has uploaded (``/photos?type=uploaded``) since ``since``.
+
+        Graph lists the photos the Page shows; unpublished uploads are not listed, so
+        this cannot find the photo of a lost :meth:`upload_photo` reply.
+        """
+        params = {"type": "uploaded", "fields": "id,created_time,name", "limit": "100"}
+        since_s = _since_s(since)
+        if since_s is not None:
+            params["since"] = str(since_s)
+        items, usage = self._paged(
+            f"{_path(page_id)}/photos", token=page_token, params=params, max_pages=max_pages
+        )
+        photos = [
+            PagePhoto(
+                id=require_str(item, "id", "/photos", usage),
+                created_time=graph_time(item.get("created_time"), usage),
+                name=opt_str(item.get("name")),
+                published=opt_bool(item.get("published")),
+            )
+            for item in items
+        ]
+        if since_s is not None:
+            photos = [p for p in photos if p.created_time.timestamp() >= since_s]
+        return PagePhotos(photos=tuple(photos), usage=usage)
+
+    def publish_video(
+        self,
+        page_id: str,
+        page_token: str,
+        *,
+        file_url: str | None = None,
+        data: bytes | None = None,
+        filename: str = "video.mp4",
+        title: str | None = None,
+        description: str | None = None,
+    ) -> PublishResult:
+        """Publish a Page video in one request: fetched by Graph from ``file_url``, or
+        ``data`` sent as the multipart ``source`` (Graph: up to 1 GB and 20 minutes;
+        larger ones go through :meth:`video_upload_start`). ``id`` is the video id;
+        ``post_id`` is ``None`` (Graph does not give it). Not idempotent.
+        """
+        if (file_url is None) == (data is None):
+            raise ValueError("publish_video needs exactly one of file_url and data")
+        fields = _present(file_url=file_url, title=title, description=description)
+        files = _file("source", data, filename, "video/mp4")
+        body, usage = self._video_call(page_id, page_token, fields, files=files)
+        return PublishResult(
+            id=require_str(body, "id", "/videos", usage), post_id=None, usage=usage
+        )
+
+    def video_upload_start(
+        self, page_id: str, page_token: str, *, file_size: int
+    ) -> VideoUploadSession:
+        """Start a resumable Page video upload of ``file_size`` bytes; Graph names the
+        first chunk to send. A lost reply leaves only an unfinished, invisible upload."""
+        if file_size <= 0:
+            raise ValueError("file_size must be positive")
+        fields = {"upload_phase": "start", "file_size": str(file_size)}
+        body, usage = self._video_call(page_id, page_token, fields)
+        return VideoUploadSession(
+            video_id=require_str(body, "video_id", "/videos start", usage),
+            upload_session_id=require_str(body, "upload_session_id", "/videos start", usage),
+            start_offset=require_offset(body, "start_offset", "/videos start", usage),
+            end_offset=require_offset(body, "end_offset", "/videos start", usage),
+            usage=usage,
+        )
+
+    def video_upload_transfer(
+        self,
+        page_id: str,
+        page_token: str,
+        *,
+        upload_session_id: str,
+        start_offset: int,
+        chunk: bytes,
+    ) -> VideoUploadOffsets:
+        """Send the bytes at ``start_offset``; returns the next chunk Graph wants.
+
+        Safe to repeat after a lost reply: Graph either takes the same chunk again or
+        refuses it for its offset (subcode 1363037) naming the offsets it expects, which
+        come back here with ``accepted=False`` instead of an error.
+        """
+        if not chunk:
+            raise ValueError("a chunk must not be empty")
+        fields = {
+            "upload_phase": "transfer",
+            "upload_session_id": upload_session_id,
+            "start_offset": str(start_offset),
+        }
+        files = _file("video_file_chunk", chunk, "chunk", "application/octet-stream")
+        body, usage = self._video_call(
+            page_id, page_token, fields, files=files, recover=_expected_offsets
+        )
+        return VideoUploadOffsets(
+            start_offset=require_offset(body, "start_offset", "/videos transfer", usage),
+            end_offset=require_offset(body, "end_offset", "/videos transfer", usage),
+            accepted=body.get(_REFUSED_KEY) is not True,
+            usage=usage,
+        )
+
+    def video_upload_finish(
+        self,
+        page_id: str,
+        page_token: str,
+        *,
+        upload_session_id: str,
+        title: str | None = None,
+        description: str | None = None,
+    ) -> bool:
+        """Finish a resumable upload: the video is published. ``True`` when Graph says
+        ``success``."""
+        fields = {
+            "upload_phase": "finish",
+            "upload_session_id": upload_session_id,
+            **_present(title=title, description=description),
+        }
+        body, _ = self._video_call(page_id, page_token, fields)
+        return body.get("success") is True
+
+    def page_videos(
+        self,
+        page_id: str,
+        page_token: str,
+        *,
+        since: datetime | None = None,
+        reels: bool = False,
+        max_pages: int = DEFAULT_MAX_PAGES,
+    ) -> PageVideos:
+        """The Page's published videos (``/videos``), or with ``reels`` its reels
+        (``/video_reels``), created at or after ``since``, newest first."""
+        params = {"fields": "id,title,description,created_time,status", "limit": "100"}
+        since_s = _since_s(since)
+        if since_s is not None:
+            params["since"] = str(since_s)
+        edge = "video_reels" if reels else "videos"
+        items, usage = self._paged(
+            f"{_path(page_id)}/{edge}", token=page_token, params=params, max_pages=max_pages
+        )
+        videos = [
+            PageVideo(
+                id=require_str(item, "id", f"/{edge}", usage),
+                title=opt_str(item.get("title")),
+                description=opt_str(item.get("description")),
+                created_time=(
+                    graph_time(item["created_time"], usage) if "created_time" in item else None
+                ),
+                status=video_status_name(item.get("status")),
+            )
+            for item in items
+        ]
+        if since_s is not None:
+            videos = [
+                v for v in videos if v.created_time is None or v.created_time.timestamp() >= since_s
+            ]
+        return PageVideos(videos=tuple(videos), usage=usage)
+
+    def reel_start(self, page_id: str, page_token: str) -> ReelUpload:
+        """Start a reel: Graph gives its video id and the rupload URL for its bytes."""
+        body, usage = self._call(
+            "POST",
+            f"{_path(page_id)}/video_reels",
+            token=page_token,
+            data={"upload_phase": "start"},
+        )
+        return ReelUpload(
+            video_id=require_str(body, "video_id", "/video_reels start", usage),
+            upload_url=require_str(body, "upload_url", "/video_reels start", usage),
+            usage=usage,
+        )
+
+    def reel_upload(
+        self,
+        upload_url: str,
+        page_token: str,
+        *,
+        file_url: str | None = None,
+        data: bytes | None = None,
+        offset: int = 0,
+        file_size: int | None = None,
+    ) -> None:
+        """Send a reel's bytes to its ``upload_url``: Graph fetches ``file_url``, or
+        ``data`` (the file from byte ``offset`` on, of ``file_size`` bytes in all;
+        default ``offset + len(data)``) goes as the raw body.
+
+        The Page token travels in the ``Authorization`` header, so ``upload_url`` must
+        be on the rupload host (``rupload_url``) or, when the client's ``graph_url``
+        is not Facebook's (a sandbox), on that same origin; anything else raises
+        :class:`ValueError` before a byte is sent. To resume after a lost reply or a
+        broken connection, read :meth:`video_status` and send the rest from its
+        ``bytes_transferred``.
+        """
+        if (file_url is None) == (data is None):
+            raise ValueError("reel_upload needs exactly one of file_url and data")
+        path = self._upload_path(upload_url)
+        headers: dict[str, str]
+        if file_url is not None:
+            headers = {"file_url": file_url}
+        else:
+            assert data is not None
+            total = offset + len(data) if file_size is None else file_size
+            headers = {
+                "offset": str(offset),
+                "file_size": str(total),
+                "Content-Type": "application/octet-stream",
+            }
+        body, usage = self._call(
+            "POST",
+            path,
+            token=page_token,
+            url=upload_url,
+            token_in_header=True,
+            headers=headers,
+            content=data if data is not None else b"",
+        )
+        if body.get("success") is not True:
+            raise GraphMalformedResponseError(
+                f"POST /{path} answered without success", is_transient=True, usage=usage
+            )
+
+    def reel_finish(
+        self, page_id: str, page_token: str, *, video_id: str, description: str | None = None
+    ) -> bool:
+        """Publish an uploaded reel (``video_state=PUBLISHED``). ``True`` on ``success``.
+
+        Counts against the Page's 30 API-published reels a day; after a lost reply,
+        read :meth:`video_status` (``publish_status``) rather than finishing again.
+        """
+        fields = {
+            "upload_phase": "finish",
+            "video_id": video_id,
+            "video_state": "PUBLISHED",
+            **_present(description=description),
+        }
+        body, _ = self._call("POST", f"{_path(page_id)}/video_reels", token=page_token, data=fields)
+        return body.get("success") is True
+
+    def video_status(self, video_id: str, page_token: str) -> VideoStatus:
+        """A video's or reel's phases (``/{video-id}?fields=status``)."""
+        body, usage = self._call(
+            "GET", _path(video_id), token=page_token, params={"fields": "status"}
+        )
+        return parse_video_status(body.get("status"), usage)
+
+    def delete_object(self, object_id: str, page_token: str) -> bool:
+        """Delete a post, photo or video of the Page. ``True`` when Graph says ``success``."""
+        body, _ = self._call("DELETE", _path(object_id), token=page_token)
+        return body.get("success") is True
+
+    def _video_call(
+        self,
+        page_id: str,
+        page_token: str,
+        fields: Mapping[str, str],
+        *,
+        files: Mapping[str, FileField] | None = None,
+        recover: Callable[[JsonObject], JsonObject | None] | None = None,
+    ) -> tuple[JsonObject, GraphUsage]:
+        """``POST /{page-id}/videos`` on the video host."""
+        path = f"{_path(page_id)}/videos"
+        return self._call(
+            "POST",
+            path,
+            token=page_token,
+            data=fields,
+            files=files,
+            url=f"{self._video_base_url}/{path}",
+            recover=recover,
+        )
+
+    def _upload_path(self, upload_url: str) -> str:
+        """The path of an ``upload_url`` the Page token may go to; raises ValueError if none."""
+        if _origin(upload_url) not in self._upload_origins:
+            raise ValueError(
+                "upload_url is not on the rupload host this client sends Page tokens to"
+            )
+        path = httpx.URL(upload_url).path
+        if not path.startswith("/video-upload/"):
+            raise ValueError("upload_url is not a rupload /video-upload/ URL")
+        return path.lstrip("/")
 
     # -- the one request path -------------------------------------------------
 
@@ -421,26 +809,50 @@ class GraphClient:
         token: str | None = None,
         params: Mapping[str, str] | None = None,
         data: Mapping[str, str] | None = None,
+        files: Mapping[str, FileField] | None = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        url: str | None = None,
+        token_in_header: bool = False,
+        recover: Callable[[JsonObject], JsonObject | None] | None = None,
         secrets: tuple[str, ...] = (),
         accept_form: bool = False,
     ) -> tuple[JsonObject, GraphUsage]:
-        """Send one request; return its JSON object and usage, or raise a :class:`GraphError`."""
-        url = f"{self._base_url}/{path}"
+        """Send one request; return its JSON object and usage, or raise a :class:`GraphError`.
+
+        ``url`` replaces ``{graph_url}/{version}/{path}`` (video and rupload hosts);
+        ``path`` still names the call in messages. ``files`` (multipart) and
+        ``content`` (a raw body) are uploads: their reply's deadline starts once the
+        request is sent, so a large body does not eat the time its reply has.
+        ``recover`` may turn a Graph error envelope (the ``error`` object) into a
+        body to return instead of raising.
+        """
+        url = url or f"{self._base_url}/{path}"
         where = f"{method} /{path}"
         known_secrets = (*secrets, *((token,) if token else ()), self._app_secret)
         auth = (
-            GraphTokenAuth(token, app_secret=self._app_secret, timed=self._timed, clock=self._clock)
+            GraphTokenAuth(
+                token,
+                app_secret=self._app_secret,
+                timed=self._timed,
+                clock=self._clock,
+                in_header=token_in_header,
+            )
             if token is not None
             else None
         )
         started = time.monotonic()
         try:
-            request = self._http.build_request(method, url, params=params, data=data)
+            request = self._http.build_request(
+                method, url, params=params, data=data, files=files, content=content, headers=headers
+            )
             response = self._http.send(request, auth=auth, stream=True)
         except httpx.RequestError as exc:  # nothing came back: no status line, no headers
             raise self._transport_error(exc, where, known_secrets) from exc
+        if files is not None or content is not None:
+            started = time.monotonic()
         try:
-            content = self._read_body(response, where, started, known_secrets)
+            content_bytes = self._read_body(response, where, started, known_secrets)
         finally:
             response.close()
         duration_ms = round((time.monotonic() - started) * 1000)
@@ -461,20 +873,23 @@ class GraphClient:
         if problems:
             self._warn_usage(where, problems)
         if accept_form and response.is_success:
-            form = form_token_body(content)
+            form = form_token_body(content_bytes)
             if form is not None:
                 return form, usage
         error = classify_error(
             response.status_code,
-            content,
+            content_bytes,
             response.headers.get("content-type"),
             response.headers,
             call=where,
         )
         if error is not None:
+            recovered = _recovered(recover, content_bytes)
+            if recovered is not None:
+                return recovered, usage
             raise error
         # classify_error returns None only for a 2xx JSON object.
-        body: JsonObject = json.loads(content)
+        body: JsonObject = json.loads(content_bytes)
         return body, usage
 
     def _read_body(
@@ -618,6 +1033,111 @@ class GraphClient:
         raise GraphMalformedResponseError(
             f"/{path} paging did not end after {max_pages} pages", is_transient=True
         )
+
+
+def _recovered(
+    recover: Callable[[JsonObject], JsonObject | None] | None, content: bytes
+) -> JsonObject | None:
+    """What ``recover`` makes of an error reply's ``error`` object, if anything."""
+    if recover is None:
+        return None
+    try:
+        body = json.loads(content)
+    except ValueError:
+        return None
+    envelope = body.get("error") if isinstance(body, dict) else None
+    return recover(envelope) if isinstance(envelope, dict) else None
+
+
+def _host(url: str) -> str:
+    try:
+        return httpx.URL(url).host.lower()
+    except httpx.InvalidURL:
+        return ""
+
+
+def _is_facebook(url: str) -> bool:
+    host = _host(url)
+    return host == "facebook.com" or host.endswith(".facebook.com")
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with default ports as ``None``; an unparsable URL matches nothing."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return ("", "", None)
+    return (parsed.scheme.lower(), parsed.host.lower(), parsed.port)
+
+
+def _video_graph_url(graph_url: str) -> str:
+    """``graph-video.facebook.com`` for Facebook's Graph (Meta's video guide), else the same."""
+    if _host(graph_url) == "graph.facebook.com":
+        return str(httpx.URL(graph_url).copy_with(host="graph-video.facebook.com")).rstrip("/")
+    return graph_url.rstrip("/")
+
+
+def _upload_origins(graph_url: str, rupload_url: str) -> frozenset[tuple[str, str, int | None]]:
+    """Where :meth:`GraphClient.reel_upload` may send a Page token: the rupload host, plus
+    the Graph host itself when that is not Facebook's (a sandbox serves rupload there)."""
+    origins = {_origin(rupload_url)}
+    if not _is_facebook(graph_url):
+        origins.add(_origin(graph_url))
+    return frozenset(origins)
+
+
+_FEED_FIELDS = (
+    "id,message,link,created_time,application,"
+    "attachments{media_type,target,subattachments{media_type,target}}"
+)
+#: Marks a transfer reply made from Graph's 1363037 refusal (see ``_expected_offsets``).
+_REFUSED_KEY = "_offpost_refused"
+
+
+def _since_s(since: datetime | None) -> int | None:
+    if since is None:
+        return None
+    if since.tzinfo is None:
+        raise ValueError("since must be timezone-aware")
+    return int(since.timestamp())
+
+
+def _media_ids(attached_media: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(attached_media, str):
+        raise ValueError("attached_media is a sequence of photo ids, not one string")
+    media = tuple(attached_media)
+    if len(media) > MAX_ATTACHED_MEDIA:
+        raise ValueError(f"at most {MAX_ATTACHED_MEDIA} photos can be attached to a post")
+    if not all(media):
+        raise ValueError("attached_media holds an empty id")
+    return media
+
+
+def _file(
+    name: str, data: bytes | None, filename: str, content_type: str | None
+) -> dict[str, FileField] | None:
+    if data is None:
+        return None
+    return {name: (filename, data, content_type or "application/octet-stream")}
+
+
+def _present(**values: str | None) -> dict[str, str]:
+    """The given form fields that have a value."""
+    return {name: value for name, value in values.items() if value}
+
+
+def _expected_offsets(error: JsonObject) -> JsonObject | None:
+    """Graph's refusal of a chunk at the wrong offset, as the window it expects instead."""
+    if error.get("error_subcode") != CHUNK_OFFSET_SUBCODE:
+        return None
+    window = error.get("error_data")
+    if not isinstance(window, dict) or "start_offset" not in window:
+        return None
+    return {
+        "start_offset": window.get("start_offset"),
+        "end_offset": window.get("end_offset"),
+        _REFUSED_KEY: True,
+    }
 
 
 def _path(object_id: str) -> str:

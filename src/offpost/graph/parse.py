@@ -16,7 +16,7 @@ import httpx
 
 from offpost.graph.classify import auth_reason
 from offpost.graph.errors import GraphMalformedResponseError, scrub_secrets
-from offpost.graph.types import GranularScope, TokenInfoError
+from offpost.graph.types import GranularScope, TokenInfoError, VideoStatus
 from offpost.graph.usage import GraphUsage
 
 JsonObject = dict[str, Any]
@@ -72,6 +72,85 @@ def opt_id(value: object) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return opt_str(value)
+
+
+def opt_bool(value: object) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def offset_int(value: object) -> int | None:
+    """A byte offset: a non-negative integer, which Graph sends as a string or a number."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return value if isinstance(value, int) and value >= 0 else None
+
+
+def require_offset(body: Mapping[str, Any], key: str, what: str, usage: GraphUsage) -> int:
+    value = offset_int(body.get(key))
+    if value is None:
+        raise GraphMalformedResponseError(
+            f"{what} answered without a usable {key!r}", is_transient=True, usage=usage
+        )
+    return value
+
+
+def attachment_media_ids(value: object) -> tuple[str, ...]:
+    """The photo and video ids of a post's ``attachments``, in order: an album's
+    ``subattachments``, or a single photo's or video's ``target``."""
+    data = value.get("data") if isinstance(value, dict) else None
+    if not isinstance(data, list):
+        return ()
+    ids: list[str] = []
+    for attachment in data:
+        if not isinstance(attachment, dict):
+            continue
+        sub = attachment.get("subattachments")
+        parts = sub.get("data") if isinstance(sub, dict) else None
+        for part in parts if isinstance(parts, list) else [attachment]:
+            media_id = _media_target_id(part)
+            if media_id is not None:
+                ids.append(media_id)
+    return tuple(ids)
+
+
+def _media_target_id(attachment: object) -> str | None:
+    if not isinstance(attachment, dict):
+        return None
+    media_type = opt_str(attachment.get("media_type")) or ""
+    if media_type != "photo" and not media_type.startswith("video"):
+        return None
+    target = attachment.get("target")
+    return opt_id(target.get("id")) if isinstance(target, dict) else None
+
+
+def video_status_name(value: object) -> str | None:
+    """``status.video_status`` of a video object."""
+    return opt_str(value.get("video_status")) if isinstance(value, dict) else None
+
+
+def _phase(status: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    phase = status.get(name)
+    return phase if isinstance(phase, dict) else {}
+
+
+def parse_video_status(value: object, usage: GraphUsage) -> VideoStatus:
+    """``/{video-id}?fields=status``; the bytes received are ``bytes_transfered`` in
+    Meta's Reels guide (sic) and ``bytes_transferred`` in replies seen: both are read."""
+    status: Mapping[str, Any] = value if isinstance(value, dict) else {}
+    uploading = _phase(status, "uploading_phase")
+    publishing = _phase(status, "publishing_phase")
+    transferred = uploading.get("bytes_transferred", uploading.get("bytes_transfered"))
+    return VideoStatus(
+        video_status=opt_str(status.get("video_status")),
+        uploading_status=opt_str(uploading.get("status")),
+        bytes_transferred=offset_int(transferred),
+        processing_status=opt_str(_phase(status, "processing_phase").get("status")),
+        publishing_status=opt_str(publishing.get("status")),
+        publish_status=opt_str(publishing.get("publish_status")),
+        usage=usage,
+    )
 
 
 def positive_int(value: object) -> int | None:

@@ -127,6 +127,8 @@ class FeedPost:
     #: The id of the app that made the post (Graph's ``application``); ``None`` when
     #: a person made it in Facebook's own interface.
     application_id: str | None = None
+    #: The photos or video the post shows (its ``attachments``), in order; ``()`` for none.
+    media_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,4 +136,102 @@ class PagePosts:
     """The posts of a Page's ``/feed`` (newest first, as Graph lists them)."""
 
     posts: tuple[FeedPost, ...]
+    usage: GraphUsage = EMPTY_USAGE
+
+
+@dataclass(frozen=True, slots=True)
+class PagePhoto:
+    """One photo of a Page's ``/photos?type=uploaded``."""
+
+    id: str
+    created_time: datetime
+    #: The caption (Graph calls it ``name``).
+    name: str | None
+    #: ``None`` unless Graph said (it lists only photos the Page shows).
+    published: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PagePhotos:
+    """The photos a Page has uploaded, newest first."""
+
+    photos: tuple[PagePhoto, ...]
+    usage: GraphUsage = EMPTY_USAGE
+
+
+@dataclass(frozen=True, slots=True)
+class PageVideo:
+    """One video of a Page's ``/videos``, or one reel of its ``/video_reels``."""
+
+    id: str
+    title: str | None
+    description: str | None
+    #: ``None`` when Graph gave no ``created_time`` (its reels listing may not).
+    created_time: datetime | None
+    #: ``status.video_status``: ``ready``, ``processing``, ``upload_complete``, ``error``…
+    status: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PageVideos:
+    """The published videos (or reels) of a Page, newest first."""
+
+    videos: tuple[PageVideo, ...]
+    usage: GraphUsage = EMPTY_USAGE
+
+
+@dataclass(frozen=True, slots=True)
+class VideoUploadSession:
+    """A resumable ``/videos`` upload, started: send ``[start_offset, end_offset)`` first."""
+
+    video_id: str
+    upload_session_id: str
+    start_offset: int
+    end_offset: int
+    usage: GraphUsage = EMPTY_USAGE
+
+
+@dataclass(frozen=True, slots=True)
+class VideoUploadOffsets:
+    """The next chunk Graph wants, ``[start_offset, end_offset)``; equal offsets: all sent.
+
+    ``accepted`` is ``False`` when Graph refused the chunk because it did not start
+    where Graph expected (error subcode 1363037) and named these offsets instead:
+    resume from them, as Meta's SDK does.
+    """
+
+    start_offset: int
+    end_offset: int
+    accepted: bool = True
+    usage: GraphUsage = EMPTY_USAGE
+
+    @property
+    def done(self) -> bool:
+        return self.start_offset >= self.end_offset
+
+
+@dataclass(frozen=True, slots=True)
+class ReelUpload:
+    """A reel, started: send its bytes to ``upload_url`` (rupload), then finish it."""
+
+    video_id: str
+    upload_url: str
+    usage: GraphUsage = EMPTY_USAGE
+
+
+@dataclass(frozen=True, slots=True)
+class VideoStatus:
+    """``GET /{video-id}?fields=status``: each phase's status, ``None`` where Graph said none.
+
+    ``bytes_transferred`` is what the rupload host has received (Graph's
+    ``uploading_phase.bytes_transfered``): the ``offset`` to resume an upload at.
+    """
+
+    video_status: str | None
+    uploading_status: str | None
+    bytes_transferred: int | None
+    processing_status: str | None
+    publishing_status: str | None
+    #: ``publishing_phase.publish_status``: ``published``, ``draft``, ``scheduled``…
+    publish_status: str | None = None
     usage: GraphUsage = EMPTY_USAGE

@@ -7,7 +7,8 @@ docs/graph.md). Modules, by concept:
   sandbox clock) behind one lock;
 - :mod:`.errors` — Graph's error envelope and exact messages;
 - :mod:`.auth` — token validity, ``appsecret_proof``, usage metering;
-- :mod:`.oauth`, :mod:`.pages` — the Graph endpoints; :mod:`.graph_routes` routes to them;
+- :mod:`.oauth`, :mod:`.pages`, :mod:`.media` — the Graph endpoints (and the rupload
+  host); :mod:`.graph_routes` routes to them;
 - :mod:`.faults`, :mod:`.usage`, :mod:`.calls` — injected faults, rate limits, the call log;
 - :mod:`.control_routes` — ``/_sandbox/…``; :mod:`.app` — the ASGI app;
   :mod:`.server` — :func:`serve` and :func:`running_sandbox`.

@@ -3,6 +3,7 @@
 From docs/sandbox.md: ``POST /apps``, ``POST /users``, ``POST /clock``,
 ``POST /users/{id}/invalidate``, ``POST|DELETE /faults``,
 ``GET /pages/{id}/posts``, ``GET /calls``. Added here: ``GET /clock``,
+``GET /pages/{id}/photos`` and ``GET /pages/{id}/videos`` (media as uploaded),
 ``GET /faults``, ``DELETE /calls``, ``GET|POST /settings``, ``POST /reset``,
 ``POST /users/{id}/tokens`` (a fresh short-lived token, as if the user
 logged in again) and the Page roles: ``PUT|DELETE /users/{id}/pages/{page_id}``
@@ -27,6 +28,7 @@ from pydantic import (
     field_validator,
 )
 
+from offpost.graph.sandbox.media import video_status
 from offpost.graph.sandbox.pages import graph_time, post_view
 from offpost.graph.sandbox.settings import SandboxSettings
 from offpost.graph.sandbox.state import (
@@ -36,7 +38,11 @@ from offpost.graph.sandbox.state import (
     PAGE_TASK_NAMES,
     ROLE_LOST_SUBCODE,
     SHORT_LIVED_S,
+    MediaBytes,
+    Page,
+    Photo,
     Post,
+    Video,
     World,
 )
 
@@ -131,6 +137,7 @@ class FaultIn(_Body):
     truncate_bytes: int | None = Field(default=None, ge=0)
     drip_bytes: int = Field(default=1, ge=1)
     drip_ms: int = Field(default=0, ge=0, le=60_000)
+    params: dict[str, str] | None = None
 
     @field_validator("headers")
     @classmethod
@@ -343,7 +350,12 @@ def page_posts(page_id: str, world: WorldDep) -> dict[str, Any]:
         page = world.pages.get(page_id)
         if page is None:
             raise HTTPException(404, f"no page {page_id}")
-        return {"data": [{**post_view(post), "page_id": page_id} for post in page.posts]}
+        return {
+            "data": [
+                {**post_view(post), "page_id": page_id, "deleted": post.deleted}
+                for post in page.posts
+            ]
+        }
 
 
 @router.post("/pages/{page_id}/posts", status_code=201)
@@ -369,6 +381,80 @@ def person_posts(page_id: str, body: PersonPostIn, world: WorldDep) -> dict[str,
             ),
         )
         return {**post_view(post), "page_id": page_id}
+
+
+def _page_of(world: World, page_id: str) -> Page:
+    page = world.pages.get(page_id)
+    if page is None:
+        raise HTTPException(404, f"no page {page_id}")
+    return page
+
+
+def _bytes(content: MediaBytes | None) -> dict[str, Any]:
+    return {
+        "size": content.size if content is not None else None,
+        "sha256": content.sha256 if content is not None else None,
+    }
+
+
+def _photo_state(photo: Photo) -> dict[str, Any]:
+    return {
+        "id": photo.photo_id,
+        "page_id": photo.page_id,
+        "created_time": graph_time(photo.created_time),
+        "caption": photo.caption,
+        "origin": photo.origin,
+        "url": photo.url,
+        "filename": photo.filename,
+        **_bytes(photo.content),
+        "published": photo.published,
+        "temporary": photo.temporary,
+        "post_id": photo.post_id,
+        "attached_to": photo.attached_to,
+        "deleted": photo.deleted,
+    }
+
+
+def _video_state(video: Video) -> dict[str, Any]:
+    return {
+        "id": video.video_id,
+        "page_id": video.page_id,
+        "kind": video.kind,
+        "created_time": graph_time(video.created_time),
+        "origin": video.origin,
+        "title": video.title,
+        "description": video.description,
+        "file_url": video.file_url,
+        "file_size": video.file_size,
+        "bytes_received": video.received,
+        "sha256": video.sha256,
+        "upload_session_id": video.upload_session_id,
+        "status": video_status(video),
+        "publish_status": video.publish_status,
+        "published": video.publish_status == "published",
+        "post_id": video.post_id,
+        "deleted": video.deleted,
+    }
+
+
+@router.get("/pages/{page_id}/photos")
+def page_photos(page_id: str, world: WorldDep) -> dict[str, Any]:
+    """Every photo uploaded to the Page, oldest first: unpublished, attached and deleted ones
+    too, with the size and SHA-256 of what arrived (``null`` for a placeholder URL)."""
+    with world.lock:
+        _page_of(world, page_id)
+        photos = [p for p in world.photos.values() if p.page_id == page_id]
+        return {"data": [_photo_state(photo) for photo in photos]}
+
+
+@router.get("/pages/{page_id}/videos")
+def page_videos(page_id: str, world: WorldDep) -> dict[str, Any]:
+    """Every video and reel of the Page, oldest first, at whatever phase: bytes received,
+    SHA-256 once complete, Graph's ``status`` object, published, deleted."""
+    with world.lock:
+        _page_of(world, page_id)
+        videos = [v for v in world.videos.values() if v.page_id == page_id]
+        return {"data": [_video_state(video) for video in videos]}
 
 
 @router.get("/calls")

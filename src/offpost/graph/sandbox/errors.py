@@ -360,3 +360,75 @@ def page_throttled_page_token() -> GraphError:
 
 def unknown_error() -> GraphError:
     return GraphError("An unknown error has occurred.", code=1)
+
+
+# --- media (photos, videos, reels) ---------------------------------------------------------
+
+
+def invalid_image() -> GraphError:
+    """``url`` Graph could not fetch, or a ``source`` that is empty (code 324)."""
+    return GraphError("(#324) Missing or invalid image file", code=324)
+
+
+def video_required() -> GraphError:
+    """``/videos`` without ``source``, ``file_url`` or an upload phase (code 353, derived)."""
+    return GraphError("(#353) You must select a video file to upload.", code=353)
+
+
+def video_fetch_failed() -> GraphError:
+    """``file_url`` Graph could not download (code 389, the Video reference's text)."""
+    return GraphError("(#389) Unable to fetch video file from URL.", code=389)
+
+
+def bad_attached_media(index: int, media_fbid: str, why: str) -> GraphError:
+    """An ``attached_media`` entry that is not an unattached unpublished photo of the Page.
+
+    Code 100 as Graph answers bad parameters; the wording is *derived*.
+    """
+    return GraphError(f"(#100) attached_media[{index}] media_fbid {media_fbid} {why}", code=100)
+
+
+def chunk_offset_mismatch(start_offset: int, end_offset: int) -> GraphError:
+    """A resumable chunk at an offset other than the expected one (*derived* wording).
+
+    Subcode 1363037 with ``error_data`` naming the expected window is what Meta's own
+    facebook-business ``VideoUploader`` reads to resume (code 6001 is derived).
+    """
+    return GraphError(
+        "(#6001) There was a problem uploading your video file: the chunk does not start "
+        f"at the expected offset {start_offset}.",
+        code=6001,
+        subcode=1363037,
+        error_data={"start_offset": start_offset, "end_offset": end_offset},
+    )
+
+
+def upload_session_invalid() -> GraphError:
+    return GraphError("(#100) Invalid upload_session_id", code=100)
+
+
+def upload_incomplete(received: int, file_size: int | None) -> GraphError:
+    """finish before every byte arrived (*derived*)."""
+    expected = "an unknown size" if file_size is None else f"{file_size} bytes"
+    return GraphError(
+        f"(#100) The upload is not complete: {received} of {expected} received", code=100
+    )
+
+
+def rupload_error(kind: str, message: str) -> GraphError:
+    """A rupload (``/video-upload/…``) failure, named as the Reels guide names them:
+    ``OffsetInvalidError`` "Request starting offset is invalid", ``PartialRequestError``
+    "Partial request (did not match length of file)". Graph's envelope with that type and
+    code 100 (the envelope is *derived*; the guide gives only the names and texts)."""
+    return GraphError(message, code=100, type_=kind)
+
+
+def reels_limit(limit: int) -> GraphError:
+    """The Reels publishing limit ("30 API-published posts within a 24-hour moving
+    period", enforced on ``POST /{page}/video_reels``). Code and wording *derived*:
+    Meta documents the limit, not its error."""
+    return GraphError(
+        f"(#9) The Page has reached the limit of {limit} reels published through the API "
+        "within 24 hours. Please try again later.",
+        code=9,
+    )

@@ -34,6 +34,7 @@ from __future__ import annotations
 import itertools
 import random
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,8 @@ class Fault:
     truncate_bytes: int | None = None
     drip_bytes: int = 1
     drip_ms: int = 0
+    #: Only calls whose parameters hold these values (``{"upload_phase": "finish"}``).
+    params: dict[str, str] = field(default_factory=dict)
     hits: int = field(default=0)
 
     @property
@@ -80,8 +83,12 @@ class Fault:
         """Whether the reply's body is cut off or trickled out."""
         return self.truncate_bytes is not None or self.drip_ms > 0
 
-    def matches(self, method: str, paths: tuple[str, ...]) -> bool:
+    def matches(
+        self, method: str, paths: tuple[str, ...], params: Mapping[str, str] | None = None
+    ) -> bool:
         if self.method is not None and self.method != method:
+            return False
+        if any((params or {}).get(name) != value for name, value in self.params.items()):
             return False
         return any(self.pattern.search(path) for path in paths)
 
@@ -104,6 +111,7 @@ class Fault:
             "truncate_bytes": self.truncate_bytes,
             "drip_bytes": self.drip_bytes,
             "drip_ms": self.drip_ms,
+            "params": self.params,
         }
 
 
@@ -134,6 +142,7 @@ class FaultBook:
         truncate_bytes: int | None = None,
         drip_bytes: int = 1,
         drip_ms: int = 0,
+        params: dict[str, str] | None = None,
     ) -> Fault:
         fault = Fault(
             fault_id=next(self._ids),
@@ -153,14 +162,17 @@ class FaultBook:
             truncate_bytes=truncate_bytes,
             drip_bytes=drip_bytes,
             drip_ms=drip_ms,
+            params=dict(params or {}),
         )
         self._faults.append(fault)
         return fault
 
-    def take(self, method: str, paths: tuple[str, ...]) -> Fault | None:
+    def take(
+        self, method: str, paths: tuple[str, ...], params: Mapping[str, str] | None = None
+    ) -> Fault | None:
         """The first fault matching this call, counted down (removed once used up)."""
         for fault in self._faults:
-            if fault.matches(method, paths):
+            if fault.matches(method, paths, params):
                 if fault.probability < 1.0 and self._rng.random() >= fault.probability:
                     return None
                 fault.remaining -= 1

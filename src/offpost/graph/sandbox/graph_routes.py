@@ -3,7 +3,9 @@
 Graph routes by object id and edge rather than by fixed paths, so the
 sandbox does too: ``/oauth/access_token``, ``/oauth/client_code``,
 ``/debug_token``, ``/me`` (the caller's user, or Page for a Page token),
-``/{id}`` and ``/{id}/{edge}``. The version prefix is already gone
+``/{id}`` and ``/{id}/{edge}`` — posts, photos and videos are ids too (``GET``
+and ``DELETE``). rupload's ``/video-upload/{version}/{video-id}`` is served
+here as well, at the same base URL (:mod:`.media`). The version prefix is already gone
 (:mod:`.app` strips it). Unknown objects answer Graph's "Unsupported get
 request" (100/33), unknown edges "Tried accessing nonexisting field";
 batch calls (``POST /``) are not simulated.
@@ -18,20 +20,21 @@ Graph's error envelope. How a reply is cut, trickled or given extra headers is
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 from typing import Any
 
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from offpost.graph.sandbox import errors, oauth, pages
+from offpost.graph.sandbox import errors, media, oauth, pages
 from offpost.graph.sandbox.auth import authenticate, meter, peek_usage
 from offpost.graph.sandbox.calls import CallContext
 from offpost.graph.sandbox.faults import Fault
-from offpost.graph.sandbox.params import GraphRequest
-from offpost.graph.sandbox.state import Page, Token, TokenKind, User, World
+from offpost.graph.sandbox.params import READ_BYTES, GraphRequest, Upload
+from offpost.graph.sandbox.state import Page, Photo, Post, Token, TokenKind, User, Video, World
 
 logger = logging.getLogger(__name__)
 
@@ -47,13 +50,21 @@ def error_response(error: errors.GraphError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
-async def read_params(request: Request) -> tuple[dict[str, str], dict[str, str]]:
-    """(all parameters, query-string parameters); body values win over the query's."""
+async def read_params(
+    request: Request,
+) -> tuple[dict[str, str], dict[str, str], dict[str, Upload], FormData | None]:
+    """(all parameters, query-string parameters, multipart files, the form to close).
+
+    Body values win over the query's. A file's parameter value is its file name
+    (what a handler that only names the file sees); its bytes are an :class:`Upload`.
+    """
     query = dict(request.query_params)
     params = dict(query)
     if request.method in ("GET", "HEAD"):
-        return params, query
+        return params, query, {}, None
     content_type = request.headers.get("content-type", "")
+    uploads: dict[str, Upload] = {}
+    form: FormData | None = None
     if content_type.startswith("application/json"):
         try:
             body = json.loads(await request.body() or b"{}")
@@ -66,9 +77,25 @@ async def read_params(request: Request) -> tuple[dict[str, str], dict[str, str]]
     elif content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
         form = await request.form()
         for key, value in form.multi_items():
-            params[key] = (value.filename or key) if isinstance(value, UploadFile) else value
-        await form.close()
-    return params, query
+            if isinstance(value, UploadFile):
+                params[key] = value.filename or key
+                uploads[key] = await _upload(value, key)
+            else:
+                params[key] = value
+    return params, query, uploads, form
+
+
+async def _upload(file: UploadFile, name: str) -> Upload:
+    """Size and SHA-256 of a multipart file, read once; the file stays for the handler."""
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := await file.read(READ_BYTES):
+        digest.update(chunk)
+        size += len(chunk)
+    await file.seek(0)
+    return Upload(
+        filename=file.filename or name, size=size, sha256=digest.hexdigest(), file=file.file
+    )
 
 
 def _header_token(request: Request) -> str | None:
@@ -95,9 +122,25 @@ async def graph_endpoint(request: Request) -> Response:
     world: World = request.app.state.world
     ctx: CallContext = request.scope[CONTEXT_KEY]
     try:
-        params, query = await read_params(request)
+        params, query, uploads, form = await read_params(request)
     except errors.GraphError as exc:
         return error_response(exc)
+    try:
+        return await _answer(world, request, ctx, params, query, uploads)
+    finally:
+        if form is not None:
+            await form.close()
+
+
+async def _answer(
+    world: World,
+    request: Request,
+    ctx: CallContext,
+    params: dict[str, str],
+    query: dict[str, str],
+    uploads: dict[str, Upload],
+) -> Response:
+    """The reply to one call whose parameters are read: faults, then the handler."""
     ctx.params = params
     req = GraphRequest(
         method=request.method,
@@ -108,9 +151,12 @@ async def graph_endpoint(request: Request) -> Response:
         version=ctx.version,
         ctx=ctx,
         header_token=_header_token(request),
+        uploads=uploads,
+        headers={name.lower(): value for name, value in request.headers.items()},
+        body=request.stream,
     )
     with world.lock:
-        fault = world.faults.take(request.method, (ctx.path, ctx.graph_path))
+        fault = world.faults.take(request.method, (ctx.path, ctx.graph_path), params)
     if fault is not None:
         ctx.fault_id = fault.fault_id
         ctx.fault = fault
@@ -145,6 +191,8 @@ async def dispatch(world: World, req: GraphRequest) -> dict[str, Any]:
         return oauth.debug_token(world, req)
     if not segments:
         raise errors.invalid_param("Batch and root requests are not supported by the sandbox")
+    if segments[0] == media.RUPLOAD_SEGMENT:
+        return await media.rupload(world, req)
     if segments[0] == "me" and not req.token_value:
         raise errors.active_token_required()
     token = authenticate(world, req.token_value, req.params, req.ctx)
@@ -152,19 +200,36 @@ async def dispatch(world: World, req: GraphRequest) -> dict[str, Any]:
     with world.lock:
         user = world.users.get(node_id)
         post = world.posts.get(node_id)
-        page = world.pages.get(post.page_id if post is not None else node_id)
+        photo = world.photos.get(node_id)
+        video = world.videos.get(node_id)
+        owner = post or photo or video
+        page = world.pages.get(owner.page_id if owner is not None else node_id)
     req.ctx.page_id = page.page_id if page is not None else None
     meter(world, req.ctx, app_id=token.app_id, page_id=req.ctx.page_id, token=token)
     if len(segments) > 2:
         raise errors.unknown_path("/".join(segments[2:]))
     if user is not None and user.app_id == token.app_id:
         return _user_route(world, req, token, user)
-    if post is not None and page is not None:
-        if len(segments) == 1 and method == "GET":
-            return pages.post_node(req, token, page, post)
-    elif page is not None:
+    if page is not None and owner is not None:
+        return _object_route(world, req, token, page, owner)
+    if page is not None:
         return await _page_route(world, req, token, page)
     raise errors.unsupported_request(method, node_id)
+
+
+def _object_route(
+    world: World, req: GraphRequest, token: Token, page: Page, owner: Post | Photo | Video
+) -> dict[str, Any]:
+    """``GET`` or ``DELETE`` of a post, photo or video (no edges on them in the sandbox)."""
+    node_id = req.segments[0]
+    if len(req.segments) == 1 and not owner.deleted:
+        if req.method == "GET":
+            if isinstance(owner, Post):
+                return pages.post_node(req, token, page, owner)
+            return media.media_node(req, token, page, owner)
+        if req.method == "DELETE":
+            return media.delete_object(world, token, page, owner)
+    raise errors.unsupported_request(req.method, node_id)
 
 
 def _me(token: Token) -> str:
@@ -198,7 +263,17 @@ async def _page_route(world: World, req: GraphRequest, token: Token, page: Page)
     if edge == "feed" and method == "POST":
         return await pages.publish_feed(world, req, token, page)
     if edge == "photos" and method == "POST":
-        return await pages.publish_photo(world, req, token, page)
-    if edge in ("feed", "posts", "photos"):
+        return await media.upload_photo(world, req, token, page)
+    if edge == "photos" and method == "GET":
+        return media.list_photos(world, req, token, page)
+    if edge == "videos" and method == "POST":
+        return await media.post_video(world, req, token, page)
+    if edge == "videos" and method == "GET":
+        return media.list_videos(world, req, token, page, kind="video")
+    if edge == "video_reels" and method == "POST":
+        return await media.post_reel(world, req, token, page)
+    if edge == "video_reels" and method == "GET":
+        return media.list_videos(world, req, token, page, kind="reel")
+    if edge in ("feed", "posts", "photos", "videos", "video_reels"):
         raise errors.unsupported_request(method, page.page_id)
     raise errors.nonexisting_field(edge, "Page")

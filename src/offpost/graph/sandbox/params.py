@@ -1,8 +1,11 @@
 """One Graph call as the handlers see it, and the parameter conventions Graph uses.
 
 Parameters come from the query string and, for POST, from a form
-(urlencoded or multipart) or JSON body; the body wins on a clash. The access
-token may also come as ``Authorization: OAuth <token>`` or ``Bearer <token>``.
+(urlencoded or multipart) or JSON body; the body wins on a clash. Multipart
+files are :class:`Upload` s, known by size and SHA-256 (their bytes stay in a
+spooled file until the call ends). The access token may also come as
+``Authorization: OAuth <token>`` or ``Bearer <token>``. ``fields`` may nest
+(``attachments{media_type,target}``): only the top-level names count.
 Lists page with cursors (base64 of the item id, like Graph's ``MTM1…``) and a
 ``paging.next`` URL that repeats the call's query — access token included, as
 Graph's own ``next`` URLs do.
@@ -12,10 +15,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 from urllib.parse import urlencode
 
 from offpost.graph.sandbox import errors
@@ -24,6 +27,30 @@ from offpost.graph.sandbox.calls import CallContext
 T = TypeVar("T")
 DEFAULT_LIMIT = 25
 MAX_LIMIT = 100
+
+
+#: How much of an upload is read at a time.
+READ_BYTES = 1024 * 1024
+
+
+@dataclass(eq=False)
+class Upload:
+    """One multipart file: its size and SHA-256, and the spooled file to read it again."""
+
+    filename: str
+    size: int
+    sha256: str
+    file: IO[bytes] = field(repr=False)
+
+    def chunks(self) -> Iterator[bytes]:
+        self.file.seek(0)
+        while chunk := self.file.read(READ_BYTES):
+            yield chunk
+
+
+async def _no_body() -> AsyncIterator[bytes]:
+    return
+    yield b""  # pragma: no cover - makes this an async generator
 
 
 @dataclass(eq=False)
@@ -36,15 +63,19 @@ class GraphRequest:
     version: str | None
     ctx: CallContext
     header_token: str | None = None
+    uploads: dict[str, Upload] = field(default_factory=dict)
+    #: Request headers, lower-cased names (rupload reads ``offset``, ``file_size``…).
+    headers: dict[str, str] = field(default_factory=dict)
+    #: The raw body, unread, for bodies that are neither a form nor JSON (rupload).
+    body: Callable[[], AsyncIterator[bytes]] = _no_body
 
     @property
     def token_value(self) -> str | None:
         return self.params.get("access_token") or self.header_token
 
     def fields(self, default: Sequence[str]) -> list[str]:
-        """The requested ``fields`` (comma-separated), or ``default``."""
-        raw = self.params.get("fields", "")
-        wanted = [name.strip() for name in raw.split(",") if name.strip()]
+        """The requested ``fields`` (top-level names of a comma-separated list), or ``default``."""
+        wanted = top_level_fields(self.params.get("fields", ""))
         return wanted or list(default)
 
     def url_with(self, **changes: str | None) -> str:
@@ -57,6 +88,25 @@ class GraphRequest:
                 query[key] = value
         prefix = f"/{self.version}" if self.version else ""
         return f"{self.base_url}{prefix}/{'/'.join(self.segments)}?{urlencode(query)}"
+
+
+def top_level_fields(raw: str) -> list[str]:
+    """``id,attachments{media_type,target{id}},message`` -> ``[id, attachments, message]``."""
+    names: list[str] = []
+    depth = 0
+    current = ""
+    for char in raw:
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth = max(0, depth - 1)
+        elif depth == 0 and char == ",":
+            names.append(current)
+            current = ""
+        elif depth == 0:
+            current += char
+    names.append(current)
+    return [name.split(".")[0].strip() for name in names if name.strip()]
 
 
 def parse_bool(value: str | None, *, default: bool) -> bool:

@@ -22,7 +22,8 @@ class SandboxSettings(BaseModel):
     duplicate_detection: bool = True
     #: Leave ``expires_in`` out of token responses (docs/graph.md).
     omit_expires_in: bool = False
-    #: Extra delay of every publish (``POST /{page}/feed|photos``), awaited, never blocking.
+    #: Extra delay of every publish (``POST /{page}/feed|photos|videos``, the finish of a
+    #: video or reel), awaited, never blocking.
     publish_latency_ms: int = Field(default=0, ge=0, le=600_000)
     #: Allowed ``scheduled_publish_time`` window, seconds from now (docs/graph.md).
     schedule_min_s: int = Field(default=600, ge=0)
@@ -41,6 +42,15 @@ class SandboxSettings(BaseModel):
     api_version: str = Field(default="v26.0", pattern=r"^v\d+\.\d+$")
     #: Lifetime of ``/oauth/client_code`` codes, sandbox-clock seconds.
     code_ttl_s: int = Field(default=600, ge=1)
+    #: Fetch ``url`` / ``file_url`` media to learn their size and SHA-256 (placeholder
+    #: hosts such as example.com are never fetched; see :mod:`.media`).
+    fetch_media: bool = True
+    #: How long one media download may take before it counts as unreachable.
+    media_fetch_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    #: The size of the chunk windows resumable ``/videos`` uploads are asked for.
+    video_chunk_bytes: int = Field(default=4 * 1024 * 1024, ge=1)
+    #: Reels published through the API per Page in a moving 24 h (Meta: 30).
+    reels_per_day: int = Field(default=30, ge=1)
 
     @model_validator(mode="after")
     def _check_window(self) -> SandboxSettings:

@@ -1,4 +1,4 @@
-"""The sandbox's in-memory world: apps, users, Pages, tokens, posts, codes and its clock.
+"""The sandbox's in-memory world: apps, users, Pages, tokens, posts, media, codes and clock.
 
 One :class:`World` per sandbox, guarded by one re-entrant lock (``world.lock``):
 every read-modify-write of the world happens while holding it, and nothing
@@ -27,6 +27,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from offpost.graph.sandbox.calls import CallLog
 from offpost.graph.sandbox.faults import FaultBook
@@ -139,6 +140,85 @@ class Post:
     #: The app whose token made the post (Graph's ``application`` field); ``None``
     #: for a post a person made in Facebook's own interface.
     app: App | None = None
+    #: What the post shows: ``"photo"``, ``"album"`` (several photos) or ``"video"``,
+    #: with the ids of its photos or video in order; ``None`` and ``()`` for text.
+    media_type: str | None = None
+    media_ids: tuple[str, ...] = ()
+    #: ``DELETE /{post-id}`` hides it from Graph; control routes still list it.
+    deleted: bool = False
+
+
+@dataclass(eq=False)
+class MediaBytes:
+    """What arrived of an uploaded file: never the bytes, only their count and SHA-256."""
+
+    size: int
+    sha256: str
+
+
+@dataclass(eq=False)
+class Photo:
+    photo_id: str
+    page_id: str
+    created_time: float
+    caption: str | None
+    published: bool
+    app: App | None
+    #: How it came: ``"url"`` (Graph fetched ``url``) or ``"source"`` (multipart).
+    origin: str
+    url: str | None = None
+    filename: str | None = None
+    #: ``None`` for a placeholder URL the sandbox does not fetch (see :mod:`.media`).
+    content: MediaBytes | None = None
+    temporary: bool = False
+    #: The post showing it: its own post when published, else the feed post that
+    #: attached it (``attached_media``); an unpublished photo is attached once.
+    post_id: str | None = None
+    attached_to: str | None = None
+    deleted: bool = False
+
+
+@dataclass(eq=False)
+class Video:
+    """A Page video or reel, from its first upload call to its publication.
+
+    Bytes arrive whole (``file_url``, ``source``) or in order (resumable chunks,
+    rupload offsets): ``received`` counts them and ``hasher`` digests them as they
+    come, so nothing but the hash state is kept.
+    """
+
+    video_id: str
+    page_id: str
+    created_time: float
+    #: ``"video"`` (``/videos``) or ``"reel"`` (``/video_reels``).
+    kind: str
+    app: App | None
+    origin: str
+    title: str | None = None
+    description: str | None = None
+    file_url: str | None = None
+    #: The announced size (``file_size``); ``None`` until known.
+    file_size: int | None = None
+    received: int = 0
+    hasher: Any = field(default=None, repr=False)
+    sha256: str | None = None
+    upload_session_id: str | None = None
+    #: Resumable chunks accepted, by start offset: (length, sha256), so a chunk sent
+    #: again after a lost reply is recognised and answered, not refused.
+    chunks: dict[int, tuple[int, str]] = field(default_factory=dict)
+    #: ``None`` until finished; then ``"published"``, ``"draft"`` or ``"scheduled"``.
+    publish_status: str | None = None
+    publish_time: float | None = None
+    #: When the upload was finished (the Reels limit counts these).
+    finished_at: float | None = None
+    post_id: str | None = None
+    #: A rupload body is arriving: another one at the same time is refused.
+    uploading: bool = False
+    deleted: bool = False
+
+    @property
+    def complete(self) -> bool:
+        return self.file_size is not None and self.received >= self.file_size
 
 
 @dataclass(eq=False)
@@ -187,6 +267,10 @@ class World:
             self.posts: dict[str, Post] = {}
             self.tokens: dict[str, Token] = {}
             self.codes: dict[str, AuthCode] = {}
+            self.photos: dict[str, Photo] = {}
+            self.videos: dict[str, Video] = {}
+            #: Resumable ``/videos`` upload sessions: session id -> video id.
+            self.upload_sessions: dict[str, str] = {}
             self.faults = FaultBook()
             self.calls = CallLog()
             self.usage = UsageMeter()
