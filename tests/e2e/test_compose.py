@@ -25,6 +25,8 @@ SECRETS = {
     "OFFPOST_APP_ID": "1234567890",
     "OFFPOST_APP_SECRET": "app-secret",
     "OFFPOST_ENCRYPTION_KEYS": "a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2U=",
+    "OFFPOST_S3_ACCESS_KEY_ID": "s3-key-id",
+    "OFFPOST_S3_SECRET_ACCESS_KEY": "s3-secret",
 }
 
 
@@ -67,6 +69,7 @@ def test_every_role_is_there(config: dict[str, Any]) -> None:
         "webhooks",
         "flower",
         "prometheus",
+        "seaweedfs",
     }
     services = config["services"]
     assert services["migrate"]["command"] == ["migrate"]
@@ -87,6 +90,28 @@ def test_roles_wait_for_healthy_dependencies(config: dict[str, Any]) -> None:
         assert depends["migrate"]["condition"] == "service_completed_successfully", role
         assert depends["redis"]["condition"] == "service_healthy", role
     assert services["flower"]["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert services["seaweedfs"]["healthcheck"]["test"]
+    # The roles that read or write uploaded media wait for the media store.
+    for role in ("api", "dispatcher", "worker"):
+        depends = services[role]["depends_on"]
+        assert depends["seaweedfs"]["condition"] == "service_healthy", role
+
+
+def test_media_live_in_the_seaweedfs_bucket(config: dict[str, Any]) -> None:
+    services = config["services"]
+    seaweedfs = services["seaweedfs"]
+    assert seaweedfs["image"].startswith("chrislusf/seaweedfs")
+    assert seaweedfs["command"][:2] == ["server", "-s3"]
+    assert seaweedfs["environment"]["AWS_ACCESS_KEY_ID"] == "s3-key-id"
+    assert seaweedfs["environment"]["AWS_SECRET_ACCESS_KEY"] == "s3-secret"
+    assert "ports" not in seaweedfs
+    for role in ("api", "dispatcher", "worker"):
+        env = services[role]["environment"]
+        assert env["OFFPOST_MEDIA_STORE"] == "s3", role
+        assert env["OFFPOST_S3_ENDPOINT_URL"] == "http://seaweedfs:8333", role
+        assert env["OFFPOST_S3_BUCKET"] == "offpost-media", role
+        assert env["OFFPOST_S3_ACCESS_KEY_ID"] == "s3-key-id", role
+        assert env["OFFPOST_S3_SECRET_ACCESS_KEY"] == "s3-secret", role
 
 
 def test_roles_share_the_interpolated_settings(config: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -31,6 +32,8 @@ def make_settings(
         "app_secret": sandbox.app_secret,
         "encryption_keys": new_encryption_key(),
         "graph_timeout_s": 2.0,
+        # Uploads in a folder of their own, never in the working directory.
+        "media_dir": tempfile.mkdtemp(prefix="offpost-media-"),
     }
     values.update(extra)
     return Settings(**values)

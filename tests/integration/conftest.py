@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from offpost.graph.sandbox import RunningSandbox, running_sandbox
 from offpost.settings import Settings
 from tests.integration.api_support import api_client, make_settings
+from tests.integration.media_support import s3_server  # noqa: F401 - the S3 media store's server
 from tests.integration.pipeline_support import Pipeline, handed_over_page, serving_pipeline
 from tests.integration.sandbox_support import (
     SandboxClient,

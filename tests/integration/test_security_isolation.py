@@ -42,6 +42,7 @@ ID_PARAMS = {
     "post_id": IdPrefix.POST,
     "credential_id": IdPrefix.CREDENTIAL,
     "schedule_id": IdPrefix.SCHEDULE,
+    "media_id": IdPrefix.MEDIA,
 }
 #: A valid body for each route with one, so that only ownership decides the answer.
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
@@ -79,6 +80,7 @@ class World:
     post_id: str
     schedule_id: str
     admin: dict[str, str]
+    media_id: str
 
     def ids(self) -> dict[str, str]:
         """Alice's id for each kind of path parameter."""
@@ -87,6 +89,7 @@ class World:
             "post_id": self.post_id,
             "credential_id": self.alice.credential_id,
             "schedule_id": self.schedule_id,
+            "media_id": self.media_id,
         }
 
     def secrets_of_alice(self) -> list[str]:
@@ -94,6 +97,7 @@ class World:
         return [
             self.post_id,
             self.schedule_id,
+            self.media_id,
             self.alice.credential_id,
             self.alice.page_id,
             self.alice.user["user_id"],
@@ -104,11 +108,20 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(
-    postgres_server_url: str, sandbox_server: RunningSandbox, redis_url: str
+    postgres_server_url: str,
+    sandbox_server: RunningSandbox,
+    redis_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[World]:
     with fresh_postgres_database(postgres_server_url) as url:
         # The 401 checks below fail authentication on purpose, many times.
-        settings = make_settings(url, sandbox_server, redis_url, auth_failures_per_minute=10_000)
+        settings = make_settings(
+            url,
+            sandbox_server,
+            redis_url,
+            auth_failures_per_minute=10_000,
+            media_dir=str(tmp_path_factory.mktemp("media")),
+        )
         with api_client(settings) as api, sandbox_client(sandbox_server) as graph:
             alice = make_account(api, settings, graph, "alice")
             bob = make_account(api, settings, graph, "bob")
@@ -136,6 +149,12 @@ def world(
             )
             assert hook.status_code == 200, hook.text
             admin = bearer(add_client(settings, "ops", admin=True))
+            media = api.post(
+                "/v1/media",
+                files={"file": ("alice.gif", b"GIF89a\x01\x00\x01\x00\x00\x00\x00;")},
+                headers=alice.headers,
+            )
+            assert media.status_code == 201, media.text
             yield World(
                 api,
                 settings,
@@ -144,6 +163,7 @@ def world(
                 post.json()["id"],
                 schedule.json()["id"],
                 admin,
+                media.json()["id"],
             )
 
 
@@ -225,6 +245,7 @@ def snapshot(world: World) -> dict[str, Any]:
         "credential": api.get(f"/v1/credentials/{world.alice.credential_id}", headers=key).json(),
         "schedule": api.get(f"/v1/schedules/{world.schedule_id}", headers=key).json(),
         "webhook": api.get("/v1/webhook", headers=key).json(),
+        "media": api.get(f"/v1/media/{world.media_id}", headers=key).json(),
     }
 
 

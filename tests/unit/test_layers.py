@@ -32,6 +32,7 @@ RANKS: dict[str, int] = {
     "offpost.outbox": 4,
     # services: tokens under posts and workers (peers), the scheduler above them
     "offpost.tokens": 5,
+    "offpost.media": 5,
     "offpost.posts": 6,
     "offpost.workers": 6,
     "offpost.scheduler": 7,

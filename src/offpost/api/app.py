@@ -16,7 +16,7 @@ import redis
 from fastapi import Depends, FastAPI
 
 from offpost import __version__
-from offpost.api import admin, credentials, health, posts, quotas, schedules, webhooks
+from offpost.api import admin, credentials, health, media, posts, quotas, schedules, webhooks
 from offpost.api import metrics as metrics_route
 from offpost.api.dashboard import routes as dashboard
 from offpost.api.deps import refuse_nul_characters
@@ -121,12 +121,18 @@ def create_app(
     app.include_router(credentials.router)
     app.include_router(posts.router)
     app.include_router(schedules.router)
+    app.include_router(media.router)
     app.include_router(quotas.router)
     app.include_router(webhooks.router)
     app.include_router(admin.router)
     app.include_router(dashboard.router)
     app.include_router(metrics_route.router)
     body_limits = {"/v1/posts/batch": MAX_BATCH_BODY_BYTES}
-    app.add_middleware(BodyLimitMiddleware, default_bytes=MAX_BODY_BYTES, limits=body_limits)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        default_bytes=MAX_BODY_BYTES,
+        limits=body_limits,
+        streamed=media.streams_its_body,
+    )
     install_openapi(app, lambda path: body_limits.get(path, MAX_BODY_BYTES))
     return app

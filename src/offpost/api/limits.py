@@ -116,17 +116,25 @@ class BodyLimitMiddleware:
     """Answer 413 when a request body exceeds its limit, without reading it all.
 
     ``limits`` maps a path to its own cap; every other path gets ``default_bytes``.
+    A path for which ``streamed`` is true goes through unread: its route streams
+    the body and caps it itself (media uploads, up to gigabytes).
     """
 
     def __init__(
-        self, app: ASGIApp, *, default_bytes: int, limits: dict[str, int] | None = None
+        self,
+        app: ASGIApp,
+        *,
+        default_bytes: int,
+        limits: dict[str, int] | None = None,
+        streamed: Callable[[str], bool] | None = None,
     ) -> None:
         self.app = app
         self.default_bytes = default_bytes
         self.limits = limits or {}
+        self.streamed = streamed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (self.streamed is not None and self.streamed(scope["path"])):
             await self.app(scope, receive, send)
             return
         limit = self.limits.get(scope["path"], self.default_bytes)
