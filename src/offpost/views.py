@@ -126,6 +126,22 @@ class ErrorOut(BaseModel):
         )
 
 
+class MediaSourceOut(BaseModel):
+    """Where a file comes from: a URL, or an upload of the client (``media_id``)."""
+
+    url: str | None = None
+    media_id: str | None = None
+
+
+class VideoOut(MediaSourceOut):
+    title: str | None = None
+    description: str | None = None
+
+
+class ReelOut(MediaSourceOut):
+    description: str | None = None
+
+
 class PostOut(BaseModel):
     id: str
     status: PostStatus
@@ -134,6 +150,9 @@ class PostOut(BaseModel):
     message: str | None
     link: str | None
     photo_url: str | None
+    photos: list[MediaSourceOut] | None = None
+    video: VideoOut | None = None
+    reel: ReelOut | None = None
     publish_at: UTCTime
     schedule_id: str | None
     attempts: int
@@ -155,6 +174,7 @@ class PostOut(BaseModel):
             message=get("message"),
             link=get("link"),
             photo_url=get("photo_url"),
+            **media_fields(get("media")),
             publish_at=get("publish_at"),
             schedule_id=get("schedule_id"),
             attempts=get("attempts"),
@@ -164,3 +184,17 @@ class PostOut(BaseModel):
             created_at=get("created_at"),
             updated_at=get("updated_at"),
         )
+
+
+def media_fields(media: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``photos``, ``video`` or ``reel`` of a post's answer, from its media spec."""
+    if not media:
+        return {}
+    kind, value = next(iter(media.items()))
+    if kind == "photos":
+        return {"photos": [MediaSourceOut(**source) for source in value]}
+    if kind == "video":
+        return {"video": VideoOut(**value)}
+    if kind == "reel":
+        return {"reel": ReelOut(**value)}
+    return {}

@@ -160,7 +160,7 @@ def test_bad_lines_are_each_reported_with_their_number_and_nothing_is_scheduled(
     assert result.exit_code == 1, result.output
     lines = result.stderr.splitlines()
     assert lines[:-1] == [
-        "line 3: message: give at least one of message, link or photo_url",
+        "line 3: message: give at least one of message, link, photo_url, photos, video or reel",
         "line 4: link: must be an http:// or https:// URL",
         "line 6: publish_at: 2030-03-31 02:30:00 does not exist in Europe/Berlin "
         "(the clocks skip it): choose another time or give an offset",
@@ -188,7 +188,7 @@ def test_skip_bad_schedules_the_good_lines_and_reports_the_bad(shop: Shop, tmp_p
 
     assert result.exit_code == 0, result.output
     assert result.stderr.splitlines() == [
-        "line 3: message: give at least one of message, link or photo_url",
+        "line 3: message: give at least one of message, link, photo_url, photos, video or reel",
         "line 5: link: must be an http:// or https:// URL",
         "skipped 2 bad lines (above)",
     ]
@@ -208,7 +208,7 @@ def test_a_bad_line_after_many_inserted_batches_still_leaves_nothing_scheduled(
 
     assert result.exit_code == 1, result.output
     assert result.stderr.splitlines()[0] == (
-        "line 2502: message: give at least one of message, link or photo_url"
+        "line 2502: message: give at least one of message, link, photo_url, photos, video or reel"
     )
     assert posts(shop) == []
 

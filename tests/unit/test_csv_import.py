@@ -267,7 +267,11 @@ _BAD_ZONE = "unknown time zone 'Mars/Olympus': use an IANA name such as Europe/B
 @pytest.mark.parametrize(
     ("cells", "field", "message"),
     [
-        ({"message": ""}, "message", "give at least one of message, link or photo_url"),
+        (
+            {"message": ""},
+            "message",
+            "give at least one of message, link, photo_url, photos, video or reel",
+        ),
         ({"message": "   "}, "message", "must not be blank"),
         ({"message": "x" * 63_207}, "message", "String should have at most 63206 characters"),
         ({"link": "ftp://example.com"}, "link", "must be an http:// or https:// URL"),

@@ -40,9 +40,11 @@ from offpost.api.schemas import (
     PostBatchOut,
     PostList,
     PostUpdate,
+    StepList,
+    StepOut,
 )
 from offpost.graph.client import GraphClient
-from offpost.models import Attempt, Client, Credential, PostStatus, request_hash
+from offpost.models import Attempt, Client, Credential, PostStatus, PostStep, request_hash
 from offpost.posts import quotas, rules, store
 from offpost.posts.idempotency import (
     IdempotencyConflictError,
@@ -304,6 +306,23 @@ def list_attempts(post_id: str, client: ClientDep, session: SessionDep) -> Attem
     return AttemptList(attempts=[AttemptOut.of(a) for a in attempts])
 
 
+@router.get(
+    "/{post_id}/steps",
+    response_model=StepList,
+    summary="The Graph calls of a media post before its own, in order (its progress)",
+    responses=_NOT_FOUND,
+)
+def list_steps(post_id: str, client: ClientDep, session: SessionDep) -> StepList:
+    with _answers():
+        post = store.load_post(session, client.id, post_id)
+    steps = session.scalars(
+        select(PostStep)
+        .where(PostStep.post_id == post.id)
+        .order_by(PostStep.started_at, PostStep.id)
+    )
+    return StepList(steps=[StepOut.of(s) for s in steps])
+
+
 @router.patch(
     "/{post_id}",
     response_model=PostOut,
@@ -329,6 +348,12 @@ def update_post(
     changes = body.model_dump(exclude_unset=True)
     if not changes:
         raise field_error("body", "give at least one of message, link, photo_url, publish_at")
+    for name in ("photos", "video", "reel"):
+        if name in changes:
+            # Its media may be on Graph already (uploaded, not yet attached).
+            raise field_error(
+                name, "a post's media cannot be changed: cancel the post and create another"
+            )
     with _answers():
         post = store.update_post(session, client.id, post_id, changes, now)
     if "publish_at" in changes:

@@ -15,9 +15,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from offpost.models import Misfire, Schedule, ScheduleEvent
-from offpost.posts.input import HttpURL, Message, RequestModel, RFC3339Time, ShortId
+from offpost.posts.input import (
+    HttpURL,
+    Message,
+    PhotoList,
+    ReelIn,
+    RequestModel,
+    RFC3339Time,
+    ShortId,
+    VideoIn,
+)
 from offpost.recurrence import MAX_PREVIEW
-from offpost.views import UTCTime
+from offpost.views import MediaSourceOut, ReelOut, UTCTime, VideoOut, media_fields
 
 #: Occurrences shown in ``upcoming``.
 UPCOMING_COUNT = 5
@@ -72,11 +81,16 @@ class ScheduleCreate(ScheduleRule):
     )
     link: HttpURL | None = None
     photo_url: HttpURL | None = None
+    photos: PhotoList | None = None
+    video: VideoIn | None = None
+    reel: ReelIn | None = None
     misfire: Misfire = Misfire.SKIP
 
 
 class ScheduleUpdate(RequestModel):
-    """Every field optional; ``null`` clears ``message``, ``link``, ``photo_url`` or ``end_at``.
+    """Every field optional; ``null`` clears ``message``, ``link``, ``photo_url``, ``photos``,
+    ``video``, ``reel`` or ``end_at``; giving one of ``photos``, ``video``, ``reel`` replaces
+    the schedule's media.
 
     Giving ``rrule`` or ``cron`` replaces the rule (the other one is cleared).
     """
@@ -87,6 +101,9 @@ class ScheduleUpdate(RequestModel):
     message: Message | None = None
     link: HttpURL | None = None
     photo_url: HttpURL | None = None
+    photos: PhotoList | None = None
+    video: VideoIn | None = None
+    reel: ReelIn | None = None
     rrule: str | None = _RRULE
     cron: str | None = _CRON
     timezone: str | None = Field(default=None, min_length=1, max_length=64)
@@ -119,6 +136,9 @@ class ScheduleOut(BaseModel):
     message: str | None
     link: str | None
     photo_url: str | None
+    photos: list[MediaSourceOut] | None = None
+    video: VideoOut | None = None
+    reel: ReelOut | None = None
     rrule: str | None
     cron: str | None
     timezone: str
@@ -144,6 +164,7 @@ class ScheduleOut(BaseModel):
             "message": schedule.message,
             "link": schedule.link,
             "photo_url": schedule.photo_url,
+            **media_fields(schedule.media),
             "rrule": schedule.rrule,
             "cron": schedule.cron,
             "timezone": schedule.timezone,

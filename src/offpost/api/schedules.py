@@ -26,6 +26,7 @@ Thin handlers over :mod:`offpost.recurrence` (the rule) and
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -49,6 +50,9 @@ from offpost.api.schedule_schemas import (
     SchedulePreview,
     ScheduleUpdate,
 )
+from offpost.media.budgets import REELS_PER_DAY
+from offpost.media.spec import spec_kind, spec_media_ids
+from offpost.media.uses import record_uses
 from offpost.models import (
     Credential,
     IdPrefix,
@@ -59,8 +63,10 @@ from offpost.models import (
     is_id,
 )
 from offpost.posts import quotas
-from offpost.posts.quotas import QuotaDefaults, Quotas
+from offpost.posts.media import check_uploads, media_spec, spec_problems
+from offpost.posts.quotas import QuotaDefaults, QuotaExceededError, Quotas
 from offpost.posts.rules import (
+    PostInputError,
     content_problem,
     encode_cursor,
     initial_status,
@@ -95,7 +101,10 @@ _UPDATE_409 = (
     "active_schedules quota"
 )
 _RULE_FIELDS = frozenset({"rrule", "cron", "timezone", "start_at", "end_at"})
-_CONTENT_FIELDS = frozenset({"credential_id", "target", "message", "link", "photo_url"})
+_MEDIA_FIELDS = frozenset({"photos", "video", "reel"})
+_CONTENT_FIELDS = frozenset({"credential_id", "target", "message", "link", "photo_url"}) | (
+    _MEDIA_FIELDS
+)
 
 
 def _problem(exc: RuleError) -> ProblemError:
@@ -145,10 +154,60 @@ def _check_credential(session: Session, client_id: str, credential_id: str, targ
         )
 
 
-def _check_content(message: str | None, link: str | None, photo_url: str | None) -> None:
-    why = content_problem(message, link, photo_url)
+def _check_content(
+    message: str | None, link: str | None, photo_url: str | None, media: object = None
+) -> None:
+    why = content_problem(message, link, photo_url, media)
     if why is not None:
         raise field_error("message", why)
+
+
+def _check_media(
+    session: Session,
+    client_id: str,
+    body: ScheduleCreate | ScheduleUpdate,
+    message: str | None,
+    link: str | None,
+    photo_url: str | None,
+) -> dict[str, Any] | None:
+    """The schedule's media spec from ``body``, checked as a post's; raises a 422."""
+    problems = spec_problems(
+        message=message,
+        link=link,
+        photo_url=photo_url,
+        photos=body.photos,
+        video=body.video,
+        reel=body.reel,
+    )
+    spec = media_spec(body.photos, body.video, body.reel)
+    if not problems:
+        problems = check_uploads(session, client_id, spec)[1]
+    if problems:
+        error = PostInputError(problems)
+        raise ProblemError(
+            error.code,
+            str(error),
+            errors=[{"field": p.field, "message": p.message} for p in problems],
+        )
+    return spec
+
+
+def _check_reel_rule(
+    spec: dict[str, Any] | None, recurrence: Recurrence, now: datetime, limits: Quotas
+) -> None:
+    """A Reel schedule may not ask for more Reels a day than Graph lets a Page publish."""
+    if spec_kind(spec) != "reel":
+        return
+    try:
+        quotas.check_rule(
+            recurrence, now, dataclasses.replace(limits, occurrences_per_day=REELS_PER_DAY)
+        )
+    except QuotaExceededError:
+        raise field_error(
+            "reel",
+            f"the rule makes more than {REELS_PER_DAY} Reels in some 24 hours; Graph lets a "
+            f"Page publish at most {REELS_PER_DAY} through the API",
+        ) from None
 
 
 def future_runs(schedule: Schedule, now: datetime) -> tuple[datetime | None, list[str]]:
@@ -228,10 +287,12 @@ def create_schedule(
     body: ScheduleCreate, client: ClientDep, session: SessionDep, settings: SettingsDep, now: NowDep
 ) -> ScheduleDetail:
     recurrence = _parse(body.rrule, body.cron, body.timezone, body.start_at, body.end_at, now)
-    _check_content(body.message, body.link, body.photo_url)
+    spec = _check_media(session, client.id, body, body.message, body.link, body.photo_url)
+    _check_content(body.message, body.link, body.photo_url, spec)
     _check_credential(session, client.id, body.credential_id, body.target)
     _require_future(recurrence, now, "rrule" if body.rrule is not None else "cron")
     limits = QuotaDefaults.of(settings).for_client(client)
+    _check_reel_rule(spec, recurrence, now, limits)
     with _quota_answers():
         quotas.check_rule(recurrence, now, limits)
         quotas.check_new_active_schedule(session, client.id, limits)
@@ -242,6 +303,7 @@ def create_schedule(
         message=body.message,
         link=body.link,
         photo_url=body.photo_url,
+        media=spec,
         rrule=body.rrule,
         cron=body.cron,
         timezone=body.timezone,
@@ -256,6 +318,8 @@ def create_schedule(
     materialize.restart_schedule(schedule, recurrence, now)
     session.add(schedule)
     session.flush()
+    if media_ids := spec_media_ids(spec):
+        record_uses(session, media_ids, schedule_id=schedule.id)
     materialize.materialize_schedule(
         session, schedule, now, occurrences_per_day=limits.occurrences_per_day
     )
@@ -427,7 +491,21 @@ def _apply_changes(
         message = body.message if "message" in given else schedule.message
         link = body.link if "link" in given else schedule.link
         photo_url = body.photo_url if "photo_url" in given else schedule.photo_url
-        _check_content(message, link, photo_url)
+        media = schedule.media
+        if given & _MEDIA_FIELDS:
+            media = _check_media(session, client_id, body, message, link, photo_url)
+            if media_ids := spec_media_ids(media):
+                record_uses(session, media_ids, schedule_id=schedule.id)
+            schedule.media = media
+        elif media is not None and (photo_url is not None or link is not None):
+            # The kept media must still go with the new content.
+            kind = spec_kind(media)
+            if photo_url is not None or kind in ("video", "reel"):
+                raise field_error(
+                    "photo_url" if photo_url is not None else "link",
+                    f"the schedule has {kind}: clear it (null) to change to this",
+                )
+        _check_content(message, link, photo_url, media)
         credential_id = body.credential_id or schedule.credential_id
         target = body.target or schedule.target
         if "credential_id" in given or "target" in given:

@@ -13,14 +13,17 @@ from pydantic import (
     Field,
 )
 
-from offpost.models import Attempt
+from offpost.models import Attempt, PostStep
 from offpost.posts.input import (
     MAX_TOKEN_LENGTH,
     HttpURL,
     Message,
+    PhotoList,
     PostCreate,
+    ReelIn,
     RequestModel,
     RFC3339Time,
+    VideoIn,
 )
 from offpost.posts.quotas import ClientQuotas, Quotas
 from offpost.posts.rules import (
@@ -66,6 +69,11 @@ class PostUpdate(RequestModel):
     message: Message | None = None
     link: HttpURL | None = None
     photo_url: HttpURL | None = None
+    photos: PhotoList | None = Field(
+        default=None, description="Refused: a post's media cannot be changed (422)."
+    )
+    video: VideoIn | None = Field(default=None, description="Refused, as photos.")
+    reel: ReelIn | None = Field(default=None, description="Refused, as photos.")
     publish_at: RFC3339Time | None = None
 
 
@@ -113,6 +121,47 @@ class AttemptOut(BaseModel):
 
 class AttemptList(BaseModel):
     attempts: list[AttemptOut]
+
+
+class StepOut(BaseModel):
+    """One Graph call of a media post before its final one (docs/media.md)."""
+
+    kind: str = Field(
+        description="photo, video_start, video_transfer, reel_start, reel_upload or remove."
+    )
+    item: int = Field(description="Which photo (from 0); 0 otherwise.")
+    started_at: UTCTime
+    finished_at: UTCTime | None
+    outcome: str | None = Field(
+        description="done, failed, unknown (reply lost), found or not_found (a lost reply "
+        "settled); null while in flight."
+    )
+    graph_id: str | None = Field(description="The photo or video the step made or removed.")
+    bytes: list[int] | None = Field(
+        default=None, description="A chunk's byte range [start, end) of the file."
+    )
+    error: str | None
+
+    @classmethod
+    def of(cls, step: PostStep) -> StepOut:
+        detail = step.detail or {}
+        span = None
+        if "start_offset" in detail and "end_offset" in detail:
+            span = [int(detail["start_offset"]), int(detail["end_offset"])]
+        return cls(
+            kind=step.kind.value,
+            item=step.item,
+            started_at=step.started_at,
+            finished_at=step.finished_at,
+            outcome=step.outcome.value if step.outcome else None,
+            graph_id=step.graph_id,
+            bytes=span,
+            error=step.error,
+        )
+
+
+class StepList(BaseModel):
+    steps: list[StepOut]
 
 
 class QuotaUsage(BaseModel):

@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -94,6 +95,8 @@ class Media(Timestamps, Base):
     height: Mapped[int | None] = mapped_column(Integer, default=None)
     #: A video's duration, in milliseconds.
     duration_ms: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    #: A video's frames per second (its video track's mean), when the file says.
+    fps: Mapped[float | None] = mapped_column(Float, default=None)
     deleted_at: Mapped[datetime | None] = mapped_column(default=None)
 
     def __repr__(self) -> str:

@@ -28,12 +28,21 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from offpost.models.base import Base, Timestamps, check_in, where_status, where_status_in
 from offpost.models.ids import ID_LENGTH, IdPrefix, id_factory
-from offpost.models.types import StrEnumType
+from offpost.models.types import NullableJSONDocument, StrEnumType
 
 #: Attempts a post gets before it is ``failed`` (retries are ``max_attempts - 1``).
 DEFAULT_MAX_ATTEMPTS = 5
@@ -100,6 +109,14 @@ class Post(Timestamps, Base):
         # A Graph post is at most one offpost post's: reconciliation can never adopt
         # a post that another one recorded, however the two race.
         Index("ix_posts_graph_post_id", "graph_post_id", unique=True),
+        # A Page's Reels by time: the 30-a-day budget counts them at create and publish.
+        Index(
+            "ix_posts_target_reels",
+            "target",
+            "publish_at",
+            postgresql_where=text("media_kind = 'reel'"),
+            sqlite_where=text("media_kind = 'reel'"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(
@@ -115,7 +132,10 @@ class Post(Timestamps, Base):
     #: Photos, a video or a Reel: ``{"photos": [...]}``, ``{"video": {...}}`` or
     #: ``{"reel": {...}}``, each source a ``url`` or an uploaded ``media_id``
     #: (offpost.posts.media).
-    media: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    media: Mapped[dict[str, Any] | None] = mapped_column(NullableJSONDocument, default=None)
+    #: ``photos``, ``video`` or ``reel`` (the key of ``media``): what Graph's per-Page
+    #: budgets count (30 Reels a day), without reading JSON.
+    media_kind: Mapped[str | None] = mapped_column(String(8), default=None)
     #: When the client asked for it to be published.
     publish_at: Mapped[datetime]
     #: When it is next due: ``publish_at``, or the time of the next retry.

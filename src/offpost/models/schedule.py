@@ -23,7 +23,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from offpost.models.base import Base, Timestamps, check_in, where_status
 from offpost.models.ids import ID_LENGTH, IdPrefix, id_factory
-from offpost.models.types import StrEnumType
+from offpost.models.types import NullableJSONDocument, StrEnumType
 
 
 class ScheduleStatus(enum.StrEnum):
@@ -73,7 +73,7 @@ class Schedule(Timestamps, Base):
     #: Photos, a video or a Reel: ``{"photos": [...]}``, ``{"video": {...}}`` or
     #: ``{"reel": {...}}``, each source a ``url`` or an uploaded ``media_id``
     #: (offpost.posts.media).
-    media: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    media: Mapped[dict[str, Any] | None] = mapped_column(NullableJSONDocument, default=None)
     #: An RFC 5545 RRULE, with ``start_at`` as DTSTART in ``timezone``.
     rrule: Mapped[str | None] = mapped_column(Text, default=None)
     #: A 5-field cron expression, evaluated in ``timezone``.

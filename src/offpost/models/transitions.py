@@ -216,6 +216,8 @@ class ClaimedPost:
     message: str | None
     link: str | None
     photo_url: str | None
+    #: Photos, a video or a Reel (``offpost.posts.media``); ``None`` for none.
+    media: dict[str, Any] | None
     publish_at: datetime
     attempts: int
     max_attempts: int
@@ -261,6 +263,7 @@ def claim_for_publishing(
             Post.message,
             Post.link,
             Post.photo_url,
+            Post.media,
             Post.publish_at,
             Post.attempts,
             Post.max_attempts,
@@ -278,6 +281,27 @@ def claim_for_publishing(
         granted = (values["lease_expires_at"] - values.pop("claimed_at")).total_seconds()
         claimed.append(ClaimedPost(**values, lease_deadline=answered + granted))
     return claimed
+
+
+def extend_lease(
+    session: Session, post_id: str, worker: str, now: datetime, lease: timedelta
+) -> float | None:
+    """Move the lease's end to ``lease`` after the database's now, if ``worker`` still
+    holds it (a publish of several calls, between two of them); the new end on this
+    process's monotonic clock, or ``None`` when the lease is lost."""
+    database_now = db_now(session, now)
+    row = session.execute(
+        update(Post)
+        .where(_held(post_id, worker))
+        .values(lease_expires_at=_later(session, database_now, now, lease), updated_at=now)
+        .returning(Post.lease_expires_at, database_now.label("extended_at"))
+        .execution_options(synchronize_session=False)
+    ).first()
+    answered = time.monotonic()
+    if row is None:
+        return None
+    granted: timedelta = row.lease_expires_at - row.extended_at
+    return answered + granted.total_seconds()
 
 
 def _later(session: Session, database_now: Any, now: datetime, lease: timedelta) -> Any:
@@ -731,6 +755,8 @@ _REVIVED = (
     "message",
     "link",
     "photo_url",
+    "media",
+    "media_kind",
     "publish_at",
     "due_at",
     "status",
@@ -740,9 +766,9 @@ _REVIVED = (
 
 def insert_occurrences(
     session: Session, rows: Sequence[Mapping[str, Any]], revivable_codes: Sequence[str]
-) -> int:
+) -> list[str]:
     """Insert one post per schedule occurrence, exactly once (``INSERT … ON CONFLICT`` on
-    ``(schedule_id, occurrence_at)``); returns how many were created or revived.
+    ``(schedule_id, occurrence_at)``); returns the ids of the posts created or revived.
 
     An occurrence that already has a post keeps it, unless offpost itself canceled that
     post before any attempt (``last_error.code`` in ``revivable_codes``: the schedule was
@@ -762,4 +788,4 @@ def insert_occurrences(
         ),
     )
     # RETURNING, not rowcount: a multi-row upsert's rowcount is -1 on psycopg.
-    return len(session.execute(statement.returning(Post.id)).all())
+    return list(session.scalars(statement.returning(Post.id)))

@@ -39,6 +39,11 @@ CIPHER_ATTRIBUTE = "offpost_cipher"
 
 #: JSON on SQLite, JSONB on PostgreSQL (comparable, groupable, indexable).
 JSONDocument: TypeEngine[Any] = JSON().with_variant(JSONB(), "postgresql")
+#: The same, where Python ``None`` is SQL ``NULL`` (a CHECK may test ``IS NOT NULL``);
+#: plain :data:`JSONDocument` stores JSON ``null`` for it.
+NullableJSONDocument: TypeEngine[Any] = JSON(none_as_null=True).with_variant(
+    JSONB(none_as_null=True), "postgresql"
+)
 
 
 class UTCDateTime(TypeDecorator[datetime]):

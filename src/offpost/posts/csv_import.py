@@ -30,7 +30,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
@@ -38,6 +38,7 @@ from pydantic import ValidationError
 from offpost.errors import OffpostError
 from offpost.models import Credential, CredentialStatus, PostStatus
 from offpost.posts.input import PostCreate
+from offpost.posts.media import media_spec, spec_problems
 from offpost.posts.rules import (
     FieldProblem,
     content_problem,
@@ -49,7 +50,17 @@ from offpost.posts.store import NewPost
 from offpost.recurrence import RuleError, load_zone, wall_time
 
 #: The columns a file may have, in the documented order. Only ``target`` is required.
-COLUMNS = ("target", "message", "link", "photo_url", "publish_at", "timezone")
+COLUMNS = (
+    "target",
+    "message",
+    "link",
+    "photo_url",
+    "photos",
+    "video",
+    "reel",
+    "publish_at",
+    "timezone",
+)
 REQUIRED_COLUMNS = ("target",)
 
 _LOCAL_TIME = re.compile(
@@ -304,14 +315,27 @@ def check_row(
             message=_none_if_empty(cells.get("message", ""), strip=False),
             link=_none_if_empty(cells.get("link", "")),
             photo_url=_none_if_empty(cells.get("photo_url", "")),
+            photos=_urls(cells.get("photos", ""), many=True),
+            video=_urls(cells.get("video", "")),
+            reel=_urls(cells.get("reel", "")),
             publish_at=publish_at,
         )
     except ValidationError as exc:
         for field, message in _pydantic_problems(exc):
             problem(field, message)
     if fields is not None:
-        if why := content_problem(fields.message, fields.link, fields.photo_url):
+        spec = media_spec(fields.photos, fields.video, fields.reel)
+        if why := content_problem(fields.message, fields.link, fields.photo_url, spec):
             problem("message", why)
+        for issue in spec_problems(
+            message=fields.message,
+            link=fields.link,
+            photo_url=fields.photo_url,
+            photos=fields.photos,
+            video=fields.video,
+            reel=fields.reel,
+        ):
+            problem(issue.field, issue.message)
         if why := publish_at_problem(fields.publish_at, now):
             problem("publish_at", why)
 
@@ -339,7 +363,19 @@ def check_row(
         photo_url=fields.photo_url,
         publish_at=fields.publish_at or now,
         status=status,
+        media=media_spec(fields.photos, fields.video, fields.reel),
     )
+
+
+def _urls(cell: str, *, many: bool = False) -> Any:
+    """The media of a cell, as the API's JSON: URLs separated by spaces (``photos``) or
+    one URL. Uploads are the API's (``media_id``); a file names media by URL only."""
+    urls = cell.split()
+    if not urls:
+        return None
+    if not many:
+        return {"url": " ".join(urls)}
+    return [{"url": url} for url in urls]
 
 
 # --- driving -------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     StringConstraints,
     field_validator,
+    model_validator,
 )
 
 from offpost.posts.rules import (
@@ -65,6 +66,56 @@ RFC3339Time = Annotated[
 ShortId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 
+#: Photos in one post: Graph documents no maximum for ``attached_media``; ten is
+#: what Facebook's own composer shows in one grid, and what schedulers allow.
+MAX_PHOTOS = 10
+#: A video's title (Graph documents none; Facebook shows about a line).
+MAX_TITLE_LENGTH = 255
+
+MediaId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class MediaSource(RequestModel):
+    """Where a file comes from: a URL Graph fetches, or an upload (``POST /v1/media``)."""
+
+    url: HttpURL | None = Field(default=None, description="Fetched by Facebook when published.")
+    media_id: MediaId | None = Field(
+        default=None, description="An upload of this client (POST /v1/media), status ready."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> MediaSource:
+        if (self.url is None) == (self.media_id is None):
+            raise ValueError("give exactly one of url and media_id")
+        return self
+
+
+class PhotoIn(MediaSource):
+    """One photo of a post."""
+
+
+class VideoIn(MediaSource):
+    """A Page video (``/{page-id}/videos``)."""
+
+    title: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TITLE_LENGTH)] | None = (
+        None
+    )
+    description: Message | None = Field(
+        default=None, description="The video's text; the post's message if omitted."
+    )
+
+
+class ReelIn(MediaSource):
+    """A Reel (``/{page-id}/video_reels``)."""
+
+    description: Message | None = Field(
+        default=None, description="The Reel's text; the post's message if omitted."
+    )
+
+
+PhotoList = Annotated[list[PhotoIn], Field(min_length=1, max_length=MAX_PHOTOS)]
+
+
 class PostCreate(RequestModel):
     """One post to schedule. Either ``credential_id`` or ``access_token``, not both."""
 
@@ -79,6 +130,11 @@ class PostCreate(RequestModel):
     message: Message | None = None
     link: HttpURL | None = None
     photo_url: HttpURL | None = None
+    photos: PhotoList | None = Field(
+        default=None, description="1 to 10 photos: one is a photo post, several one post of all."
+    )
+    video: VideoIn | None = None
+    reel: ReelIn | None = None
     publish_at: RFC3339Time | None = Field(
         default=None,
         description=(

@@ -208,10 +208,12 @@ def publish_at_problem(publish_at: datetime | None, now: datetime) -> str | None
     return None
 
 
-def content_problem(message: str | None, link: str | None, photo_url: str | None) -> str | None:
+def content_problem(
+    message: str | None, link: str | None, photo_url: str | None, media: object = None
+) -> str | None:
     """Why a post with this content cannot be published, or ``None``."""
-    if message is None and link is None and photo_url is None:
-        return "give at least one of message, link or photo_url"
+    if message is None and link is None and photo_url is None and media is None:
+        return "give at least one of message, link, photo_url, photos, video or reel"
     return None
 
 

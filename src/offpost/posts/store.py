@@ -21,13 +21,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, cast
 
 from sqlalchemy import Table, and_, case, insert, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from offpost.media.budgets import REELS_PER_DAY, next_reel_slot, page_reel_times
+from offpost.media.spec import spec_kind, spec_media_ids
+from offpost.media.uses import record_uses
 from offpost.models import Credential, IdPrefix, Post, PostStatus, is_id, transitions
 from offpost.models.ids import new_ids
 from offpost.models.post import (
@@ -36,6 +39,8 @@ from offpost.models.post import (
     EDITABLE_STATUSES,
     WAITING_STATUSES,
 )
+from offpost.posts.input import PhotoIn, ReelIn, VideoIn
+from offpost.posts.media import check_uploads, media_spec, spec_problems
 from offpost.posts.rules import (
     CONTENT_FIELDS,
     MAX_BATCH_TOKENS,
@@ -90,6 +95,12 @@ class PostFields(Protocol):
     @property
     def photo_url(self) -> str | None: ...
     @property
+    def photos(self) -> list[PhotoIn] | None: ...
+    @property
+    def video(self) -> VideoIn | None: ...
+    @property
+    def reel(self) -> ReelIn | None: ...
+    @property
     def publish_at(self) -> datetime | None: ...
 
 
@@ -104,6 +115,8 @@ class NewPost:
     photo_url: str | None
     publish_at: datetime
     status: PostStatus = PostStatus.SCHEDULED
+    #: Photos, a video or a Reel (:mod:`offpost.posts.media`).
+    media: dict[str, Any] | None = None
     schedule_id: str | None = None
     occurrence_at: datetime | None = None
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
@@ -177,6 +190,7 @@ def prepare_posts(
         if item.fields.credential_id is not None:
             item.credential_id = item.fields.credential_id
             check_credential(item)
+    _check_media(session, client_id, work, now)
     _raise_problems(work)
 
     if tokens:
@@ -214,9 +228,37 @@ def prepare_posts(
                 photo_url=item.fields.photo_url,
                 publish_at=item.fields.publish_at or now,
                 status=status,
+                media=media_spec(item.fields.photos, item.fields.video, item.fields.reel),
             )
         )
     return out
+
+
+def _check_media(session: Session, client_id: str, work: Sequence[_Item], now: datetime) -> None:
+    """The uploads each post names, and the Page's Reels budget at its time."""
+    reels: dict[str, list[datetime]] = {}
+    for item in work:
+        fields = item.fields
+        spec = media_spec(fields.photos, fields.video, fields.reel)
+        if spec is None or item.problems:
+            continue
+        _, problems = check_uploads(session, client_id, spec, prefix=item.prefix)
+        item.problems += problems
+        if spec_kind(spec) == "reel" and not problems:
+            at = fields.publish_at or now
+            times = reels.setdefault(fields.target, page_reel_times(session, fields.target, at))
+            slot = next_reel_slot(times, at)
+            if slot != at:
+                free = slot.astimezone(UTC).isoformat().replace("+00:00", "Z")
+                item.problem(
+                    "publish_at",
+                    f"the Page {fields.target} would publish more than {REELS_PER_DAY} Reels "
+                    f"in 24 hours (Graph's limit); the next free time is {free}",
+                )
+            else:
+                # The batch's own Reels count against each other.
+                times.append(at)
+                times.sort()
 
 
 def _check_in_memory(item: _Item, now: datetime) -> None:
@@ -229,8 +271,18 @@ def _check_in_memory(item: _Item, now: datetime) -> None:
         )
     elif fields.credential_id is not None and not is_id(fields.credential_id, IdPrefix.CREDENTIAL):
         item.problem("credential_id", NO_SUCH_CREDENTIAL)
-    if why := content_problem(fields.message, fields.link, fields.photo_url):
+    spec = media_spec(fields.photos, fields.video, fields.reel)
+    if why := content_problem(fields.message, fields.link, fields.photo_url, spec):
         item.problem("message", why)
+    item.problems += spec_problems(
+        message=fields.message,
+        link=fields.link,
+        photo_url=fields.photo_url,
+        photos=fields.photos,
+        video=fields.video,
+        reel=fields.reel,
+        prefix=item.prefix,
+    )
     if why := publish_at_problem(fields.publish_at, now):
         item.problem("publish_at", why)
 
@@ -273,7 +325,15 @@ def insert_posts(
     # Core on the Table, not the ORM: one executemany (insertmanyvalues batches it
     # into multi-row VALUES), no identity map, no per-object flush bookkeeping.
     session.execute(insert(cast(Table, Post.__table__)), rows)
+    record_post_uses(session, rows)
     return [row | _NULL_ON_INSERT for row in rows]
+
+
+def record_post_uses(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Tie the uploads of new post rows to them (retention keeps what a pending post needs)."""
+    for row in rows:
+        if ids := spec_media_ids(row.get("media")):
+            record_uses(session, ids, post_id=row["id"])
 
 
 def new_post_rows(client_id: str, posts: Sequence[NewPost], now: datetime) -> list[dict[str, Any]]:
@@ -297,6 +357,8 @@ def new_post_rows(client_id: str, posts: Sequence[NewPost], now: datetime) -> li
                 "message": post.message,
                 "link": post.link,
                 "photo_url": post.photo_url,
+                "media": post.media,
+                "media_kind": spec_kind(post.media),
                 "publish_at": post.publish_at,
                 "due_at": post.publish_at,
                 "status": post.status,
@@ -433,6 +495,7 @@ def update_post(
     sent = [name for name in CONTENT_FIELDS if name in changes]
     if sent and all(changes[name] is None for name in sent):
         kept = [getattr(Post, name).is_not(None) for name in CONTENT_FIELDS if name not in changes]
+        kept.append(Post.media.is_not(None))
         extra.append(or_(*kept))
     post = (
         transitions.edit(session, client_id, post_id, values, *extra) if _is_post(post_id) else None

@@ -57,6 +57,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from offpost.media.spec import spec_media_ids
+from offpost.media.uses import record_uses
 from offpost.models import (
     Client,
     Credential,
@@ -385,6 +387,7 @@ def insert_occurrence_posts(
                 message=render_message(schedule.message, recurrence.local(occurrence)),
                 link=schedule.link,
                 photo_url=schedule.photo_url,
+                media=schedule.media,
                 publish_at=occurrence,
                 schedule_id=schedule.id,
                 occurrence_at=occurrence,
@@ -393,7 +396,12 @@ def insert_occurrence_posts(
         ],
         now,
     )
-    return transitions.insert_occurrences(session, rows, REVIVABLE_CODES)
+    made = transitions.insert_occurrences(session, rows, REVIVABLE_CODES)
+    if media_ids := spec_media_ids(schedule.media):
+        # Each occurrence keeps its uploads alive until it is done, schedule or not.
+        for post_id in made:
+            record_uses(session, media_ids, post_id=post_id)
+    return len(made)
 
 
 # --- misfires -------------------------------------------------------------------
