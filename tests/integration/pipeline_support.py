@@ -249,6 +249,8 @@ def running_pipeline(
             "PYTHONUNBUFFERED": "1",
             # A queue of its own: other runs sharing this Redis cannot take its messages.
             "OFFPOST_QUEUE": f"test-{secrets.token_hex(6)}",
+            # Uploads beside the logs, never in the working directory.
+            "OFFPOST_MEDIA_DIR": str(logs / "media"),
         }
     )
     env.update(env_extra)
@@ -331,10 +333,11 @@ def posts_across_pages(
     window_s: float,
     rng: random.Random,
     users: dict[str, dict[str, Any]] | None = None,
+    media: Callable[[random.Random], dict[str, Any] | None] | None = None,
 ) -> dict[str, list[str]]:
     """``pages`` fresh users of one Page each, ``per_page`` posts on each due at random
     within ``window_s`` from 3 s on; the post ids by Page id (and, into ``users``, each
-    Page's sandbox user)."""
+    Page's sandbox user). ``media`` gives a post its photos or video (or none)."""
     post_ids: dict[str, list[str]] = {}
     with pipeline.api() as api:
         for n in range(pages):
@@ -345,26 +348,33 @@ def posts_across_pages(
                 users[page_id] = user
             post_ids[page_id] = []
             for i in range(per_page):
+                spec = media(rng) if media is not None else None
                 post_ids[page_id] += pipeline.add_posts(
                     client_id,
                     credential_id,
                     page_id,
                     [f"{label} {n}-{i}"],
                     due_in_s=3 + rng.random() * window_s,
+                    media=spec,
+                    media_kind=next(iter(spec)) if spec else None,
                 )
     return post_ids
 
 
-def lose_publish_replies(graph: SandboxClient, rate: float, times: int) -> None:
-    """Graph makes the post, then the reply is lost (the connection dropped), at ``rate``."""
-    graph.fault(
-        path=r"/feed$",
-        method="POST",
-        times=times,
-        probability=rate,
-        after_effect=True,
-        drop_response=True,
-    )
+def lose_publish_replies(
+    graph: SandboxClient, rate: float, times: int, paths: tuple[str, ...] = (r"/feed$",)
+) -> None:
+    """Graph makes the post (or the photo, or the video), then the reply is lost (the
+    connection dropped), at ``rate``, on each of ``paths``."""
+    for path in paths:
+        graph.fault(
+            path=path,
+            method="POST",
+            times=times,
+            probability=rate,
+            after_effect=True,
+            drop_response=True,
+        )
 
 
 @dataclass
@@ -420,6 +430,12 @@ def check_promise(
     for page_id, ids in post_ids.items():
         owner = {text: i for i in ids for text in ledgers[i].texts}
         on_page: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+        # A video's Graph id is the video's; the Page post that shows it has its own.
+        shown_by = {
+            v["id"]: v["post_id"]
+            for v in graph.control("GET", f"/pages/{page_id}/videos")["data"]
+            if v["post_id"]
+        }
         for page_post in graph.posts(page_id):
             text = page_post.get("message")
             if text in owner:
@@ -442,7 +458,9 @@ def check_promise(
                     verdict.lost += 1
                     broken.append(f"{i} is published as {post.graph_post_id}, not on {page_id}")
                 elif not any(
-                    f["id"] == post.graph_post_id and f["message"] == ledger.content for f in found
+                    f["id"] in (post.graph_post_id, shown_by.get(post.graph_post_id or ""))
+                    and f["message"] == ledger.content
+                    for f in found
                 ):
                     shown = [(f["id"], f["message"]) for f in found]
                     broken.append(

@@ -13,12 +13,16 @@ answer goes into the post's ledger: the content of its last edit answered 200
 nothing. Meanwhile one Page's user loses their role on it: that Page's token dies,
 its posts are parked (``needs_reauth``), including any whose outcome is unknown; then
 the role comes back, the user logs in again, the client hands the fresh token over and
-the parked posts resume.
+the parked posts resume. A quarter of the posts carry several photos or a video, fetched
+by Graph from a local HTTP server; replies of photo uploads and videos are lost too.
 
 Afterwards every post is exactly one of: ``published`` once, on its Page, under
 its Graph id, with the content the client last set; ``canceled`` after a cancel
 answered 200, and none of its texts on the Page; ``failed`` with a clear error
-and absent from the Page. Nothing in between, nothing twice, nothing lost.
+and absent from the Page. Nothing in between, nothing twice, nothing lost. And
+nothing left behind: every photo offpost uploaded is attached to its published post,
+or deleted; the only others are photos whose upload reply was lost, which no reply
+named and Graph never shows.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import logging
 import random
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +40,13 @@ import pytest
 from sqlalchemy import select
 
 from offpost.graph.sandbox import RunningSandbox
-from offpost.models import Attempt, AttemptOutcome, PostStatus
+from offpost.models import Attempt, AttemptOutcome, PostStatus, PostStep, StepKind
+from offpost.workers.leftovers import posts_with_leftovers
 from tests.conftest import fresh_postgres_database
+from tests.integration.media_files import FileServer, mp4, png, serving_files
 from tests.integration.pipeline_support import (
     ChangingClient,
+    Pipeline,
     check_promise,
     lose_publish_replies,
     new_client,
@@ -68,6 +76,49 @@ ROLE_BACK_AT_S = 14.0
 UNKNOWN_SHARE = 0.25
 SOON_SHARE = 0.45
 TERMINAL = {PostStatus.PUBLISHED, PostStatus.CANCELED, PostStatus.FAILED}
+#: Of the posts: several photos, and a video (the rest are text).
+PHOTOS_SHARE = 0.15
+VIDEO_SHARE = 0.10
+
+
+def chaos_media(files: FileServer) -> Callable[[random.Random], dict[str, Any] | None]:
+    """A post's media for the chaos: 2 to 4 photos, or a video, by URL (or none)."""
+    photos = [files.put(f"chaos-{i}.png", png()) for i in range(6)]
+    video = files.put("chaos.mp4", mp4(width=1280, height=720))
+
+    def pick(rng: random.Random) -> dict[str, Any] | None:
+        draw = rng.random()
+        if draw < PHOTOS_SHARE:
+            return {"photos": [{"url": url} for url in rng.sample(photos, rng.randint(2, 4))]}
+        if draw < PHOTOS_SHARE + VIDEO_SHARE:
+            return {"video": {"url": video}}
+        return None
+
+    return pick
+
+
+def left_behind(pipeline: Pipeline, graph: SandboxClient, post_ids: dict[str, list[str]]) -> Any:
+    """Photos offpost uploaded and named that are neither attached to a live post nor
+    deleted (must be none), and the unnamed ones lost replies made (unpublished)."""
+    every = [i for ids in post_ids.values() for i in ids]
+    with pipeline.sessions() as session:
+        named = set(
+            session.scalars(
+                select(PostStep.graph_id).where(
+                    PostStep.post_id.in_(every),
+                    PostStep.kind == StepKind.PHOTO,
+                    PostStep.graph_id.is_not(None),
+                )
+            )
+        )
+    kept, unnamed = [], []
+    for page_id in post_ids:
+        live = {p["id"] for p in graph.posts(page_id) if not p.get("deleted")}
+        for photo in graph.control("GET", f"/pages/{page_id}/photos")["data"]:
+            if photo["deleted"] or photo["attached_to"] in live:
+                continue
+            (kept if photo["id"] in named else unnamed).append(photo)
+    return kept, unnamed
 
 
 @pytest.mark.timeout(420)
@@ -81,6 +132,7 @@ def test_promise_kept_through_kills_lost_replies_edits_and_cancels(
         running_pipeline(db, redis_url, sandbox_server, tmp_path / "logs") as pipeline,
         httpx.Client(base_url=sandbox_server.url, timeout=TIMEOUT) as http,
         pipeline.api() as api,
+        serving_files() as files,
     ):
         graph = SandboxClient(sandbox_server, http)
         client_id, key = new_client(pipeline, "chaos")
@@ -96,6 +148,7 @@ def test_promise_kept_through_kills_lost_replies_edits_and_cancels(
             window_s=DUE_WINDOW_S,
             rng=rng,
             users=users,
+            media=chaos_media(files),
         )
         lost_page = rng.choice(sorted(post_ids))
         lost_user = users[lost_page]["user_id"]
@@ -111,7 +164,9 @@ def test_promise_kept_through_kills_lost_replies_edits_and_cancels(
             unknown_share=UNKNOWN_SHARE,
             soon_share=SOON_SHARE,
         )
-        lose_publish_replies(graph, LOST_REPLY_RATE, times=10_000)
+        lose_publish_replies(
+            graph, LOST_REPLY_RATE, times=10_000, paths=(r"/feed$", r"/photos$", r"/videos$")
+        )
 
         roles = {
             "dispatcher-1": pipeline.start_dispatcher,
@@ -160,6 +215,15 @@ def test_promise_kept_through_kills_lost_replies_edits_and_cancels(
 
         wait_for(all_done, timeout_s=180, interval_s=0.5, what="every post settled")
 
+        def cleaned_up() -> bool:
+            with pipeline.sessions() as session:
+                return not posts_with_leftovers(session, 1)
+
+        # Canceled posts' photos go in the dispatchers' housekeeping.
+        wait_for(cleaned_up, timeout_s=120, interval_s=1, what="media left on Graph removed")
+        kept, unnamed = left_behind(pipeline, graph, post_ids)
+        with_media = [p for p in pipeline.posts(every) if p.media is not None]
+
         verdict = check_promise(pipeline, graph, post_ids, client.ledgers)
         lost_replies = sum(1 for c in graph.control("GET", "/calls")["data"] if c.get("dropped"))
         answers = client.answers
@@ -191,7 +255,11 @@ def test_promise_kept_through_kills_lost_replies_edits_and_cancels(
             f"adopted by reconciliation={len(adopted)}, both={len(edited & adopted)}) "
             f"canceled={verdict.canceled} "
             f"failed={verdict.failed} duplicates={verdict.duplicates} lost={verdict.lost} "
-            f"broken={len(verdict.broken)} in {time.monotonic() - started:.0f} s"
+            f"broken={len(verdict.broken)} "
+            f"media posts={len(with_media)} (published="
+            f"{sum(p.status is PostStatus.PUBLISHED for p in with_media)}) "
+            f"photos left behind={len(kept)} unnamed by lost replies={len(unnamed)} "
+            f"in {time.monotonic() - started:.0f} s"
         )
         logger.info("%s", summary)
         print(f"\n{summary}")
@@ -201,6 +269,11 @@ def test_promise_kept_through_kills_lost_replies_edits_and_cancels(
         assert verdict.duplicates == 0
         assert verdict.lost == 0
         assert verdict.published + verdict.canceled + verdict.failed == len(every)
+        # Nothing offpost uploaded and knew of is left behind; what lost replies made
+        # is unpublished, never on the Page.
+        assert kept == []
+        assert not any(photo["published"] for photo in unnamed)
+        assert sum(p.status is PostStatus.PUBLISHED for p in with_media) > 0
         # The chaos did what it is for: kills, lost replies, and every kind of answer.
         assert kills >= 10
         assert lost_replies > 0

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import click
 
 from offpost.cli.common import one_line_errors, process_settings
+from offpost.media.store import make_media_store
 from offpost.settings import Settings
 
 if TYPE_CHECKING:
@@ -51,6 +52,8 @@ def worker_config(settings: Settings) -> WorkerConfig:
         webhook_retry_for_s=settings.webhook_retry_for_s,
         webhook_allow_private=settings.webhook_allow_private,
         metrics_dir=settings.metrics_dir,
+        make_media=partial(make_media_store, settings),
+        video_resumable_over_bytes=settings.video_resumable_over_bytes,
     )
 
 

@@ -6,6 +6,12 @@
   given up first.
 - Once a day per deployment: expired idempotency keys are deleted, so the
   table holds a day of keys, not every key ever sent.
+- Every few minutes: media retention (:mod:`offpost.media.retention`) deletes a
+  bounded batch of uploads left unfinished, and of ready media no pending post
+  or live schedule uses, once they are ``media_retention_h`` old.
+- At most every :data:`LEFTOVERS_EVERY` per deployment, on a thread of its own:
+  what canceled (and failed) media posts left on Graph — unpublished photos, a
+  started video — is deleted (:mod:`offpost.workers.leftovers`).
 - At most once per ``sweep_every`` per deployment: the daily token check. Several
   dispatchers share the job through a guarded row
   (:func:`~offpost.models.periodic.claim_periodic_run`), so exactly one runs
@@ -19,6 +25,8 @@ claim of due posts) from running.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -28,6 +36,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from offpost.connections import unreachable
 from offpost.graph.client import GraphClient, make_http_client
+from offpost.media.retention import RetentionResult, sweep_media
+from offpost.media.store import MediaStore, make_media_store
 from offpost.models import make_engine, make_sessionmaker
 from offpost.models.clock import DatabaseClock
 from offpost.models.idempotency import purge_expired_keys
@@ -36,6 +46,7 @@ from offpost.models.webhook_event import claim_due_events, give_up_behind_breake
 from offpost.scheduler.materialize import run_schedules
 from offpost.settings import Settings
 from offpost.tokens.expiry import ExpirySweep, SweepResult
+from offpost.workers.leftovers import Remover, sweep_leftovers
 from offpost.workers.metrics import role_metrics
 
 logger = logging.getLogger(__name__)
@@ -49,6 +60,11 @@ PURGE_EVERY = timedelta(days=1)
 GIVE_UP_EVERY = timedelta(minutes=5)
 #: How often one dispatcher asks whether the purge is due.
 PURGE_ASK_EVERY = timedelta(minutes=10)
+#: How often a dispatcher runs media retention (each run takes a bounded batch).
+MEDIA_SWEEP_EVERY = timedelta(minutes=5)
+#: The ``periodic_runs`` row of the removal of media left on Graph, and how often.
+LEFTOVERS_JOB = "media_leftovers"
+LEFTOVERS_EVERY = timedelta(seconds=30)
 
 DeliverySender = Callable[[list[tuple[str, int]]], None]
 
@@ -69,6 +85,10 @@ class Housekeeping:
         sweep_every: timedelta = timedelta(days=1),
         sweep_in_thread: bool = True,
         batch: int = 500,
+        media_store: MediaStore | None = None,
+        media_retention: timedelta = timedelta(hours=24),
+        remover: Remover | None = None,
+        leftovers_every: timedelta = LEFTOVERS_EVERY,
     ) -> None:
         self.sessions = sessions
         self.run_schedules = run_schedules
@@ -80,6 +100,13 @@ class Housekeeping:
         self.sweep_every = sweep_every
         self.sweep_in_thread = sweep_in_thread
         self.batch = batch
+        self.media_store = media_store
+        self.media_retention = media_retention
+        self._media_swept: datetime | None = None
+        self.remover = remover
+        self.leftovers_every = leftovers_every
+        self._removing = threading.Lock()
+        self._leftovers_asked: datetime | None = None
         self._sweeping = threading.Lock()
         self._purge_asked: datetime | None = None
         self._gave_up: datetime | None = None
@@ -91,6 +118,10 @@ class Housekeeping:
         if self.send_deliveries is not None:
             self._guarded("webhooks", self.send_due_webhooks, now)
         self._guarded("idempotency purge", self.maybe_purge, now)
+        if self.media_store is not None:
+            self._guarded("media retention", self.maybe_sweep_media, now)
+        if self.remover is not None:
+            self._guarded("media leftovers", self.maybe_remove_leftovers, now)
         if self.sweep is not None:
             self._guarded("expiry sweep", self.maybe_sweep, now)
 
@@ -163,6 +194,43 @@ class Housekeeping:
             )
         return purged
 
+    def maybe_sweep_media(self, now: datetime) -> RetentionResult | None:
+        """Every :data:`MEDIA_SWEEP_EVERY`: delete one batch of media past retention.
+
+        Dispatchers may run it at once: each skips the rows another has locked.
+        """
+        if self.media_store is None or (
+            self._media_swept is not None and now - self._media_swept < MEDIA_SWEEP_EVERY
+        ):
+            return None
+        self._media_swept = now
+        return sweep_media(self.sessions, self.media_store, now, self.media_retention, self.batch)
+
+    def maybe_remove_leftovers(self, now: datetime) -> bool:
+        """Start removing media left on Graph if no dispatcher did within ``leftovers_every``."""
+        if self.remover is None or self._removing.locked():
+            return False
+        if self._leftovers_asked is not None and now - self._leftovers_asked < self.leftovers_every:
+            return False
+        self._leftovers_asked = now
+        with self.sessions.begin() as session:
+            if not claim_periodic_run(session, LEFTOVERS_JOB, now, self.leftovers_every):
+                return False
+        threading.Thread(target=self._remove_leftovers, name="media-leftovers", daemon=True).start()
+        return True
+
+    def _remove_leftovers(self) -> None:
+        assert self.remover is not None
+        with self._removing:
+            try:
+                sweep_leftovers(self.remover)
+            except Exception as exc:
+                if unreachable(exc) is None:
+                    logger.exception(
+                        "removing media left on Graph failed",
+                        extra={"action": "media_leftovers_failed"},
+                    )
+
     def maybe_sweep(self, now: datetime) -> bool:
         """Start the sweep if this deployment has not run it within ``sweep_every``."""
         if self.sweep is None or self._sweeping.locked():
@@ -204,10 +272,12 @@ def build_housekeeping(
     """
     closers: list[Callable[[], None]] = []
     sweep = None
+    remover = None
     if settings.app_id and settings.app_secret and settings.encryption_keys:
         engine = make_engine(settings.database_url, encryption_keys=settings.encryption_key_list())
         http = make_http_client(settings.graph_timeout_s)
         sweep_sessions = make_sessionmaker(engine)
+        database_clock = DatabaseClock(sweep_sessions)
         graph = GraphClient(
             http,
             graph_url=settings.graph_url,
@@ -216,9 +286,12 @@ def build_housekeeping(
             app_secret=settings.app_secret.get_secret_value(),
             appsecret_time=settings.appsecret_time,
             # Timed proofs are signed on the database's clock, like everything else here.
-            clock=DatabaseClock(sweep_sessions).timestamp,
+            clock=database_clock.timestamp,
         )
         sweep = ExpirySweep.from_settings(sweep_sessions, graph, settings)
+        remover = Remover(
+            sweep_sessions, graph, f"{socket.gethostname()}:{os.getpid()}", database_clock
+        )
         closers += [http.close, engine.dispose]
     else:
         logger.warning(
@@ -237,6 +310,9 @@ def build_housekeeping(
         webhook_retry_for=timedelta(seconds=settings.webhook_retry_for_s),
         sweep=sweep,
         sweep_every=timedelta(seconds=settings.expiry_sweep_every_s),
+        media_store=make_media_store(settings),
+        media_retention=timedelta(hours=settings.media_retention_h),
+        remover=remover,
     )
 
     def close() -> None:

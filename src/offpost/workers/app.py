@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,6 +24,7 @@ from sqlalchemy.engine import make_url
 
 from offpost.connections import DATABASE, ConnectionWatch
 from offpost.graph.client import GraphClient, make_http_client
+from offpost.media.store import MediaStore
 from offpost.models import make_engine, make_sessionmaker
 from offpost.models.clock import DatabaseClock
 from offpost.workers import ratelimit
@@ -77,6 +79,10 @@ class WorkerConfig:
     webhook_retry_for_s: float = 86400.0
     #: Let webhooks reach private addresses over http too (development and tests).
     webhook_allow_private: bool = False
+    #: Opens the media store uploads are read from (called once per worker process).
+    make_media: Callable[[], MediaStore] | None = None
+    #: Uploaded videos up to this size go to Graph in one request (docs/media.md).
+    video_resumable_over_bytes: int = 16 * 1024 * 1024
 
 
 def make_celery(broker_url: str, *, lease_s: int = 120, queue: str = QUEUE) -> Celery:
@@ -198,6 +204,8 @@ def build_context(config: WorkerConfig, observer: PublishObserver | None = None)
         call_bound_s=2 * config.graph_timeout_s,
         pool=ThreadPoolExecutor(config.publish_concurrency, thread_name_prefix="publish"),
         observer=observer or NullObserver(),
+        media=config.make_media() if config.make_media is not None else None,
+        video_resumable_over_bytes=config.video_resumable_over_bytes,
     )
 
 

@@ -126,6 +126,7 @@ def sort_out(
             or credential.user_token is None
             or page_token is None
             or post.reconcile_since is not None
+            or post.media is not None
             or post.attempts >= post.max_attempts
             or any(key in blocked for key in keys[post.id])
         ):

@@ -47,6 +47,8 @@ from offpost.graph.errors import (
     GraphRateLimitedError,
 )
 from offpost.graph.types import PublishResult
+from offpost.media.spec import is_multi_step
+from offpost.media.store import MediaStore
 from offpost.models import Credential, CredentialStatus, PageTokenStatus, Post
 from offpost.models.attempt import Attempt, AttemptOutcome, Sent
 from offpost.models.base import utcnow
@@ -76,6 +78,7 @@ from offpost.workers.decide import (
     post_text,
     retry_delay_s,
 )
+from offpost.workers.media_publish import MediaPost
 from offpost.workers.observe import Finished, NullObserver, Outcome, PublishObserver
 from offpost.workers.reconcile import Sought, find_published
 
@@ -106,6 +109,10 @@ class PublishContext:
     call_bound_s: float = 0.0
     #: Told of every outcome inside its transaction (metrics, webhook outbox).
     observer: PublishObserver = field(default_factory=NullObserver)
+    #: Where uploaded media are read from (posts with photos, a video or a Reel).
+    media: MediaStore | None = None
+    #: Uploaded videos up to this size go to Graph in one request, larger ones resumably.
+    video_resumable_over_bytes: int = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +252,8 @@ class PostPublisher:
                 if found is not None:
                     return found
             if post.attempts >= post.max_attempts:
+                if is_multi_step(post.media):
+                    MediaPost(self).remove_leftovers()
                 return self._finish(Outcome.FAILED, leave_failed, reconcile_since=None)
             return self._attempt()
         except GraphError as exc:
@@ -252,7 +261,10 @@ class PostPublisher:
             return self._after_error_without_attempt(exc)
 
     def _attempt(self) -> Outcome:
-        """One attempt: the batch's protocol, for a batch of this one post."""
+        """One attempt: the batch's protocol, for a batch of this one post (a post with
+        media: its steps and final call, :mod:`offpost.workers.media_publish`)."""
+        if is_multi_step(self.post.media):
+            return MediaPost(self).attempt()
         tokens = Tokens(self.fb_user_id, self.user_token, self.page_token)
         [outcome] = publish_ready(
             self.ctx, [Ready(self.post, tokens, rederived=self.rederived)], inline=True
@@ -552,6 +564,11 @@ class PostPublisher:
     def _reconcile(self, since: datetime) -> Outcome | None:
         """Adopt the post an earlier attempt may have made; None when there is none."""
         ctx, post = self.ctx, self.post
+        if is_multi_step(post.media):
+            graph_id = MediaPost(self).reconcile(since)
+            if graph_id is None:
+                return None
+            return self._record_published(None, graph_id, AttemptOutcome.RECONCILED, counted=False)
         now = ctx.clock()
         settle = timedelta(seconds=ctx.timeout_settle_s)
         with ctx.sessions() as session:

@@ -91,6 +91,7 @@ from offpost.models import (
     IdPrefix,
     Post,
     PostStatus,
+    PostStep,
     Schedule,
     ScheduleStatus,
     is_id,
@@ -814,6 +815,13 @@ def _post_page(
         post=post,
         client=db.get(Client, post.client_id),
         attempts=list(attempts),
+        steps=list(
+            db.scalars(
+                select(PostStep)
+                .where(PostStep.post_id == post.id)
+                .order_by(PostStep.started_at, PostStep.id)
+            )
+        ),
         can_retry=post.status is PostStatus.FAILED,
         # Not while an earlier attempt may have published it (409 outcome_unknown).
         can_cancel=post.status in CANCELABLE_STATUSES and post.reconcile_since is None,
