@@ -20,10 +20,11 @@ import pytest
 from sqlalchemy import select
 
 from offpost.graph.sandbox import RunningSandbox
+from offpost.media.store import make_media_store
 from offpost.models import AttemptOutcome, Post, PostStatus, PostStep, StepKind, StepOutcome
 from tests.integration.media_files import FileServer, mp4, png, serving_files, sha256
 from tests.integration.media_support import S3Server
-from tests.integration.pipeline_support import Pipeline, serving_pipeline
+from tests.integration.pipeline_support import Pipeline, serving_pipeline, wait_for
 from tests.integration.sandbox_support import SandboxClient
 
 pytestmark = pytest.mark.timeout(240)
@@ -358,3 +359,101 @@ def test_a_hosted_reel_whose_start_reply_is_lost_is_published_once(
     assert shown["sha256"] == sha256(data)
     assert shown["description"] == "hosted reel"
     assert len(reels) == 2  # the lost start's empty Reel, never published
+
+
+def test_one_uploaded_photo_and_a_small_uploaded_video_go_in_one_request_each(
+    pipeline: Pipeline, graph: SandboxClient, page: dict[str, str]
+) -> None:
+    photo, video = png(), mp4(width=1920, height=1080)
+    photo_post = create(
+        pipeline,
+        page,
+        message="one photo",
+        photos=[{"media_id": upload(pipeline, page, photo, "one.png")}],
+    )
+    video_post = create(
+        pipeline,
+        page,
+        video={"media_id": upload(pipeline, page, video, "v.mp4"), "description": "a clip"},
+    )
+    published(pipeline, photo_post)
+    published(pipeline, video_post)
+    [shown_photo] = photos(graph, page["page_id"])
+    assert shown_photo["sha256"] == sha256(photo)
+    assert shown_photo["published"]
+    [shown_video] = videos(graph, page["page_id"])
+    assert shown_video["sha256"] == sha256(video)
+    assert shown_video["upload_session_id"] is None  # one request, not resumable
+    assert sorted(p["message"] for p in live_posts(graph, page["page_id"])) == [
+        "a clip",
+        "one photo",
+    ]
+    assert steps(pipeline, photo_post) == []
+    assert steps(pipeline, video_post) == []
+
+
+def test_an_upload_changed_in_the_store_fails_cleanly_and_removes_what_it_made(
+    pipeline: Pipeline, graph: SandboxClient, page: dict[str, str], files: FileServer
+) -> None:
+    good = png()
+    media_id = upload(pipeline, page, good, "changed.png")
+    # Someone changes the stored bytes (same length): the checksum no longer matches.
+    store = make_media_store(pipeline.settings)
+    store.delete(media_id)
+    store.write(media_id, 0, bytes(len(good)))
+    url = files.put(f"{secrets.token_hex(4)}.png", png())
+    post_id = create(pipeline, page, photos=[{"url": url}, {"media_id": media_id}])
+    [post] = pipeline.wait_status([post_id], {PostStatus.FAILED}, timeout_s=60)
+    assert post.last_error is not None
+    assert post.last_error["code"] == "media_corrupt"
+    assert media_id in post.last_error["message"]
+    assert live_posts(graph, page["page_id"]) == []
+    # The first photo went up before the second was read: it is removed.
+    [first] = photos(graph, page["page_id"])
+    assert first["deleted"]
+
+
+def test_a_reel_waits_while_the_page_published_30_in_a_day(
+    pipeline: Pipeline, graph: SandboxClient, page: dict[str, str], files: FileServer
+) -> None:
+    url = files.put(f"{secrets.token_hex(4)}.mp4", mp4())
+    now = datetime.now(UTC)
+    oldest = now - timedelta(hours=23)
+    with pipeline.sessions.begin() as session:
+        for i in range(30):
+            at = oldest + timedelta(minutes=i)
+            session.add(
+                Post(
+                    client_id=page["client_id"],
+                    credential_id=page["credential_id"],
+                    target=page["page_id"],
+                    media={"reel": {"url": url}},
+                    media_kind="reel",
+                    publish_at=at,
+                    due_at=at,
+                    status=PostStatus.PUBLISHED,
+                    published_at=at,
+                    graph_post_id=f"reel-{secrets.token_hex(6)}",
+                )
+            )
+    # Created through another way than the API (say, before the Page's other posts):
+    # the worker's own check holds it.
+    [post_id] = pipeline.add_posts(
+        page["client_id"],
+        page["credential_id"],
+        page["page_id"],
+        ["the 31st"],
+        media={"reel": {"url": url}},
+        media_kind="reel",
+    )
+
+    def waiting() -> Post | None:
+        [post] = pipeline.posts([post_id])
+        put_off = post.status is PostStatus.SCHEDULED and post.due_at > now + timedelta(minutes=30)
+        return post if put_off else None
+
+    post = wait_for(waiting, timeout_s=60, what="the Reel put off")
+    assert abs((post.due_at - (oldest + timedelta(days=1))).total_seconds()) < 1
+    assert post.attempts == 0
+    assert pipeline.attempts(post_id) == []
+    assert videos(graph, page["page_id"]) == []
