@@ -39,10 +39,13 @@ from offpost.models import (
     CredentialStatus,
     Post,
     PostStatus,
+    PostStep,
     Schedule,
     ScheduleEvent,
     ScheduleEventKind,
     ScheduleStatus,
+    StepKind,
+    StepOutcome,
     hash_api_key,
     new_api_key,
 )
@@ -412,6 +415,44 @@ def test_a_post_page_shows_its_attempts(signed_in: TestClient, pop: Population) 
     assert 'id="retry"' in html
     assert 'id="cancel"' in html
     assert "blocked" in html.split('id="post-last-error"')[1]
+
+
+def test_a_media_post_page_shows_its_media_and_steps(
+    signed_in: TestClient, pop: Population, settings: Settings
+) -> None:
+    media = {"photos": [{"url": "https://cdn.example.com/1.jpg"}, {"media_id": "med_x"}]}
+    with session_for(settings) as session:
+        session.execute(
+            update(Post).where(Post.id == pop.failed_post).values(media=media, media_kind="photos")
+        )
+        session.add_all(
+            [
+                PostStep(
+                    post_id=pop.failed_post,
+                    kind=StepKind.PHOTO,
+                    item=0,
+                    outcome=StepOutcome.DONE,
+                    graph_id="9001",
+                    started_at=pop.now,
+                ),
+                PostStep(
+                    post_id=pop.failed_post,
+                    kind=StepKind.REMOVE,
+                    item=0,
+                    outcome=StepOutcome.DONE,
+                    graph_id="9001",
+                    started_at=pop.now + timedelta(seconds=1),
+                ),
+            ]
+        )
+    html = signed_in.get(f"/admin/posts/{pop.failed_post}").text
+    assert "photo 1: https://cdn.example.com/1.jpg" in html
+    assert "photo 2: med_x" in html
+    steps = html.split('id="steps"')[1].split("</table>")[0]
+    assert steps.count("<tr>") == 1 + 2
+    assert "photo 1" in steps
+    assert "remove" in steps
+    assert steps.count("9001") == 2
 
 
 def test_a_published_post_has_no_buttons(signed_in: TestClient, pop: Population) -> None:
