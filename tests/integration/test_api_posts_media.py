@@ -14,8 +14,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from offpost.graph.sandbox import RunningSandbox
 from offpost.models import MediaUse, Post
 from offpost.settings import Settings
+from tests.conftest import free_port
+from tests.integration.api_support import api_client, make_settings
 from tests.integration.media_files import mp4, png
 from tests.integration.posts_support import (
     POST_KEYS,
@@ -267,3 +270,31 @@ def test_a_reel_schedule_may_not_outrun_the_pages_budget(api: TestClient, alice:
     assert "30" in body_out["detail"]
     hourly = api.post("/v1/schedules", json={**body, "cron": "0 * * * *"}, headers=alice.headers)
     assert hourly.status_code == 201, hourly.text
+
+
+def test_a_store_that_fails_answers_503_with_retry_after(
+    postgres_url: str, sandbox_server: RunningSandbox, redis_url: str, graph: SandboxClient
+) -> None:
+    """An S3 endpoint nobody answers on: the upload is refused as a passing outage, not
+    a 500, and names no key."""
+    settings = make_settings(
+        postgres_url,
+        sandbox_server,
+        redis_url,
+        media_store="s3",
+        s3_endpoint_url=f"http://127.0.0.1:{free_port()}",
+        s3_access_key_id="offpost-test-key",
+        s3_secret_access_key="offpost-test-secret-value",
+    )
+    with api_client(settings) as api:
+        carol = make_account(api, settings, graph, "carol")
+        response = api.post(
+            "/v1/media",
+            files={"file": ("p.png", png(), "application/octet-stream")},
+            headers=carol.headers,
+        )
+    body = assert_problem(response, 503, "media_store_unavailable")
+    assert response.headers["Retry-After"] == "5"
+    assert "offpost-test-secret-value" not in response.text
+    assert "offpost-test-key" not in response.text
+    assert body["detail"] == "the media store is unavailable; try again shortly"

@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from offpost.api.limits import retry_after_header
 from offpost.errors import OffpostError
+from offpost.media.store import MediaStoreError
 from offpost.models.base import utcnow
 from offpost.posts.quotas import Quota, QuotaExceededError
 from offpost.posts.rules import PostOutcomeUnknownError
@@ -28,6 +29,8 @@ from offpost.redact import scrub
 logger = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+#: What ``Retry-After`` says when the media store failed.
+STORE_RETRY_AFTER_S = 5
 
 #: the OpenAPI document: every code and its usual status.
 CODES: dict[str, tuple[int, str]] = {
@@ -48,6 +51,8 @@ CODES: dict[str, tuple[int, str]] = {
     # A size quota of the client (pending posts, active schedules, a rule's posts per day).
     "quota_exceeded": (409, "Quota exceeded"),
     "graph_unavailable": (503, "Graph API unavailable"),
+    # The media store (a folder, an S3 bucket) failed: the upload or read may be tried again.
+    "media_store_unavailable": (503, "Media store unavailable"),
     # Not one of the API contract's codes: only a bug answers it, never bad input.
     "internal_error": (500, "Internal error"),
 }
@@ -192,6 +197,23 @@ def install_problem_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else CODES[code][1]
         return problem_response(
             ProblemError(code, detail, status=exc.status_code, headers=dict(exc.headers or {}))
+        )
+
+    @app.exception_handler(MediaStoreError)
+    async def _store(request: Request, exc: MediaStoreError) -> JSONResponse:
+        logger.warning(
+            "the media store failed on %s %s: %s",
+            request.method,
+            request.url.path,
+            scrub(str(exc)),
+            extra={"action": "media_store_failed"},
+        )
+        return problem_response(
+            ProblemError(
+                "media_store_unavailable",
+                "the media store is unavailable; try again shortly",
+                headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
+            )
         )
 
     @app.exception_handler(Exception)

@@ -51,6 +51,7 @@ from offpost.media.spec import spec_kind
 from offpost.media.store import (
     MediaCorruptError,
     MediaStore,
+    MediaStoreError,
     read_chunk,
     read_verified,
     verify,
@@ -58,7 +59,7 @@ from offpost.media.store import (
 from offpost.models.attempt import Attempt, AttemptOutcome, Sent, text_sha256
 from offpost.models.media import Media, PostStep, StepKind, StepOutcome
 from offpost.models.post import Post
-from offpost.models.transitions import begin_attempt, extend_lease, leave_failed
+from offpost.models.transitions import begin_attempt, extend_lease, leave_failed, leave_scheduled
 from offpost.workers import ratelimit
 from offpost.workers.decide import RECONCILE_SKEW, Action, action_for
 from offpost.workers.leftovers import Remover, remove_leftovers
@@ -132,6 +133,8 @@ class MediaPost:
             return Outcome.LEASE_LOST
         except MediaCorruptError as exc:
             return self._fail_for_good(attempt_id, "media_corrupt", str(exc))
+        except MediaStoreError as exc:
+            return self._store_failed(attempt_id, exc)
         except GraphError as exc:
             if action_for(exc) is Action.FAIL:
                 # Before the post is failed, so that whoever sees it failed sees it clean.
@@ -468,6 +471,43 @@ class MediaPost:
         """Delete the unpublished photos and unfinished videos this post made; how many."""
         remover = Remover(self.ctx.sessions, self.ctx.graph, self.ctx.worker, self.ctx.clock)
         return remove_leftovers(remover, self.post.id, self.token)
+
+    def _store_failed(self, attempt_id: str, exc: MediaStoreError) -> Outcome:
+        """The media store failed (unreachable, refusing): the attempt is spent, and the
+        post tried again after the usual backoff. Nothing was sent for the failed step."""
+        ctx, post = self.ctx, self.post
+        now = ctx.clock()
+        message = f"the media store failed: {exc}"
+        logger.warning(
+            "post %s: %s",
+            post.id,
+            message,
+            extra={"action": "media_store_failed", "post_id": post.id},
+        )
+        with ctx.sessions.begin() as session:
+            session.execute(
+                update(Attempt)
+                .where(Attempt.id == attempt_id)
+                .values(
+                    outcome=AttemptOutcome.RETRY,
+                    finished_at=now,
+                    error_code="media_store_unavailable",
+                    error_message=message,
+                )
+            )
+        attempts = post.attempts + 1
+        return self.p._finish(
+            Outcome.RETRY,
+            leave_scheduled,
+            due_at=now + timedelta(seconds=ctx.retry.delay_s(attempts, ctx.rng)),
+            attempts=attempts,
+            last_error={
+                "code": "media_store_unavailable",
+                "subcode": None,
+                "message": message,
+                "fbtrace_id": None,
+            },
+        )
 
     def _fail_for_good(self, attempt_id: str, code: str, message: str) -> Outcome:
         now = self.ctx.clock()
