@@ -118,6 +118,34 @@ def videos(graph: SandboxClient, page_id: str) -> list[dict[str, Any]]:
     return list(graph.control("GET", f"/pages/{page_id}/videos")["data"])
 
 
+def add_reels(
+    pipeline: Pipeline,
+    page: dict[str, str],
+    url: str,
+    times: list[datetime],
+    *,
+    published: bool = False,
+    **values: Any,
+) -> None:
+    """Reel posts of the Page at ``times`` (published then, with ``published``)."""
+    with pipeline.sessions.begin() as session:
+        for at in times:
+            if published:
+                values |= {"published_at": at, "graph_post_id": f"reel-{secrets.token_hex(6)}"}
+            session.add(
+                Post(
+                    client_id=page["client_id"],
+                    credential_id=page["credential_id"],
+                    target=page["page_id"],
+                    media={"reel": {"url": url}},
+                    media_kind="reel",
+                    publish_at=at,
+                    due_at=at,
+                    **values,
+                )
+            )
+
+
 def lose_reply(graph: SandboxClient, path: str, **match: Any) -> None:
     """The call takes effect and its reply never arrives."""
     graph.fault(path=path, method="POST", times=1, after_effect=True, drop_response=True, **match)
@@ -293,20 +321,7 @@ def test_a_reel_over_the_pages_daily_budget_is_refused_naming_the_next_free_time
 ) -> None:
     url = files.put(f"{secrets.token_hex(4)}.mp4", mp4())
     start = datetime.now(UTC) + timedelta(days=2)
-    with pipeline.sessions.begin() as session:
-        for i in range(30):
-            at = start + timedelta(minutes=10 * i)
-            session.add(
-                Post(
-                    client_id=page["client_id"],
-                    credential_id=page["credential_id"],
-                    target=page["page_id"],
-                    media={"reel": {"url": url}},
-                    media_kind="reel",
-                    publish_at=at,
-                    due_at=at,
-                )
-            )
+    add_reels(pipeline, page, url, [start + timedelta(minutes=10 * i) for i in range(30)])
     body = {
         "credential_id": page["credential_id"],
         "target": page["page_id"],
@@ -419,23 +434,14 @@ def test_a_reel_waits_while_the_page_published_30_in_a_day(
     url = files.put(f"{secrets.token_hex(4)}.mp4", mp4())
     now = datetime.now(UTC)
     oldest = now - timedelta(hours=23)
-    with pipeline.sessions.begin() as session:
-        for i in range(30):
-            at = oldest + timedelta(minutes=i)
-            session.add(
-                Post(
-                    client_id=page["client_id"],
-                    credential_id=page["credential_id"],
-                    target=page["page_id"],
-                    media={"reel": {"url": url}},
-                    media_kind="reel",
-                    publish_at=at,
-                    due_at=at,
-                    status=PostStatus.PUBLISHED,
-                    published_at=at,
-                    graph_post_id=f"reel-{secrets.token_hex(6)}",
-                )
-            )
+    add_reels(
+        pipeline,
+        page,
+        url,
+        [oldest + timedelta(minutes=i) for i in range(30)],
+        status=PostStatus.PUBLISHED,
+        published=True,
+    )
     # Created through another way than the API (say, before the Page's other posts):
     # the worker's own check holds it.
     [post_id] = pipeline.add_posts(

@@ -8,8 +8,6 @@ tests can check exactly what arrived (size and SHA-256).
 from __future__ import annotations
 
 import hashlib
-import http.server
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,6 +16,7 @@ import pytest
 from offpost.graph.client import GraphClient, make_http_client
 from offpost.graph.errors import GraphError, GraphPermissionError, GraphRejectedError
 from offpost.graph.sandbox import RunningSandbox
+from tests.integration.media_files import serving_files
 from tests.integration.sandbox_support import SandboxClient, error_of
 
 PHOTO = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40
@@ -28,33 +27,13 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-class _Files(http.server.BaseHTTPRequestHandler):
-    files: dict[str, bytes] = {"/cat.jpg": PHOTO, "/clip.mp4": VIDEO}
-
-    def do_GET(self) -> None:
-        body = self.files.get(self.path)
-        if body is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def files_url() -> Iterator[str]:
     """A local HTTP server: :data:`PHOTO` at ``/cat.jpg``, :data:`VIDEO` at ``/clip.mp4``."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Files)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    thread.join(timeout=5)
-    server.server_close()
+    with serving_files() as files:
+        files.put("cat.jpg", PHOTO)
+        files.put("clip.mp4", VIDEO)
+        yield files.url
 
 
 @pytest.fixture

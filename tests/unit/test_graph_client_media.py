@@ -8,17 +8,14 @@ from typing import Any
 import httpx
 import pytest
 
-from offpost.graph.client import GraphClient, make_http_client
 from offpost.graph.errors import GraphError, GraphMalformedResponseError, GraphRejectedError
 from offpost.graph.proof import appsecret_proof
 from tests.unit.test_graph_client import (
-    APP_ID,
     APP_SECRET,
     NOW_S,
     PAGE_TOKEN,
     Handler,
     MakeClient,
-    Recorder,
     form,
     ok,
     query,
@@ -26,27 +23,6 @@ from tests.unit.test_graph_client import (
 )
 
 UPLOAD_URL = "https://graph.test/video-upload/v25.0/42"
-
-
-@pytest.fixture
-def make_client() -> MakeClient:
-    """A client on ``https://graph.test`` whose transport is ``handler`` (as in
-    test_graph_client); keyword overrides go to GraphClient."""
-
-    def make(handler: Handler, **overrides: Any) -> tuple[GraphClient, Recorder]:
-        recorder = Recorder(handler)
-        options: dict[str, Any] = {
-            "graph_url": "https://graph.test/",
-            "version": "v25.0",
-            "app_id": APP_ID,
-            "app_secret": APP_SECRET,
-            "clock": lambda: NOW_S + 0.75,
-            **overrides,
-        }
-        http = make_http_client(transport=httpx.MockTransport(recorder))
-        return GraphClient(http, **options), recorder
-
-    return make
 
 
 def multipart(request: httpx.Request) -> dict[str, Any]:

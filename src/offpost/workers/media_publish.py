@@ -38,7 +38,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -191,7 +192,7 @@ class MediaPost:
             media = self._media(source["media_id"])
             data = read_verified(self.store, media)
         step_id = self._begin(StepKind.PHOTO, item, {"source": _source_name(source)})
-        try:
+        with self._settled_on_error(step_id):
             result = self.ctx.graph.upload_photo(
                 self.post.target,
                 self.token,
@@ -200,9 +201,6 @@ class MediaPost:
                 content_type=media.content_type if media else None,
                 published=False,
             )
-        except GraphError as exc:
-            self._end(step_id, _lost_or_failed(exc), error=exc.message)
-            raise
         self._usage(result.usage)
         self._end(step_id, StepOutcome.DONE, graph_id=result.id)
         return result.id
@@ -256,13 +254,10 @@ class MediaPost:
             return started.graph_id, str(started.detail["upload_session_id"])
         self._settle_lost(StepKind.VIDEO_START, 0, "an unfinished upload is never shown")
         step_id = self._begin(StepKind.VIDEO_START, 0, {"file_size": media.size_bytes})
-        try:
+        with self._settled_on_error(step_id):
             session = self.ctx.graph.video_upload_start(
                 self.post.target, self.token, file_size=media.size_bytes
             )
-        except GraphError as exc:
-            self._end(step_id, _lost_or_failed(exc), error=exc.message)
-            raise
         self._usage(session.usage)
         detail = {
             "file_size": media.size_bytes,
@@ -281,7 +276,7 @@ class MediaPost:
             step_id = self._begin(
                 StepKind.VIDEO_TRANSFER, 0, {"start_offset": start, "end_offset": end}
             )
-            try:
+            with self._settled_on_error(step_id):
                 offsets = self.ctx.graph.video_upload_transfer(
                     self.post.target,
                     self.token,
@@ -289,9 +284,6 @@ class MediaPost:
                     start_offset=start,
                     chunk=chunk,
                 )
-            except GraphError as exc:
-                self._end(step_id, _lost_or_failed(exc), error=exc.message)
-                raise
             self._usage(offsets.usage)
             detail = {
                 "start_offset": start,
@@ -336,11 +328,8 @@ class MediaPost:
             return started.graph_id, str(started.detail["upload_url"])
         self._settle_lost(StepKind.REEL_START, 0, "an unfinished Reel is never shown")
         step_id = self._begin(StepKind.REEL_START, 0, None)
-        try:
+        with self._settled_on_error(step_id):
             reel = self.ctx.graph.reel_start(self.post.target, self.token)
-        except GraphError as exc:
-            self._end(step_id, _lost_or_failed(exc), error=exc.message)
-            raise
         self._usage(reel.usage)
         self._end(
             step_id,
@@ -375,7 +364,7 @@ class MediaPost:
         if media is not None:
             data = read_chunk(self.store, media, offset, media.size_bytes)
         step_id = self._begin(StepKind.REEL_UPLOAD, 0, {"offset": offset})
-        try:
+        with self._settled_on_error(step_id):
             self.ctx.graph.reel_upload(
                 upload_url,
                 self.token,
@@ -384,9 +373,6 @@ class MediaPost:
                 offset=offset,
                 file_size=media.size_bytes if media is not None else None,
             )
-        except GraphError as exc:
-            self._end(step_id, _lost_or_failed(exc), error=exc.message)
-            raise
         self._end(step_id, StepOutcome.DONE)
 
     # -- reconciliation ----------------------------------------------------------------
@@ -632,6 +618,16 @@ class MediaPost:
         with self.ctx.sessions.begin() as session:
             session.execute(update(PostStep).where(PostStep.id == step_id).values(**values))
         self._load_steps()
+
+    @contextmanager
+    def _settled_on_error(self, step_id: str) -> Iterator[None]:
+        """Around a step's call: a Graph error ends the step (``unknown`` when its outcome
+        is, else ``failed``) and goes on up to the attempt."""
+        try:
+            yield
+        except GraphError as exc:
+            self._end(step_id, _lost_or_failed(exc), error=exc.message)
+            raise
 
     def _final(self, attempt_id: str, marker: str) -> None:
         """Record what the final call publishes on the attempt, before making it."""
