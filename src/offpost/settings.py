@@ -117,9 +117,9 @@ class Settings(BaseSettings):
     s3_secret_access_key: SecretStr | None = None
     # An upload no pending post or schedule uses is kept this long, then deleted.
     media_retention_h: float = Field(default=24.0, gt=0, le=24 * 365)
-    # Uploaded videos larger than this go to Graph in a resumable upload, in the chunks
-    # Graph asks for; smaller ones in one request (Graph takes up to 1 GB that way).
-    video_resumable_over_bytes: int = Field(default=16 * 1024 * 1024, ge=1, le=1024**3)
+    # After a video by URL whose answer was lost, how long before it is looked for on the
+    # Page (Graph fetches the file first, within 5 minutes by its own rule).
+    url_video_settle_s: float = Field(default=600.0, ge=0, le=3600)
 
     def warning_days(self) -> tuple[int, ...]:
         """``expiry_warning_days`` as whole days, largest first, without repeats or zeros."""

@@ -48,6 +48,8 @@ FAST_TIMINGS = {
     "OFFPOST_RETRY_CAP_S": "2",
     "OFFPOST_REQUEUE_AFTER_S": "4",
     "OFFPOST_DISPATCHER_MAX_SLEEP_S": "0.5",
+    # The sandbox publishes a video by URL as it answers: no need to wait minutes for it.
+    "OFFPOST_URL_VIDEO_SETTLE_S": "3",
 }
 
 
@@ -626,12 +628,19 @@ class ChangingClient:
         except ValueError:
             code = None
         retry_after = response.headers.get("Retry-After", "")
+        # Without Retry-After only while the post waits for a fresh token: nobody can
+        # say when that comes.
+        parked = not retry_after and self._parked(post_id)
         if response.status_code == 409 and (
-            code == "conflict" or (code == "outcome_unknown" and retry_after.isdigit())
+            code == "conflict" or (code == "outcome_unknown" and (retry_after.isdigit() or parked))
         ):
             self.answers[f"{action} {code}"] += 1
         else:
             self._unexpected(action, post_id, response)
+
+    def _parked(self, post_id: str) -> bool:
+        [post] = self.pipeline.posts([post_id])
+        return post.status is PostStatus.NEEDS_REAUTH
 
     def _unexpected(self, action: str, post_id: str, response: Any) -> None:
         self.unexpected.append(

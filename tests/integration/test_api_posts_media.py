@@ -129,6 +129,11 @@ def test_a_video_and_a_reel_carry_their_text(api: TestClient, alice: Account) ->
             "video.description",
             "give the text once",
         ),
+        (
+            {"message": None, "video": {"url": "https://e.com/v.mp4"}},
+            "video.description",
+            "needs a text",
+        ),
         ({"photos": []}, "photos", "at least 1"),
         (
             {"photos": [{"url": f"https://e.com/{i}.jpg"} for i in range(11)]},
@@ -205,12 +210,22 @@ def test_a_posts_media_cannot_be_changed(api: TestClient, alice: Account) -> Non
     )
     body = assert_problem(response, 422, "invalid_request", "video")
     assert "cancel the post" in body["detail"]
-    # Its text can: a media post keeps its media when its message is cleared.
-    cleared = api.patch(
+    # A video by URL keeps a text: it is how a lost answer is found on the Page.
+    refused = api.patch(
         f"/v1/posts/{created.json()['id']}", json={"message": None}, headers=alice.headers
     )
+    assert (
+        "how offpost finds the video" in assert_problem(refused, 422, "invalid_request")["detail"]
+    )
+    # Photos' text can go: the post keeps its media when its message is cleared.
+    photos = [{"url": "https://e.com/1.jpg"}, {"url": "https://e.com/2.jpg"}]
+    with_photos = api.post("/v1/posts", json=alice.body(photos=photos), headers=alice.headers)
+    cleared = api.patch(
+        f"/v1/posts/{with_photos.json()['id']}", json={"message": None}, headers=alice.headers
+    )
     assert cleared.status_code == 200, cleared.text
-    assert cleared.json()["video"]["url"] == "https://e.com/v.mp4"
+    assert cleared.json()["message"] is None
+    assert len(cleared.json()["photos"]) == 2
 
 
 def test_a_batch_mixes_kinds(api: TestClient, alice: Account, settings: Settings) -> None:

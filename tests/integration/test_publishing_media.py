@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from offpost.graph.sandbox import RunningSandbox
 from offpost.media.store import make_media_store
 from offpost.models import AttemptOutcome, Post, PostStatus, PostStep, StepKind, StepOutcome
+from offpost.workers.leftovers import Remover, remove_leftovers
 from tests.integration.media_files import FileServer, mp4, png, serving_files, sha256
 from tests.integration.media_support import S3Server
 from tests.integration.pipeline_support import Pipeline, serving_pipeline, wait_for
@@ -29,8 +30,8 @@ from tests.integration.sandbox_support import SandboxClient
 
 pytestmark = pytest.mark.timeout(240)
 
-#: Uploaded videos over this go to Graph resumably, in the chunks the sandbox asks for.
-RESUMABLE_OVER = 64 * 1024
+#: The chunks the sandbox asks resumable video uploads for (Graph's are megabytes).
+CHUNK = 64 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,6 @@ def pipeline(
         OFFPOST_S3_BUCKET=f"offpost-{secrets.token_hex(4)}",
         OFFPOST_S3_ACCESS_KEY_ID=s3_server.access_key_id,
         OFFPOST_S3_SECRET_ACCESS_KEY=s3_server.secret_access_key,
-        OFFPOST_VIDEO_RESUMABLE_OVER_BYTES=str(RESUMABLE_OVER),
     ) as running:
         yield running
         text = running.log_text()
@@ -267,7 +267,8 @@ def test_a_video_by_url_whose_reply_is_lost_is_found_on_the_page(
 def test_a_large_upload_resumes_after_a_lost_chunk_reply(
     pipeline: Pipeline, graph: SandboxClient, page: dict[str, str]
 ) -> None:
-    data = mp4(width=1280, height=720, mdat_bytes=5 * RESUMABLE_OVER)
+    graph.settings(video_chunk_bytes=CHUNK)
+    data = mp4(width=1280, height=720, mdat_bytes=5 * CHUNK)
     media_id = upload(pipeline, page, data, "big.mp4")
     # The first transfer arrives; its reply does not.
     lose_reply(graph, f"/{page['page_id']}/videos$", params={"upload_phase": "transfer"})
@@ -279,7 +280,7 @@ def test_a_large_upload_resumes_after_a_lost_chunk_reply(
     assert video["bytes_received"] == len(data)
     kinds = [s.kind for s in steps(pipeline, post_id)]
     assert kinds.count(StepKind.VIDEO_START) == 1
-    assert kinds.count(StepKind.VIDEO_TRANSFER) >= 2
+    assert kinds.count(StepKind.VIDEO_TRANSFER) >= 6  # five and more chunks, one sent twice
     assert len(live_posts(graph, page["page_id"])) == 1
     # The client sees the upload's progress: every chunk, the lost one sent again.
     with pipeline.api() as api:
@@ -341,7 +342,7 @@ def test_a_reel_over_the_pages_daily_budget_is_refused_naming_the_next_free_time
 def test_lost_start_and_finish_replies_of_a_resumable_upload_publish_one_video(
     pipeline: Pipeline, graph: SandboxClient, page: dict[str, str]
 ) -> None:
-    data = mp4(width=1280, height=720, mdat_bytes=3 * RESUMABLE_OVER)
+    data = mp4(width=1280, height=720, mdat_bytes=3 * CHUNK)
     media_id = upload(pipeline, page, data, "twice-lost.mp4")
     lose_reply(graph, f"/{page['page_id']}/videos$", params={"upload_phase": "start"})
     lose_reply(graph, f"/{page['page_id']}/videos$", params={"upload_phase": "finish"})
@@ -376,7 +377,7 @@ def test_a_hosted_reel_whose_start_reply_is_lost_is_published_once(
     assert len(reels) == 2  # the lost start's empty Reel, never published
 
 
-def test_one_uploaded_photo_and_a_small_uploaded_video_go_in_one_request_each(
+def test_one_uploaded_photo_goes_in_one_request_and_a_small_video_resumably(
     pipeline: Pipeline, graph: SandboxClient, page: dict[str, str]
 ) -> None:
     photo, video = png(), mp4(width=1920, height=1080)
@@ -398,13 +399,17 @@ def test_one_uploaded_photo_and_a_small_uploaded_video_go_in_one_request_each(
     assert shown_photo["published"]
     [shown_video] = videos(graph, page["page_id"])
     assert shown_video["sha256"] == sha256(video)
-    assert shown_video["upload_session_id"] is None  # one request, not resumable
+    # Even a small upload goes resumably: Graph names the video before any byte is sent.
+    assert shown_video["upload_session_id"] is not None
     assert sorted(p["message"] for p in live_posts(graph, page["page_id"])) == [
         "a clip",
         "one photo",
     ]
     assert steps(pipeline, photo_post) == []
-    assert steps(pipeline, video_post) == []
+    assert [s.kind for s in steps(pipeline, video_post)] == [
+        StepKind.VIDEO_START,
+        StepKind.VIDEO_TRANSFER,
+    ]
 
 
 def test_an_upload_changed_in_the_store_fails_cleanly_and_removes_what_it_made(
@@ -463,3 +468,121 @@ def test_a_reel_waits_while_the_page_published_30_in_a_day(
     assert post.attempts == 0
     assert pipeline.attempts(post_id) == []
     assert videos(graph, page["page_id"]) == []
+
+
+def test_a_refused_final_call_that_did_publish_is_adopted_not_cleaned_up(
+    pipeline: Pipeline, graph: SandboxClient, page: dict[str, str], files: FileServer
+) -> None:
+    """Graph made the feed post and answered a permanent error: before removing the
+    photos (which would strip a live post), the worker looks, and adopts the post."""
+    urls = [files.put(f"{secrets.token_hex(4)}.png", png()) for _ in range(2)]
+    graph.fault(
+        path=f"/{page['page_id']}/feed$",
+        method="POST",
+        times=1,
+        after_effect=True,
+        status=400,
+        error={"code": 100, "message": "Invalid parameter"},
+    )
+    post_id = create(
+        pipeline, page, message="made, then refused", photos=[{"url": u} for u in urls]
+    )
+    post = published(pipeline, post_id)
+    [on_page] = live_posts(graph, page["page_id"])
+    assert post.graph_post_id == on_page["id"]
+    assert all(not p["deleted"] for p in photos(graph, page["page_id"]))
+    assert not [s for s in steps(pipeline, post_id) if s.kind is StepKind.REMOVE]
+    assert [a.outcome for a in pipeline.attempts(post_id)] == [AttemptOutcome.RECONCILED]
+
+
+def test_a_finish_graph_does_not_confirm_is_looked_for_not_repeated(
+    pipeline: Pipeline, graph: SandboxClient, page: dict[str, str]
+) -> None:
+    data = mp4(width=1280, height=720)
+    media_id = upload(pipeline, page, data, "unconfirmed.mp4")
+    graph.fault(
+        path=f"/{page['page_id']}/videos$",
+        method="POST",
+        params={"upload_phase": "finish"},
+        times=1,
+        after_effect=True,
+        status=200,
+        body='{"success": false}',
+        content_type="application/json",
+    )
+    post_id = create(pipeline, page, message="finished after all", video={"media_id": media_id})
+    post = published(pipeline, post_id)
+    [video] = videos(graph, page["page_id"])
+    assert post.graph_post_id == video["id"]
+    assert [a.outcome for a in pipeline.attempts(post_id)] == [
+        AttemptOutcome.RETRY,
+        AttemptOutcome.RECONCILED,
+    ]
+
+
+def test_a_retried_video_whose_upload_was_removed_starts_a_new_one(
+    pipeline: Pipeline, graph: SandboxClient, page: dict[str, str]
+) -> None:
+    graph.settings(video_chunk_bytes=CHUNK)
+    data = mp4(width=1280, height=720, mdat_bytes=3 * CHUNK)
+    media_id = upload(pipeline, page, data, "again.mp4")
+    graph.fault(
+        path=f"/{page['page_id']}/videos$",
+        method="POST",
+        params={"upload_phase": "finish"},
+        times=1,
+        status=400,
+        error={"code": 100, "message": "Invalid parameter"},
+    )
+    post_id = create(pipeline, page, message="second time", video={"media_id": media_id})
+    [failed] = pipeline.wait_status([post_id], {PostStatus.FAILED}, timeout_s=60)
+    assert failed.last_error is not None
+    [first] = videos(graph, page["page_id"])
+    assert first["deleted"]  # the started upload was removed
+    with pipeline.api() as api:
+        retried = api.post(f"/v1/posts/{post_id}/retry", headers={"Authorization": page["key"]})
+    assert retried.status_code == 200, retried.text
+    post = published(pipeline, post_id)
+    shown = [v for v in videos(graph, page["page_id"]) if v["published"]]
+    assert [v["id"] for v in shown] == [post.graph_post_id]
+    assert shown[0]["id"] != first["id"]
+    assert shown[0]["sha256"] == sha256(data)
+    kinds = [s.kind for s in steps(pipeline, post_id)]
+    assert kinds.count(StepKind.VIDEO_START) == 2
+
+
+def test_a_sweep_never_removes_what_a_retried_post_may_reuse(
+    pipeline: Pipeline, page: dict[str, str]
+) -> None:
+    """The removal's step is written only while the post is still failed or canceled."""
+    [post_id] = pipeline.add_posts(
+        page["client_id"], page["credential_id"], page["page_id"], ["retried"], due_in_s=3600
+    )
+    with pipeline.sessions.begin() as session:
+        session.add(
+            PostStep(
+                post_id=post_id,
+                kind=StepKind.PHOTO,
+                item=0,
+                outcome=StepOutcome.DONE,
+                graph_id="90210",
+                started_at=datetime.now(UTC),
+            )
+        )
+    calls: list[str] = []
+
+    class Graph:
+        def delete_object(self, object_id: str, page_token: str) -> bool:
+            calls.append(object_id)
+            return True
+
+    remover = Remover(pipeline.sessions, Graph(), "test", lambda: datetime.now(UTC))  # type: ignore[arg-type]
+    # The post is scheduled again (an operator's retry): nothing is removed.
+    ended = Post.status.in_([PostStatus.FAILED, PostStatus.CANCELED])
+    assert remove_leftovers(remover, post_id, "token", while_=ended) == 0
+    assert calls == []
+    assert [s.kind for s in steps(pipeline, post_id)] == [StepKind.PHOTO]
+    with pipeline.sessions.begin() as session:
+        session.execute(update(Post).where(Post.id == post_id).values(status=PostStatus.CANCELED))
+    assert remove_leftovers(remover, post_id, "token", while_=ended) == 1
+    assert calls == ["90210"]

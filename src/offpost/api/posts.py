@@ -54,6 +54,7 @@ from offpost.posts.idempotency import (
     run_once,
 )
 from offpost.posts.input import PostCreate
+from offpost.posts.media import URL_VIDEO_TEXT, needs_text
 from offpost.posts.quotas import QuotaDefaults
 from offpost.settings import Settings
 from offpost.tokens.intake import GraphUnavailableError, take_in_token
@@ -354,6 +355,11 @@ def update_post(
             raise field_error(
                 name, "a post's media cannot be changed: cancel the post and create another"
             )
+    if "message" in changes and changes["message"] is None:
+        with _answers():
+            current = store.load_post(session, client.id, post_id)
+        if needs_text(current.media):
+            raise field_error("message", URL_VIDEO_TEXT)
     with _answers():
         post = store.update_post(session, client.id, post_id, changes, now)
     if "publish_at" in changes:

@@ -53,7 +53,7 @@ def worker_config(settings: Settings) -> WorkerConfig:
         webhook_allow_private=settings.webhook_allow_private,
         metrics_dir=settings.metrics_dir,
         make_media=partial(make_media_store, settings),
-        video_resumable_over_bytes=settings.video_resumable_over_bytes,
+        url_video_settle_s=settings.url_video_settle_s,
     )
 
 

@@ -50,6 +50,20 @@ def _text(**fields: str | None) -> dict[str, str]:
     return {name: value for name, value in fields.items() if value is not None}
 
 
+#: Why a video by URL needs a text: Graph names the video only in its answer; when that
+#: answer is lost, the video is found on the Page by its text (docs/media.md).
+URL_VIDEO_TEXT = (
+    "a video by URL needs a text (message or description): if Graph's answer is lost, "
+    "it is how offpost finds the video on the Page instead of publishing it twice"
+)
+
+
+def needs_text(spec: Mapping[str, Any] | None) -> bool:
+    """Whether the post's text must stay: a video by URL without a description."""
+    video = spec.get("video") if spec else None
+    return video is not None and "url" in video and not video.get("description")
+
+
 def spec_problems(
     *,
     message: str | None,
@@ -85,6 +99,13 @@ def spec_problems(
                 f"{prefix}link", f"a post with {what} cannot carry a link; put it in the text"
             )
         )
+    if (
+        video is not None
+        and video.url is not None
+        and message is None
+        and video.description is None
+    ):
+        problems.append(FieldProblem(f"{prefix}video.description", URL_VIDEO_TEXT))
     described = (video.description if video else None) or (reel.description if reel else None)
     if message is not None and described is not None:
         problems.append(

@@ -81,8 +81,8 @@ class WorkerConfig:
     webhook_allow_private: bool = False
     #: Opens the media store uploads are read from (called once per worker process).
     make_media: Callable[[], MediaStore] | None = None
-    #: Uploaded videos up to this size go to Graph in one request (docs/media.md).
-    video_resumable_over_bytes: int = 16 * 1024 * 1024
+    #: After a video by URL whose answer was lost, the least wait before it is looked for.
+    url_video_settle_s: float = 600.0
 
 
 def make_celery(broker_url: str, *, lease_s: int = 120, queue: str = QUEUE) -> Celery:
@@ -205,7 +205,7 @@ def build_context(config: WorkerConfig, observer: PublishObserver | None = None)
         pool=ThreadPoolExecutor(config.publish_concurrency, thread_name_prefix="publish"),
         observer=observer or NullObserver(),
         media=config.make_media() if config.make_media is not None else None,
-        video_resumable_over_bytes=config.video_resumable_over_bytes,
+        url_video_settle_s=config.url_video_settle_s,
     )
 
 

@@ -22,13 +22,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy import and_, exists, func, insert, literal, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
+from sqlalchemy.sql.elements import ColumnElement
 
 from offpost.graph.client import GraphClient
 from offpost.graph.errors import GraphError
-from offpost.models import CredentialPage, Post, PostStatus
+from offpost.models import CredentialPage, IdPrefix, Post, PostStatus, new_id
 from offpost.models.media import PostStep, StepKind, StepOutcome
+from offpost.models.types import UTCDateTime
 
 logger = logging.getLogger(__name__)
 
@@ -76,25 +78,47 @@ def left_on_graph(session: Session, post_id: str) -> list[str]:
     ]
 
 
-def remove_leftovers(remover: Remover, post_id: str, page_token: str) -> int:
+def remove_leftovers(
+    remover: Remover, post_id: str, page_token: str, *, while_: ColumnElement[bool]
+) -> int:
     """Delete what ``post_id`` left on Graph; how many. Never raises: a refused removal
-    is recorded (``failed``) and tried again by a later sweep, up to :data:`MAX_REMOVALS`."""
+    is recorded (``failed``) and tried again by a later sweep, up to :data:`MAX_REMOVALS`.
+
+    Each removal's step is written only while the post meets ``while_`` (it is still
+    failed or canceled; the worker still holds it), in the statement that checks it:
+    an operator's retry in between stops the removals, and a worker that then reuses
+    a photo can never have it deleted under it.
+    """
     with remover.sessions() as session:
         left = left_on_graph(session, post_id)
     count = 0
     for graph_id in left:
+        step_id = new_id(IdPrefix.STEP)
         with remover.sessions.begin() as session:
-            step = PostStep(
-                post_id=post_id,
-                kind=StepKind.REMOVE,
-                item=0,
-                started_at=remover.clock(),
-                graph_id=graph_id,
-                worker=remover.worker,
+            written = session.execute(
+                insert(PostStep)
+                .from_select(
+                    ["id", "post_id", "kind", "item", "started_at", "graph_id", "worker"],
+                    select(
+                        literal(step_id),
+                        Post.id,
+                        literal(StepKind.REMOVE.value),
+                        literal(0),
+                        literal(remover.clock(), UTCDateTime()),
+                        literal(graph_id),
+                        literal(remover.worker),
+                    ).where(Post.id == post_id, while_),
+                )
+                # RETURNING, not rowcount: an INSERT ... SELECT's count is -1 here.
+                .returning(PostStep.id)
+            ).first()
+        if written is None:
+            logger.info(
+                "stopped removing what %s left: the post moved on",
+                post_id,
+                extra={"action": "media_leftovers_stopped", "post_id": post_id},
             )
-            session.add(step)
-            session.flush()
-            step_id = step.id
+            return count
         outcome, error = StepOutcome.DONE, None
         try:
             remover.graph.delete_object(graph_id, page_token)
@@ -174,4 +198,7 @@ def sweep_leftovers(remover: Remover, limit: int = 20) -> int:
             if page is None or not page.page_token:
                 continue  # no token to remove with: kept, invisible, until one comes back
             work.append((post_id, page.page_token))
-    return sum(remove_leftovers(remover, post_id, token) for post_id, token in work)
+    return sum(
+        remove_leftovers(remover, post_id, token, while_=Post.status.in_(_ENDED))
+        for post_id, token in work
+    )

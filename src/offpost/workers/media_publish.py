@@ -10,9 +10,9 @@ database write — the next worker settles it *at that step*:
   whose reply was lost cannot be found: Graph lists no unpublished photos
   (``/photos?type=uploaded`` shows what the Page shows). It stays unpublished,
   invisible on the Page, and is uploaded again; the step says so (``not_found``).
-- **video**: by URL, or an upload up to ``video_resumable_over_bytes``, in one
-  ``/videos`` request; a larger upload in Graph's resumable protocol — start
-  (video id and session recorded), the chunks Graph asks for (a lost chunk
+- **video**: by URL in one ``/videos`` request (it needs a text, by which a lost
+  answer is found); an upload, whatever its size, in Graph's resumable protocol —
+  start (video id and session recorded), the chunks Graph asks for (a lost chunk
   reply is sent again at the same offset: Graph takes it or names the offset it
   expects), finish.
 - **reel**: start (video id recorded), the bytes or hosted URL to the upload
@@ -20,7 +20,7 @@ database write — the next worker settles it *at that step*:
   with ``video_state=PUBLISHED``. The Page's budget of 30 Reels a day is
   checked first (:mod:`offpost.media.budgets`).
 
-The **final call** (the feed post, the one-request video, the finish) is the
+The **final call** (the feed post, the video by URL, the finish) is the
 post's attempt, as for any post: its ``sent_media`` names what it publishes
 (``photos:<first photo id>``, ``video``, ``video:<id>``, ``reel:<id>``),
 recorded before it is made. An unknown outcome there is reconciled by looking:
@@ -28,7 +28,8 @@ the feed's post whose attachments hold that photo, the Page's video with that
 text in the attempt's window, or the video's own publishing status.
 
 A post that fails for good (or runs out of attempts) removes what it left on
-Graph: the unpublished photos, the unfinished video or Reel. Nothing half-made
+Graph — the unpublished photos, the unfinished video or Reel — after looking
+once more for a final call that may have made the post after all. Nothing half-made
 is ever visible on the Page. Uploads are read from the media store and their
 SHA-256 checked before a byte goes to Graph.
 """
@@ -37,15 +38,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, select, update
 
-from offpost.graph.errors import GraphError
+from offpost.graph.errors import GraphError, GraphTransientError
 from offpost.graph.usage import GraphUsage
 from offpost.media.budgets import reel_wait_until
 from offpost.media.spec import spec_kind
@@ -59,7 +61,7 @@ from offpost.media.store import (
 )
 from offpost.models.attempt import Attempt, AttemptOutcome, Sent, text_sha256
 from offpost.models.media import Media, PostStep, StepKind, StepOutcome
-from offpost.models.post import Post
+from offpost.models.post import Post, PostStatus
 from offpost.models.transitions import begin_attempt, extend_lease, leave_failed, leave_scheduled
 from offpost.workers import ratelimit
 from offpost.workers.decide import RECONCILE_SKEW, Action, action_for
@@ -136,11 +138,29 @@ class MediaPost:
             return self._fail_for_good(attempt_id, "media_corrupt", str(exc))
         except MediaStoreError as exc:
             return self._store_failed(attempt_id, exc)
+        except ValueError as exc:
+            # Something no retry can change (a file Graph's upload host would not take
+            # from here, a store not configured): failed, not left to loop on its lease.
+            logger.exception(
+                "publishing %s cannot go on", post.id, extra={"action": "media_invalid"}
+            )
+            return self._fail_for_good(attempt_id, "media_invalid", str(exc))
         except GraphError as exc:
             if action_for(exc) is Action.FAIL:
+                if self._final_made(attempt_id):
+                    # Refused, but an earlier final call may be live (a feed post that
+                    # already attached these photos is refused so): look before cleaning.
+                    found = self.reconcile(post.reconcile_since or now)
+                    if found is not None:
+                        return self.p._record_published(
+                            attempt_id, found, AttemptOutcome.RECONCILED, counted=True
+                        )
                 # Before the post is failed, so that whoever sees it failed sees it clean.
                 self.remove_leftovers()
-            return self.p.attempt_failed(attempt_id, now, exc)
+            # A video by URL: Graph fetches the file first (it allows itself 5 minutes),
+            # and lists the video only once it is published.
+            settle = ctx.url_video_settle_s if self._by_url_video() else None
+            return self.p.attempt_failed(attempt_id, now, exc, settle_s=settle)
         return self.p._record_published(
             attempt_id, graph_id, AttemptOutcome.PUBLISHED, counted=True
         )
@@ -192,7 +212,7 @@ class MediaPost:
             media = self._media(source["media_id"])
             data = read_verified(self.store, media)
         step_id = self._begin(StepKind.PHOTO, item, {"source": _source_name(source)})
-        with self._settled_on_error(step_id):
+        with self._settled_on_error(step_id), self._heartbeat():
             result = self.ctx.graph.upload_photo(
                 self.post.target,
                 self.token,
@@ -221,31 +241,22 @@ class MediaPost:
             )
             self._usage(result.usage)
             return result.id
+        # An upload always goes the resumable way, whatever its size: Graph names the
+        # video before a byte is sent, so a lost finish is settled by its own status.
         media = self._media(video["media_id"])
-        if media.size_bytes <= self.ctx.video_resumable_over_bytes:
-            data = read_verified(self.store, media)
-            self._final(attempt_id, "video")
-            result = self.ctx.graph.publish_video(
-                self.post.target,
-                self.token,
-                data=data,
-                filename=media.filename or "video.mp4",
-                title=title,
-                description=description,
-            )
-            self._usage(result.usage)
-            return result.id
         verify(self.store, media)
         video_id, session_id = self._video_session(media)
         self._video_chunks(media, session_id)
         self._final(attempt_id, f"video:{video_id}")
-        self.ctx.graph.video_upload_finish(
+        finished = self.ctx.graph.video_upload_finish(
             self.post.target,
             self.token,
             upload_session_id=session_id,
             title=title,
             description=description,
         )
+        if not finished:
+            raise _unsure("finishing the video upload")
         return video_id
 
     def _video_session(self, media: Media) -> tuple[str, str]:
@@ -276,7 +287,7 @@ class MediaPost:
             step_id = self._begin(
                 StepKind.VIDEO_TRANSFER, 0, {"start_offset": start, "end_offset": end}
             )
-            with self._settled_on_error(step_id):
+            with self._settled_on_error(step_id), self._heartbeat():
                 offsets = self.ctx.graph.video_upload_transfer(
                     self.post.target,
                     self.token,
@@ -298,8 +309,17 @@ class MediaPost:
     def _next_chunk(self) -> tuple[int, int]:
         """Where the upload goes on: after the last answered chunk, or the same chunk again
         when its reply was lost (Graph takes it again, or names the offsets it wants)."""
-        transfers = [s for s in self.steps if s.kind is StepKind.VIDEO_TRANSFER]
-        source = transfers[-1] if transfers else self._done_step(StepKind.VIDEO_START)
+        started = self._done_step(StepKind.VIDEO_START)
+        assert started is not None
+        # Only this upload session's chunks: an earlier session (removed when its post
+        # failed, then retried) has chunks of its own.
+        transfers = [
+            s
+            for s in self.steps
+            if s.kind is StepKind.VIDEO_TRANSFER
+            and (s.started_at, s.id) > (started.started_at, started.id)
+        ]
+        source = transfers[-1] if transfers else started
         assert source is not None
         assert source.detail is not None
         detail = source.detail
@@ -317,9 +337,11 @@ class MediaPost:
         video_id, upload_url = self._reel_start()
         self._reel_upload(video_id, upload_url, reel, media)
         self._final(attempt_id, f"reel:{video_id}")
-        self.ctx.graph.reel_finish(
+        finished = self.ctx.graph.reel_finish(
             self.post.target, self.token, video_id=video_id, description=self._text()
         )
+        if not finished:
+            raise _unsure("finishing the Reel")
         return video_id
 
     def _reel_start(self) -> tuple[str, str]:
@@ -342,29 +364,41 @@ class MediaPost:
     def _reel_upload(
         self, video_id: str, upload_url: str, reel: Mapping[str, str], media: Media | None
     ) -> None:
-        if self._done_step(StepKind.REEL_UPLOAD) is not None:
+        done = self._done_step(StepKind.REEL_UPLOAD)
+        if done is not None and done.graph_id == video_id:
             return
+        this_reel = [
+            s for s in self.steps if s.kind is StepKind.REEL_UPLOAD and s.graph_id == video_id
+        ]
         offset = 0
-        lost = [s for s in self.steps if s.kind is StepKind.REEL_UPLOAD and s.outcome in _OPEN]
-        if lost:
-            # Ask the upload host what arrived: all of it, or where to go on.
+        if this_reel:
+            # An earlier try, whatever came of it: ask the upload host what arrived.
             status = self.ctx.graph.video_status(video_id, self.token)
             self._usage(status.usage)
             received = status.bytes_transferred or 0
-            complete = status.uploading_status in ("complete", "completed")
             size = media.size_bytes if media is not None else None
-            for step in lost:
-                self._end(step.id, StepOutcome.FOUND if complete else StepOutcome.NOT_FOUND)
-            if complete or (size is not None and received >= size):
-                self._load_steps()
+            complete = status.uploading_status in ("complete", "completed") or (
+                size is not None and received >= size
+            )
+            for step in this_reel:
+                if step.outcome in _OPEN:
+                    self._end(step.id, StepOutcome.FOUND if complete else StepOutcome.NOT_FOUND)
+            if complete:
+                step_id = self._begin(
+                    StepKind.REEL_UPLOAD, 0, {"found": received}, graph_id=video_id
+                )
+                self._end(step_id, StepOutcome.FOUND)
                 return
+            if media is None and status.uploading_status == "in_progress":
+                # Graph is still fetching the hosted file: sending the URL again would
+                # start a second fetch. Come back once it has finished, one way or another.
+                raise _unsure("Graph fetching the Reel's file")
             offset = received if media is not None else 0
-        self._keep_lease()
         data = None
         if media is not None:
             data = read_chunk(self.store, media, offset, media.size_bytes)
-        step_id = self._begin(StepKind.REEL_UPLOAD, 0, {"offset": offset})
-        with self._settled_on_error(step_id):
+        step_id = self._begin(StepKind.REEL_UPLOAD, 0, {"offset": offset}, graph_id=video_id)
+        with self._settled_on_error(step_id), self._heartbeat():
             self.ctx.graph.reel_upload(
                 upload_url,
                 self.token,
@@ -396,9 +430,11 @@ class MediaPost:
             marker = attempt.sent_media or ""
             if marker.startswith("media:"):
                 continue  # its final call was never made
+            # A video by URL appears once Graph has fetched and published it.
+            wait = timedelta(seconds=ctx.url_video_settle_s) if marker == "video" else settle
             window = (
                 attempt.started_at - RECONCILE_SKEW,
-                (attempt.finished_at or now) + settle + RECONCILE_SKEW,
+                (attempt.finished_at or now) + wait + RECONCILE_SKEW,
             )
             found = self._find(marker, attempt.sent_sha256, window)
             if found is not None:
@@ -422,6 +458,7 @@ class MediaPost:
                 if (
                     video.created_time is not None
                     and window[0] <= video.created_time <= window[1]
+                    and text_sha is not None
                     and text_sha256(video.description) == text_sha
                     and not self._taken(video.id)
                 ):
@@ -456,7 +493,8 @@ class MediaPost:
     def remove_leftovers(self) -> int:
         """Delete the unpublished photos and unfinished videos this post made; how many."""
         remover = Remover(self.ctx.sessions, self.ctx.graph, self.ctx.worker, self.ctx.clock)
-        return remove_leftovers(remover, self.post.id, self.token)
+        held = and_(Post.status == PostStatus.PUBLISHING, Post.lease_owner == self.ctx.worker)
+        return remove_leftovers(remover, self.post.id, self.token, while_=held)
 
     def _store_failed(self, attempt_id: str, exc: MediaStoreError) -> Outcome:
         """The media store failed (unreachable, refusing): the attempt is spent, and the
@@ -620,6 +658,45 @@ class MediaPost:
         self._load_steps()
 
     @contextmanager
+    def _heartbeat(self) -> Iterator[None]:
+        """Around a call whose send time has no bound (an upload): the lease is extended
+        every third of its length while the call runs, so that no other worker takes the
+        post meanwhile. A worker that dies stops extending it, and the post is reaped."""
+        stop = threading.Event()
+        every_s = max(1.0, self.ctx.lease.total_seconds() / 3)
+
+        def beat() -> None:
+            while not stop.wait(every_s):
+                try:
+                    with self.ctx.sessions.begin() as session:
+                        extended = extend_lease(
+                            session, self.post.id, self.ctx.worker, self.ctx.clock(), self.ctx.lease
+                        )
+                except Exception:
+                    logger.warning("could not extend the lease on %s", self.post.id, exc_info=True)
+                    continue
+                if extended is None:
+                    return
+                self.p.post = dataclasses.replace(self.post, lease_deadline=extended)
+
+        thread = threading.Thread(target=beat, name=f"lease-{self.post.id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    def _final_made(self, attempt_id: str) -> bool:
+        """Whether this attempt got as far as its final call (its marker was set)."""
+        with self.ctx.sessions() as session:
+            marker = session.scalar(select(Attempt.sent_media).where(Attempt.id == attempt_id))
+        return marker is not None and not marker.startswith("media:")
+
+    def _by_url_video(self) -> bool:
+        return self.kind == "video" and "url" in self.spec["video"]
+
+    @contextmanager
     def _settled_on_error(self, step_id: str) -> Iterator[None]:
         """Around a step's call: a Graph error ends the step (``unknown`` when its outcome
         is, else ``failed``) and goes on up to the attempt."""
@@ -687,6 +764,11 @@ class MediaPost:
 
 #: A step whose outcome nobody knows: in flight when its worker stopped, or a lost reply.
 _OPEN = (None, StepOutcome.UNKNOWN)
+
+
+def _unsure(what: str) -> GraphTransientError:
+    """Graph answered, but not that it did it: the outcome is unknown, looked for next."""
+    return GraphTransientError(f"Graph did not confirm {what}", outcome_unknown=True)
 
 
 def _lost_or_failed(exc: GraphError) -> StepOutcome:

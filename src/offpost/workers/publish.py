@@ -111,8 +111,8 @@ class PublishContext:
     observer: PublishObserver = field(default_factory=NullObserver)
     #: Where uploaded media are read from (posts with photos, a video or a Reel).
     media: MediaStore | None = None
-    #: Uploaded videos up to this size go to Graph in one request, larger ones resumably.
-    video_resumable_over_bytes: int = 16 * 1024 * 1024
+    #: After a video by URL whose answer was lost, the least wait before it is looked for.
+    url_video_settle_s: float = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,8 +273,18 @@ class PostPublisher:
 
     # -- outcomes ----------------------------------------------------------------------
 
-    def attempt_failed(self, attempt_id: str, started_at: datetime, exc: GraphError) -> Outcome:
-        """What follows the failed Graph call of an attempt (this one's, or a batch's)."""
+    def attempt_failed(
+        self,
+        attempt_id: str,
+        started_at: datetime,
+        exc: GraphError,
+        *,
+        settle_s: float | None = None,
+    ) -> Outcome:
+        """What follows the failed Graph call of an attempt (this one's, or a batch's).
+
+        ``settle_s``: after an unknown outcome, the least wait before the next try
+        looks for what the call made (a kind Graph shows only minutes later)."""
         ctx, post = self.ctx, self.post
         action = action_for(exc)
         ctx.observer.graph_error(exc)
@@ -310,8 +320,14 @@ class PostPublisher:
         # A retry; when the outcome is unknown the next worker reconciles first.
         attempts = post.attempts + 1
         delay_s = retry_delay_s(
-            exc, attempts, ctx.retry, settle_s=ctx.timeout_settle_s, rng=ctx.rng
+            exc,
+            attempts,
+            ctx.retry,
+            settle_s=ctx.timeout_settle_s,
+            rng=ctx.rng,
         )
+        if settle_s is not None and action is Action.RETRY_RECONCILE:
+            delay_s = max(delay_s, settle_s)
         since = post.reconcile_since
         if action is Action.RETRY_RECONCILE:
             since = min(since, started_at) if since else started_at
@@ -361,17 +377,18 @@ class PostPublisher:
                 ctx.observer.posts_finished(
                     session, [Finished(post, Outcome(outcome.value), written)], now
                 )
-            if attempt_id is None:
-                attempt = begin_attempt(session, post.id, ctx.worker, now)
-                attempt_id = attempt.id
-            session.execute(
-                update(Attempt)
-                .where(Attempt.id == attempt_id)
-                .values(outcome=outcome, finished_at=now)
-            )
+                if attempt_id is None:
+                    attempt = begin_attempt(session, post.id, ctx.worker, now)
+                    attempt_id = attempt.id
+                session.execute(
+                    update(Attempt)
+                    .where(Attempt.id == attempt_id)
+                    .values(outcome=outcome, finished_at=now)
+                )
         if not held:
-            # The lease ran out mid-call and the reaper took the post back; the next
-            # worker will reconcile and adopt this very Graph post.
+            # The lease ran out mid-call and the reaper took the post back. The attempt
+            # stays open (its outcome unknown to the post), so the next worker's
+            # reconciliation looks for, and adopts, this very Graph post.
             logger.warning(
                 "published %s after losing its lease; reconciliation will adopt it",
                 post.id,
@@ -705,9 +722,11 @@ def _record(
     try:
         with ctx.sessions.begin() as session:
             held = finish_published(session, rows, ctx.worker, now)
+            # Only the held posts' attempts close: a post whose lease ran out keeps its
+            # attempt open, so that reconciliation looks for what it made.
             close_attempts(
                 session,
-                [attempt_ids[item.post.id] for item, _ in published],
+                [attempt_ids[item.post.id] for item, _ in published if item.post.id in held],
                 AttemptOutcome.PUBLISHED,
                 now,
             )
