@@ -54,15 +54,19 @@ from offpost.graph.parse import (
     form_token_body,
     granular_scopes,
     graph_time,
+    insights_values,
     next_page_params,
     opt_bool,
+    opt_graph_time,
     opt_id,
     opt_str,
     parse_video_status,
     positive_int,
     require_offset,
     require_str,
+    share_count,
     str_tuple,
+    summary_total,
     token_info_error,
     unix_time,
     video_status_name,
@@ -79,6 +83,10 @@ from offpost.graph.types import (
     PageToken,
     PageVideo,
     PageVideos,
+    PostComment,
+    PostComments,
+    PostInsights,
+    PostStats,
     PublishResult,
     ReelUpload,
     TokenExchange,
@@ -767,6 +775,111 @@ class GraphClient:
         body, _ = self._call("DELETE", _path(object_id), token=page_token)
         return body.get("success") is True
 
+    # -- after publishing -------------------------------------------------------
+
+    def comment(self, object_id: str, page_token: str, *, message: str) -> PublishResult:
+        """Comment on a post (or photo, video, reel) as the Page: ``id`` is the comment's id,
+        ``post_id`` is ``None``. Needs ``pages_manage_engagement``.
+
+        Not idempotent: after a lost reply (``outcome_unknown``) read :meth:`comments`
+        and look for a comment ``from_id`` the Page with this text before commenting
+        again — a person may have written the same words.
+        """
+        if not message:
+            raise ValueError("a comment needs a message")
+        body, usage = self._call(
+            "POST", f"{_path(object_id)}/comments", token=page_token, data={"message": message}
+        )
+        return PublishResult(
+            id=require_str(body, "id", "/comments", usage), post_id=None, usage=usage
+        )
+
+    def comments(
+        self,
+        object_id: str,
+        page_token: str,
+        *,
+        since: datetime | None = None,
+        max_pages: int = DEFAULT_MAX_PAGES,
+    ) -> PostComments:
+        """Every comment on the object created at or after ``since`` (aware), oldest first,
+        all result pages (``filter=stream``, ``order=chronological``)."""
+        params = {
+            "fields": "id,message,created_time,from",
+            "filter": "stream",
+            "order": "chronological",
+            "limit": "100",
+        }
+        since_s = _since_s(since)
+        if since_s is not None:
+            params["since"] = str(since_s)
+        items, usage = self._paged(
+            f"{_path(object_id)}/comments", token=page_token, params=params, max_pages=max_pages
+        )
+        found = [
+            PostComment(
+                id=require_str(item, "id", "/comments", usage),
+                message=opt_str(item.get("message")),
+                created_time=graph_time(item.get("created_time"), usage),
+                from_id=_application_id(item.get("from")),
+            )
+            for item in items
+        ]
+        if since_s is not None:
+            found = [c for c in found if c.created_time.timestamp() >= since_s]
+        return PostComments(comments=tuple(found), usage=usage)
+
+    def edit_post(self, post_id: str, page_token: str, *, message: str) -> bool:
+        """Replace a post's text (``POST /{post-id}``). ``True`` when Graph says ``success``.
+
+        Only posts this app made can be edited (Graph: "An app can only update a Page
+        post if the post was made using that app"). Idempotent: safe to repeat after a
+        lost reply.
+        """
+        if not message:
+            raise ValueError("an edit needs a message")
+        body, _ = self._call("POST", _path(post_id), token=page_token, data={"message": message})
+        return body.get("success") is True
+
+    def post_stats(self, post_id: str, page_token: str) -> PostStats:
+        """A post's text and counts: reactions and comments (``summary.total_count``) and
+        shares. A deleted post raises Graph's error (code 100, subcode 33), classified."""
+        body, usage = self._call(
+            "GET", _path(post_id), token=page_token, params={"fields": _STATS_FIELDS}
+        )
+        return PostStats(
+            id=require_str(body, "id", f"/{post_id}", usage),
+            message=opt_str(body.get("message")),
+            updated_time=opt_graph_time(body.get("updated_time"), usage),
+            reactions=summary_total(body.get("reactions")),
+            comments=summary_total(body.get("comments")),
+            shares=share_count(body.get("shares")),
+            usage=usage,
+        )
+
+    def post_insights(
+        self, post_id: str, page_token: str, *, metrics: Sequence[str]
+    ) -> PostInsights:
+        """Lifetime values of ``metrics`` for a post (``/{post-id}/insights``).
+
+        One deprecated or unknown metric fails the whole call with Graph's 100 "The
+        value must be a valid insights metric" (see :func:`is_invalid_metric`), which
+        does not say which one: ask again without the suspects. A Page without
+        insights (under 100 likes) gives ``None`` for every metric.
+        """
+        if isinstance(metrics, str):
+            raise ValueError("metrics is a sequence of metric names, not one string")
+        names = tuple(dict.fromkeys(metrics))
+        if not names or not all(names):
+            raise ValueError("post_insights needs at least one metric name")
+        body, usage = self._call(
+            "GET",
+            f"{_path(post_id)}/insights",
+            token=page_token,
+            params={"metric": ",".join(names)},
+        )
+        return PostInsights(values=insights_values(body.get("data"), names), usage=usage)
+
     def _video_call(
         self,
         page_id: str,
@@ -1090,6 +1203,19 @@ _FEED_FIELDS = (
     "id,message,link,created_time,application,"
     "attachments{media_type,target,subattachments{media_type,target}}"
 )
+_STATS_FIELDS = (
+    "id,message,created_time,updated_time,is_published,shares,"
+    "reactions.summary(total_count).limit(0),comments.summary(total_count).limit(0)"
+)
+#: Graph's answer, for the whole call, when one metric asked for is deprecated or unknown.
+INVALID_METRIC_MESSAGE = "The value must be a valid insights metric"
+
+
+def is_invalid_metric(error: GraphError) -> bool:
+    """Whether :meth:`GraphClient.post_insights` failed for a deprecated or unknown metric."""
+    return error.code == 100 and INVALID_METRIC_MESSAGE in error.message
+
+
 #: Marks a transfer reply made from Graph's 1363037 refusal (see ``_expected_offsets``).
 _REFUSED_KEY = "_offpost_refused"
 

@@ -219,3 +219,37 @@ def token_info_error(value: object) -> TokenInfoError | None:
         message=message,
         reason=auth_reason(subcode_int, message),
     )
+
+
+def count(value: object) -> int:
+    """A non-negative count Graph sends as a number (or a digit string); 0 otherwise."""
+    return offset_int(value) or 0
+
+
+def summary_total(edge: object) -> int:
+    """``{"data": [], "summary": {"total_count": N}}`` -> N (0 when absent)."""
+    summary = edge.get("summary") if isinstance(edge, dict) else None
+    return count(summary.get("total_count")) if isinstance(summary, dict) else 0
+
+
+def share_count(shares: object) -> int:
+    """``{"count": K}`` -> K; Graph leaves ``shares`` out while there are none."""
+    return count(shares.get("count")) if isinstance(shares, dict) else 0
+
+
+def opt_graph_time(value: object, usage: GraphUsage) -> datetime | None:
+    return None if value is None else graph_time(value, usage)
+
+
+def insights_values(data: object, names: tuple[str, ...]) -> dict[str, int | None]:
+    """``{"data": [{"name", "values": [{"value"}, …]}]}`` as the newest value of each
+    metric asked for; ``None`` for a metric missing or not a count."""
+    values: dict[str, int | None] = dict.fromkeys(names)
+    for item in data if isinstance(data, list) else []:
+        if not isinstance(item, dict) or item.get("name") not in values:
+            continue
+        points = item.get("values")
+        last = points[-1] if isinstance(points, list) and points else None
+        value = last.get("value") if isinstance(last, dict) else None
+        values[item["name"]] = offset_int(value)
+    return values

@@ -235,3 +235,48 @@ class VideoStatus:
     #: ``publishing_phase.publish_status``: ``published``, ``draft``, ``scheduled``…
     publish_status: str | None = None
     usage: GraphUsage = EMPTY_USAGE
+
+
+@dataclass(frozen=True, slots=True)
+class PostComment:
+    """One comment of ``/{object-id}/comments``; ``from_id`` is the Page's id for the
+    Page's own comments, a person's id otherwise (``None`` when Graph hid it)."""
+
+    id: str
+    message: str | None
+    created_time: datetime
+    from_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PostComments:
+    """The comments on a post, oldest first (``order=chronological``)."""
+
+    comments: tuple[PostComment, ...]
+    usage: GraphUsage = EMPTY_USAGE
+
+
+@dataclass(frozen=True, slots=True)
+class PostStats:
+    """A post as it stands: its text and its counts (``summary.total_count`` of
+    ``reactions`` and ``comments``, ``shares.count``; 0 where Graph gave none)."""
+
+    id: str
+    message: str | None
+    #: ``None`` when Graph gave no ``updated_time``.
+    updated_time: datetime | None
+    reactions: int
+    comments: int
+    shares: int
+    #: Always ``True``: a deleted post raises Graph's error (code 100) instead.
+    exists: bool = True
+    usage: GraphUsage = EMPTY_USAGE
+
+
+@dataclass(frozen=True, slots=True)
+class PostInsights:
+    """Lifetime values of the metrics asked for, by name; ``None`` for a metric Graph
+    answered nothing for (a Page without insights answers an empty list)."""
+
+    values: dict[str, int | None]
+    usage: GraphUsage = EMPTY_USAGE

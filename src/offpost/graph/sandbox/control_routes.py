@@ -8,7 +8,9 @@ From docs/sandbox.md: ``POST /apps``, ``POST /users``, ``POST /clock``,
 ``POST /users/{id}/tokens`` (a fresh short-lived token, as if the user
 logged in again) and the Page roles: ``PUT|DELETE /users/{id}/pages/{page_id}``
 (give or take away the user's role on a Page) and
-``PUT /users/{id}/pages/{page_id}/tasks`` (change the user's tasks there).
+``PUT /users/{id}/pages/{page_id}/tasks`` (change the user's tasks there);
+after publishing: ``GET|POST /posts/{id}/comments`` (a person's comment) and
+``GET|PUT /pages/{id}/insights`` (insights availability, deprecated metrics).
 Errors of these routes are FastAPI's ``{"detail": …}``, not Graph envelopes.
 Nothing here ever returns an app secret.
 """
@@ -28,6 +30,13 @@ from pydantic import (
     field_validator,
 )
 
+from offpost.graph.sandbox.engagement import (
+    KNOWN_POST_METRICS,
+    add_comment,
+    comment_target,
+    comment_view,
+    insights_state,
+)
 from offpost.graph.sandbox.media import video_status
 from offpost.graph.sandbox.pages import graph_time, post_view
 from offpost.graph.sandbox.settings import SandboxSettings
@@ -118,6 +127,20 @@ class ClockIn(_Body):
 class PersonPostIn(_Body):
     message: str | None = Field(default=None, max_length=63_206)
     link: str | None = None
+
+
+class PersonCommentIn(_Body):
+    message: str = Field(min_length=1, max_length=63_206)
+    name: str = Field(default="Sandbox Person", min_length=1, max_length=200)
+    #: The person's (app-scoped) id; a fresh one when absent.
+    person_id: str | None = Field(default=None, pattern=r"^\d{1,20}$")
+
+
+class InsightsIn(_Body):
+    #: ``false`` plays a Page under 100 likes: ``/insights`` answers ``{"data": []}``.
+    available: bool | None = None
+    #: The post metrics Graph refuses for this Page (replaces the list; ``[]`` for none).
+    deprecated_metrics: list[str] | None = None
 
 
 class FaultIn(_Body):
@@ -381,6 +404,76 @@ def person_posts(page_id: str, body: PersonPostIn, world: WorldDep) -> dict[str,
             ),
         )
         return {**post_view(post), "page_id": page_id}
+
+
+def _post_or_reel(world: World, object_id: str) -> Post | Video:
+    owner = world.posts.get(object_id) or world.videos.get(object_id)
+    if owner is None:
+        raise HTTPException(404, f"no post or video {object_id}")
+    return owner
+
+
+@router.post("/posts/{object_id}/comments", status_code=201)
+def person_comments(object_id: str, body: PersonCommentIn, world: WorldDep) -> dict[str, Any]:
+    """A comment a person wrote on a post (or a reel) in Facebook's own interface.
+
+    ``/{post-id}/comments`` lists it beside the Page's own, ``from`` naming the
+    person; the same text as the Page's comment is allowed (people repeat things).
+    A deleted post takes no comments (409).
+    """
+    with world.lock:
+        owner = _post_or_reel(world, object_id)
+        if owner.deleted:
+            raise HTTPException(409, f"{object_id} is deleted")
+        comment = add_comment(
+            world,
+            comment_target(owner, world),
+            message=body.message,
+            from_id=body.person_id or world.new_id(),
+            from_name=body.name,
+            token=None,
+        )
+        return {**comment_view(comment), "target_id": comment.target_id}
+
+
+@router.get("/posts/{object_id}/comments")
+def object_comments(object_id: str, world: WorldDep) -> dict[str, Any]:
+    """Every comment on a post (or reel), oldest first, deleted posts included, with
+    the app that made each (``null`` for a person's)."""
+    with world.lock:
+        owner = _post_or_reel(world, object_id)
+        comments = world.comments.get(comment_target(owner, world), [])
+        return {
+            "data": [
+                {**comment_view(c), "app_id": c.app.app_id if c.app is not None else None}
+                for c in comments
+            ]
+        }
+
+
+@router.get("/pages/{page_id}/insights")
+def page_insights(page_id: str, world: WorldDep) -> dict[str, Any]:
+    """Whether the Page has insights, and which post metrics Graph refuses for it."""
+    with world.lock:
+        return insights_state(_page_of(world, page_id))
+
+
+@router.put("/pages/{page_id}/insights")
+def set_page_insights(page_id: str, body: InsightsIn, world: WorldDep) -> dict[str, Any]:
+    """``{"available": false}`` plays a Page under 100 likes (Graph's insights limit);
+    ``{"deprecated_metrics": [...]}`` sets the post metrics refused with ``(#100) The
+    value must be a valid insights metric`` (default: those Meta deprecated). Names
+    the sandbox does not know are refused (422): they are refused by Graph anyway."""
+    with world.lock:
+        page = _page_of(world, page_id)
+        if body.available is not None:
+            page.insights_available = body.available
+        if body.deprecated_metrics is not None:
+            unknown = sorted(set(body.deprecated_metrics) - KNOWN_POST_METRICS)
+            if unknown:
+                raise HTTPException(422, f"unknown metrics {unknown}")
+            page.deprecated_metrics = frozenset(body.deprecated_metrics)
+        return insights_state(page)
 
 
 def _page_of(world: World, page_id: str) -> Page:

@@ -432,3 +432,55 @@ def reels_limit(limit: int) -> GraphError:
         "within 24 hours. Please try again later.",
         code=9,
     )
+
+
+# --- after publishing: comments, edits, insights -------------------------------------------
+
+
+def comment_as_user() -> GraphError:
+    """Commenting with a user token: the Pages comments guide's exact text and code."""
+    return GraphError("(#1705) There was an error posting to this wall", code=1705)
+
+
+def engagement_permission() -> GraphError:
+    """A comment with a token lacking ``pages_manage_engagement`` or the Page's role
+    (code 200 as Graph's permission errors; the wording is *derived*)."""
+    return GraphError(
+        "(#200) Commenting as a Page requires the Page's access token with "
+        "pages_manage_engagement, of a person who can moderate or create content on it",
+        code=200,
+    )
+
+
+def edit_not_own_post() -> GraphError:
+    """``POST /{post-id}`` on a post another app (or a person) made. The guide's
+    limitation ("An app can only update a Page post if the post was made using that
+    app"); code 200 and wording *derived*."""
+    return GraphError(
+        "(#200) An app can only update a Page post if the post was made using that app",
+        code=200,
+    )
+
+
+def edit_media_post() -> GraphError:
+    """``POST /{post-id}`` on a video's post (*derived*: the sandbox keeps a video's text
+    on the video, whose own update it does not emulate)."""
+    return GraphError(
+        "(#100) The message of a video post cannot be changed through the post", code=100
+    )
+
+
+def invalid_metric() -> GraphError:
+    """A deprecated or unknown insights metric, for the whole request: the message Graph
+    is reported to send (captured replies), code 100, HTTP 400."""
+    return GraphError("(#100) The value must be a valid insights metric", code=100)
+
+
+def no_metric() -> GraphError:
+    """``/insights`` without ``metric``: the Insights reference's code, subcode and text."""
+    return GraphError(
+        "No metric was specified to be fetched. Please specify one or more metrics to be "
+        "fetched and try again.",
+        code=3001,
+        subcode=1504028,
+    )

@@ -3,8 +3,9 @@
 Graph routes by object id and edge rather than by fixed paths, so the
 sandbox does too: ``/oauth/access_token``, ``/oauth/client_code``,
 ``/debug_token``, ``/me`` (the caller's user, or Page for a Page token),
-``/{id}`` and ``/{id}/{edge}`` — posts, photos and videos are ids too (``GET``
-and ``DELETE``). rupload's ``/video-upload/{version}/{video-id}`` is served
+``/{id}`` and ``/{id}/{edge}`` — posts, photos and videos are ids too (``GET``,
+``DELETE``, a post's ``POST`` edit, ``/comments`` and a post's ``/insights``:
+:mod:`.engagement`). rupload's ``/video-upload/{version}/{video-id}`` is served
 here as well, at the same base URL (:mod:`.media`). The version prefix is already gone
 (:mod:`.app` strips it). Unknown objects answer Graph's "Unsupported get
 request" (100/33), unknown edges "Tried accessing nonexisting field";
@@ -29,7 +30,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from offpost.graph.sandbox import errors, media, oauth, pages
+from offpost.graph.sandbox import engagement, errors, media, oauth, pages
 from offpost.graph.sandbox.auth import authenticate, meter, peek_usage
 from offpost.graph.sandbox.calls import CallContext
 from offpost.graph.sandbox.faults import Fault
@@ -220,16 +221,32 @@ async def dispatch(world: World, req: GraphRequest) -> dict[str, Any]:
 def _object_route(
     world: World, req: GraphRequest, token: Token, page: Page, owner: Post | Photo | Video
 ) -> dict[str, Any]:
-    """``GET`` or ``DELETE`` of a post, photo or video (no edges on them in the sandbox)."""
+    """A post, photo or video: ``GET``, ``DELETE``, ``POST`` (a post's edit) and the
+    ``comments`` and ``insights`` edges (:mod:`.engagement`). A deleted one is gone."""
     node_id = req.segments[0]
-    if len(req.segments) == 1 and not owner.deleted:
+    if owner.deleted:
+        raise errors.unsupported_request(req.method, node_id)
+    if len(req.segments) == 1:
         if req.method == "GET":
             if isinstance(owner, Post):
-                return pages.post_node(req, token, page, owner)
+                return engagement.post_node(world, req, token, page, owner)
             return media.media_node(req, token, page, owner)
         if req.method == "DELETE":
             return media.delete_object(world, token, page, owner)
-    raise errors.unsupported_request(req.method, node_id)
+        if req.method == "POST" and isinstance(owner, Post):
+            return engagement.edit_post(world, req, token, page, owner)
+        raise errors.unsupported_request(req.method, node_id)
+    edge = req.segments[1]
+    if edge == "comments" and req.method == "POST":
+        return engagement.post_comment(world, req, token, page, owner)
+    if edge == "comments" and req.method == "GET":
+        return engagement.list_comments(world, req, token, page, owner)
+    if edge == "insights" and req.method == "GET" and isinstance(owner, Post):
+        return engagement.post_insights(world, req, token, page, owner)
+    if edge in ("comments", "insights"):
+        raise errors.unsupported_request(req.method, node_id)
+    kind = "Post" if isinstance(owner, Post) else "Photo" if isinstance(owner, Photo) else "Video"
+    raise errors.nonexisting_field(edge, kind)
 
 
 def _me(token: Token) -> str:

@@ -55,7 +55,11 @@ def graph_time(ts: float) -> str:
 
 def post_view(post: Post) -> dict[str, Any]:
     """Every field the sandbox knows of a post (absent values left out, as Graph does)."""
-    view: dict[str, Any] = {"id": post.post_id, "created_time": graph_time(post.created_time)}
+    view: dict[str, Any] = {
+        "id": post.post_id,
+        "created_time": graph_time(post.created_time),
+        "updated_time": graph_time(post.updated_time or post.created_time),
+    }
     if post.message is not None:
         view["message"] = post.message
     if post.link is not None:
@@ -115,11 +119,6 @@ def page_node(world: World, req: GraphRequest, token: Token, page: Page) -> dict
         elif token.kind is TokenKind.USER and has_role(token, page):
             node["access_token"] = world.page_token_for(token, page.page_id).value
     return select(node, fields)
-
-
-def post_node(req: GraphRequest, token: Token, page: Page, post: Post) -> dict[str, Any]:
-    require_reader(token, page)
-    return select(post_view(post), req.fields(_POST_FIELDS))
 
 
 # --- /accounts --------------------------------------------------------------------------

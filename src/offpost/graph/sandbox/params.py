@@ -92,21 +92,36 @@ class GraphRequest:
 
 def top_level_fields(raw: str) -> list[str]:
     """``id,attachments{media_type,target{id}},message`` -> ``[id, attachments, message]``."""
-    names: list[str] = []
-    depth = 0
+    return list(field_expansions(raw))
+
+
+def field_expansions(raw: str) -> dict[str, str]:
+    """Each top-level field with its modifiers: ``id,comments.summary(true).limit(0)`` ->
+    ``{"id": "", "comments": ".summary(true).limit(0)"}``; ``{…}`` sub-fields are dropped."""
+    items: list[str] = []
+    braces = parens = 0
     current = ""
     for char in raw:
         if char == "{":
-            depth += 1
+            braces += 1
         elif char == "}":
-            depth = max(0, depth - 1)
-        elif depth == 0 and char == ",":
-            names.append(current)
+            braces = max(0, braces - 1)
+        elif braces:
+            continue
+        elif char == "," and not parens:
+            items.append(current)
             current = ""
-        elif depth == 0:
+        else:
+            parens += (char == "(") - (char == ")")
+            parens = max(0, parens)
             current += char
-    names.append(current)
-    return [name.split(".")[0].strip() for name in names if name.strip()]
+    items.append(current)
+    expansions: dict[str, str] = {}
+    for item in items:
+        name, dot, rest = item.strip().partition(".")
+        if name.strip():
+            expansions[name.strip()] = dot + rest
+    return expansions
 
 
 def parse_bool(value: str | None, *, default: bool) -> bool:

@@ -43,6 +43,7 @@ DEFAULT_SCOPES = (
     "pages_show_list",
     "pages_manage_posts",
     "pages_read_engagement",
+    "pages_manage_engagement",
 )
 #: ``POST /_sandbox/users/{id}/invalidate`` reasons and the 190 subcode each produces.
 INVALIDATION_SUBCODES = {"password_changed": 460, "deauthorized": 458, "logged_out": 467}
@@ -146,6 +147,24 @@ class Post:
     media_ids: tuple[str, ...] = ()
     #: ``DELETE /{post-id}`` hides it from Graph; control routes still list it.
     deleted: bool = False
+    #: When ``POST /{post-id}`` last changed the message; ``None`` until edited.
+    updated_time: float | None = None
+
+
+@dataclass(eq=False)
+class Comment:
+    """A comment on a post (or on a reel without a post): the Page's or a person's."""
+
+    comment_id: str
+    #: The post (or reel video) it is on.
+    target_id: str
+    created_time: float
+    message: str
+    #: Who wrote it: the Page itself (a Page token) or a person (a control route).
+    from_id: str
+    from_name: str
+    #: The app whose token made it; ``None`` for a person's comment.
+    app: App | None = None
 
 
 @dataclass(eq=False)
@@ -231,6 +250,11 @@ class Page:
     posts: list[Post] = field(default_factory=list)
     #: (message, link) of the newest post, for duplicate detection.
     last_content: tuple[str | None, str | None] | None = None
+    #: Whether Graph gives insights for the Page (it does not below 100 likes).
+    insights_available: bool = True
+    #: The post metrics Graph refuses for this Page; ``None``: the documented ones
+    #: (:data:`offpost.graph.sandbox.engagement.DEPRECATED_POST_METRICS`).
+    deprecated_metrics: frozenset[str] | None = None
 
 
 @dataclass(eq=False)
@@ -271,6 +295,8 @@ class World:
             self.videos: dict[str, Video] = {}
             #: Resumable ``/videos`` upload sessions: session id -> video id.
             self.upload_sessions: dict[str, str] = {}
+            #: Comments by the id of the post (or reel) they are on, oldest first.
+            self.comments: dict[str, list[Comment]] = {}
             self.faults = FaultBook()
             self.calls = CallLog()
             self.usage = UsageMeter()
