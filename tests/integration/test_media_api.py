@@ -61,6 +61,7 @@ MEDIA_KEYS = {
     "width",
     "height",
     "duration_ms",
+    "fps",
     "created_at",
 }
 
