@@ -33,9 +33,16 @@ def event_document(event_id: str, type_: EventType, created_at: datetime, data: 
     )
 
 
-def has_webhook(session: Session, client_id: str) -> bool:
-    """Whether the client has a webhook (events are recorded only then)."""
-    return session.scalar(select(Webhook.id).where(Webhook.client_id == client_id)) is not None
+def has_webhook(session: Session, client_id: str, event_type: str | None = None) -> bool:
+    """Whether the client has a webhook (events are recorded only then) that wants
+    ``event_type`` (any type when ``None``)."""
+    events = session.execute(
+        select(Webhook.events).where(Webhook.client_id == client_id)
+    ).one_or_none()
+    if events is None:
+        return False
+    wanted = events[0]
+    return event_type is None or wanted is None or event_type in wanted
 
 
 def record_post_event(
@@ -48,7 +55,7 @@ def record_post_event(
     post = session.scalars(
         select(Post).where(Post.id == post_id).execution_options(populate_existing=True)
     ).one_or_none()
-    if post is None or not has_webhook(session, post.client_id):
+    if post is None or not has_webhook(session, post.client_id, type_.value):
         return None
     data = PostOut.of(post).model_dump(mode="json")
     return insert_event(
@@ -78,7 +85,7 @@ def record_credential_event(
         .where(Credential.id == credential_id)
         .execution_options(populate_existing=True)
     ).one_or_none()
-    if credential is None or not has_webhook(session, credential.client_id):
+    if credential is None or not has_webhook(session, credential.client_id, type_.value):
         return None
     data = CredentialOut.of(credential).model_dump(mode="json")
     return insert_event(

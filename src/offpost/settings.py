@@ -40,6 +40,43 @@ QUOTA_MAX: dict[str, int] = {
 }
 
 
+#: The most ages one post is fetched at (``OFFPOST_INSIGHTS_AFTER``, docs/insights.md).
+MAX_INSIGHT_AGES = 10
+#: No age beyond this: Graph keeps two years of insights, a post's counts settle far sooner.
+MAX_INSIGHT_AGE = timedelta(days=90)
+_AGE_LABEL_RE = re.compile(r"^([1-9]\d{0,4})([mhd])$")
+_AGE_UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
+
+
+def parse_insight_age(label: str) -> timedelta:
+    """The duration of one label (``"24h"`` → 24 hours); ValueError when malformed."""
+    match = _AGE_LABEL_RE.match(label)
+    if match is None:
+        raise ValueError(f"{label!r} is not an age like 1h, 24h or 7d")
+    age = int(match.group(1)) * _AGE_UNITS[match.group(2)]
+    if age > MAX_INSIGHT_AGE:
+        raise ValueError(f"{label!r} is longer than {MAX_INSIGHT_AGE.days} days")
+    return age
+
+
+def parse_insight_ages(text: str) -> list[tuple[str, timedelta]]:
+    """``"1h,24h,7d"`` → ``[("1h", 1 h), ("24h", 24 h), ("7d", 7 d)]``, shortest first.
+
+    Raises ValueError for an empty list, a malformed label, two labels of the same
+    duration, or more than :data:`MAX_INSIGHT_AGES` of them.
+    """
+    labels = [part.strip() for part in text.split(",") if part.strip()]
+    if not labels:
+        raise ValueError("name at least one age, like 1h,24h,7d")
+    if len(labels) > MAX_INSIGHT_AGES:
+        raise ValueError(f"at most {MAX_INSIGHT_AGES} ages")
+    ages = [(label, parse_insight_age(label)) for label in labels]
+    durations = [age for _, age in ages]
+    if len(set(durations)) != len(durations):
+        raise ValueError("two ages are the same duration")
+    return sorted(ages, key=lambda item: item[1])
+
+
 class Settings(BaseSettings):
     """offpost's configuration (the README's settings)."""
 
@@ -120,6 +157,11 @@ class Settings(BaseSettings):
     # After a video by URL whose answer was lost, how long before it is looked for on the
     # Page (Graph fetches the file first, within 5 minutes by its own rule).
     url_video_settle_s: float = Field(default=600.0, ge=0, le=3600)
+    # Beyond the README's settings: insights of published posts (docs/insights.md). The ages
+    # after publishing at which a post's counts and insights are fetched, and how many posts
+    # one worker process fetches a minute at most (each fetch is two Graph calls).
+    insights_after: str = "1h,24h,7d"
+    insights_per_minute: int = Field(default=60, ge=1, le=6000)
 
     def warning_days(self) -> tuple[int, ...]:
         """``expiry_warning_days`` as whole days, largest first, without repeats or zeros."""
@@ -129,6 +171,16 @@ class Settings(BaseSettings):
     def warn_within(self) -> timedelta:
         """How long before the user token's end a credential counts as ``expiring``."""
         return timedelta(days=max(self.warning_days(), default=0))
+
+    def insight_ages(self) -> list[tuple[str, timedelta]]:
+        """``insights_after`` as ``(label, age)`` pairs, shortest first."""
+        return parse_insight_ages(self.insights_after)
+
+    @field_validator("insights_after")
+    @classmethod
+    def _check_insights_after(cls, value: str) -> str:
+        # Normalised, shortest first; a ValueError names the bad label.
+        return ",".join(label for label, _ in parse_insight_ages(value))
 
     @field_validator("database_url")
     @classmethod

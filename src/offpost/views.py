@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, PlainSerializer
+from pydantic import BaseModel, Field, PlainSerializer
 
-from offpost.models import Credential, CredentialPage, CredentialStatus, PostStatus
+from offpost.models import Credential, CredentialPage, CredentialStatus, PostInsight, PostStatus
 
 
 def utc_z(value: datetime) -> str:
@@ -142,6 +142,51 @@ class ReelOut(MediaSourceOut):
     description: str | None = None
 
 
+class FirstCommentOut(BaseModel):
+    """The post's first comment: what it says, whether it is on Facebook, its id there."""
+
+    message: str
+    status: str = Field(description="pending, posted or failed.")
+    graph_id: str | None
+
+
+class InsightOut(BaseModel):
+    """One fetch of a post's counts and insights, at one age after publishing."""
+
+    age: str = Field(description="How long after publishing: a label of OFFPOST_INSIGHTS_AFTER.")
+    due_at: UTCTime
+    fetched_at: UTCTime | None
+    status: str = Field(description="pending, done, failed or canceled (the post is gone).")
+    reactions: int | None
+    comments: int | None
+    shares: int | None
+    impressions: int | None = Field(
+        description="post_media_view: the times the post was on screen; null without insights."
+    )
+    reach: int | None = Field(
+        description="post_total_media_view_unique: the people who saw it; null without insights."
+    )
+    errors: dict[str, str] | None = Field(
+        description="Per Graph metric without a value, why: Graph's message (a deprecated "
+        "metric) or that Graph answered no value (a Page without insights)."
+    )
+
+    @classmethod
+    def of(cls, row: PostInsight) -> InsightOut:
+        return cls(
+            age=row.age,
+            due_at=row.due_at,
+            fetched_at=row.fetched_at,
+            status=row.status.value,
+            reactions=row.reactions,
+            comments=row.comments,
+            shares=row.shares,
+            impressions=row.impressions,
+            reach=row.reach,
+            errors={str(k): str(v) for k, v in row.errors.items()} if row.errors else None,
+        )
+
+
 class PostOut(BaseModel):
     id: str
     status: PostStatus
@@ -153,6 +198,7 @@ class PostOut(BaseModel):
     photos: list[MediaSourceOut] | None = None
     video: VideoOut | None = None
     reel: ReelOut | None = None
+    first_comment: FirstCommentOut | None = None
     publish_at: UTCTime
     schedule_id: str | None
     attempts: int
@@ -161,6 +207,8 @@ class PostOut(BaseModel):
     last_error: ErrorOut | None
     created_at: UTCTime
     updated_at: UTCTime
+    #: The latest fetch of its counts and insights (one post's answer only; null in lists).
+    insights: InsightOut | None = None
 
     @classmethod
     def of(cls, post: Any) -> PostOut:
@@ -175,6 +223,7 @@ class PostOut(BaseModel):
             link=get("link"),
             photo_url=get("photo_url"),
             **media_fields(get("media")),
+            first_comment=first_comment_of(post),
             publish_at=get("publish_at"),
             schedule_id=get("schedule_id"),
             attempts=get("attempts"),
@@ -198,3 +247,16 @@ def media_fields(media: Mapping[str, Any] | None) -> dict[str, Any]:
     if kind == "reel":
         return {"reel": ReelOut(**value)}
     return {}
+
+
+def first_comment_of(post: Any) -> FirstCommentOut | None:
+    """A post's ``first_comment`` answer from its row (a model or a mapping)."""
+    get = post.get if isinstance(post, Mapping) else post.__getattribute__
+    message = get("first_comment")
+    if message is None:
+        return None
+    return FirstCommentOut(
+        message=message,
+        status=get("first_comment_status") or "pending",
+        graph_id=get("first_comment_id"),
+    )

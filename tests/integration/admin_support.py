@@ -49,6 +49,7 @@ EXPECTED_STATS: dict[str, Any] = {
         "failed": 3,
         "needs_reauth": 1,
         "canceled": 0,
+        "deleted": 0,
     },
     "last_hour": {
         "published": 10,

@@ -30,6 +30,7 @@ POST_KEYS = {
     "photos",
     "video",
     "reel",
+    "first_comment",
     "publish_at",
     "schedule_id",
     "attempts",
@@ -38,6 +39,7 @@ POST_KEYS = {
     "last_error",
     "created_at",
     "updated_at",
+    "insights",
 }
 
 

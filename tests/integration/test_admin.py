@@ -114,6 +114,7 @@ def test_stats_on_an_empty_database(settings: Settings, api: TestClient, redis_u
                 "failed",
                 "needs_reauth",
                 "canceled",
+                "deleted",
             ],
             0,
         ),

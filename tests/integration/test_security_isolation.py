@@ -18,9 +18,11 @@ field naming an id that these tables do not know fails the test that meets it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import secrets
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +39,17 @@ from tests.integration.posts_support import Account, assert_problem, make_accoun
 from tests.integration.sandbox_support import sandbox_client
 
 #: What each path parameter names, and the prefix of an id of that kind.
-ID_PARAMS = {
-    "client": IdPrefix.CLIENT,
-    "post_id": IdPrefix.POST,
-    "credential_id": IdPrefix.CREDENTIAL,
-    "schedule_id": IdPrefix.SCHEDULE,
-    "media_id": IdPrefix.MEDIA,
+ID_PARAMS: dict[str, Callable[[], str]] = {
+    "client": partial(new_id, IdPrefix.CLIENT),
+    "post_id": partial(new_id, IdPrefix.POST),
+    "credential_id": partial(new_id, IdPrefix.CREDENTIAL),
+    "schedule_id": partial(new_id, IdPrefix.SCHEDULE),
+    "media_id": partial(new_id, IdPrefix.MEDIA),
+    # A Facebook Page's id (the operators' per-Page pages): digits, not offpost's.
+    "page_id": lambda: str(secrets.randbelow(10**15) + 10**14),
 }
+#: Parameters only operators' routes have.
+OPERATOR_PARAMS = {"client", "page_id"}
 #: A valid body for each route with one, so that only ownership decides the answer.
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PATCH", "/v1/posts/{post_id}"): {"message": "taken over"},
@@ -90,6 +96,7 @@ class World:
             "credential_id": self.alice.credential_id,
             "schedule_id": self.schedule_id,
             "media_id": self.media_id,
+            "page_id": self.alice.page_id,
         }
 
     def secrets_of_alice(self) -> list[str]:
@@ -256,11 +263,11 @@ def test_every_id_route_answers_404_to_another_client_as_for_an_unknown_id(world
     before = snapshot(world)
     ops = client_operations_with_ids(world)
     # Only an operator's route names a client.
-    assert {name for op in ops for name in op.path_params} == set(ID_PARAMS) - {"client"}
+    assert {name for op in ops for name in op.path_params} == set(ID_PARAMS) - OPERATOR_PARAMS
     for op in ops:
         body = body_for(op)
         foreign_ids = world.ids()
-        unknown_ids = {name: new_id(prefix) for name, prefix in ID_PARAMS.items()}
+        unknown_ids = {name: make() for name, make in ID_PARAMS.items()}
         foreign = world.api.request(
             op.method, op.fill(foreign_ids), json=body, headers=world.bob.headers
         )
@@ -285,7 +292,7 @@ def test_methods_a_path_does_not_allow_reveal_nothing_either(world: World) -> No
         allowed = {o.method for o in ops if o.path == path}
         for method in sorted({"GET", "POST", "PUT", "PATCH", "DELETE"} - allowed):
             foreign_ids = world.ids()
-            unknown_ids = {name: new_id(prefix) for name, prefix in ID_PARAMS.items()}
+            unknown_ids = {name: make() for name, make in ID_PARAMS.items()}
             foreign = world.api.request(method, op.fill(foreign_ids), headers=world.bob.headers)
             unknown = world.api.request(method, op.fill(unknown_ids), headers=world.bob.headers)
             assert foreign.status_code == unknown.status_code, f"{method} {path}"

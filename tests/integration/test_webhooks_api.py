@@ -79,18 +79,36 @@ def test_put_returns_the_secret_once_and_get_shows_only_the_url(
     put = api.put("/v1/webhook", json={"url": url}, headers=alice)
     assert put.status_code == 200, put.text
     body = put.json()
-    assert set(body) == {"url", "secret"}
+    assert set(body) == {"url", "events", "secret"}
+    assert body["events"] is None  # every type
     assert body["url"] == url
     assert body["secret"].startswith("whsec_")
     got = api.get("/v1/webhook", headers=alice)
     assert got.status_code == 200
-    assert got.json() == {"url": url, "health": QUIET}
+    assert got.json() == {"url": url, "events": None, "health": QUIET}
     # At rest the secret is encrypted, never the plain text.
     engine = make_engine(settings.database_url)
     with engine.connect() as conn:
         stored = conn.execute(text("SELECT secret FROM webhooks")).scalar_one()
     engine.dispose()
     assert body["secret"] not in stored
+
+
+def test_a_client_subscribes_to_some_event_types(api: TestClient, alice: dict[str, str]) -> None:
+    url = "https://hooks.example.com/some"
+    body = {"url": url, "events": ["post.deleted", "post.published", "post.published"]}
+    put = api.put("/v1/webhook", json=body, headers=alice)
+    assert put.status_code == 200, put.text
+    assert put.json()["events"] == ["post.deleted", "post.published"]
+    assert api.get("/v1/webhook", headers=alice).json()["events"] == [
+        "post.deleted",
+        "post.published",
+    ]
+    bad = api.put("/v1/webhook", json={"url": url, "events": ["post.liked"]}, headers=alice)
+    assert_problem(bad, 422, "invalid_request")
+    # Setting the URL again without events subscribes to every type again.
+    again = api.put("/v1/webhook", json={"url": url}, headers=alice)
+    assert again.json()["events"] is None
 
 
 def test_put_again_rotates_the_secret_and_changes_the_url(

@@ -36,6 +36,8 @@ TABLES = {
     "media",
     "media_uses",
     "post_steps",
+    "post_followups",
+    "post_insights",
 }
 
 
@@ -94,6 +96,7 @@ def test_the_documented_status_values() -> None:
         "failed",
         "needs_reauth",
         "canceled",
+        "deleted",
     }
     assert {s.value for s in CredentialStatus} == {
         "active",

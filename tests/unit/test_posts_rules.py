@@ -309,6 +309,7 @@ def test_post_out_renders_z_times_and_errors() -> None:
         "photos",
         "video",
         "reel",
+        "first_comment",
         "publish_at",
         "schedule_id",
         "attempts",
@@ -317,6 +318,7 @@ def test_post_out_renders_z_times_and_errors() -> None:
         "last_error",
         "created_at",
         "updated_at",
+        "insights",
     ]
     assert out["publish_at"] == "2026-03-01T12:00:00Z"
     assert out["status"] == "failed"

@@ -42,6 +42,7 @@ def claimed(schedule_id: str | None = None, late_s: float = 30) -> ClaimedPost:
         link=None,
         photo_url=None,
         media=None,
+        first_comment=None,
         publish_at=NOW - timedelta(seconds=late_s),
         attempts=0,
         max_attempts=5,

@@ -16,8 +16,19 @@ import redis
 from fastapi import Depends, FastAPI
 
 from offpost import __version__
-from offpost.api import admin, credentials, health, media, posts, quotas, schedules, webhooks
+from offpost.api import (
+    admin,
+    credentials,
+    health,
+    insights,
+    media,
+    posts,
+    quotas,
+    schedules,
+    webhooks,
+)
 from offpost.api import metrics as metrics_route
+from offpost.api.dashboard import insights as dashboard_insights
 from offpost.api.dashboard import routes as dashboard
 from offpost.api.deps import refuse_nul_characters
 from offpost.api.exporter import MetricsExporter, QueueProbe
@@ -120,12 +131,14 @@ def create_app(
     app.include_router(health.router)
     app.include_router(credentials.router)
     app.include_router(posts.router)
+    app.include_router(insights.router)
     app.include_router(schedules.router)
     app.include_router(media.router)
     app.include_router(quotas.router)
     app.include_router(webhooks.router)
     app.include_router(admin.router)
     app.include_router(dashboard.router)
+    app.include_router(dashboard_insights.router)
     app.include_router(metrics_route.router)
     body_limits = {"/v1/posts/batch": MAX_BATCH_BODY_BYTES}
     app.add_middleware(

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
+from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -32,10 +33,13 @@ from offpost.api.deps import (
     SettingsDep,
     read_cursor,
 )
+from offpost.api.insights import latest_insight
 from offpost.api.problems import ProblemError, field_error, outcome_unknown, quota_problem
 from offpost.api.schemas import (
     AttemptList,
     AttemptOut,
+    FollowupList,
+    FollowupOut,
     PostBatchCreate,
     PostBatchOut,
     PostList,
@@ -44,8 +48,17 @@ from offpost.api.schemas import (
     StepOut,
 )
 from offpost.graph.client import GraphClient
-from offpost.models import Attempt, Client, Credential, PostStatus, PostStep, request_hash
-from offpost.posts import quotas, rules, store
+from offpost.models import (
+    Attempt,
+    Client,
+    Credential,
+    Followup,
+    FollowupStatus,
+    PostStatus,
+    PostStep,
+    request_hash,
+)
+from offpost.posts import followups, quotas, rules, store
 from offpost.posts.idempotency import (
     IdempotencyConflictError,
     StoredAnswer,
@@ -289,7 +302,8 @@ def list_posts(
 @router.get("/{post_id}", response_model=PostOut, summary="One post", responses=_NOT_FOUND)
 def get_post(post_id: str, client: ClientDep, session: SessionDep) -> PostOut:
     with _answers():
-        return PostOut.of(store.load_post(session, client.id, post_id))
+        post = store.load_post(session, client.id, post_id)
+    return PostOut.of(post).model_copy(update={"insights": latest_insight(session, post.id)})
 
 
 @router.get(
@@ -327,12 +341,18 @@ def list_steps(post_id: str, client: ClientDep, session: SessionDep) -> StepList
 @router.patch(
     "/{post_id}",
     response_model=PostOut,
-    summary="Change a post not yet queued (scheduled, failed or needs_reauth)",
+    summary="Change a post not yet queued, or the text of a published post on Facebook",
     responses={
+        202: {
+            "model": FollowupOut,
+            "description": "the post is published: its new message goes to Facebook as an "
+            "edit follow-up (post.edited when done; the post's message changes then)",
+        },
         409: {
-            "description": "conflict: the post is queued, publishing, published or canceled; "
-            "outcome_unknown: its last attempt may have published it (Graph's answer was "
-            "lost) and offpost has not read the Page yet; Retry-After says when to ask again",
+            "description": "conflict: the post is queued, publishing, canceled or deleted, "
+            "or published and more than its message was sent; outcome_unknown: its last "
+            "attempt may have published it (Graph's answer was lost) and offpost has not "
+            "read the Page yet; Retry-After says when to ask again",
         },
         422: {"description": "invalid_request; errors[].field names each bad field"},
         **_NOT_FOUND,
@@ -345,7 +365,7 @@ def update_post(
     client: ClientDep,
     session: SessionDep,
     now: NowDep,
-) -> PostOut:
+) -> PostOut | Response:
     changes = body.model_dump(exclude_unset=True)
     if not changes:
         raise field_error("body", "give at least one of message, link, photo_url, publish_at")
@@ -355,11 +375,22 @@ def update_post(
             raise field_error(
                 name, "a post's media cannot be changed: cancel the post and create another"
             )
-    if "message" in changes and changes["message"] is None:
+    with _answers():
+        current = store.load_post(session, client.id, post_id)
+    if current.status is PostStatus.PUBLISHED:
+        # On Facebook now: only its text can change there, by a follow-up.
+        others = sorted(set(changes) - {"message"})
+        if others:
+            raise ProblemError(
+                "conflict",
+                f"post {post_id} is published: only its message can change on Facebook, "
+                f"not {', '.join(others)}",
+            )
         with _answers():
-            current = store.load_post(session, client.id, post_id)
-        if needs_text(current.media):
-            raise field_error("message", URL_VIDEO_TEXT)
+            followup = followups.request_edit(session, client.id, post_id, changes["message"], now)
+        return _followup_answer(followup)
+    if "message" in changes and changes["message"] is None and needs_text(current.media):
+        raise field_error("message", URL_VIDEO_TEXT)
     with _answers():
         post = store.update_post(session, client.id, post_id, changes, now)
     if "publish_at" in changes:
@@ -370,8 +401,13 @@ def update_post(
 @router.delete(
     "/{post_id}",
     response_model=PostOut,
-    summary="Cancel a post not yet publishing",
+    summary="Cancel a post not yet publishing, or delete a published one from Facebook",
     responses={
+        202: {
+            "model": FollowupOut,
+            "description": "on_facebook: the delete follow-up (the post becomes deleted, and "
+            "post.deleted is sent, when it is done; 200 with it once done)",
+        },
         409: {
             "description": "conflict: the post is publishing or published; outcome_unknown: "
             "its last attempt may have published it (Graph's answer was lost) and offpost has "
@@ -381,9 +417,46 @@ def update_post(
         **_NOT_FOUND,
     },
 )
-def cancel_post(post_id: str, client: ClientDep, session: SessionDep, now: NowDep) -> PostOut:
+def cancel_post(
+    post_id: str,
+    client: ClientDep,
+    session: SessionDep,
+    now: NowDep,
+    on_facebook: Annotated[
+        bool,
+        Query(
+            description="Delete the published post from Facebook (202 with the follow-up); "
+            "without it, DELETE cancels a post not yet publishing."
+        ),
+    ] = False,
+) -> Response:
     with _answers():
-        return PostOut.of(store.cancel_post(session, client.id, post_id, now))
+        if on_facebook:
+            followup = followups.request_delete(session, client.id, post_id, now)
+            return _followup_answer(followup)
+        return _model(PostOut.of(store.cancel_post(session, client.id, post_id, now)))
+
+
+@router.get(
+    "/{post_id}/followups",
+    response_model=FollowupList,
+    summary="What offpost does with the published post on Facebook: first comment, edits, delete",
+    responses=_NOT_FOUND,
+)
+def list_post_followups(post_id: str, client: ClientDep, session: SessionDep) -> FollowupList:
+    with _answers():
+        rows = followups.list_followups(session, client.id, post_id)
+    return FollowupList(followups=[FollowupOut.of(f) for f in rows])
+
+
+def _followup_answer(followup: Followup) -> Response:
+    """202: Facebook is changed by a worker; the follow-up says how it goes."""
+    status_code = 200 if followup.status is FollowupStatus.DONE else 202
+    return _model(FollowupOut.of(followup), status_code)
+
+
+def _model(model: BaseModel, status_code: int = 200) -> Response:
+    return Response(model.model_dump_json(), status_code=status_code, media_type="application/json")
 
 
 @router.post(

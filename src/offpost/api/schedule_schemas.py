@@ -84,6 +84,10 @@ class ScheduleCreate(ScheduleRule):
     photos: PhotoList | None = None
     video: VideoIn | None = None
     reel: ReelIn | None = None
+    first_comment: Message | None = Field(
+        default=None,
+        description="Each occurrence's first comment; {date} and {time} as in message.",
+    )
     misfire: Misfire = Misfire.SKIP
 
 
@@ -104,6 +108,7 @@ class ScheduleUpdate(RequestModel):
     photos: PhotoList | None = None
     video: VideoIn | None = None
     reel: ReelIn | None = None
+    first_comment: Message | None = None
     rrule: str | None = _RRULE
     cron: str | None = _CRON
     timezone: str | None = Field(default=None, min_length=1, max_length=64)
@@ -139,6 +144,7 @@ class ScheduleOut(BaseModel):
     photos: list[MediaSourceOut] | None = None
     video: VideoOut | None = None
     reel: ReelOut | None = None
+    first_comment: str | None = None
     rrule: str | None
     cron: str | None
     timezone: str
@@ -165,6 +171,7 @@ class ScheduleOut(BaseModel):
             "link": schedule.link,
             "photo_url": schedule.photo_url,
             **media_fields(schedule.media),
+            "first_comment": schedule.first_comment,
             "rrule": schedule.rrule,
             "cron": schedule.cron,
             "timezone": schedule.timezone,

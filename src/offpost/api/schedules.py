@@ -102,9 +102,9 @@ _UPDATE_409 = (
 )
 _RULE_FIELDS = frozenset({"rrule", "cron", "timezone", "start_at", "end_at"})
 _MEDIA_FIELDS = frozenset({"photos", "video", "reel"})
-_CONTENT_FIELDS = frozenset({"credential_id", "target", "message", "link", "photo_url"}) | (
-    _MEDIA_FIELDS
-)
+_CONTENT_FIELDS = frozenset(
+    {"credential_id", "target", "message", "link", "photo_url", "first_comment"}
+) | (_MEDIA_FIELDS)
 
 
 def _problem(exc: RuleError) -> ProblemError:
@@ -304,6 +304,7 @@ def create_schedule(
         link=body.link,
         photo_url=body.photo_url,
         media=spec,
+        first_comment=body.first_comment,
         rrule=body.rrule,
         cron=body.cron,
         timezone=body.timezone,
@@ -511,6 +512,8 @@ def _apply_changes(
         if "credential_id" in given or "target" in given:
             _check_credential(session, client_id, credential_id, target)
         schedule.message, schedule.link, schedule.photo_url = message, link, photo_url
+        if "first_comment" in given:
+            schedule.first_comment = body.first_comment
         schedule.credential_id, schedule.target = credential_id, target
     if body.misfire is not None:
         schedule.misfire = body.misfire

@@ -13,7 +13,7 @@ from pydantic import (
     Field,
 )
 
-from offpost.models import Attempt, PostStep
+from offpost.models import Attempt, Followup, PostStep
 from offpost.posts.input import (
     MAX_TOKEN_LENGTH,
     HttpURL,
@@ -74,6 +74,9 @@ class PostUpdate(RequestModel):
     )
     video: VideoIn | None = Field(default=None, description="Refused, as photos.")
     reel: ReelIn | None = Field(default=None, description="Refused, as photos.")
+    first_comment: Message | None = Field(
+        default=None, description="Until the post is published; null removes it."
+    )
     publish_at: RFC3339Time | None = None
 
 
@@ -162,6 +165,40 @@ class StepOut(BaseModel):
 
 class StepList(BaseModel):
     steps: list[StepOut]
+
+
+class FollowupOut(BaseModel):
+    """What offpost does with a published post on Facebook (docs/after-publishing.md)."""
+
+    id: str
+    post_id: str
+    kind: str = Field(description="comment, edit or delete.")
+    status: str = Field(description="pending, done, failed or canceled.")
+    message: str | None = Field(description="The comment's or the edit's text.")
+    attempts: int
+    graph_id: str | None = Field(description="The comment's id on Facebook.")
+    last_error: ErrorOut | None
+    created_at: UTCTime
+    finished_at: UTCTime | None
+
+    @classmethod
+    def of(cls, followup: Followup) -> FollowupOut:
+        return cls(
+            id=followup.id,
+            post_id=followup.post_id,
+            kind=followup.kind.value,
+            status=followup.status.value,
+            message=followup.message,
+            attempts=followup.attempts,
+            graph_id=followup.graph_id,
+            last_error=ErrorOut.of(followup.last_error),
+            created_at=followup.created_at,
+            finished_at=followup.finished_at,
+        )
+
+
+class FollowupList(BaseModel):
+    followups: list[FollowupOut]
 
 
 class QuotaUsage(BaseModel):

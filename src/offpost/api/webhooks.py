@@ -15,14 +15,14 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Response, status
-from pydantic import AfterValidator, BaseModel
+from pydantic import AfterValidator, BaseModel, Field
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from offpost.addresses import AddressRefusedError, check_registration
 from offpost.api.deps import ClientDep, NowDep, SessionDep, SettingsDep
 from offpost.api.problems import ProblemError
-from offpost.models import DeliveryStatus, Webhook, WebhookEvent, new_webhook_secret
+from offpost.models import DeliveryStatus, EventType, Webhook, WebhookEvent, new_webhook_secret
 from offpost.models.webhook import reset_breaker
 from offpost.posts.input import RequestModel
 from offpost.posts.rules import check_url
@@ -43,6 +43,11 @@ def check_webhook_url(value: str) -> str:
 
 class WebhookPut(RequestModel):
     url: Annotated[str, AfterValidator(check_webhook_url)]
+    events: list[EventType] | None = Field(
+        default=None,
+        min_length=1,
+        description="The event types to send; omitted or null: every type.",
+    )
 
 
 class WebhookHealth(BaseModel):
@@ -66,6 +71,8 @@ class WebhookHealth(BaseModel):
 
 class WebhookOut(BaseModel):
     url: str
+    #: The event types sent; null: every type.
+    events: list[str] | None = None
     health: WebhookHealth
 
 
@@ -107,6 +114,7 @@ def webhook_health(session: Session, webhook: Webhook, now: datetime) -> Webhook
 
 class WebhookCreated(BaseModel):
     url: str
+    events: list[str] | None = None
     secret: str
 
 
@@ -134,13 +142,15 @@ def put_webhook(
             "invalid_request", f"url: {message}", errors=[{"field": "url", "message": message}]
         ) from exc
     secret = new_webhook_secret()
+    events = sorted({e.value for e in body.events}) if body.events is not None else None
     webhook = _own_webhook(session, client.id)
     if webhook is None:
-        webhook = Webhook(client_id=client.id, url=body.url, secret=secret)
+        webhook = Webhook(client_id=client.id, url=body.url, secret=secret, events=events)
         session.add(webhook)
     else:
         webhook.url = body.url
         webhook.secret = secret
+        webhook.events = events
         reset_breaker(webhook)
     session.commit()
     logger.info(
@@ -148,7 +158,7 @@ def put_webhook(
         client.id,
         extra={"action": "webhook_set", "client_id": client.id},
     )
-    return WebhookCreated(url=body.url, secret=secret)
+    return WebhookCreated(url=body.url, events=events, secret=secret)
 
 
 @router.get(
@@ -161,7 +171,9 @@ def get_webhook(client: ClientDep, session: SessionDep, now: NowDep) -> WebhookO
     webhook = _own_webhook(session, client.id)
     if webhook is None:
         raise ProblemError("not_found", "no webhook is set; PUT /v1/webhook sets one")
-    return WebhookOut(url=webhook.url, health=webhook_health(session, webhook, now))
+    return WebhookOut(
+        url=webhook.url, events=webhook.events, health=webhook_health(session, webhook, now)
+    )
 
 
 @router.delete(

@@ -48,6 +48,8 @@ from offpost.scheduler.housekeeping import build_housekeeping
 from offpost.scheduler.wake import LocalWaker
 from offpost.settings import Settings
 from offpost.workers.app import install_worker_tasks, make_celery, send_publish
+from offpost.workers.followups import send_followups
+from offpost.workers.insights import send_insights
 from offpost.workers.webhooks import send_deliveries, webhook_queue
 
 logger = logging.getLogger(__name__)
@@ -261,7 +263,11 @@ def run_embedded(
         sessions = make_sessionmaker(engine)
         waker = LocalWaker()
         housekeeping, close_housekeeping = build_housekeeping(
-            settings, sessions, partial(send_deliveries, celery_app)
+            settings,
+            sessions,
+            partial(send_deliveries, celery_app),
+            partial(send_followups, celery_app),
+            partial(send_insights, celery_app),
         )
         stack.callback(close_housekeeping)
         dispatcher = Dispatcher(

@@ -54,6 +54,8 @@ def worker_config(settings: Settings) -> WorkerConfig:
         metrics_dir=settings.metrics_dir,
         make_media=partial(make_media_store, settings),
         url_video_settle_s=settings.url_video_settle_s,
+        insights_after=settings.insights_after,
+        insights_per_minute=settings.insights_per_minute,
     )
 
 
@@ -151,6 +153,8 @@ def dispatcher() -> None:
     from offpost.scheduler.housekeeping import build_housekeeping
     from offpost.scheduler.wake import make_waker
     from offpost.workers.app import make_celery, send_publish
+    from offpost.workers.followups import send_followups
+    from offpost.workers.insights import send_insights
     from offpost.workers.webhooks import send_deliveries
 
     settings = process_settings()
@@ -168,7 +172,11 @@ def dispatcher() -> None:
     waker = make_waker(settings.broker_url)
     probe = redis_probe(settings.broker_url)
     housekeeping, close_housekeeping = build_housekeeping(
-        settings, sessions, partial(send_deliveries, celery_app)
+        settings,
+        sessions,
+        partial(send_deliveries, celery_app),
+        partial(send_followups, celery_app),
+        partial(send_insights, celery_app),
     )
     loop = Dispatcher(
         sessions,

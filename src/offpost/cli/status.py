@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import click
 
 from offpost.cli.common import one_line_errors, process_settings
+from offpost.cli.insights_status import insights_line
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -180,7 +181,8 @@ def status(
             stats = collect_stats(session, now, queue_depth=queue.depth())
             expiring = expiring_credentials(session, now, timedelta(hours=within_hours))
             clients = client_quotas(session, now, QuotaDefaults.of(settings))
-        return stats, render(stats, expiring, now, within_hours, clients)
+            insights = insights_line(session, now)
+        return stats, [*render(stats, expiring, now, within_hours, clients), insights]
 
     try:
         ensure_schema_current(engine)

@@ -24,8 +24,10 @@ from offpost.models.errors import (
     SchemaTooNewError,
     TokenDecryptionError,
 )
+from offpost.models.followup import Followup, FollowupKind, FollowupStatus
 from offpost.models.idempotency import IdempotencyKey, request_hash
 from offpost.models.ids import IdPrefix, is_id, new_id
+from offpost.models.insights import InsightStatus, PostInsight
 from offpost.models.media import (
     Media,
     MediaKind,
@@ -54,8 +56,12 @@ __all__ = [
     "DeliveryStatus",
     "EncryptionKeysMissingError",
     "EventType",
+    "Followup",
+    "FollowupKind",
+    "FollowupStatus",
     "IdPrefix",
     "IdempotencyKey",
+    "InsightStatus",
     "Media",
     "MediaKind",
     "MediaStatus",
@@ -67,6 +73,7 @@ __all__ = [
     "PeriodicRun",
     "PersistenceError",
     "Post",
+    "PostInsight",
     "PostStatus",
     "PostStep",
     "Schedule",

@@ -38,6 +38,8 @@ class IdPrefix(enum.StrEnum):
     EVENT = "evt"
     MEDIA = "med"
     STEP = "stp"
+    FOLLOWUP = "fup"
+    INSIGHTS = "ins"
 
 
 _ID_RE = re.compile(rf"^([a-z]+)_([0-9A-Za-z]{{{RANDOM_LENGTH}}})$")

@@ -58,6 +58,8 @@ class PostStatus(enum.StrEnum):
     FAILED = "failed"
     NEEDS_REAUTH = "needs_reauth"
     CANCELED = "canceled"
+    #: Published, then deleted from Facebook at the client's request.
+    DELETED = "deleted"
 
 
 #: A post waits in these states to be published (parked when its credential dies).
@@ -133,6 +135,11 @@ class Post(Timestamps, Base):
     #: ``{"reel": {...}}``, each source a ``url`` or an uploaded ``media_id``
     #: (offpost.posts.media).
     media: Mapped[dict[str, Any] | None] = mapped_column(NullableJSONDocument, default=None)
+    #: Posted as the Page on the published post right after it (docs/after-publishing.md).
+    first_comment: Mapped[str | None] = mapped_column(Text, default=None)
+    #: ``pending``, ``posted`` or ``failed``; ``None`` without a first comment.
+    first_comment_status: Mapped[str | None] = mapped_column(String(16), default=None)
+    first_comment_id: Mapped[str | None] = mapped_column(String(128), default=None)
     #: ``photos``, ``video`` or ``reel`` (the key of ``media``): what Graph's per-Page
     #: budgets count (30 Reels a day), without reading JSON.
     media_kind: Mapped[str | None] = mapped_column(String(8), default=None)

@@ -74,6 +74,8 @@ class Schedule(Timestamps, Base):
     #: ``{"reel": {...}}``, each source a ``url`` or an uploaded ``media_id``
     #: (offpost.posts.media).
     media: Mapped[dict[str, Any] | None] = mapped_column(NullableJSONDocument, default=None)
+    #: Each occurrence's first comment (``{date}`` and ``{time}`` filled in as in ``message``).
+    first_comment: Mapped[str | None] = mapped_column(Text, default=None)
     #: An RFC 5545 RRULE, with ``start_at`` as DTSTART in ``timezone``.
     rrule: Mapped[str | None] = mapped_column(Text, default=None)
     #: A 5-field cron expression, evaluated in ``timezone``.

@@ -218,6 +218,8 @@ class ClaimedPost:
     photo_url: str | None
     #: Photos, a video or a Reel (``offpost.posts.media``); ``None`` for none.
     media: dict[str, Any] | None
+    #: Posted as the Page once the post is published (a follow-up).
+    first_comment: str | None
     publish_at: datetime
     attempts: int
     max_attempts: int
@@ -264,6 +266,7 @@ def claim_for_publishing(
             Post.link,
             Post.photo_url,
             Post.media,
+            Post.first_comment,
             Post.publish_at,
             Post.attempts,
             Post.max_attempts,
@@ -757,6 +760,8 @@ _REVIVED = (
     "photo_url",
     "media",
     "media_kind",
+    "first_comment",
+    "first_comment_status",
     "publish_at",
     "due_at",
     "status",

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from offpost.models.base import Base, Timestamps
 from offpost.models.ids import ID_LENGTH, IdPrefix, id_factory
-from offpost.models.types import EncryptedToken
+from offpost.models.types import EncryptedToken, NullableJSONDocument
 
 #: Failed attempts in a row that pause an endpoint, and the first and longest pause.
 BREAKER_THRESHOLD = 5
@@ -51,6 +51,12 @@ class Webhook(Timestamps, Base):
     failures_in_a_row: Mapped[int] = mapped_column(Integer, default=0)
     #: While set and in the future, no event of the endpoint is sent (the breaker is open).
     paused_until: Mapped[datetime | None] = mapped_column(default=None)
+    #: The event types the client wants; ``None``: every type.
+    events: Mapped[list[str] | None] = mapped_column(NullableJSONDocument, default=None)
+
+    def wants(self, event_type: str) -> bool:
+        """Whether the client subscribed to ``event_type``."""
+        return self.events is None or event_type in self.events
 
     def __repr__(self) -> str:
         return f"Webhook(client_id={self.client_id!r}, url={self.url!r})"

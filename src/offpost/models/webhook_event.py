@@ -58,6 +58,12 @@ class EventType(enum.StrEnum):
     CREDENTIAL_EXPIRING = "credential.expiring"
     CREDENTIAL_NEEDS_REAUTH = "credential.needs_reauth"
     CREDENTIAL_USER_TOKEN_EXPIRED = "credential.user_token_expired"  # noqa: S105 - an event
+    #: After publishing (docs/after-publishing.md): the first comment is on Facebook.
+    POST_COMMENTED = "post.commented"
+    POST_EDITED = "post.edited"
+    POST_DELETED = "post.deleted"
+    #: A fetch of a published post's counts and insights (docs/insights.md).
+    POST_INSIGHTS = "post.insights"
 
 
 class DeliveryStatus(enum.StrEnum):

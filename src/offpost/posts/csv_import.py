@@ -58,6 +58,7 @@ COLUMNS = (
     "photos",
     "video",
     "reel",
+    "first_comment",
     "publish_at",
     "timezone",
 )
@@ -318,6 +319,7 @@ def check_row(
             photos=_urls(cells.get("photos", ""), many=True),
             video=_urls(cells.get("video", "")),
             reel=_urls(cells.get("reel", "")),
+            first_comment=_none_if_empty(cells.get("first_comment", ""), strip=False),
             publish_at=publish_at,
         )
     except ValidationError as exc:
@@ -364,6 +366,7 @@ def check_row(
         publish_at=fields.publish_at or now,
         status=status,
         media=media_spec(fields.photos, fields.video, fields.reel),
+        first_comment=fields.first_comment,
     )
 
 

@@ -135,6 +135,9 @@ class PostCreate(RequestModel):
     )
     video: VideoIn | None = None
     reel: ReelIn | None = None
+    first_comment: Message | None = Field(
+        default=None, description="Posted as the Page on the post right after it is published."
+    )
     publish_at: RFC3339Time | None = Field(
         default=None,
         description=(

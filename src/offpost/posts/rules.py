@@ -53,6 +53,8 @@ PUBLISH_AT_HORIZON = timedelta(days=5 * 366)
 CONTENT_FIELDS = ("message", "link", "photo_url")
 
 NO_SUCH_CREDENTIAL = "no such credential"
+#: The permission a first comment needs: commenting as the Page (Graph's comments guide).
+COMMENT_SCOPE = "pages_manage_engagement"
 
 
 # --- errors --------------------------------------------------------------------------------

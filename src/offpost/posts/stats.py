@@ -60,6 +60,7 @@ class PostCounts:
     failed: int = 0
     needs_reauth: int = 0
     canceled: int = 0
+    deleted: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,7 @@ from offpost.models.post import (
 from offpost.posts.input import PhotoIn, ReelIn, VideoIn
 from offpost.posts.media import check_uploads, media_spec, spec_problems
 from offpost.posts.rules import (
+    COMMENT_SCOPE,
     CONTENT_FIELDS,
     MAX_BATCH_TOKENS,
     NO_SUCH_CREDENTIAL,
@@ -101,6 +102,8 @@ class PostFields(Protocol):
     @property
     def reel(self) -> ReelIn | None: ...
     @property
+    def first_comment(self) -> str | None: ...
+    @property
     def publish_at(self) -> datetime | None: ...
 
 
@@ -117,6 +120,8 @@ class NewPost:
     status: PostStatus = PostStatus.SCHEDULED
     #: Photos, a video or a Reel (:mod:`offpost.posts.media`).
     media: dict[str, Any] | None = None
+    #: Posted as the Page right after the post is published.
+    first_comment: str | None = None
     schedule_id: str | None = None
     occurrence_at: datetime | None = None
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
@@ -214,6 +219,19 @@ def prepare_posts(
                 check_credential(item)
         _raise_problems(work)
 
+    for item in work:
+        # Commenting as the Page takes a permission posting does not.
+        if item.fields.first_comment is not None and item.credential_id in credentials:
+            granted = credentials[item.credential_id].scopes or []
+            if COMMENT_SCOPE not in granted:
+                item.problem(
+                    "first_comment",
+                    f"commenting as the Page needs the {COMMENT_SCOPE} permission, which "
+                    "this credential's user did not grant; ask for it in Facebook Login",
+                    "missing_permissions",
+                )
+    _raise_problems(work)
+
     out = []
     for item in work:
         assert item.credential_id is not None
@@ -229,6 +247,7 @@ def prepare_posts(
                 publish_at=item.fields.publish_at or now,
                 status=status,
                 media=media_spec(item.fields.photos, item.fields.video, item.fields.reel),
+                first_comment=item.fields.first_comment,
             )
         )
     return out
@@ -359,6 +378,8 @@ def new_post_rows(client_id: str, posts: Sequence[NewPost], now: datetime) -> li
                 "photo_url": post.photo_url,
                 "media": post.media,
                 "media_kind": spec_kind(post.media),
+                "first_comment": post.first_comment,
+                "first_comment_status": "pending" if post.first_comment else None,
                 "publish_at": post.publish_at,
                 "due_at": post.publish_at,
                 "status": post.status,
@@ -384,6 +405,7 @@ _NULL_ON_INSERT: dict[str, Any] = dict.fromkeys(
         "published_at",
         "last_error",
         "reconcile_since",
+        "first_comment_id",
     )
 )
 
@@ -480,6 +502,10 @@ def update_post(
     values: dict[str, Any] = {
         name: changes[name] for name in (*CONTENT_FIELDS, "publish_at") if name in changes
     }
+    if "first_comment" in changes:
+        comment = changes["first_comment"]
+        values["first_comment"] = comment
+        values["first_comment_status"] = "pending" if comment is not None else None
     values["updated_at"] = now
     if "publish_at" in changes:
         values["due_at"] = case(

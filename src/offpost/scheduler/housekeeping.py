@@ -1,7 +1,8 @@
 """What the dispatcher does before each tick, besides publishing: the per-tick jobs, composed.
 
-- Every tick: recurring schedules materialize their next occurrences, and due
-  webhook deliveries are claimed and sent to the workers (one task each); every
+- Every tick: recurring schedules materialize their next occurrences, due
+  webhook deliveries and follow-ups (a published post's first comment, edits,
+  deletion on Facebook) are claimed and sent to the workers (one task each); every
   few minutes the events a failing endpoint cannot deliver in their window are
   given up first.
 - Once a day per deployment: expired idempotency keys are deleted, so the
@@ -46,6 +47,8 @@ from offpost.models.webhook_event import claim_due_events, give_up_behind_breake
 from offpost.scheduler.materialize import run_schedules
 from offpost.settings import Settings
 from offpost.tokens.expiry import ExpirySweep, SweepResult
+from offpost.workers.followups import send_due_followups
+from offpost.workers.insights import send_due_insights as claim_and_send_insights
 from offpost.workers.leftovers import Remover, sweep_leftovers
 from offpost.workers.metrics import role_metrics
 
@@ -89,6 +92,8 @@ class Housekeeping:
         media_retention: timedelta = timedelta(hours=24),
         remover: Remover | None = None,
         leftovers_every: timedelta = LEFTOVERS_EVERY,
+        send_followups: DeliverySender | None = None,
+        send_insights: DeliverySender | None = None,
     ) -> None:
         self.sessions = sessions
         self.run_schedules = run_schedules
@@ -104,6 +109,8 @@ class Housekeeping:
         self.media_retention = media_retention
         self._media_swept: datetime | None = None
         self.remover = remover
+        self.send_followups = send_followups
+        self.send_insights = send_insights
         self.leftovers_every = leftovers_every
         self._removing = threading.Lock()
         self._leftovers_asked: datetime | None = None
@@ -117,6 +124,10 @@ class Housekeeping:
             self._guarded("schedules", self.run_schedules, now)
         if self.send_deliveries is not None:
             self._guarded("webhooks", self.send_due_webhooks, now)
+        if self.send_followups is not None:
+            self._guarded("follow-ups", self.send_due_followups, now)
+        if self.send_insights is not None:
+            self._guarded("insights", self.send_due_insights, now)
         self._guarded("idempotency purge", self.maybe_purge, now)
         if self.media_store is not None:
             self._guarded("media retention", self.maybe_sweep_media, now)
@@ -172,6 +183,18 @@ class Housekeeping:
                 sent += len(due)
             if len(due) < self.batch:
                 return sent
+
+    def send_due_followups(self, now: datetime) -> int:
+        """Claim due follow-ups (first comments, edits, deletes) and send their tasks."""
+        assert self.send_followups is not None
+        return send_due_followups(
+            self.sessions, self.send_followups, now, self.resend_after, self.batch
+        )
+
+    def send_due_insights(self, now: datetime) -> int:
+        """Claim one batch of due insight fetches and send their tasks."""
+        assert self.send_insights is not None
+        return claim_and_send_insights(self.sessions, None, now, send=self.send_insights)
 
     def maybe_purge(self, now: datetime) -> int | None:
         """Delete expired idempotency keys, if no dispatcher did today; how many, or None.
@@ -263,7 +286,11 @@ class Housekeeping:
 
 
 def build_housekeeping(
-    settings: Settings, sessions: sessionmaker[Session], send_deliveries: DeliverySender
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    send_deliveries: DeliverySender,
+    send_followups: DeliverySender | None = None,
+    send_insights: DeliverySender | None = None,
 ) -> tuple[Housekeeping, Callable[[], None]]:
     """A dispatcher's housekeeping from the settings, and what closes its resources.
 
@@ -313,6 +340,8 @@ def build_housekeeping(
         media_store=make_media_store(settings),
         media_retention=timedelta(hours=settings.media_retention_h),
         remover=remover,
+        send_followups=send_followups,
+        send_insights=send_insights,
     )
 
     def close() -> None:

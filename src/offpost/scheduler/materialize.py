@@ -388,6 +388,7 @@ def insert_occurrence_posts(
                 link=schedule.link,
                 photo_url=schedule.photo_url,
                 media=schedule.media,
+                first_comment=render_message(schedule.first_comment, recurrence.local(occurrence)),
                 publish_at=occurrence,
                 schedule_id=schedule.id,
                 occurrence_at=occurrence,

@@ -21,16 +21,34 @@ import redis
 from celery import Celery
 from celery.signals import worker_process_init, worker_process_shutdown, worker_shutting_down
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
 from offpost.connections import DATABASE, ConnectionWatch
 from offpost.graph.client import GraphClient, make_http_client
 from offpost.media.store import MediaStore
-from offpost.models import make_engine, make_sessionmaker
+from offpost.models import PostInsight, make_engine, make_sessionmaker
+from offpost.models.base import utcnow
 from offpost.models.clock import DatabaseClock
+from offpost.models.webhook_event import EventType
+from offpost.outbox import record_post_event
+from offpost.settings import parse_insight_ages
 from offpost.workers import ratelimit
 from offpost.workers.batch import publish_batch
 from offpost.workers.broker import TRANSPORT as PATCHED_REDIS_TRANSPORT
 from offpost.workers.decide import RetryPolicy
+from offpost.workers.followups import (
+    FollowupContext,
+    FollowupOutbox,
+    FollowupRuntime,
+    install_followup_task,
+    make_followup_context,
+)
+from offpost.workers.insights import (
+    InsightsRuntime,
+    InsightsScheduler,
+    install_insights_task,
+    make_insights_context,
+)
 from offpost.workers.metrics import metrics_observer
 from offpost.workers.observe import NullObserver, Observers, Outcome, PublishObserver
 from offpost.workers.publish import PublishContext
@@ -83,6 +101,9 @@ class WorkerConfig:
     make_media: Callable[[], MediaStore] | None = None
     #: After a video by URL whose answer was lost, the least wait before it is looked for.
     url_video_settle_s: float = 600.0
+    #: When a published post's insights are fetched, and how fast (docs/insights.md).
+    insights_after: str = "1h,24h,7d"
+    insights_per_minute: int = 60
 
 
 def make_celery(broker_url: str, *, lease_s: int = 120, queue: str = QUEUE) -> Celery:
@@ -182,13 +203,7 @@ def build_context(config: WorkerConfig, observer: PublishObserver | None = None)
         appsecret_time=config.appsecret_time,
         clock=clock.timestamp,
     )
-    blocks: ratelimit.BlockStore
-    if config.broker_url.startswith(("redis://", "rediss://")):
-        blocks = ratelimit.RedisBlockStore(
-            redis.Redis.from_url(config.broker_url, socket_timeout=5)
-        )
-    else:
-        blocks = ratelimit.MemoryBlockStore()
+    blocks = block_store(config.broker_url)
     return PublishContext(
         sessions=sessions,
         clock=clock,
@@ -267,7 +282,14 @@ def install_publish_task(app: Celery, runtime: PublishRuntime) -> Any:
 
 def worker_observers(config: WorkerConfig) -> PublishObserver:
     """Everything a worker process tells about outcomes: metrics first."""
-    return Observers([metrics_observer(config.metrics_dir), WebhookOutbox()])
+    return Observers(
+        [
+            metrics_observer(config.metrics_dir),
+            WebhookOutbox(),
+            FollowupOutbox(),
+            InsightsScheduler(parse_insight_ages(config.insights_after)),
+        ]
+    )
 
 
 def install_worker_tasks(app: Celery, config: WorkerConfig) -> PublishRuntime:
@@ -280,7 +302,31 @@ def install_worker_tasks(app: Celery, config: WorkerConfig) -> PublishRuntime:
     install_webhook_task(
         app, DeliveryRuntime(lambda: webhook_context(config)), metrics_dir=config.metrics_dir
     )
+    install_followup_task(app, FollowupRuntime(lambda: followup_context(config)))
+    install_insights_task(
+        app,
+        InsightsRuntime(
+            lambda: make_insights_context(
+                database_url=config.database_url,
+                encryption_keys=config.encryption_keys,
+                broker_url=config.broker_url,
+                graph_url=config.graph_url,
+                graph_version=config.graph_version,
+                app_id=config.app_id,
+                app_secret=config.app_secret,
+                appsecret_time=config.appsecret_time,
+                graph_timeout_s=config.graph_timeout_s,
+                per_minute=config.insights_per_minute,
+            )
+        ),
+        on_fetched=record_insights_event,
+    )
     return runtime
+
+
+def record_insights_event(session: Session, row: PostInsight) -> None:
+    """``post.insights`` for a fetch done, in its transaction."""
+    record_post_event(session, row.post_id, EventType.POST_INSIGHTS, utcnow())
 
 
 def make_worker_app(config: WorkerConfig) -> Celery:
@@ -288,6 +334,30 @@ def make_worker_app(config: WorkerConfig) -> Celery:
     app = make_celery(config.broker_url, lease_s=config.lease_s, queue=config.queue)
     install_worker_tasks(app, config)
     return app
+
+
+def block_store(broker_url: str) -> ratelimit.BlockStore:
+    """Where Graph's throttles are shared: Redis with a Redis broker, else this process."""
+    if broker_url.startswith(("redis://", "rediss://")):
+        return ratelimit.RedisBlockStore(redis.Redis.from_url(broker_url, socket_timeout=5))
+    return ratelimit.MemoryBlockStore()
+
+
+def followup_context(config: WorkerConfig) -> FollowupContext:
+    """A process's resources for follow-ups (docs/after-publishing.md)."""
+    return make_followup_context(
+        database_url=config.database_url,
+        encryption_keys=config.encryption_keys,
+        graph_url=config.graph_url,
+        graph_version=config.graph_version,
+        app_id=config.app_id,
+        app_secret=config.app_secret,
+        appsecret_time=config.appsecret_time,
+        graph_timeout_s=config.graph_timeout_s,
+        lease_s=config.lease_s,
+        retry=RetryPolicy(config.retry_base_s, config.retry_cap_s),
+        blocks=block_store(config.broker_url),
+    )
 
 
 def webhook_context(config: WorkerConfig) -> DeliveryContext:

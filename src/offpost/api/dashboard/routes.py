@@ -96,6 +96,7 @@ from offpost.models import (
     ScheduleStatus,
     is_id,
 )
+from offpost.models.insights import series
 from offpost.models.post import CANCELABLE_STATUSES
 from offpost.posts import rules, store
 from offpost.posts.quotas import ClientQuotas, Quota, QuotaDefaults, client_quotas
@@ -815,6 +816,7 @@ def _post_page(
         post=post,
         client=db.get(Client, post.client_id),
         attempts=list(attempts),
+        insights=series(db, post.id),
         steps=list(
             db.scalars(
                 select(PostStep)
