@@ -336,6 +336,7 @@ def posts_across_pages(
     rng: random.Random,
     users: dict[str, dict[str, Any]] | None = None,
     media: Callable[[random.Random], dict[str, Any] | None] | None = None,
+    comment_share: float = 0.0,
 ) -> dict[str, list[str]]:
     """``pages`` fresh users of one Page each, ``per_page`` posts on each due at random
     within ``window_s`` from 3 s on; the post ids by Page id (and, into ``users``, each
@@ -351,6 +352,7 @@ def posts_across_pages(
             post_ids[page_id] = []
             for i in range(per_page):
                 spec = media(rng) if media is not None else None
+                comment = f"{label} {n}-{i}: more below" if rng.random() < comment_share else None
                 post_ids[page_id] += pipeline.add_posts(
                     client_id,
                     credential_id,
@@ -359,6 +361,8 @@ def posts_across_pages(
                     due_in_s=3 + rng.random() * window_s,
                     media=spec,
                     media_kind=next(iter(spec)) if spec else None,
+                    first_comment=comment,
+                    first_comment_status="pending" if comment else None,
                 )
     return post_ids
 
@@ -593,7 +597,17 @@ class ChangingClient:
         text = f"{ledger.original} (edit {self.edits})"
         ledger.texts.add(text)
         response = self.api.patch(f"/v1/posts/{post_id}", json={"message": text}, headers=self.key)
-        if response.status_code == 200:
+        if response.status_code == 202:
+            # Published: the new text goes to Facebook as an edit follow-up.
+            body = response.json()
+            if ledger.canceled or body.get("kind") != "edit" or body.get("message") != text:
+                self._unexpected("edit", post_id, response)
+            ledger.content = text
+            self.answers["edit on facebook"] += 1
+        elif response.status_code == 422 and "does not let an app change" in response.text:
+            # A published video's text stays: Graph does not let an app change it.
+            self.answers["edit refused (video)"] += 1
+        elif response.status_code == 200:
             body = response.json()
             if (
                 ledger.canceled

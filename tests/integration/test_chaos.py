@@ -37,10 +37,19 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from offpost.graph.sandbox import RunningSandbox
-from offpost.models import Attempt, AttemptOutcome, PostStatus, PostStep, StepKind
+from offpost.models import (
+    Attempt,
+    AttemptOutcome,
+    Followup,
+    FollowupKind,
+    FollowupStatus,
+    PostStatus,
+    PostStep,
+    StepKind,
+)
 from offpost.workers.leftovers import posts_with_leftovers
 from tests.conftest import fresh_postgres_database
 from tests.integration.media_files import FileServer, mp4, png, serving_files
@@ -79,6 +88,8 @@ TERMINAL = {PostStatus.PUBLISHED, PostStatus.CANCELED, PostStatus.FAILED}
 #: Of the posts: several photos, and a video (the rest are text).
 PHOTOS_SHARE = 0.15
 VIDEO_SHARE = 0.10
+#: Of the posts: those with a first comment (a follow-up once published).
+COMMENT_SHARE = 0.2
 
 
 def chaos_media(files: FileServer) -> Callable[[random.Random], dict[str, Any] | None]:
@@ -95,6 +106,51 @@ def chaos_media(files: FileServer) -> Callable[[random.Random], dict[str, Any] |
         return None
 
     return pick
+
+
+def check_comments(
+    pipeline: Pipeline, graph: SandboxClient, post_ids: dict[str, list[str]]
+) -> list[str]:
+    """Every published post with a first comment has it on Facebook once, by its Page,
+    under the id its follow-up recorded; a post not published has none."""
+    broken: list[str] = []
+    every = [i for ids in post_ids.values() for i in ids]
+    with pipeline.sessions() as session:
+        done = {
+            f.post_id: f
+            for f in session.scalars(
+                select(Followup).where(
+                    Followup.post_id.in_(every), Followup.kind == FollowupKind.COMMENT
+                )
+            )
+        }
+    for page_id, ids in post_ids.items():
+        shown_by = {
+            v["id"]: v["post_id"]
+            for v in graph.control("GET", f"/pages/{page_id}/videos")["data"]
+            if v["post_id"]
+        }
+        for post in pipeline.posts(ids):
+            if post.first_comment is None or post.graph_post_id is None:
+                continue
+            # A video's comments may be read through the video or its post: once each.
+            by_id: dict[str, dict[str, Any]] = {}
+            for object_id in {post.graph_post_id, shown_by.get(post.graph_post_id)} - {None}:
+                response = graph.http.get(f"/_sandbox/posts/{object_id}/comments")
+                if response.status_code == 200:
+                    by_id |= {
+                        c["id"]: c
+                        for c in response.json()["data"]
+                        if c["message"] == post.first_comment and c["from"]["id"] == page_id
+                    }
+            found = list(by_id.values())
+            followup = done.get(post.id)
+            if post.status is PostStatus.PUBLISHED:
+                if len(found) != 1:
+                    broken.append(f"{post.id}: its first comment is there {len(found)} times")
+                elif followup is None or followup.graph_id != found[0]["id"]:
+                    broken.append(f"{post.id}: the comment is not the one its follow-up names")
+    return broken
 
 
 def left_behind(pipeline: Pipeline, graph: SandboxClient, post_ids: dict[str, list[str]]) -> Any:
@@ -149,6 +205,7 @@ def test_promise_kept_through_kills_lost_replies_edits_and_cancels(
             rng=rng,
             users=users,
             media=chaos_media(files),
+            comment_share=COMMENT_SHARE,
         )
         lost_page = rng.choice(sorted(post_ids))
         lost_user = users[lost_page]["user_id"]
@@ -165,7 +222,10 @@ def test_promise_kept_through_kills_lost_replies_edits_and_cancels(
             soon_share=SOON_SHARE,
         )
         lose_publish_replies(
-            graph, LOST_REPLY_RATE, times=10_000, paths=(r"/feed$", r"/photos$", r"/videos$")
+            graph,
+            LOST_REPLY_RATE,
+            times=10_000,
+            paths=(r"/feed$", r"/photos$", r"/videos$", r"/comments$", r"/[0-9]+_[0-9]+$"),
         )
 
         roles = {
@@ -174,6 +234,8 @@ def test_promise_kept_through_kills_lost_replies_edits_and_cancels(
             "worker-1": pipeline.start_worker,
             "worker-2": pipeline.start_worker,
             "worker-3": pipeline.start_worker,
+            # Follow-ups (first comments, edits on Facebook) run on the webhooks role.
+            "webhooks-1": pipeline.start_webhooks,
         }
         for name, start in roles.items():
             start(name)
@@ -214,6 +276,17 @@ def test_promise_kept_through_kills_lost_replies_edits_and_cancels(
             return all(p.status in TERMINAL for p in pipeline.posts(every))
 
         wait_for(all_done, timeout_s=180, interval_s=0.5, what="every post settled")
+
+        def followed_up() -> bool:
+            with pipeline.sessions() as session:
+                return not session.scalar(
+                    select(func.count()).where(
+                        Followup.post_id.in_(every), Followup.status == FollowupStatus.PENDING
+                    )
+                )
+
+        wait_for(followed_up, timeout_s=120, interval_s=1, what="every follow-up settled")
+        comments_broken = check_comments(pipeline, graph, post_ids)
 
         def cleaned_up() -> bool:
             with pipeline.sessions() as session:
@@ -259,6 +332,8 @@ def test_promise_kept_through_kills_lost_replies_edits_and_cancels(
             f"media posts={len(with_media)} (published="
             f"{sum(p.status is PostStatus.PUBLISHED for p in with_media)}) "
             f"photos left behind={len(kept)} unnamed by lost replies={len(unnamed)} "
+            f"edits on facebook={answers['edit on facebook']} "
+            f"first comments broken={len(comments_broken)} "
             f"in {time.monotonic() - started:.0f} s"
         )
         logger.info("%s", summary)
@@ -272,6 +347,9 @@ def test_promise_kept_through_kills_lost_replies_edits_and_cancels(
         # Nothing offpost uploaded and knew of is left behind; what lost replies made
         # is unpublished, never on the Page.
         assert kept == []
+        # Each published post's first comment is on it once, as the Page.
+        assert not comments_broken, "\n".join(comments_broken[:20])
+        assert answers["edit on facebook"] > 0
         assert not any(photo["published"] for photo in unnamed)
         assert sum(p.status is PostStatus.PUBLISHED for p in with_media) > 0
         # The chaos did what it is for: kills, lost replies, and every kind of answer.
