@@ -146,7 +146,7 @@ class FirstCommentOut(BaseModel):
     """The post's first comment: what it says, whether it is on Facebook, its id there."""
 
     message: str
-    status: str = Field(description="pending, posted or failed.")
+    status: str = Field(description="pending, posted, failed, or canceled (the post was deleted).")
     graph_id: str | None
 
 

@@ -213,7 +213,7 @@ def test_a_delete_whose_reply_is_lost_deletes_once_and_the_post_says_so(
     assert deleted.status is PostStatus.DELETED
     with pipeline.api() as api:
         done = api.delete(f"/v1/posts/{post_id}?on_facebook=true", headers=headers(page))
-        assert done.status_code == 200
+        assert done.status_code == 202
         assert done.json()["status"] == "done"
         edit = api.patch(f"/v1/posts/{post_id}", json={"message": "x"}, headers=headers(page))
         assert edit.status_code == 409
@@ -236,3 +236,33 @@ def test_what_graph_cannot_change_is_refused_clearly(
             refused = api.patch(f"/v1/posts/{reel}", json={"message": "new"}, headers=headers(page))
         assert refused.status_code == 422
         assert "reel" in json.dumps(refused.json())
+
+
+def test_two_deletes_asked_at_once_delete_once_and_tell_once(
+    pipeline: Pipeline, graph: SandboxClient, hooked: dict[str, str]
+) -> None:
+    """Two requests that each found no delete pending made one follow-up each."""
+    page = hooked
+    post_id = create(pipeline, page, message="deleted twice over")
+    [post] = pipeline.wait_status([post_id], {PostStatus.PUBLISHED})
+    with pipeline.sessions.begin() as session:
+        session.add_all(
+            [
+                Followup(
+                    post_id=post_id,
+                    client_id=page["client_id"],
+                    kind=FollowupKind.DELETE,
+                    due_at=post.published_at,
+                )
+                for _ in range(2)
+            ]
+        )
+
+    def both_done() -> list[Followup] | None:
+        rows = followups(pipeline, post_id)
+        return rows if all(f.status is FollowupStatus.DONE for f in rows) else None
+
+    wait_for(both_done, timeout_s=60, what="both deletes done")
+    assert pipeline.posts([post_id])[0].status is PostStatus.DELETED
+    assert events(pipeline, post_id).count("post.deleted") == 1
+    assert [p["deleted"] for p in graph.posts(page["page_id"])] == [True]

@@ -443,7 +443,7 @@ def test_the_publish_observer_schedules_the_fetches_of_published_posts(world: Wo
         session.execute(delete(PostInsight).where(PostInsight.post_id == post_id))
     published_at = world.clock() - timedelta(minutes=5)
     claimed: Any = SimpleNamespace(
-        id=post_id, client_id=world.account.client_id, target=world.account.page_id
+        id=post_id, client_id=world.account.client_id, target=world.account.page_id, media=None
     )
     scheduler = InsightsScheduler(world.settings.insight_ages())
     with world.sessions.begin() as session:

@@ -53,7 +53,6 @@ from offpost.models import (
     Client,
     Credential,
     Followup,
-    FollowupStatus,
     PostStatus,
     PostStep,
     request_hash,
@@ -406,7 +405,7 @@ def update_post(
         202: {
             "model": FollowupOut,
             "description": "on_facebook: the delete follow-up (the post becomes deleted, and "
-            "post.deleted is sent, when it is done; 200 with it once done)",
+            "post.deleted is sent, when it is done; asked again, the same follow-up)",
         },
         409: {
             "description": "conflict: the post is publishing or published; outcome_unknown: "
@@ -450,9 +449,9 @@ def list_post_followups(post_id: str, client: ClientDep, session: SessionDep) ->
 
 
 def _followup_answer(followup: Followup) -> Response:
-    """202: Facebook is changed by a worker; the follow-up says how it goes."""
-    status_code = 200 if followup.status is FollowupStatus.DONE else 202
-    return _model(FollowupOut.of(followup), status_code)
+    """202: Facebook is changed by a worker; the follow-up says how it goes (``done``
+    when asked again after it was)."""
+    return _model(FollowupOut.of(followup), 202)
 
 
 def _model(model: BaseModel, status_code: int = 200) -> Response:

@@ -253,8 +253,9 @@ def newer_edit_exists(session: Session, followup: ClaimedFollowup) -> bool:
 
 
 def earlier_edit_in_flight(session: Session, followup: ClaimedFollowup, now: datetime) -> bool:
-    """Whether an older edit of the post is still held by a worker: this one waits for it,
-    so that the newest text is the one Facebook keeps."""
+    """Whether an older edit of the post is still held by a worker, or has an unknown
+    outcome (Graph may still apply it late): this one waits until that is settled, so
+    that the newest text is the one Facebook keeps."""
     mine = select(Followup.created_at).where(Followup.id == followup.id).scalar_subquery()
     held = session.scalar(
         select(Followup.id)
@@ -264,7 +265,10 @@ def earlier_edit_in_flight(session: Session, followup: ClaimedFollowup, now: dat
             Followup.id != followup.id,
             Followup.created_at < mine,
             Followup.status == FollowupStatus.PENDING,
-            and_(Followup.lease_owner.is_not(None), Followup.in_flight_until > now),
+            or_(
+                and_(Followup.lease_owner.is_not(None), Followup.in_flight_until > now),
+                Followup.reconcile_since.is_not(None),
+            ),
         )
         .limit(1)
     )

@@ -186,6 +186,17 @@ def claim_due_insights(
     return [(row.id, row.attempts) for row in result]
 
 
+def cancel_pending_insights(session: Session, post_id: str, now: datetime) -> int:
+    """Cancel the fetches a deleted post still had due; how many."""
+    result = session.execute(
+        update(PostInsight)
+        .where(PostInsight.post_id == post_id, PostInsight.status == InsightStatus.PENDING)
+        .values(status=InsightStatus.CANCELED, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
 def series(session: Session, post_id: str) -> list[PostInsight]:
     """Every fetch of ``post_id``, pending ones too, in the order they fall due."""
     return list(

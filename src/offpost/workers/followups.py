@@ -41,6 +41,7 @@ from offpost.graph.errors import GraphError, GraphRateLimitedError, GraphTransie
 from offpost.graph.usage import GraphUsage
 from offpost.models import (
     CredentialPage,
+    CredentialStatus,
     PageTokenStatus,
     Post,
     PostStatus,
@@ -62,6 +63,7 @@ from offpost.models.followup import (
     finish_followup,
     newer_edit_exists,
 )
+from offpost.models.insights import cancel_pending_insights
 from offpost.models.webhook_event import EventType
 from offpost.outbox import record_post_event
 from offpost.workers import ratelimit
@@ -111,6 +113,7 @@ class Target:
     page_token: str | None
     status: PostStatus
     fb_user_id: str | None
+    credential_deleted: bool = False
 
 
 def run_followup(ctx: FollowupContext, followup_id: str, attempts: int) -> str:
@@ -136,6 +139,11 @@ def run_followup(ctx: FollowupContext, followup_id: str, attempts: int) -> str:
 def _attempt(ctx: FollowupContext, claimed: ClaimedFollowup) -> str:
     now = ctx.clock()
     target = _target(ctx, claimed)
+    if target is not None and target.credential_deleted:
+        why = "the post's credential was deleted: offpost can no longer act on Facebook"
+        return _finish(
+            ctx, claimed, FollowupStatus.FAILED, now, error=_offpost("credential_deleted", why)
+        )
     if target is None or target.status is not PostStatus.PUBLISHED:
         why = "the post is no longer published on Facebook"
         return _finish(ctx, claimed, FollowupStatus.CANCELED, now, error=_offpost("moot", why))
@@ -161,6 +169,10 @@ def _attempt(ctx: FollowupContext, claimed: ClaimedFollowup) -> str:
             found = _find_comment(ctx, claimed, target)
             if found is not None:
                 return _finish(ctx, claimed, FollowupStatus.DONE, now, graph_id=found)
+        if ctx.clock() + timedelta(seconds=2 * ctx.settle_s) > claimed.claimed_at + ctx.lease:
+            # Looking took most of the lease: a call started now could outlive it, and the
+            # next worker would look and call again. Give the attempt back instead.
+            return _later(ctx, claimed, ctx.clock(), counted=False, clear_unknown=False)
         graph_id = _call(ctx, claimed, target)
     except GraphError as exc:
         return _failed(ctx, claimed, target, exc)
@@ -225,10 +237,19 @@ def _failed(ctx: FollowupContext, claimed: ClaimedFollowup, target: Target, exc:
         )
         ctx.blocks.block(key, exc.retry_after_s)
         return _later(ctx, claimed, now + timedelta(seconds=exc.retry_after_s), counted=False)
-    if action is Action.REAUTH:
-        # Graph refused the Page's token: wait for a fresh one (the publish worker marks
-        # the Page's token dead on its next call, and a fresh login brings a new one).
-        return _later(ctx, claimed, now + _token_wait(ctx, claimed), counted=False)
+    if action is Action.REAUTH and claimed.attempt < FOLLOWUP_MAX_ATTEMPTS:
+        # Graph refused the Page's token: tried again after a wait (a fresh login may
+        # bring a new one, and the Page's next publish marks this one dead), counted, so
+        # that a token nobody renews ends the follow-up instead of calling Graph forever.
+        known = claimed.reconcile_since is None
+        return _later(
+            ctx,
+            claimed,
+            now + _token_wait(ctx, claimed),
+            counted=True,
+            error=error_document(exc),
+            clear_unknown=known,
+        )
     if action is Action.FAIL or claimed.attempt >= FOLLOWUP_MAX_ATTEMPTS:
         return _finish(ctx, claimed, FollowupStatus.FAILED, now, error=error_document(exc))
     delay_s = ctx.retry.delay_s(claimed.attempt, ctx.rng)
@@ -331,15 +352,26 @@ def _on_post(
             .execution_options(synchronize_session=False)
         )
     if kind is FollowupKind.DELETE and status is FollowupStatus.DONE:
-        session.execute(
+        moved = session.execute(
             update(Post)
             .where(Post.id == claimed.post_id, Post.status == PostStatus.PUBLISHED)
             .values(status=PostStatus.DELETED, updated_at=now)
+            .returning(Post.id)
             .execution_options(synchronize_session=False)
-        )
+        ).first()
+        if moved is None:
+            return  # another delete of the same post did it, and told
         cancel_followups(
             session, claimed.post_id, now, kinds=(FollowupKind.COMMENT, FollowupKind.EDIT)
         )
+        # What waited for the post is moot now: its comment, its later insights.
+        session.execute(
+            update(Post)
+            .where(Post.id == claimed.post_id, Post.first_comment_status == "pending")
+            .values(first_comment_status="canceled")
+            .execution_options(synchronize_session=False)
+        )
+        cancel_pending_insights(session, claimed.post_id, now)
     if status is FollowupStatus.DONE:
         record_post_event(session, claimed.post_id, _EVENTS[kind], now)
 
@@ -354,8 +386,15 @@ def _target(ctx: FollowupContext, claimed: ClaimedFollowup) -> Target | None:
         if page is None:
             return None  # the credential no longer has the Page: nobody can act on it
         token = page.page_token if page.token_status is not PageTokenStatus.DEAD else None
-        fb_user_id = page.credential.fb_user_id if page.credential is not None else None
-        return Target(post.graph_post_id, post.target, token or None, post.status, fb_user_id)
+        credential = page.credential
+        return Target(
+            post.graph_post_id,
+            post.target,
+            token or None,
+            post.status,
+            credential.fb_user_id if credential is not None else None,
+            credential is None or credential.status is CredentialStatus.DELETED,
+        )
 
 
 def _token_wait(ctx: FollowupContext, claimed: ClaimedFollowup) -> timedelta:
