@@ -105,9 +105,12 @@ def test_an_edit_or_cancel_while_the_outcome_is_unknown_waits_and_nothing_is_pos
         assert post.message == "Sale starts at 9"
         assert [a.outcome for a in pipeline.attempts(post_id)][-1] == AttemptOutcome.RECONCILED
 
-        # Now that it is known, the answers are the ordinary ones.
+        # Now that it is known, the answers are the ordinary ones for a published post:
+        # its text goes to Facebook as an edit, and it cannot be canceled any more.
         late = api.patch(f"/v1/posts/{post_id}", json={"message": "too late"}, headers=auth)
-        assert (late.status_code, late.json()["code"]) == (409, "conflict")
+        assert (late.status_code, late.json()["kind"]) == (202, "edit")
+        gone = api.delete(f"/v1/posts/{post_id}", headers=auth)
+        assert (gone.status_code, gone.json()["code"]) == (409, "conflict")
 
 
 def test_an_unknown_attempt_that_made_nothing_is_published_once_after_the_read(
