@@ -45,6 +45,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from offpost.models.base import Base, Timestamps, check_in, where_status
+from offpost.models.due import claim_due
 from offpost.models.ids import ID_LENGTH, IdPrefix, id_factory
 from offpost.models.types import StrEnumType
 
@@ -114,10 +115,6 @@ class Followup(Timestamps, Base):
         return f"Followup(id={self.id!r}, kind={self.kind!r}, status={self.status!r})"
 
 
-def _free(now: datetime) -> Any:
-    return or_(Followup.in_flight_until.is_(None), Followup.in_flight_until <= now)
-
-
 def claim_due_followups(
     session: Session, now: datetime, resend_after: timedelta, limit: int
 ) -> list[tuple[str, int]]:
@@ -126,31 +123,11 @@ def claim_due_followups(
     ``in_flight_until`` moves to ``now + resend_after``: if the message is lost
     or its worker dies, the follow-up is sent again then (and reconciled first).
     """
-    due = (
-        select(Followup.id)
-        .where(
-            Followup.status == FollowupStatus.PENDING,
-            Followup.due_at <= now,
-            _free(now),
-        )
-        .order_by(Followup.due_at)
-        .limit(limit)
+    # A lease left by a worker that died has run out (the row is free): whoever claims
+    # the re-sent message takes over, and the old worker can record nothing.
+    return claim_due(
+        session, Followup, FollowupStatus.PENDING, now, resend_after, limit, lease_owner=None
     )
-    if session.get_bind().dialect.name == "postgresql":
-        due = due.with_for_update(skip_locked=True)
-    ids = list(session.scalars(due))
-    if not ids:
-        return []
-    result = session.execute(
-        update(Followup)
-        .where(Followup.id.in_(ids), Followup.status == FollowupStatus.PENDING, _free(now))
-        # A lease left by a worker that died has run out (the row is free): whoever
-        # claims the re-sent message takes over, and the old worker can record nothing.
-        .values(in_flight_until=now + resend_after, lease_owner=None, updated_at=now)
-        .returning(Followup.id, Followup.attempts)
-        .execution_options(synchronize_session=False)
-    )
-    return [(row.id, row.attempts) for row in result]
 
 
 @dataclass(frozen=True, slots=True)

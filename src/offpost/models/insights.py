@@ -34,7 +34,6 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
-    or_,
     select,
     update,
 )
@@ -42,6 +41,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from offpost.models.base import Base, Timestamps, check_in, where_status
+from offpost.models.due import claim_due
 from offpost.models.ids import ID_LENGTH, IdPrefix, id_factory, new_id
 from offpost.models.post import Post
 from offpost.models.types import NullableJSONDocument, StrEnumType
@@ -148,10 +148,6 @@ def schedule_insights(
     return len(result.all())
 
 
-def _free(now: datetime) -> Any:
-    return or_(PostInsight.in_flight_until.is_(None), PostInsight.in_flight_until <= now)
-
-
 def claim_due_insights(
     session: Session, now: datetime, resend_after: timedelta, limit: int
 ) -> list[tuple[str, int]]:
@@ -161,29 +157,7 @@ def claim_due_insights(
     its worker dies, the fetch is sent again then. On PostgreSQL the rows are
     locked ``FOR UPDATE SKIP LOCKED``, so two dispatchers never send the same one.
     """
-    due = (
-        select(PostInsight.id)
-        .where(
-            PostInsight.status == InsightStatus.PENDING,
-            PostInsight.due_at <= now,
-            _free(now),
-        )
-        .order_by(PostInsight.due_at)
-        .limit(limit)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        due = due.with_for_update(skip_locked=True)
-    ids = list(session.scalars(due))
-    if not ids:
-        return []
-    result = session.execute(
-        update(PostInsight)
-        .where(PostInsight.id.in_(ids), PostInsight.status == InsightStatus.PENDING, _free(now))
-        .values(in_flight_until=now + resend_after, updated_at=now)
-        .returning(PostInsight.id, PostInsight.attempts)
-        .execution_options(synchronize_session=False)
-    )
-    return [(row.id, row.attempts) for row in result]
+    return claim_due(session, PostInsight, InsightStatus.PENDING, now, resend_after, limit)
 
 
 def cancel_pending_insights(session: Session, post_id: str, now: datetime) -> int:

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import redis
 from celery import Celery
 from celery.signals import worker_process_init, worker_process_shutdown, worker_shutting_down
 from sqlalchemy.engine import make_url
@@ -203,7 +202,7 @@ def build_context(config: WorkerConfig, observer: PublishObserver | None = None)
         appsecret_time=config.appsecret_time,
         clock=clock.timestamp,
     )
-    blocks = block_store(config.broker_url)
+    blocks = ratelimit.block_store(config.broker_url)
     return PublishContext(
         sessions=sessions,
         clock=clock,
@@ -336,13 +335,6 @@ def make_worker_app(config: WorkerConfig) -> Celery:
     return app
 
 
-def block_store(broker_url: str) -> ratelimit.BlockStore:
-    """Where Graph's throttles are shared: Redis with a Redis broker, else this process."""
-    if broker_url.startswith(("redis://", "rediss://")):
-        return ratelimit.RedisBlockStore(redis.Redis.from_url(broker_url, socket_timeout=5))
-    return ratelimit.MemoryBlockStore()
-
-
 def followup_context(config: WorkerConfig) -> FollowupContext:
     """A process's resources for follow-ups (docs/after-publishing.md)."""
     return make_followup_context(
@@ -356,7 +348,7 @@ def followup_context(config: WorkerConfig) -> FollowupContext:
         graph_timeout_s=config.graph_timeout_s,
         lease_s=config.lease_s,
         retry=RetryPolicy(config.retry_base_s, config.retry_cap_s),
-        blocks=block_store(config.broker_url),
+        blocks=ratelimit.block_store(config.broker_url),
     )
 
 

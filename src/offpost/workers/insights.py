@@ -46,7 +46,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-import redis
 from celery import Celery
 from celery.signals import worker_process_init, worker_process_shutdown
 from sqlalchemy import select, update
@@ -526,11 +525,7 @@ def make_insights_context(
         app_secret=app_secret,
         appsecret_time=appsecret_time,
     )
-    blocks: ratelimit.BlockStore
-    if broker_url.startswith(("redis://", "rediss://")):
-        blocks = ratelimit.RedisBlockStore(redis.Redis.from_url(broker_url, socket_timeout=5))
-    else:
-        blocks = ratelimit.MemoryBlockStore()
+    blocks = ratelimit.block_store(broker_url)
     return InsightsContext(
         sessions=make_sessionmaker(engine),
         graph=graph,

@@ -160,3 +160,10 @@ class RedisBlockStore:
         now = self._clock()
         waits = {k: float(v) - now for k, v in zip(unique, values, strict=True) if v is not None}
         return {k: w for k, w in waits.items() if w > 0}
+
+
+def block_store(broker_url: str) -> BlockStore:
+    """Where Graph's throttles are shared: Redis with a Redis broker, else this process."""
+    if broker_url.startswith(("redis://", "rediss://")):
+        return RedisBlockStore(redis.Redis.from_url(broker_url, socket_timeout=5))
+    return MemoryBlockStore()
