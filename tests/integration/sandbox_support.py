@@ -7,9 +7,11 @@ a :class:`SandboxClient` on a freshly reset world.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -61,6 +63,42 @@ class SandboxClient:
     ) -> httpx.Response:
         return self.http.post(f"/{VERSION}{path}", data=self._params(token, proof, params))
 
+    def batch_item(
+        self,
+        method: str,
+        path: str,
+        token: str | None = None,
+        *,
+        proof: bool = True,
+        timed: bool = False,
+        **params: Any,
+    ) -> dict[str, str]:
+        """One element of ``batch``: its token and proof (when given) and parameters in
+        its ``body`` (``relative_url``'s query for a GET)."""
+        fields = dict(params)
+        if token is not None:
+            fields["access_token"] = token
+            if proof:
+                fields.update(self.proof(token, timed=timed))
+        encoded = urlencode(fields)
+        if method == "GET":
+            return {"method": method, "relative_url": f"{path.lstrip('/')}?{encoded}"}
+        return {"method": method, "relative_url": path.lstrip("/"), "body": encoded}
+
+    def batch(
+        self,
+        items: list[Any],
+        token: str | None,
+        *,
+        proof: bool = True,
+        versioned: bool = True,
+        **params: Any,
+    ) -> httpx.Response:
+        """``POST /`` (``/v26.0/`` when ``versioned``) with ``batch`` and the top-level token."""
+        path = f"/{VERSION}/" if versioned else "/"
+        data = {"batch": json.dumps(items), **self._params(token, proof, params)}
+        return self.http.post(path, data=data)
+
     # --- control routes -----------------------------------------------------------------
 
     def control(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -108,6 +146,13 @@ class SandboxClient:
 
     def posts(self, page_id: str) -> list[dict[str, Any]]:
         return self.control("GET", f"/pages/{page_id}/posts")["data"]
+
+    def usage(self) -> dict[str, Any]:
+        """``GET /_sandbox/usage``: calls, budget, pct, throttled_total per app and Page."""
+        return self.control("GET", "/usage")
+
+    def calls(self) -> list[dict[str, Any]]:
+        return self.control("GET", "/calls")["data"]
 
     # --- common flows -------------------------------------------------------------------
 

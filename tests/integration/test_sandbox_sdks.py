@@ -258,3 +258,25 @@ def test_facebook_business_publishes_a_reel(graph: SandboxClient, ads_api: Any) 
     assert [(r["id"], r["description"]) for r in listed] == [
         (video_id, "a reel from facebook-business")
     ]
+
+
+def test_facebook_business_batch(graph: SandboxClient, ads_api: Any) -> None:
+    """FacebookAdsApi.new_batch(): one ``POST /v26.0/`` whose items run with the session's
+    token and proof; each callback gets its item's answer."""
+    page_id, page_token, _ = graph.publisher()
+    api = ads_api(page_token)
+    batch = api.new_batch()
+    done: list[Any] = []
+    failed: list[Any] = []
+    for text in ("first from a batch", "second from a batch"):
+        batch.add("POST", (page_id, "feed"), {"message": text}, success=done.append)
+    batch.add("GET", (page_id, "nothing"), failure=failed.append)
+    assert batch.execute() is None
+
+    assert [response.json()["id"] for response in done] == [
+        post["id"] for post in graph.posts(page_id)
+    ]
+    assert [response.status() for response in failed] == [400]
+    batch_calls = [call for call in graph.control("GET", "/calls")["data"] if call["batch_id"]]
+    assert [call["batch_index"] for call in batch_calls] == [0, 1, 2, None]
+    assert {call["proof"] for call in batch_calls} == {"valid"}

@@ -8,7 +8,8 @@ docs/graph.md). Modules, by concept:
 - :mod:`.errors` — Graph's error envelope and exact messages;
 - :mod:`.auth` — token validity, ``appsecret_proof``, usage metering;
 - :mod:`.oauth`, :mod:`.pages`, :mod:`.media` — the Graph endpoints (and the rupload
-  host); :mod:`.graph_routes` routes to them;
+  host); :mod:`.graph_routes` routes to them, :mod:`.batch` runs batch requests'
+  items through it, :mod:`.replies` is an answer before it is sent;
 - :mod:`.faults`, :mod:`.usage`, :mod:`.calls` — injected faults, rate limits, the call log;
 - :mod:`.control_routes` — ``/_sandbox/…``; :mod:`.app` — the ASGI app;
   :mod:`.server` — :func:`serve` and :func:`running_sandbox`.

@@ -19,12 +19,18 @@ verified for app tokens too.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 from offpost.graph.proof import proof_matches
 from offpost.graph.sandbox import errors
 from offpost.graph.sandbox.calls import CallContext
 from offpost.graph.sandbox.state import Token, TokenKind, World
-from offpost.graph.sandbox.usage import app_usage_header, page_usage_headers, percent
+from offpost.graph.sandbox.usage import (
+    app_usage_header,
+    business_usage_header,
+    page_usage_headers,
+    percent,
+)
 
 
 def token_problem(world: World, token: Token) -> errors.GraphError | None:
@@ -108,7 +114,7 @@ def meter(
     """Count this call, put the usage headers in ``ctx`` and throttle when over budget.
 
     Raises 4 (app over budget), 80001 (Page over budget, Page token) or 32
-    (Page over budget, user or app token).
+    (Page over budget, user or app token), and counts the throttled call.
     """
     with world.lock:
         settings = world.settings
@@ -121,18 +127,19 @@ def meter(
             ctx.headers.append(app_usage_header(percent(count, settings.app_call_budget)))
             if count > settings.app_call_budget:
                 throttle = errors.app_throttled()
+                world.usage.app_throttled(app_id)
         if page_id is not None:
+            budget = settings.page_budget(page_id)
             count = world.usage.page_calls(page_id, now, window, add=True)
-            regain = world.usage.regain_minutes(page_id, now, window, settings.page_call_budget)
-            ctx.headers.extend(
-                page_usage_headers(page_id, percent(count, settings.page_call_budget), regain)
-            )
-            if count > settings.page_call_budget and throttle is None:
+            regain = world.usage.regain_minutes(page_id, now, window, budget)
+            ctx.headers.extend(page_usage_headers(page_id, percent(count, budget), regain))
+            if count > budget and throttle is None:
                 throttle = (
                     errors.page_throttled_page_token()
                     if page_token
                     else errors.page_throttled_user_token()
                 )
+                world.usage.page_throttled(page_id)
     if throttle is not None:
         raise throttle
 
@@ -141,18 +148,45 @@ def peek_usage(world: World, ctx: CallContext, token_value: str | None) -> None:
     """Usage headers for a reply no handler produced (an injected fault); counts nothing."""
     with world.lock:
         token = world.tokens.get(token_value or "")
-        settings = world.settings
-        now = world.now()
-        window = settings.usage_window_s
         if token is not None and token.kind is TokenKind.PAGE and token.page_id is not None:
-            count = world.usage.page_calls(token.page_id, now, window, add=False)
-            regain = world.usage.regain_minutes(
-                token.page_id, now, window, settings.page_call_budget
-            )
-            ctx.headers.extend(
-                page_usage_headers(token.page_id, percent(count, settings.page_call_budget), regain)
-            )
+            ctx.headers.extend(_page_usage(world, token.page_id))
             return
         app_id = token.app_id if token is not None else world.default_app_id
-        count = world.usage.app_calls(app_id, now, window, add=False)
-        ctx.headers.append(app_usage_header(percent(count, settings.app_call_budget)))
+        ctx.headers.append(_app_usage(world, app_id))
+
+
+def batch_usage(
+    world: World, ctx: CallContext, app_ids: Iterable[str], page_ids: Iterable[str]
+) -> None:
+    """Usage headers for a batch's own reply, after its items; counts nothing.
+
+    ``X-App-Usage`` for the first of ``app_ids``, ``X-Business-Use-Case-Usage``
+    with every Page of ``page_ids``, and ``X-Page-Usage`` only when there is one
+    Page (the header has no room for more).
+    """
+    apps, pages = list(dict.fromkeys(app_ids)), list(dict.fromkeys(page_ids))
+    with world.lock:
+        if apps:
+            ctx.headers.append(_app_usage(world, apps[0]))
+        if len(pages) == 1:
+            ctx.headers.extend(_page_usage(world, pages[0]))
+        elif pages:
+            ctx.headers.append(business_usage_header({p: _page_state(world, p) for p in pages}))
+
+
+def _app_usage(world: World, app_id: str) -> tuple[bytes, bytes]:
+    settings = world.settings
+    count = world.usage.app_calls(app_id, world.now(), settings.usage_window_s, add=False)
+    return app_usage_header(percent(count, settings.app_call_budget))
+
+
+def _page_state(world: World, page_id: str) -> tuple[int, int]:
+    """(percentage used, minutes to regain access) of the Page, counting nothing."""
+    settings = world.settings
+    now, window, budget = world.now(), settings.usage_window_s, settings.page_budget(page_id)
+    count = world.usage.page_calls(page_id, now, window, add=False)
+    return percent(count, budget), world.usage.regain_minutes(page_id, now, window, budget)
+
+
+def _page_usage(world: World, page_id: str) -> list[tuple[bytes, bytes]]:
+    return page_usage_headers(page_id, *_page_state(world, page_id))

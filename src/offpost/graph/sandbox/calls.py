@@ -6,12 +6,18 @@ verdict and the parameters — tokens, codes and proofs replaced by short
 fingerprints, client secrets by ``***``. No issued token string or app secret
 ever appears in the log. The log keeps the newest :data:`MAX_CALLS` entries.
 
+A batch request (:mod:`.batch`) is logged as one entry per item, each as it
+finishes, then the batch call itself when its reply starts; all carry the
+batch's ``batch_id``, the items their ``batch_index`` too. The batch call's
+``batch`` parameter, which holds the items' tokens and proofs, is never shown.
+
 Not thread-safe by itself; the world calls it under its lock.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,11 +48,23 @@ def mask_params(params: dict[str, str]) -> dict[str, str]:
             shown[key] = mask_token(value)
         elif key == "appsecret_proof":
             shown[key] = value[:8] + "…"
+        elif key == "batch":
+            shown[key] = f"({len(value)} chars; each item is logged on its own)"
         elif len(value) > _MAX_VALUE_CHARS:
             shown[key] = value[:_MAX_VALUE_CHARS] + f"…({len(value)} chars)"
         else:
             shown[key] = value
     return shown
+
+
+@dataclass(eq=False)
+class BatchRun:
+    """One batch request, shared by the contexts of the batch call and of its items."""
+
+    batch_id: int
+    #: Whether a publish of this batch already waited ``publish_latency_ms``: Graph runs
+    #: a batch's calls in parallel, so the batch waits once, not once per publish.
+    latency_spent: bool = False
 
 
 @dataclass(eq=False)
@@ -70,11 +88,18 @@ class CallContext:
     fault: Fault | None = None
     drop: bool = False
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    #: The batch request this call is, or is an item of (``batch_index`` set).
+    batch: BatchRun | None = None
+    batch_index: int | None = None
 
 
 class CallLog:
     def __init__(self) -> None:
         self._calls: deque[dict[str, Any]] = deque(maxlen=MAX_CALLS)
+        self._batch_ids = itertools.count(1)
+
+    def new_batch(self) -> BatchRun:
+        return BatchRun(batch_id=next(self._batch_ids))
 
     def record(
         self, ctx: CallContext, *, status: int | None, now: float, duration_ms: float
@@ -94,6 +119,8 @@ class CallLog:
                 "proof_valid": None if ctx.proof in (None, "absent") else ctx.proof == "valid",
                 "proof_timed": ctx.proof_timed,
                 "fault_id": ctx.fault_id,
+                "batch_id": ctx.batch.batch_id if ctx.batch is not None else None,
+                "batch_index": ctx.batch_index,
                 "params": mask_params(ctx.params),
             }
         )

@@ -5,6 +5,7 @@ From docs/sandbox.md: ``POST /apps``, ``POST /users``, ``POST /clock``,
 ``GET /pages/{id}/posts``, ``GET /calls``. Added here: ``GET /clock``,
 ``GET /pages/{id}/photos`` and ``GET /pages/{id}/videos`` (media as uploaded),
 ``GET /faults``, ``DELETE /calls``, ``GET|POST /settings``, ``POST /reset``,
+``GET|DELETE /usage`` (the rate-limit meter, per app and per Page),
 ``POST /users/{id}/tokens`` (a fresh short-lived token, as if the user
 logged in again) and the Page roles: ``PUT|DELETE /users/{id}/pages/{page_id}``
 (give or take away the user's role on a Page) and
@@ -54,6 +55,7 @@ from offpost.graph.sandbox.state import (
     Video,
     World,
 )
+from offpost.graph.sandbox.usage import UsageMeter
 
 CONTROL_PREFIX = "/_sandbox"
 #: A fault's ``body`` (a proxy's error page, say) stays well below a megabyte.
@@ -561,6 +563,24 @@ def list_calls(world: WorldDep) -> dict[str, Any]:
 def clear_calls(world: WorldDep) -> dict[str, Any]:
     with world.lock:
         return {"cleared": world.calls.clear()}
+
+
+@router.get("/usage")
+def read_usage(world: WorldDep) -> dict[str, Any]:
+    """The rate-limit meter: for every app and Page metered since the last reset, the
+    calls in the window, the budget, the percentage used, the calls throttled because
+    of the budget so far (``throttled_total``) and ``estimated_time_to_regain_access``
+    (minutes until the next call is allowed; 0 while it is)."""
+    with world.lock:
+        return world.usage.report(world.now(), world.settings)
+
+
+@router.delete("/usage")
+def clear_usage(world: WorldDep) -> dict[str, Any]:
+    """Forget every counted and throttled call (the budgets and the clock stay)."""
+    with world.lock:
+        world.usage = UsageMeter()
+        return {"cleared": True}
 
 
 @router.get("/settings")

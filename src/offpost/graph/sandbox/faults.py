@@ -26,6 +26,17 @@ header of the same name the sandbox computed (e.g. a usage header), and
 ``probability`` below 1 makes a fault strike only that share of the matching
 calls (the others pass untouched and do not count down ``times``).
 
+A batch request (:mod:`.batch`) meets faults twice. The batch call itself is a
+``POST`` to the root (``/``, ``/v26.0/``): a fault matching it acts on the
+whole request as on any call (``after_effect`` + ``drop_response`` runs every
+item, then loses the reply). Each item is then matched on its own method, path
+(with the batch's version prefix when the item has none) and parameters: a
+breaking fault becomes that item's element (its status the ``code``, its
+envelope or ``body`` the ``body``, ``headers`` among the element's headers),
+``drop_response`` or ``reset_connection`` make the element ``null``, and its
+latency delays the whole batch. ``truncate_bytes`` and ``drip_ms`` shape whole
+HTTP replies only; on an item they do nothing.
+
 Not thread-safe by itself; the world calls it under its lock.
 """
 

@@ -8,8 +8,9 @@ sandbox does too: ``/oauth/access_token``, ``/oauth/client_code``,
 :mod:`.engagement`). rupload's ``/video-upload/{version}/{video-id}`` is served
 here as well, at the same base URL (:mod:`.media`). The version prefix is already gone
 (:mod:`.app` strips it). Unknown objects answer Graph's "Unsupported get
-request" (100/33), unknown edges "Tried accessing nonexisting field";
-batch calls (``POST /``) are not simulated.
+request" (100/33), unknown edges "Tried accessing nonexisting field".
+``POST /`` is a batch request (:mod:`.batch`), whose items go through
+:func:`answer` one by one, as single calls do.
 
 Per call: read the parameters, apply a matching fault (latency, then an error,
 a foreign body or a dropped connection, before or after the effect),
@@ -28,13 +29,14 @@ from typing import Any
 
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
-from offpost.graph.sandbox import engagement, errors, media, oauth, pages
+from offpost.graph.sandbox import batch, engagement, errors, media, oauth, pages
 from offpost.graph.sandbox.auth import authenticate, meter, peek_usage
 from offpost.graph.sandbox.calls import CallContext
 from offpost.graph.sandbox.faults import Fault
 from offpost.graph.sandbox.params import READ_BYTES, GraphRequest, Upload
+from offpost.graph.sandbox.replies import Reply, error_reply, render_json
 from offpost.graph.sandbox.state import Page, Photo, Post, Token, TokenKind, User, Video, World
 
 logger = logging.getLogger(__name__)
@@ -43,12 +45,14 @@ logger = logging.getLogger(__name__)
 CONTEXT_KEY = "offpost.sandbox.call"
 
 
-def error_response(error: errors.GraphError) -> JSONResponse:
-    headers = {}
-    if error.type == "OAuthException":
-        kind = "invalid_token" if error.code == 190 else "invalid_request"
-        headers["www-authenticate"] = f'OAuth "Facebook Platform" "{kind}" "{error.message}"'
-    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+def error_response(error: errors.GraphError) -> Response:
+    return to_response(error_reply(error))
+
+
+def to_response(reply: Reply) -> Response:
+    return Response(
+        reply.body, status_code=reply.status, headers=reply.headers, media_type=reply.media_type
+    )
 
 
 async def read_params(
@@ -104,18 +108,17 @@ def _header_token(request: Request) -> str | None:
     return (value.strip() or None) if scheme.lower() in ("oauth", "bearer") else None
 
 
-def _fault_response(fault: Fault, ctx: CallContext) -> Response:
+def _fault_reply(fault: Fault) -> Reply:
     if fault.closes_without_reply:
-        ctx.drop = True
-        return Response(status_code=502)
+        return Reply(502, b"", dropped=True)
     if fault.body is not None:
-        return Response(
-            fault.body,
-            status_code=fault.status or 200,
+        return Reply(
+            fault.status or 200,
+            fault.body.encode(),
             media_type=fault.content_type or "text/plain; charset=utf-8",
         )
     status, body = errors.complete_error(fault.error or {}, fault.status)
-    return JSONResponse(body, status_code=status)
+    return Reply(status, render_json(body))
 
 
 async def graph_endpoint(request: Request) -> Response:
@@ -127,37 +130,36 @@ async def graph_endpoint(request: Request) -> Response:
     except errors.GraphError as exc:
         return error_response(exc)
     try:
-        return await _answer(world, request, ctx, params, query, uploads)
+        req = GraphRequest(
+            method=request.method,
+            segments=tuple(part for part in ctx.graph_path.split("/") if part),
+            params=params,
+            query=query,
+            base_url=f"{request.url.scheme}://{request.url.netloc}",
+            version=ctx.version,
+            ctx=ctx,
+            header_token=_header_token(request),
+            uploads=uploads,
+            headers={name.lower(): value for name, value in request.headers.items()},
+            body=request.stream,
+        )
+        reply = await answer(world, req)
+        if reply.dropped:
+            ctx.drop = True
+        return to_response(reply)
     finally:
         if form is not None:
             await form.close()
 
 
-async def _answer(
-    world: World,
-    request: Request,
-    ctx: CallContext,
-    params: dict[str, str],
-    query: dict[str, str],
-    uploads: dict[str, Upload],
-) -> Response:
-    """The reply to one call whose parameters are read: faults, then the handler."""
-    ctx.params = params
-    req = GraphRequest(
-        method=request.method,
-        segments=tuple(part for part in ctx.graph_path.split("/") if part),
-        params=params,
-        query=query,
-        base_url=f"{request.url.scheme}://{request.url.netloc}",
-        version=ctx.version,
-        ctx=ctx,
-        header_token=_header_token(request),
-        uploads=uploads,
-        headers={name.lower(): value for name, value in request.headers.items()},
-        body=request.stream,
-    )
+async def answer(world: World, req: GraphRequest) -> Reply:
+    """The reply to one call whose parameters are read, a single call or a batch's item:
+    a matching fault (latency, then an error, a foreign body or a dropped connection,
+    before or after the effect), then the handler."""
+    ctx = req.ctx
+    ctx.params = req.params
     with world.lock:
-        fault = world.faults.take(request.method, (ctx.path, ctx.graph_path), params)
+        fault = world.faults.take(req.method, (ctx.path, ctx.graph_path), req.params)
     if fault is not None:
         ctx.fault_id = fault.fault_id
         ctx.fault = fault
@@ -165,20 +167,26 @@ async def _answer(
             await asyncio.sleep(fault.latency_ms / 1000)
         if fault.breaks and not fault.after_effect:
             peek_usage(world, ctx, req.token_value)
-            return _fault_response(fault, ctx)
-    try:
-        response: Response = JSONResponse(await dispatch(world, req))
-    except errors.GraphError as exc:
-        response = error_response(exc)
-    except Exception:
-        logger.exception("sandbox handler failed", extra={"action": "sandbox_handler_failed"})
-        response = error_response(errors.unknown_error())
+            return _fault_reply(fault)
+    reply = await _handle(world, req)
     if fault is not None and fault.latency_ms and fault.after_effect:
         # The effect exists; the reply is what is late (a timeout that hides a post).
         await asyncio.sleep(fault.latency_ms / 1000)
     if fault is not None and fault.breaks:
-        return _fault_response(fault, ctx)
-    return response
+        return _fault_reply(fault)
+    return reply
+
+
+async def _handle(world: World, req: GraphRequest) -> Reply:
+    try:
+        if batch.is_batch(req):
+            return Reply(200, render_json(await batch.run(world, req, answer)))
+        return Reply(200, render_json(await dispatch(world, req)))
+    except errors.GraphError as exc:
+        return error_reply(exc)
+    except Exception:
+        logger.exception("sandbox handler failed", extra={"action": "sandbox_handler_failed"})
+        return error_reply(errors.unknown_error())
 
 
 async def dispatch(world: World, req: GraphRequest) -> dict[str, Any]:
@@ -191,7 +199,9 @@ async def dispatch(world: World, req: GraphRequest) -> dict[str, Any]:
     if segments == ("debug_token",) and method == "GET":
         return oauth.debug_token(world, req)
     if not segments:
-        raise errors.invalid_param("Batch and root requests are not supported by the sandbox")
+        raise errors.invalid_param(
+            "The root path takes only a batch request: POST with a batch parameter"
+        )
     if segments[0] == media.RUPLOAD_SEGMENT:
         return await media.rupload(world, req)
     if segments[0] == "me" and not req.token_value:

@@ -155,7 +155,7 @@ async def upload_photo(world: World, req: GraphRequest, token: Token, page: Page
     content = (
         _uploaded(upload) if url is None else await fetch_media(world, url, errors.invalid_image())
     )
-    await publish_latency(world)
+    await publish_latency(world, req)
     with world.lock:
         photo = Photo(
             photo_id=world.new_id(16),
@@ -280,7 +280,7 @@ async def post_video(world: World, req: GraphRequest, token: Token, page: Page) 
         if not file_url
         else await fetch_media(world, file_url, errors.video_fetch_failed())
     )
-    await publish_latency(world)
+    await publish_latency(world, req)
     with world.lock:
         video = _new_video(
             world,
@@ -371,7 +371,7 @@ async def _video_finish(
     world: World, req: GraphRequest, token: Token, page: Page
 ) -> dict[str, Any]:
     video = _session_video(world, req, page)
-    await publish_latency(world)
+    await publish_latency(world, req)
     with world.lock:
         if video.publish_status is not None:
             return {"success": True}
@@ -450,7 +450,7 @@ async def _reel_finish(world: World, req: GraphRequest, page: Page) -> dict[str,
         raise errors.missing_param("video_id")
     video = _reel_of(world, page, video_id)
     status, publish_time = _reel_state(world, req)
-    await publish_latency(world)
+    await publish_latency(world, req)
     with world.lock:
         if video.publish_status is not None:
             return {"success": True}

@@ -230,7 +230,14 @@ def publish_options(world: World, req: GraphRequest) -> tuple[bool, int | None]:
     return published, when
 
 
-async def publish_latency(world: World) -> None:
+async def publish_latency(world: World, req: GraphRequest) -> None:
+    """Wait ``publish_latency_ms``; in a batch only the first publish waits, as Graph runs
+    a batch's calls in parallel and answers once the slowest is done."""
+    batch = req.ctx.batch
+    if batch is not None:
+        if batch.latency_spent:
+            return
+        batch.latency_spent = True
     latency_ms = world.settings.publish_latency_ms
     if latency_ms:
         await asyncio.sleep(latency_ms / 1000)
@@ -255,7 +262,7 @@ async def publish_feed(world: World, req: GraphRequest, token: Token, page: Page
             f"Message is too long: the maximum is {MAX_MESSAGE_CHARS} characters"
         )
     published, scheduled = publish_options(world, req)
-    await publish_latency(world)
+    await publish_latency(world, req)
     with world.lock:
         photos = [
             _attachable_photo(world, page, index, fbid) for index, fbid in enumerate(media_fbids)

@@ -6,6 +6,8 @@ so benchmarks are not throttled unless a test lowers them.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from offpost.graph.proof import PROOF_MAX_AGE_S
@@ -38,6 +40,8 @@ class SandboxSettings(BaseModel):
     app_call_budget: int = Field(default=100_000, ge=1)
     #: Calls per window on one Page before ``(#32)`` / ``(#80001)``.
     page_call_budget: int = Field(default=100_000, ge=1)
+    #: Per-Page budgets that replace ``page_call_budget`` for those Pages.
+    page_call_budgets: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
     #: The ``facebook-api-version`` answered to unversioned calls.
     api_version: str = Field(default="v26.0", pattern=r"^v\d+\.\d+$")
     #: Lifetime of ``/oauth/client_code`` codes, sandbox-clock seconds.
@@ -51,6 +55,10 @@ class SandboxSettings(BaseModel):
     video_chunk_bytes: int = Field(default=4 * 1024 * 1024, ge=1)
     #: Reels published through the API per Page in a moving 24 h (Meta: 30).
     reels_per_day: int = Field(default=30, ge=1)
+
+    def page_budget(self, page_id: str) -> int:
+        """The calls per window allowed on this Page."""
+        return self.page_call_budgets.get(page_id, self.page_call_budget)
 
     @model_validator(mode="after")
     def _check_window(self) -> SandboxSettings:
