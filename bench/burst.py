@@ -71,17 +71,20 @@ BACKGROUND_START = timedelta(hours=1)
 BACKGROUND_SPAN = timedelta(days=30)
 
 
-def offpost_settings(args: argparse.Namespace) -> dict[str, str]:
+def offpost_settings(args: argparse.Namespace, *, batch: bool = True) -> dict[str, str]:
     return {
         "OFFPOST_DISPATCH_BATCH": str(args.dispatch_batch),
         "OFFPOST_MESSAGE_BATCH": str(args.message_batch),
         "OFFPOST_PUBLISH_CONCURRENCY": str(args.publish_concurrency),
         "OFFPOST_DISPATCHER_MAX_SLEEP_S": "2",
+        "OFFPOST_GRAPH_BATCH": "true" if batch else "false",
     }
 
 
-def start_offpost(procs, sandbox: Sandbox, tenant, args: argparse.Namespace) -> dict[str, int]:
-    env = offpost_env(sandbox, tenant, **offpost_settings(args))
+def start_offpost(
+    procs, sandbox: Sandbox, tenant, args: argparse.Namespace, *, batch: bool = True
+) -> dict[str, int]:
+    env = offpost_env(sandbox, tenant, **offpost_settings(args, batch=batch))
     pids = {}
     for n in range(args.workers):
         name = f"offpost-worker{n}"
@@ -152,8 +155,14 @@ class Profiler:
             console.print(f"  profile: {self.out}.svg, {self.out}.txt")
 
 
-def run_offpost(sandbox: Sandbox, args: argparse.Namespace) -> DrainResult:
-    console.rule("offpost")
+def run_offpost_single(sandbox: Sandbox, args: argparse.Namespace) -> DrainResult:
+    """offpost with Graph batch requests off: one HTTP request per publish."""
+    return run_offpost(sandbox, args, batch=False)
+
+
+def run_offpost(sandbox: Sandbox, args: argparse.Namespace, *, batch: bool = True) -> DrainResult:
+    system = "offpost" if batch else "offpost, no Graph batch"
+    console.rule(system)
     fresh_database()
     flush_redis()
     tenant = make_tenant(sandbox, pages=args.pages)
@@ -170,7 +179,7 @@ def run_offpost(sandbox: Sandbox, args: argparse.Namespace) -> DrainResult:
     )
     conn.execute("VACUUM ANALYZE posts")
     with process_group() as procs:
-        pids = start_offpost(procs, sandbox, tenant, args)
+        pids = start_offpost(procs, sandbox, tenant, args, batch=batch)
         time.sleep(2)  # idle a moment: the burst finds a sleeping dispatcher
         t0 = utcnow() + timedelta(seconds=3)
         copy_posts(
@@ -210,7 +219,7 @@ def run_offpost(sandbox: Sandbox, args: argparse.Namespace) -> DrainResult:
     ).fetchone()
     conn.close()
     return DrainResult(
-        "offpost",
+        system,
         done,
         (last - first).total_seconds(),
         late,
@@ -357,7 +366,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--posts", type=int, default=10_000, help="posts due at T0")
     parser.add_argument("--background", type=int, default=1_000_000, help="posts due later")
     parser.add_argument("--pages", type=int, default=20, help="Pages the posts spread over")
-    parser.add_argument("--systems", default="offpost,naive,apscheduler")
+    parser.add_argument(
+        "--systems",
+        default="offpost,offpost-single,naive,apscheduler",
+        help="offpost (Graph batch requests on, as shipped), offpost-single (off), naive, "
+        "apscheduler",
+    )
     parser.add_argument("--workers", type=int, default=2, help="offpost worker processes")
     parser.add_argument("--worker-threads", type=int, default=4, help="Celery threads per worker")
     defaults = Settings.model_fields  # offpost as shipped, unless told otherwise
@@ -380,7 +394,12 @@ def main(argv: list[str] | None = None) -> None:
         f"publish_concurrency {args.publish_concurrency}, dispatch_batch {args.dispatch_batch}, "
         f"message_batch {args.message_batch}; sandbox publish latency 50 ms"
     )
-    runners = {"offpost": run_offpost, "naive": run_naive, "apscheduler": run_apscheduler}
+    runners = {
+        "offpost": run_offpost,
+        "offpost-single": run_offpost_single,
+        "naive": run_naive,
+        "apscheduler": run_apscheduler,
+    }
     results = []
     with process_group() as procs:
         sandbox = start_sandbox(procs)

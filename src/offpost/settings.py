@@ -112,6 +112,10 @@ class Settings(BaseSettings):
     message_batch: int = Field(default=50, ge=1, le=500)
     publish_concurrency: int = Field(default=64, ge=1, le=256)
     dispatcher_max_sleep_s: float = Field(default=2.0, gt=0, le=60)
+    # Publishes go to Graph up to graph_batch_size at a time in one batch request
+    # (docs/graph.md, "Batch requests"); false sends each in a request of its own.
+    graph_batch: bool = True
+    graph_batch_size: int = Field(default=50, ge=2, le=50)
     queue: str = Field(default="offpost", pattern=r"^[A-Za-z0-9_.-]{1,100}$")
     # Beyond the README's settings: a directory the API and worker processes of one machine share
     # for Prometheus values (prometheus_client multiprocess mode); unset, each process

@@ -12,11 +12,18 @@ fall due together. Afterwards each Page holds exactly the posts it should
 (once each), each post's attempts show how its fault was classified, every
 error offpost recorded is a clear sentence without secrets, and the worker
 that lived through all of it is the same process, still publishing.
+
+The faults are on each publish's own request and reply, so the module's worker
+sends every publish in a request of its own (``OFFPOST_GRAPH_BATCH=false``).
+Inside a batch request, a call's misbehaviour is its answer in the batch's reply;
+test_publishing_batch.py covers those, and the batch request's own lost reply.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +33,7 @@ from offpost.models import AttemptOutcome, PostStatus
 from tests.integration.pipeline_support import (
     Pipeline,
     new_client,
+    serving_pipeline,
     wait_for,
 )
 from tests.integration.sandbox_support import SandboxClient
@@ -43,6 +51,24 @@ RETRY, PUBLISHED, RECONCILED, FAILED = (
     AttemptOutcome.RECONCILED,
     AttemptOutcome.FAILED,
 )
+
+
+@pytest.fixture(scope="module")
+def pipeline(
+    postgres_server_url: str,
+    redis_url: str,
+    sandbox_server: RunningSandbox,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Pipeline]:
+    """The module's worker and dispatcher, each publish in a request of its own."""
+    logs = Path(tmp_path_factory.mktemp("pipeline-logs"))
+    with serving_pipeline(
+        postgres_server_url, redis_url, sandbox_server, logs, OFFPOST_GRAPH_BATCH="false"
+    ) as running:
+        yield running
+        text = running.log_text()
+        assert sandbox_server.app_secret not in text
+        assert "EAA" not in text.replace("[redacted]", "")
 
 
 @dataclass

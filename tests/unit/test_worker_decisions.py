@@ -21,7 +21,7 @@ from offpost.graph.errors import (
 )
 from offpost.graph.types import FeedPost
 from offpost.models.attempt import Sent
-from offpost.scheduler.dispatcher import chunks, sleep_seconds
+from offpost.scheduler.dispatcher import chunks, chunks_by_due, sleep_seconds
 from offpost.workers.decide import (
     Action,
     RetryPolicy,
@@ -214,3 +214,19 @@ def test_a_timeout_that_never_left_and_other_errors_wait_the_backoff_only() -> N
 def test_a_duplicate_is_reconciled_at_once() -> None:
     duplicate = GraphDuplicateError("(#506) Duplicate status message", code=506)
     assert retry_delay_s(duplicate, 3, RetryPolicy(), settle_s=15.0) == 0.0
+
+
+def test_posts_due_at_one_instant_share_a_message_where_they_fit() -> None:
+    at = [T0 + timedelta(seconds=n) for n in range(4)]
+    timed = [("a", at[0]), ("b", at[0]), ("c", at[1]), ("d", at[1]), ("e", at[1])]
+    timed += [("f", at[2])] + [(f"g{n}", at[3]) for n in range(5)]
+    # c, d, e would straddle a cut after 4: they start a message of their own.
+    assert chunks_by_due(timed, 4) == [
+        ["a", "b"],
+        ["c", "d", "e", "f"],
+        ["g0", "g1", "g2", "g3"],
+        ["g4"],
+    ]
+    assert chunks_by_due([], 4) == []
+    every = [post_id for message in chunks_by_due(timed, 3) for post_id in message]
+    assert every == [post_id for post_id, _ in timed]

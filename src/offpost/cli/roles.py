@@ -54,6 +54,7 @@ def worker_config(settings: Settings) -> WorkerConfig:
         metrics_dir=settings.metrics_dir,
         make_media=partial(make_media_store, settings),
         url_video_settle_s=settings.url_video_settle_s,
+        graph_batch=settings.graph_batch_size if settings.graph_batch else 0,
         insights_after=settings.insights_after,
         insights_per_minute=settings.insights_per_minute,
     )

@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from datetime import datetime
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 
@@ -73,6 +73,7 @@ from offpost.graph.parse import (
 )
 from offpost.graph.proof import proof_params
 from offpost.graph.types import (
+    BatchPublish,
     ClientCode,
     FeedPost,
     PageAccount,
@@ -117,6 +118,8 @@ MAX_ATTACHED_MEDIA = 10
 #: Graph's error subcode for a resumable chunk at the wrong offset; ``error_data``
 #: names the window it expects (read by Meta's facebook-business ``VideoUploader``).
 CHUNK_OFFSET_SUBCODE = 1363037
+#: Graph runs at most this many calls in one batch request (Meta: Batch Requests).
+MAX_BATCH_CALLS = 50
 
 
 def make_http_client(
@@ -475,6 +478,143 @@ class GraphClient:
             # Graph's own since filter is trusted but not relied on.
             posts = [p for p in posts if p.created_time.timestamp() >= since_s]
         return PagePosts(posts=tuple(posts), usage=usage)
+
+    def publish_batch(self, items: Sequence[BatchPublish]) -> list[PublishResult | GraphError]:
+        """Publish up to :data:`MAX_BATCH_CALLS` posts, on any Pages, in one HTTP request.
+
+        Graph's batch API (docs/graph.md, "Batch requests"): ``POST /`` with ``batch``,
+        a JSON array of calls, and ``include_headers=true``. Each call carries its own
+        Page token with that token's ``appsecret_proof`` in its ``relative_url`` query,
+        as a single call does; the request's own ``access_token`` (Graph requires one)
+        is the first item's, with its proof. One answer per item, in order: what
+        :meth:`publish_feed` or :meth:`publish_photo` would have returned, or the
+        :class:`GraphError` it would have raised, classified from that item's own
+        status, headers and body. An item Graph left unfinished (``null``) is a
+        timeout whose outcome is unknown.
+
+        Raises a :class:`GraphError` when the request as a whole failed: no reply (the
+        outcome of every item is then unknown), a top-level error, or a reply that is
+        not one answer per item.
+        """
+        if not 0 < len(items) <= MAX_BATCH_CALLS:
+            raise ValueError(f"a batch holds 1 to {MAX_BATCH_CALLS} calls, not {len(items)}")
+        now_s = int(self._clock())
+        calls = [self._batch_call(item, now_s) for item in items]
+        where = f"POST / (a batch of {len(items)})"
+        first = items[0].page_token
+        secrets = (*{item.page_token for item in items}, self._app_secret)
+        auth = GraphTokenAuth(
+            first, app_secret=self._app_secret, timed=self._timed, clock=self._clock
+        )
+        response, content = self._exchange(
+            self._http.build_request(
+                "POST",
+                f"{self._base_url}/",
+                data={"batch": json.dumps(calls, separators=(",", ":")), "include_headers": "true"},
+            ),
+            where,
+            auth,
+            secrets,
+        )
+        usage, problems = read_usage(response.headers)
+        if problems:
+            self._warn_usage(where, problems)
+        decoded: object = None
+        if response.is_success:
+            try:
+                decoded = json.loads(content)
+            except ValueError:
+                decoded = None
+        if not isinstance(decoded, list):
+            error = classify_error(
+                response.status_code,
+                content,
+                response.headers.get("content-type"),
+                response.headers,
+                call=where,
+            )
+            raise error or GraphMalformedResponseError(
+                f"Graph's reply to {where} is not a list of answers; "
+                "the posts may have been published",
+                http_status=response.status_code,
+                is_transient=True,
+                outcome_unknown=True,
+                usage=usage,
+            )
+        if len(decoded) != len(items):
+            raise GraphMalformedResponseError(
+                f"Graph answered {len(decoded)} of the {len(items)} calls of {where}; "
+                "the posts may have been published",
+                http_status=response.status_code,
+                is_transient=True,
+                outcome_unknown=True,
+                usage=usage,
+            )
+        return [
+            self._batch_answer(item, answer, secrets)
+            for item, answer in zip(items, decoded, strict=True)
+        ]
+
+    def _batch_call(self, item: BatchPublish, now_s: int) -> dict[str, str]:
+        """One element of ``batch``: the call, its token and proof, its fields."""
+        if item.photo_url:
+            edge = "photos"
+            fields = {"url": item.photo_url, **({"caption": item.text} if item.text else {})}
+        else:
+            if not item.text and not item.link:
+                raise ValueError("a feed post needs a message or a link")
+            edge = "feed"
+            fields = {k: v for k, v in (("message", item.text), ("link", item.link)) if v}
+        query = {
+            "access_token": item.page_token,
+            **proof_params(self._app_secret, item.page_token, timed=self._timed, now_s=now_s),
+        }
+        return {
+            "method": "POST",
+            "relative_url": f"{_path(item.page_id)}/{edge}?{urlencode(query)}",
+            "body": urlencode(fields),
+        }
+
+    def _batch_answer(
+        self, item: BatchPublish, answer: object, secrets: tuple[str, ...]
+    ) -> PublishResult | GraphError:
+        """What one element of a batch reply says about ``item``'s publish."""
+        edge = "photos" if item.photo_url else "feed"
+        where = f"POST /{_path(item.page_id)}/{edge} (in a batch)"
+        if answer is None:
+            return GraphTimeoutError(
+                f"Graph did not finish {where} before the batch ended; the post may have "
+                "been published",
+                is_transient=True,
+                outcome_unknown=True,
+            )
+        if not isinstance(answer, dict) or not isinstance(answer.get("code"), int):
+            return GraphMalformedResponseError(
+                f"Graph's answer to {where} has no status; the post may have been published",
+                is_transient=True,
+                outcome_unknown=True,
+            )
+        headers = _batch_headers(answer.get("headers"))
+        body = answer.get("body")
+        content = scrub_secrets(body, secrets).encode() if isinstance(body, str) else b""
+        usage, problems = read_usage(headers)
+        if problems:
+            self._warn_usage(where, problems)
+        error = classify_error(answer["code"], content, "application/json", headers, call=where)
+        if error is not None:
+            return error
+        reply: JsonObject = json.loads(content)
+        try:
+            if item.photo_url:
+                return PublishResult(
+                    id=require_str(reply, "id", f"/{edge}", usage),
+                    post_id=opt_id(reply.get("post_id")),
+                    usage=usage,
+                )
+            post_id = require_str(reply, "id", f"/{edge}", usage)
+        except GraphError as exc:
+            return exc
+        return PublishResult(id=post_id, post_id=post_id, usage=usage)
 
     # -- media ----------------------------------------------------------------
 
@@ -954,33 +1094,14 @@ class GraphClient:
             if token is not None
             else None
         )
-        started = time.monotonic()
-        try:
-            request = self._http.build_request(
+        response, content_bytes = self._exchange(
+            self._http.build_request(
                 method, url, params=params, data=data, files=files, content=content, headers=headers
-            )
-            response = self._http.send(request, auth=auth, stream=True)
-        except httpx.RequestError as exc:  # nothing came back: no status line, no headers
-            raise self._transport_error(exc, where, known_secrets) from exc
-        if files is not None or content is not None:
-            started = time.monotonic()
-        try:
-            content_bytes = self._read_body(response, where, started, known_secrets)
-        finally:
-            response.close()
-        duration_ms = round((time.monotonic() - started) * 1000)
-        logger.debug(
-            "graph %s -> %s in %s ms",
+            ),
             where,
-            response.status_code,
-            duration_ms,
-            extra={
-                "action": "graph_call",
-                "method": method,
-                "path": f"/{path}",
-                "http_status": response.status_code,
-                "duration_ms": duration_ms,
-            },
+            auth,
+            known_secrets,
+            upload=files is not None or content is not None,
         )
         usage, problems = read_usage(response.headers)
         if problems:
@@ -1004,6 +1125,46 @@ class GraphClient:
         # classify_error returns None only for a 2xx JSON object.
         body: JsonObject = json.loads(content_bytes)
         return body, usage
+
+    def _exchange(
+        self,
+        request: httpx.Request,
+        where: str,
+        auth: httpx.Auth | None,
+        secrets: tuple[str, ...],
+        *,
+        upload: bool = False,
+    ) -> tuple[httpx.Response, bytes]:
+        """Send ``request`` and read its whole reply within the deadline (closed after).
+
+        An ``upload``'s deadline starts once its body is sent.
+        """
+        started = time.monotonic()
+        try:
+            response = self._http.send(request, auth=auth, stream=True)
+        except httpx.RequestError as exc:  # nothing came back: no status line, no headers
+            raise self._transport_error(exc, where, secrets) from exc
+        if upload:
+            started = time.monotonic()
+        try:
+            content_bytes = self._read_body(response, where, started, secrets)
+        finally:
+            response.close()
+        duration_ms = round((time.monotonic() - started) * 1000)
+        logger.debug(
+            "graph %s -> %s in %s ms",
+            where,
+            response.status_code,
+            duration_ms,
+            extra={
+                "action": "graph_call",
+                "method": request.method,
+                "path": where.partition(" ")[2],
+                "http_status": response.status_code,
+                "duration_ms": duration_ms,
+            },
+        )
+        return response, content_bytes
 
     def _read_body(
         self, response: httpx.Response, where: str, started: float, secrets: tuple[str, ...]
@@ -1160,6 +1321,19 @@ def _recovered(
         return None
     envelope = body.get("error") if isinstance(body, dict) else None
     return recover(envelope) if isinstance(envelope, dict) else None
+
+
+def _batch_headers(value: object) -> dict[str, str]:
+    """A batch answer's ``headers`` (a list of ``{"name", "value"}``) as a mapping."""
+    if not isinstance(value, list):
+        return {}
+    return {
+        header["name"]: header["value"]
+        for header in value
+        if isinstance(header, dict)
+        and isinstance(header.get("name"), str)
+        and isinstance(header.get("value"), str)
+    }
 
 
 def _host(url: str) -> str:

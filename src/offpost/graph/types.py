@@ -117,6 +117,18 @@ class PublishResult:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchPublish:
+    """One publish of a batch request (:meth:`~offpost.graph.client.GraphClient.publish_batch`):
+    a photo post when ``photo_url`` is given (``text`` its caption), else a feed post."""
+
+    page_id: str
+    page_token: str
+    text: str | None = None
+    link: str | None = None
+    photo_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class FeedPost:
     """One post of a Page's ``/feed``."""
 

@@ -58,6 +58,34 @@ def chunks(ids: list[str], size: int) -> list[list[str]]:
     return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
+def chunks_by_due(timed: list[tuple[str, datetime]], size: int) -> list[list[str]]:
+    """The ids of ``timed`` (in due order) in messages of up to ``size``, posts due at the
+    same instant kept in one message where they fit.
+
+    The posts of one Graph batch request whose reply was lost are put back due at
+    one instant, so that one worker looks for all of them with one read per Page.
+    """
+    messages: list[list[str]] = []
+    current: list[str] = []
+    index = 0
+    while index < len(timed):
+        end = index
+        while end < len(timed) and timed[end][1] == timed[index][1]:
+            end += 1
+        run = [post_id for post_id, _ in timed[index:end]]
+        if current and len(current) + len(run) > size:
+            messages.append(current)
+            current = []
+        while len(run) > size:
+            messages.append(run[:size])
+            run = run[size:]
+        current += run
+        index = end
+    if current:
+        messages.append(current)
+    return messages
+
+
 def sleep_seconds(now: datetime, next_due: datetime | None, max_sleep_s: float) -> float:
     """How long to sleep: until the next due post, at most ``max_sleep_s``."""
     if next_due is None:
@@ -126,7 +154,7 @@ class Dispatcher:
             claimed = [post_id for post_id, _ in timed]
             # Sent only after the claim committed: a crash in between leaves
             # queued rows, which requeue_stale re-sends.
-            self._send(claimed)
+            self._send_messages(chunks_by_due(timed, cfg.message_batch))
             if self.metrics is not None:
                 for _, due_at in timed:
                     self.metrics.dispatch_lateness.observe(max(0.0, (now - due_at).total_seconds()))
@@ -158,8 +186,11 @@ class Dispatcher:
         self.connections.succeeded(DATABASE)
 
     def _send(self, ids: list[str]) -> None:
-        for chunk in chunks(ids, self.config.message_batch):
-            self.send(chunk)
+        self._send_messages(chunks(ids, self.config.message_batch))
+
+    def _send_messages(self, messages: list[list[str]]) -> None:
+        for message in messages:
+            self.send(message)
             self.connections.succeeded(REDIS)
 
     def _check_broker(self) -> None:

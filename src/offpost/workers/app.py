@@ -100,6 +100,8 @@ class WorkerConfig:
     make_media: Callable[[], MediaStore] | None = None
     #: After a video by URL whose answer was lost, the least wait before it is looked for.
     url_video_settle_s: float = 600.0
+    #: Publishes per Graph batch request; below 2, each publish is a request of its own.
+    graph_batch: int = 50
     #: When a published post's insights are fetched, and how fast (docs/insights.md).
     insights_after: str = "1h,24h,7d"
     insights_per_minute: int = 60
@@ -220,6 +222,7 @@ def build_context(config: WorkerConfig, observer: PublishObserver | None = None)
         observer=observer or NullObserver(),
         media=config.make_media() if config.make_media is not None else None,
         url_video_settle_s=config.url_video_settle_s,
+        graph_batch=config.graph_batch,
     )
 
 

@@ -46,7 +46,8 @@ from offpost.graph.errors import (
     GraphPermissionError,
     GraphRateLimitedError,
 )
-from offpost.graph.types import PublishResult
+from offpost.graph.types import BatchPublish, FeedPost, PublishResult
+from offpost.graph.usage import GraphUsage
 from offpost.media.spec import is_multi_step
 from offpost.media.store import MediaStore
 from offpost.models import Credential, CredentialStatus, PageTokenStatus, Post
@@ -113,6 +114,8 @@ class PublishContext:
     media: MediaStore | None = None
     #: After a video by URL whose answer was lost, the least wait before it is looked for.
     url_video_settle_s: float = 600.0
+    #: Publishes per Graph batch request (below 2: every publish is its own request).
+    graph_batch: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,10 +175,15 @@ def publish_call(ctx: PublishContext, post: ClaimedPost, page_token: str) -> Pub
         result = ctx.graph.publish_photo(post.target, page_token, url=post.photo_url, caption=text)
     else:
         result = ctx.graph.publish_feed(post.target, page_token, message=text, link=post.link)
-    ctx.observer.graph_usage(result.usage, post.target)
-    for key, wait_s in ratelimit.usage_blocks(result.usage, app_id=ctx.app_id, page_id=post.target):
-        ctx.blocks.block(key, wait_s)
+    count_usage(ctx, result.usage, post.target)
     return result
+
+
+def count_usage(ctx: PublishContext, usage: GraphUsage, page_id: str) -> None:
+    """What a reply's usage headers say, told to the metrics and the rate limiter."""
+    ctx.observer.graph_usage(usage, page_id)
+    for key, wait_s in ratelimit.usage_blocks(usage, app_id=ctx.app_id, page_id=page_id):
+        ctx.blocks.block(key, wait_s)
 
 
 def run_guarded(post: ClaimedPost, step: Callable[[], Outcome]) -> Outcome:
@@ -252,9 +260,7 @@ class PostPublisher:
                 if found is not None:
                     return found
             if post.attempts >= post.max_attempts:
-                if is_multi_step(post.media):
-                    MediaPost(self).remove_leftovers()
-                return self._finish(Outcome.FAILED, leave_failed, reconcile_since=None)
+                return self.exhausted()
             return self._attempt()
         except GraphError as exc:
             # Errors outside an attempt (token checks, reading the Page) cost no attempt.
@@ -273,6 +279,16 @@ class PostPublisher:
 
     # -- outcomes ----------------------------------------------------------------------
 
+    def exhausted(self) -> Outcome:
+        """No attempt left, and nothing found on the Page: the post has failed."""
+        if is_multi_step(self.post.media):
+            MediaPost(self).remove_leftovers()
+        return self._finish(Outcome.FAILED, leave_failed, reconcile_since=None)
+
+    def record_reconciled(self, graph_post_id: str) -> Outcome:
+        """An earlier attempt made ``graph_post_id``: the post is published, as that."""
+        return self._record_published(None, graph_post_id, AttemptOutcome.RECONCILED, counted=False)
+
     def attempt_failed(
         self,
         attempt_id: str,
@@ -280,11 +296,14 @@ class PostPublisher:
         exc: GraphError,
         *,
         settle_s: float | None = None,
+        due_in_s: float | None = None,
     ) -> Outcome:
         """What follows the failed Graph call of an attempt (this one's, or a batch's).
 
         ``settle_s``: after an unknown outcome, the least wait before the next try
-        looks for what the call made (a kind Graph shows only minutes later)."""
+        looks for what the call made (a kind Graph shows only minutes later).
+        ``due_in_s``: after an unknown outcome, the wait to use instead of this post's
+        own backoff (the posts of one batch request come back together)."""
         ctx, post = self.ctx, self.post
         action = action_for(exc)
         ctx.observer.graph_error(exc)
@@ -326,6 +345,8 @@ class PostPublisher:
             settle_s=ctx.timeout_settle_s,
             rng=ctx.rng,
         )
+        if due_in_s is not None and action is Action.RETRY_RECONCILE:
+            delay_s = due_in_s
         if settle_s is not None and action is Action.RETRY_RECONCILE:
             delay_s = max(delay_s, settle_s)
         since = post.reconcile_since
@@ -586,34 +607,7 @@ class PostPublisher:
             if graph_id is None:
                 return None
             return self._record_published(None, graph_id, AttemptOutcome.RECONCILED, counted=False)
-        now = ctx.clock()
-        settle = timedelta(seconds=ctx.timeout_settle_s)
-        with ctx.sessions() as session:
-            attempts = session.execute(
-                select(
-                    Attempt.started_at,
-                    Attempt.finished_at,
-                    Attempt.sent_sha256,
-                    Attempt.sent_link,
-                    Attempt.sent_media,
-                ).where(
-                    Attempt.post_id == post.id,
-                    Attempt.started_at >= since,
-                    or_(Attempt.outcome.is_(None), Attempt.outcome == AttemptOutcome.RETRY),
-                )
-            ).all()
-        sought = [
-            Sought.of(
-                # An attempt from before offpost recorded what it sent sent the post's content.
-                Sent(a.sent_sha256, a.sent_link, a.sent_media)
-                if a.sent_sha256 or a.sent_link or a.sent_media
-                else sent_by(post),
-                a.started_at,
-                a.finished_at or now,
-                settle,
-            )
-            for a in attempts
-        ]
+        sought = sought_for(ctx, [post])[post.id]
         if not sought:
             # Attempt rows commit before their Graph call: none means no call was made.
             logger.info(
@@ -623,22 +617,9 @@ class PostPublisher:
                 extra={"action": "reconcile_not_found", "post_id": post.id},
             )
             return None
-        feed = ctx.graph.page_posts(
-            post.target,
-            self.page_token or "",
-            since=min(s.start for s in sought) - timedelta(minutes=1),
-        )
-        with ctx.sessions() as session:
-            taken = {
-                graph_id
-                for graph_id in session.scalars(
-                    select(Post.graph_post_id).where(
-                        Post.graph_post_id.in_([p.id for p in feed.posts]),
-                        Post.id != post.id,
-                    )
-                )
-                if graph_id is not None
-            }
+        feed = ctx.graph.page_posts(post.target, self.page_token or "", since=feed_since(sought))
+        holders = graph_id_holders(ctx, feed.posts)
+        taken = {graph_id for graph_id, holder in holders.items() if holder != post.id}
         found = find_published(feed.posts, sought, app_id=ctx.app_id, taken=taken)
         if found is None:
             logger.info(
@@ -648,6 +629,62 @@ class PostPublisher:
             )
             return None
         return self._record_published(None, found.id, AttemptOutcome.RECONCILED, counted=False)
+
+
+def sought_for(ctx: PublishContext, posts: Sequence[ClaimedPost]) -> dict[str, list[Sought]]:
+    """What each post's attempts since its ``reconcile_since`` sent and when its post
+    could appear (one query for all of them); an empty list: no call reached Graph."""
+    now = ctx.clock()
+    settle = timedelta(seconds=ctx.timeout_settle_s)
+    since = {post.id: post.reconcile_since for post in posts if post.reconcile_since}
+    by_id = {post.id: post for post in posts}
+    sought: dict[str, list[Sought]] = {post.id: [] for post in posts}
+    if not since:
+        return sought
+    with ctx.sessions() as session:
+        attempts = session.execute(
+            select(
+                Attempt.post_id,
+                Attempt.started_at,
+                Attempt.finished_at,
+                Attempt.sent_sha256,
+                Attempt.sent_link,
+                Attempt.sent_media,
+            ).where(
+                Attempt.post_id.in_(list(since)),
+                Attempt.started_at >= min(since.values()),
+                or_(Attempt.outcome.is_(None), Attempt.outcome == AttemptOutcome.RETRY),
+            )
+        ).all()
+    for a in attempts:
+        if a.started_at < since[a.post_id]:
+            continue
+        sought[a.post_id].append(
+            Sought.of(
+                # An attempt from before offpost recorded what it sent sent the post's content.
+                Sent(a.sent_sha256, a.sent_link, a.sent_media)
+                if a.sent_sha256 or a.sent_link or a.sent_media
+                else sent_by(by_id[a.post_id]),
+                a.started_at,
+                a.finished_at or now,
+                settle,
+            )
+        )
+    return sought
+
+
+def feed_since(sought: Sequence[Sought]) -> datetime:
+    """Where a reconciliation read of the Page's feed starts."""
+    return min(s.start for s in sought) - timedelta(minutes=1)
+
+
+def graph_id_holders(ctx: PublishContext, posts: Sequence[FeedPost]) -> dict[str, str]:
+    """Which offpost post holds each of these Graph posts (none for most)."""
+    with ctx.sessions() as session:
+        rows = session.execute(
+            select(Post.graph_post_id, Post.id).where(Post.graph_post_id.in_([p.id for p in posts]))
+        ).all()
+    return {row.graph_post_id: row.id for row in rows if row.graph_post_id is not None}
 
 
 def publish_ready(
@@ -663,15 +700,15 @@ def publish_ready(
         attempt_ids = begin_attempts(
             session, {r.post.id: sent_by(r.post) for r in ready}, ctx.worker, started_at
         )
-    calls: list[Future[PublishResult]] = [
-        _done(_call_graph, ctx, r) if inline else ctx.pool.submit(_call_graph, ctx, r)
-        for r in ready
-    ]
+    calls = _start_calls(ctx, ready, inline=inline)
     outcomes: list[Outcome] = []
     published: list[tuple[Ready, PublishResult]] = []
-    for item, call in zip(ready, calls, strict=True):
+    #: One due time for the posts of one batch request whose outcome is unknown, so
+    #: that they come back together and are looked for with one read per Page.
+    shared_delays: dict[int, float] = {}
+    for item, (request, call) in zip(ready, calls, strict=True):
         try:
-            reply = call.result()
+            reply = call()
         except LeaseTooShort:
             publisher = PostPublisher(ctx, item.post, item.tokens, rederived=item.rederived)
             step = partial(publisher.hand_back_unstarted, attempt_ids[item.post.id])
@@ -680,7 +717,25 @@ def publish_ready(
         except GraphError as exc:
             # Errors are rare and each means something different: the per-post path.
             publisher = PostPublisher(ctx, item.post, item.tokens, rederived=item.rederived)
-            step = partial(publisher.attempt_failed, attempt_ids[item.post.id], started_at, exc)
+            due_in_s = None
+            if request is not None and exc.outcome_unknown:
+                due_in_s = shared_delays.setdefault(
+                    request,
+                    retry_delay_s(
+                        exc,
+                        item.post.attempts + 1,
+                        ctx.retry,
+                        settle_s=ctx.timeout_settle_s,
+                        rng=ctx.rng,
+                    ),
+                )
+            step = partial(
+                publisher.attempt_failed,
+                attempt_ids[item.post.id],
+                started_at,
+                exc,
+                due_in_s=due_in_s,
+            )
             outcomes.append(run_guarded(item.post, step))
             continue
         except Exception:
@@ -705,6 +760,99 @@ def _call_graph(ctx: PublishContext, item: Ready) -> PublishResult:
     if lease_too_short(ctx, item.post):
         raise LeaseTooShort
     return publish_call(ctx, item.post, item.tokens.page_token or "")
+
+
+#: One post's Graph call, as :func:`publish_ready` waits for it: the batch request it
+#: went in (``None`` for a call of its own), and its reply (raises what the call raised).
+Call = tuple[int | None, Callable[[], PublishResult]]
+
+
+def _start_calls(ctx: PublishContext, ready: Sequence[Ready], *, inline: bool) -> list[Call]:
+    """Start the Graph calls of ``ready``: each on its own, or up to
+    ``ctx.graph_batch`` of them in one batch request (see :func:`_call_graph_batch`)."""
+    if inline:
+        return [(None, _done(_call_graph, ctx, item).result) for item in ready]
+    size = ctx.graph_batch
+    if size < 2 or len(ready) < 2:
+        return [(None, ctx.pool.submit(_call_graph, ctx, item).result) for item in ready]
+    calls: list[Call] = []
+    for request, start in enumerate(range(0, len(ready), size)):
+        chunk = ready[start : start + size]
+        future = ctx.pool.submit(_call_graph_batch, ctx, chunk)
+        calls += [(request, partial(_answer, future, index)) for index in range(len(chunk))]
+    return calls
+
+
+def _answer(future: Future[list[PublishResult | Exception]], index: int) -> PublishResult:
+    answer = future.result()[index]
+    if isinstance(answer, Exception):
+        raise answer
+    return answer
+
+
+def _call_graph_batch(
+    ctx: PublishContext, chunk: Sequence[Ready]
+) -> list[PublishResult | Exception]:
+    """The publishes of ``chunk`` in one Graph batch request; one answer per post.
+
+    Each item's answer is what its own call would have given, and is acted on the
+    same way. When the request as a whole fails:
+
+    - without a reply (or throttled), every item gets that error: their outcome is
+      unknown, and they are looked for before anything is sent again;
+    - with a refusal that says nothing ran (a top-level error about the request or
+      its token), each post is published with a call of its own instead, so that
+      no post pays for another's token.
+    """
+    answers: list[PublishResult | Exception] = []
+    live: list[int] = []
+    for index, item in enumerate(chunk):
+        answers.append(LeaseTooShort())
+        if not lease_too_short(ctx, item.post):
+            live.append(index)
+    if len(live) < 2:
+        for index in live:
+            answers[index] = _call_or_error(ctx, chunk[index])
+        return answers
+    try:
+        replies = ctx.graph.publish_batch([_batch_item(chunk[index]) for index in live])
+    except GraphError as exc:
+        if exc.outcome_unknown or isinstance(exc, GraphRateLimitedError):
+            for index in live:
+                answers[index] = exc
+            return answers
+        logger.warning(
+            "Graph refused a batch of %d publishes as a whole (%s); publishing them one by one",
+            len(live),
+            exc.message,
+            extra={"action": "batch_refused"},
+        )
+        for index in live:
+            answers[index] = _call_or_error(ctx, chunk[index])
+        return answers
+    for index, reply in zip(live, replies, strict=True):
+        if isinstance(reply, PublishResult):
+            count_usage(ctx, reply.usage, chunk[index].post.target)
+        answers[index] = reply
+    return answers
+
+
+def _call_or_error(ctx: PublishContext, item: Ready) -> PublishResult | Exception:
+    try:
+        return _call_graph(ctx, item)
+    except Exception as exc:  # noqa: BLE001 - handed over to publish_ready, as a future would
+        return exc
+
+
+def _batch_item(item: Ready) -> BatchPublish:
+    post = item.post
+    return BatchPublish(
+        page_id=post.target,
+        page_token=item.tokens.page_token or "",
+        text=post_text(post.message, post.link, post.photo_url),
+        link=None if post.photo_url else post.link,
+        photo_url=post.photo_url,
+    )
 
 
 def _record(
