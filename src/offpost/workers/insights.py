@@ -69,7 +69,7 @@ from offpost.models.insights import (
     InsightStatus,
     PostInsight,
     claim_due_insights,
-    schedule_insights,
+    schedule_insights_of,
 )
 from offpost.workers import ratelimit
 from offpost.workers.decide import RetryPolicy
@@ -474,22 +474,20 @@ class InsightsScheduler:
         self.ages = list(ages)
 
     def posts_finished(self, session: Session, finished: Sequence[Finished], now: datetime) -> None:
-        for item in finished:
-            if item.values.get("status") != PostStatus.PUBLISHED:
-                continue
-            if spec_kind(item.post.media) in ("video", "reel"):
-                # Their Graph id is the video's, whose counts and insights are read
-                # another way (docs/insights.md): not fetched yet.
-                continue
-            published_at = item.values.get("published_at") or now
-            schedule_insights(
-                session,
+        published = [
+            (
                 item.post.id,
                 item.post.client_id,
                 item.post.target,
-                published_at,
-                self.ages,
+                item.values.get("published_at") or now,
             )
+            for item in finished
+            if item.values.get("status") == PostStatus.PUBLISHED
+            # A video's or Reel's Graph id is the video's, whose counts and insights are
+            # read another way (docs/insights.md): not fetched yet.
+            and spec_kind(item.post.media) not in ("video", "reel")
+        ]
+        schedule_insights_of(session, published, self.ages)
 
     def graph_error(self, error: GraphError) -> None:
         return None
