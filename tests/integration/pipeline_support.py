@@ -182,9 +182,11 @@ class Pipeline:
         messages: list[str],
         *,
         due_in_s: float = 0.0,
+        at: datetime | None = None,
         **extra: Any,
     ) -> list[str]:
-        publish_at = datetime.now(UTC) + timedelta(seconds=due_in_s)
+        """Posts due ``due_in_s`` from now, or ``at``."""
+        publish_at = at or datetime.now(UTC) + timedelta(seconds=due_in_s)
         posts = [
             Post(
                 client_id=client_id,

@@ -8,6 +8,7 @@ lost reply costs one read of each Page's feed for all its posts, not one per pos
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -31,13 +32,14 @@ def add_due_together(
     pipeline: Pipeline, targets: list[dict[str, str]], per_page: int, label: str
 ) -> dict[str, list[str]]:
     """``per_page`` posts on each Page, all due at one instant two seconds from now."""
+    at = datetime.now(UTC) + timedelta(seconds=2)
     return {
         page["page_id"]: pipeline.add_posts(
             page["client_id"],
             page["credential_id"],
             page["page_id"],
             [f"{label} {page['page_id']} #{i}" for i in range(per_page)],
-            due_in_s=2,
+            at=at,
         )
         for page in targets
     }
@@ -86,7 +88,8 @@ def test_a_lost_batch_reply_costs_one_read_per_page(
         assert outcomes == [AttemptOutcome.RETRY, AttemptOutcome.RECONCILED]
         assert post.attempts == 1
     reads = [call for call in calls_about(graph, list(ids)) if call["method"] == "GET"]
-    assert sorted(re.search(r"/(\d+)/feed$", call["path"])[1] for call in reads) == sorted(ids)
+    read_pages = sorted(re.search(r"/(\d+)/feed$", call["path"])[1] for call in reads)
+    assert read_pages == sorted(ids), (read_pages, [(c["path"], c["batch_id"]) for c in reads])
 
 
 def test_an_items_error_is_its_own(pipeline: Pipeline, graph: SandboxClient) -> None:

@@ -296,14 +296,14 @@ class PostPublisher:
         exc: GraphError,
         *,
         settle_s: float | None = None,
-        due_in_s: float | None = None,
+        due_at: datetime | None = None,
     ) -> Outcome:
         """What follows the failed Graph call of an attempt (this one's, or a batch's).
 
         ``settle_s``: after an unknown outcome, the least wait before the next try
         looks for what the call made (a kind Graph shows only minutes later).
-        ``due_in_s``: after an unknown outcome, the wait to use instead of this post's
-        own backoff (the posts of one batch request come back together)."""
+        ``due_at``: after an unknown outcome, when to try again instead of after this
+        post's own backoff (the posts of one batch request come back together)."""
         ctx, post = self.ctx, self.post
         action = action_for(exc)
         ctx.observer.graph_error(exc)
@@ -345,10 +345,11 @@ class PostPublisher:
             settle_s=ctx.timeout_settle_s,
             rng=ctx.rng,
         )
-        if due_in_s is not None and action is Action.RETRY_RECONCILE:
-            delay_s = due_in_s
         if settle_s is not None and action is Action.RETRY_RECONCILE:
             delay_s = max(delay_s, settle_s)
+        next_try = now + timedelta(seconds=delay_s)
+        if due_at is not None and action is Action.RETRY_RECONCILE:
+            next_try = due_at
         since = post.reconcile_since
         if action is Action.RETRY_RECONCILE:
             since = min(since, started_at) if since else started_at
@@ -356,7 +357,7 @@ class PostPublisher:
         return self._finish(
             Outcome.RETRY,
             leave_scheduled,
-            due_at=now + timedelta(seconds=delay_s),
+            due_at=next_try,
             attempts=attempts,
             last_error=error_document(exc),
             reconcile_since=since,
@@ -705,7 +706,7 @@ def publish_ready(
     published: list[tuple[Ready, PublishResult]] = []
     #: One due time for the posts of one batch request whose outcome is unknown, so
     #: that they come back together and are looked for with one read per Page.
-    shared_delays: dict[int, float] = {}
+    shared_due: dict[int, datetime] = {}
     for item, (request, call) in zip(ready, calls, strict=True):
         try:
             reply = call()
@@ -717,24 +718,24 @@ def publish_ready(
         except GraphError as exc:
             # Errors are rare and each means something different: the per-post path.
             publisher = PostPublisher(ctx, item.post, item.tokens, rederived=item.rederived)
-            due_in_s = None
+            due_at = None
             if request is not None and exc.outcome_unknown:
-                due_in_s = shared_delays.setdefault(
-                    request,
-                    retry_delay_s(
+                if request not in shared_due:
+                    delay_s = retry_delay_s(
                         exc,
                         item.post.attempts + 1,
                         ctx.retry,
                         settle_s=ctx.timeout_settle_s,
                         rng=ctx.rng,
-                    ),
-                )
+                    )
+                    shared_due[request] = ctx.clock() + timedelta(seconds=delay_s)
+                due_at = shared_due[request]
             step = partial(
                 publisher.attempt_failed,
                 attempt_ids[item.post.id],
                 started_at,
                 exc,
-                due_in_s=due_in_s,
+                due_at=due_at,
             )
             outcomes.append(run_guarded(item.post, step))
             continue
