@@ -166,6 +166,19 @@ class Settings(BaseSettings):
     # one worker process fetches a minute at most (each fetch is two Graph calls).
     insights_after: str = "1h,24h,7d"
     insights_per_minute: int = Field(default=60, ge=1, le=6000)
+    # Pacing of Graph calls under Graph's rate limits
+    # (docs/pacing.md). Calls per app and per Page stay under ceiling_pct of the budget
+    # estimated from the usage headers, counted over rolling windows; while no reading has
+    # told the budget, a key is not paced (or, with probe_calls, gets that many a window).
+    # The windows are Graph's (app: one hour; Pages: 24 hours in Meta's current
+    # documentation); tests and benchmarks against the sandbox shorten them. The ceiling
+    # stays below the 95 % at which a usage header blocks the app or Page
+    # (offpost.workers.ratelimit).
+    pacing: bool = True
+    pacing_ceiling_pct: int = Field(default=90, ge=10, le=95)
+    pacing_probe_calls: int = Field(default=0, ge=0, le=100_000)
+    pacing_app_window_s: int = Field(default=3600, ge=1, le=86_400)
+    pacing_page_window_s: int = Field(default=86_400, ge=1, le=86_400)
 
     def warning_days(self) -> tuple[int, ...]:
         """``expiry_warning_days`` as whole days, largest first, without repeats or zeros."""

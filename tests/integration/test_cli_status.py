@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import threading
 import time
 
 import pytest
+import redis
 from click.testing import CliRunner, Result
 from sqlalchemy import update
 
@@ -16,6 +18,7 @@ from offpost.models import Client, Post, PostStatus
 from offpost.models.migrate import upgrade_to_head
 from offpost.posts import quotas
 from offpost.settings import Settings
+from offpost.workers.pacing import PacingConfig, RedisPacer
 from tests.integration.admin_support import (
     EXPECTED_STATS,
     Population,
@@ -157,3 +160,35 @@ def test_watch_refuses_what_it_cannot_do(pop: Population, args: tuple[str, ...],
     result = offpost("status", *args)
     assert result.exit_code == 2, result.output
     assert why in result.stderr
+
+
+def test_status_shows_the_pages_the_pacer_holds_back(
+    pop: Population, settings: Settings, redis_url: str
+) -> None:
+    """The pacing section reads the state every worker shares in Redis (docs/pacing.md)."""
+    page_id = str(10**14 + secrets.randbelow(10**14))
+    key = f"page:{page_id}"
+    client = redis.Redis.from_url(private_redis_url(redis_url))
+    pacer = RedisPacer(client, PacingConfig.of(settings))
+    try:
+        assert pacer.admit([[key]] * 10) == [0.0] * 10  # no reading yet: not paced
+        pacer.observe([(key, 0)] * 10)  # ten replies at 0 %: the budget is 1,000 at least
+        assert pacer.admit([[key]] * 891).count(0.0) == 890  # up to 90 % of it
+        result = offpost("status")
+    finally:
+        client.delete(f"offpost:pace:{key}")
+        client.zrem("offpost:pace:index", key)
+        client.close()
+    assert result.exit_code == 0, result.output
+    assert "Pacing (keys at 80% of their ceiling or more" in result.stdout
+    cells = row(result.stdout.split("Pacing (")[1], "page")
+    scope, shown_id, budget, used, ceiling, free, waits = cells
+    assert (scope, shown_id, budget, used, ceiling, waits) == (
+        "page",
+        page_id,
+        "1,000 / 24 h",
+        "90%",
+        "90 % = 900 calls",
+        "1",
+    )
+    assert free.endswith(" h")  # the first call leaves the 24-hour window

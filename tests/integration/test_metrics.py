@@ -127,6 +127,9 @@ def test_counters_of_several_worker_processes_add_up(api: TestClient, metrics_di
             m.duration.observe(0.3)
             m.lateness.labels(kind="recurring").observe(42)
             m.graph_usage.labels(scope="app").set(0.25)
+            m.pacing_waits.labels(scope="page").inc()
+            m.pacing_wait.labels(scope="page").observe(30)
+            m.pacing_usage.labels(scope="page").set(0.6)
             """,
         )
     text = api.get("/metrics").text
@@ -140,6 +143,10 @@ def test_counters_of_several_worker_processes_add_up(api: TestClient, metrics_di
     lateness = ("offpost_schedule_lateness_seconds_sum", (("kind", "recurring"),))
     assert got[lateness] == 84
     assert got[("offpost_graph_usage_ratio", (("scope", "app"),))] == 0.25
+    assert got[("offpost_pacing_waits_total", (("scope", "page"),))] == 2
+    assert got[("offpost_pacing_waits_total", (("scope", "app"),))] == 0
+    assert got[("offpost_pacing_wait_seconds_bucket", (("le", "60.0"), ("scope", "page")))] == 2
+    assert got[("offpost_pacing_usage_ratio", (("scope", "page"),))] == 0.6
     promtool_check(text)
 
 

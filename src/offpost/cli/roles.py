@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 def worker_config(settings: Settings) -> WorkerConfig:
     """The plain values a worker process needs, from the settings."""
     from offpost.workers.app import WorkerConfig
+    from offpost.workers.pacing import PacingConfig
 
     settings.require("app_id", "app_secret", "encryption_keys")
     assert settings.app_id is not None
@@ -55,6 +56,7 @@ def worker_config(settings: Settings) -> WorkerConfig:
         make_media=partial(make_media_store, settings),
         url_video_settle_s=settings.url_video_settle_s,
         graph_batch=settings.graph_batch_size if settings.graph_batch else 0,
+        pacing=PacingConfig.of(settings),
         insights_after=settings.insights_after,
         insights_per_minute=settings.insights_per_minute,
     )

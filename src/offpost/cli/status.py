@@ -3,13 +3,15 @@
 It reads the database directly (no API key, no running API needed) with the
 same :func:`~offpost.posts.stats.collect_stats` the API uses, asks the
 broker for the queue depth, and lists the credentials expiring soon. It reads
-no token, so it needs no encryption keys.
+no token, so it needs no encryption keys. The pacing section comes from the
+pacer's shared state in Redis (docs/pacing.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
 
     from offpost.posts.quotas import ClientQuotas
     from offpost.posts.stats import ExpiringCredential, Stats
+    from offpost.workers.pacing import PaceState
 
 
 def _seconds(value: float | None) -> str:
@@ -122,6 +125,47 @@ def _near_quotas(clients: Sequence[ClientQuotas]) -> RenderableType:
     return table
 
 
+#: A pacing key shows under "Pacing" from this share of its ceiling on (or once it made a
+#: call wait in its window).
+NEAR_CEILING = 0.8
+
+
+def pacing_table(states: Sequence[PaceState] | None, unknown: str = "") -> RenderableType:
+    """The keys the pacer holds back or soon will (pure: no I/O); ``states`` None: unknown."""
+    from rich.table import Table
+
+    table = Table(
+        title=f"Pacing (keys at {NEAR_CEILING:.0%} of their ceiling or more, or paced lately)"
+    )
+    for column in ("scope", "id", "budget", "used", "ceiling", "next free", "waits"):
+        table.add_column(column, justify="left" if column in ("scope", "id") else "right")
+    if states is None:
+        table.add_row(unknown or "unknown", "", "", "", "", "", "")
+        return table
+    rows = 0
+    for state in states:
+        if not state.near(NEAR_CEILING):
+            continue
+        window = _seconds(state.window_s).replace(".0 ", " ")
+        if state.budget is None:
+            budget, used = "unknown", f"{state.used:.0f} calls"
+            ceiling = (
+                f"probe: {state.allowed:,.0f} calls"
+                if math.isfinite(state.allowed)
+                else "not paced until a reading"
+            )
+        else:
+            budget = f"{state.budget:,.0f} / {window}"
+            used = f"{state.used / state.budget:.0%}"
+            ceiling = f"{state.ceiling_pct} % = {state.allowed:,.0f} calls"
+        free = "now" if not state.pacing else _seconds(state.next_free_s)
+        table.add_row(state.scope, state.id, budget, used, ceiling, free, str(state.waits))
+        rows += 1
+    if not rows:
+        table.add_row("none", "", "", "", "", "", "")
+    return table
+
+
 @click.command()
 @click.option(
     "--expiring-within-hours",
@@ -152,8 +196,8 @@ def status(
     interval: float,
     count: int | None,
 ) -> None:
-    """Job counts by status, lateness, recent failures, credentials expiring soon and
-    clients near a quota; --watch keeps them up to date."""
+    """Job counts by status, lateness, recent failures, credentials expiring soon, clients
+    near a quota and Pages or apps the pacer holds back; --watch keeps them up to date."""
     from rich.console import Console, Group
 
     from offpost.api.exporter import QueueProbe
@@ -162,6 +206,7 @@ def status(
     from offpost.models.migrate import ensure_schema_current
     from offpost.posts.quotas import QuotaDefaults, client_quotas
     from offpost.posts.stats import collect_stats, expiring_credentials
+    from offpost.workers.pacing import PaceReader, PacingConfig
 
     if watch and as_json:
         raise click.UsageError("--watch shows tables; leave out --json")
@@ -174,6 +219,7 @@ def status(
     engine = make_engine(settings.database_url)
     queue = QueueProbe(settings.broker_url, settings.queue)
     sessions = make_sessionmaker(engine)
+    pacing = PaceReader(settings.broker_url, PacingConfig.of(settings))
 
     def read() -> tuple[Stats, list[RenderableType]]:
         now = utcnow()
@@ -182,7 +228,8 @@ def status(
             expiring = expiring_credentials(session, now, timedelta(hours=within_hours))
             clients = client_quotas(session, now, QuotaDefaults.of(settings))
             insights = insights_line(session, now)
-        return stats, [*render(stats, expiring, now, within_hours, clients), insights]
+        paced = pacing_table(*pacing.read())
+        return stats, [*render(stats, expiring, now, within_hours, clients), paced, insights]
 
     try:
         ensure_schema_current(engine)
@@ -197,6 +244,7 @@ def status(
         for table in tables:
             console.print(table)
     finally:
+        pacing.close()
         queue.close()
         engine.dispose()
 

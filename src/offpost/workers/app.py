@@ -13,7 +13,7 @@ import os
 import socket
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -49,7 +49,14 @@ from offpost.workers.insights import (
     make_insights_context,
 )
 from offpost.workers.metrics import metrics_observer
-from offpost.workers.observe import NullObserver, Observers, Outcome, PublishObserver
+from offpost.workers.observe import (
+    NullObserver,
+    Observers,
+    Outcome,
+    PacingObserver,
+    PublishObserver,
+)
+from offpost.workers.pacing import PacingConfig, make_pacer
 from offpost.workers.publish import PublishContext
 from offpost.workers.runtime import ProcessResource
 from offpost.workers.webhooks import (
@@ -102,6 +109,8 @@ class WorkerConfig:
     url_video_settle_s: float = 600.0
     #: Publishes per Graph batch request; below 2, each publish is a request of its own.
     graph_batch: int = 50
+    #: Pacing under Graph's rate limits (docs/pacing.md).
+    pacing: PacingConfig = field(default_factory=PacingConfig)
     #: When a published post's insights are fetched, and how fast (docs/insights.md).
     insights_after: str = "1h,24h,7d"
     insights_per_minute: int = 60
@@ -205,6 +214,13 @@ def build_context(config: WorkerConfig, observer: PublishObserver | None = None)
         clock=clock.timestamp,
     )
     blocks = ratelimit.block_store(config.broker_url)
+    observer = observer or NullObserver()
+    pacer = make_pacer(
+        config.broker_url,
+        config.pacing,
+        clock=clock.timestamp,
+        observer=observer if isinstance(observer, PacingObserver) else None,
+    )
     return PublishContext(
         sessions=sessions,
         clock=clock,
@@ -219,7 +235,8 @@ def build_context(config: WorkerConfig, observer: PublishObserver | None = None)
         # being sent (a connect timeout means nothing was sent).
         call_bound_s=2 * config.graph_timeout_s,
         pool=ThreadPoolExecutor(config.publish_concurrency, thread_name_prefix="publish"),
-        observer=observer or NullObserver(),
+        observer=observer,
+        pacer=pacer,
         media=config.make_media() if config.make_media is not None else None,
         url_video_settle_s=config.url_video_settle_s,
         graph_batch=config.graph_batch,

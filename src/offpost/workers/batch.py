@@ -42,6 +42,7 @@ from offpost.workers.publish import (
     Tokens,
     feed_since,
     graph_id_holders,
+    pace,
     publish_guarded,
     publish_ready,
     run_guarded,
@@ -82,6 +83,9 @@ def publish_batch(ctx: PublishContext, post_ids: list[str]) -> BatchResult:
             result.count(outcome)
         ready += unfound
         one_by_one += by_themselves
+    ready, waiting = pace(ctx, ready)
+    for outcome in waiting:
+        result.count(outcome)
     singles = [ctx.pool.submit(publish_guarded, ctx, post) for post in one_by_one]
     for outcome in publish_ready(ctx, ready):
         result.count(outcome)

@@ -34,6 +34,10 @@ metric                                 type       labels
 ``offpost_schedule_lateness_seconds``  histogram  ``kind``: one_off, recurring; published - due
 ``offpost_graph_errors_total``         counter    ``code``: Graph's error code or offpost's
 ``offpost_graph_usage_ratio``          gauge      ``scope``: app, page, business_use_case
+``offpost_pacing_waits_total``         counter    ``scope``: app, page; calls the pacer held back
+``offpost_pacing_wait_seconds``        histogram  ``scope``; the waits it handed out
+``offpost_pacing_usage_ratio``         gauge      ``scope``; the busiest key's estimated usage
+                                                  of its estimated budget (docs/pacing.md)
 ``offpost_webhook_deliveries_total``   counter    ``outcome``: delivered, retry, failed,
                                                   lease_lost, skipped (webhooks role; the
                                                   dispatcher counts the failed it gives up)
@@ -50,6 +54,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -83,6 +88,13 @@ DURATION_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 LATENESS_BUCKETS_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0)
 
 PUBLISHED_OUTCOMES = (Outcome.PUBLISHED, Outcome.RECONCILED)
+
+#: Pacing waits: one bucket width of the app window (1 min) to a whole Pages window (24 h).
+PACING_WAIT_BUCKETS_S = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0)
+#: The scopes the pacer counts (offpost.workers.pacing.SCOPES).
+PACING_SCOPES = ("app", "page")
+#: A key's usage counts towards its scope's gauge this long after the pacer last decided on it.
+PACING_LEVEL_FRESH_S = 60.0
 
 
 class PublishMetrics:
@@ -137,11 +149,36 @@ class PublishMetrics:
             registry=registry,
             multiprocess_mode="mostrecent",
         )
+        self.pacing_waits = Counter(
+            "offpost_pacing_waits",
+            "Graph calls the pacer told to wait, by the scope (app, page) of the key that "
+            "held them back (docs/pacing.md).",
+            ["scope"],
+            registry=registry,
+        )
+        self.pacing_wait = Histogram(
+            "offpost_pacing_wait_seconds",
+            "The waits the pacer handed out, by scope.",
+            ["scope"],
+            buckets=PACING_WAIT_BUCKETS_S,
+            registry=registry,
+        )
+        self.pacing_usage = Gauge(
+            "offpost_pacing_usage_ratio",
+            "The highest estimated usage, as a share of its estimated budget, among the keys "
+            "of a scope the pacer decided on in the last minute (1 means throttling).",
+            ["scope"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
         # Present at 0 from the start, so a rate() has a first sample.
         for outcome in PUBLISHED_OUTCOMES:
             self.published.labels(outcome=outcome)
         for kind in ("one_off", "recurring"):
             self.lateness.labels(kind=kind)
+        for scope in PACING_SCOPES:
+            self.pacing_waits.labels(scope=scope)
+            self.pacing_wait.labels(scope=scope)
 
 
 class RoleMetrics:
@@ -173,8 +210,12 @@ class MetricsObserver:
     swallows its own errors.
     """
 
-    def __init__(self, metrics: PublishMetrics) -> None:
+    def __init__(
+        self, metrics: PublishMetrics, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.metrics = metrics
+        self._clock = clock
+        self._levels = PacingLevels()
 
     def posts_finished(self, session: Session, finished: Sequence[Finished], now: datetime) -> None:
         try:
@@ -231,6 +272,43 @@ class MetricsObserver:
                 self.metrics.graph_usage.labels(scope=scope).set(pct / 100)
         except Exception:
             logger.warning("could not record usage", exc_info=True, extra={"action": "metrics"})
+
+    def paced(self, scope: str, wait_s: float) -> None:
+        try:
+            self.metrics.pacing_waits.labels(scope=scope).inc()
+            self.metrics.pacing_wait.labels(scope=scope).observe(wait_s)
+        except Exception:
+            logger.warning("could not count a wait", exc_info=True, extra={"action": "metrics"})
+
+    def pace_usage(self, key: str, ratio: float) -> None:
+        try:
+            scope, level = self._levels.update(key, ratio, self._clock())
+            self.metrics.pacing_usage.labels(scope=scope).set(level)
+        except Exception:
+            logger.warning("could not record pacing", exc_info=True, extra={"action": "metrics"})
+
+
+class PacingLevels:
+    """The estimated usage of the keys the pacer decided on lately; the highest per scope.
+
+    A key counts for :data:`PACING_LEVEL_FRESH_S` after its latest decision, so
+    a Page that went quiet stops holding its scope's gauge up.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._keys: dict[str, tuple[float, float]] = {}
+
+    def update(self, key: str, ratio: float, now: float) -> tuple[str, float]:
+        """Record ``key``'s ratio; its scope and that scope's highest fresh ratio."""
+        scope = key.partition(":")[0]
+        with self._lock:
+            self._keys[key] = (ratio, now)
+            stale = [k for k, (_, at) in self._keys.items() if now - at > PACING_LEVEL_FRESH_S]
+            for k in stale:
+                del self._keys[k]
+            level = max(r for k, (r, _) in self._keys.items() if k.partition(":")[0] == scope)
+        return scope, level
 
 
 def failure_reason(values: Mapping[str, Any]) -> str:

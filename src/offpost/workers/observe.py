@@ -6,6 +6,11 @@ an outcome (and only for posts whose lease the worker still held), so an
 observer that writes rows — the webhook outbox — commits or rolls back with the
 outcome itself and no event is ever lost or invented. Observers that only count
 (metrics) ignore the session.
+
+The pacer (:mod:`offpost.workers.pacing`) reports to a :class:`PacingObserver`:
+each call it tells to wait, and the estimated usage of the keys it decided on.
+That is a protocol of its own, so the outcome observers need not know of it;
+:class:`Observers` passes it on to those of its members that implement it.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy.orm import Session
 
@@ -69,6 +74,16 @@ class PublishObserver(Protocol):
         """The usage headers of a successful call."""
 
 
+@runtime_checkable
+class PacingObserver(Protocol):
+    def paced(self, scope: str, wait_s: float) -> None:
+        """The pacer told a Graph call to wait ``wait_s`` seconds; ``scope`` (app, page) is
+        that of the key that set the wait."""
+
+    def pace_usage(self, key: str, ratio: float) -> None:
+        """After an admission, ``key``'s estimated usage as a share of its estimated budget."""
+
+
 class NullObserver:
     """Observes nothing."""
 
@@ -79,6 +94,12 @@ class NullObserver:
         return None
 
     def graph_usage(self, usage: GraphUsage, page_id: str) -> None:
+        return None
+
+    def paced(self, scope: str, wait_s: float) -> None:
+        return None
+
+    def pace_usage(self, key: str, ratio: float) -> None:
         return None
 
 
@@ -99,3 +120,13 @@ class Observers:
     def graph_usage(self, usage: GraphUsage, page_id: str) -> None:
         for observer in self.observers:
             observer.graph_usage(usage, page_id)
+
+    def paced(self, scope: str, wait_s: float) -> None:
+        for observer in self.observers:
+            if isinstance(observer, PacingObserver):
+                observer.paced(scope, wait_s)
+
+    def pace_usage(self, key: str, ratio: float) -> None:
+        for observer in self.observers:
+            if isinstance(observer, PacingObserver):
+                observer.pace_usage(key, ratio)

@@ -81,6 +81,7 @@ from offpost.workers.decide import (
 )
 from offpost.workers.media_publish import MediaPost
 from offpost.workers.observe import Finished, NullObserver, Outcome, PublishObserver
+from offpost.workers.pacing import NullPacer, Pacer, pacing_keys, readings_for
 from offpost.workers.reconcile import Sought, find_published
 
 logger = logging.getLogger(__name__)
@@ -116,6 +117,8 @@ class PublishContext:
     url_video_settle_s: float = 600.0
     #: Publishes per Graph batch request (below 2: every publish is its own request).
     graph_batch: int = 0
+    #: Keeps calls under Graph's rate limits (docs/pacing.md); every call asks it first.
+    pacer: Pacer = field(default_factory=NullPacer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,11 +182,18 @@ def publish_call(ctx: PublishContext, post: ClaimedPost, page_token: str) -> Pub
     return result
 
 
-def count_usage(ctx: PublishContext, usage: GraphUsage, page_id: str) -> None:
-    """What a reply's usage headers say, told to the metrics and the rate limiter."""
+def count_usage(
+    ctx: PublishContext, usage: GraphUsage, page_id: str, *, pace: bool = True
+) -> list[tuple[str, int]]:
+    """What a reply's usage headers say, told to the metrics, the rate limiter and (with
+    ``pace``) the pacer; returns the pacer's readings."""
     ctx.observer.graph_usage(usage, page_id)
     for key, wait_s in ratelimit.usage_blocks(usage, app_id=ctx.app_id, page_id=page_id):
         ctx.blocks.block(key, wait_s)
+    readings = readings_for(usage, app_id=ctx.app_id, page_id=page_id)
+    if pace and readings:
+        ctx.pacer.observe(readings)
+    return readings
 
 
 def run_guarded(post: ClaimedPost, step: Callable[[], Outcome]) -> Outcome:
@@ -261,6 +271,9 @@ class PostPublisher:
                     return found
             if post.attempts >= post.max_attempts:
                 return self.exhausted()
+            [paced_s] = ctx.pacer.admit([pacing_keys(ctx.app_id, post.target, page_token=True)])
+            if paced_s > 0:
+                return self._release(ctx.clock() + timedelta(seconds=paced_s), Outcome.WAITING)
             return self._attempt()
         except GraphError as exc:
             # Errors outside an attempt (token checks, reading the Page) cost no attempt.
@@ -632,6 +645,43 @@ class PostPublisher:
         return self._record_published(None, found.id, AttemptOutcome.RECONCILED, counted=False)
 
 
+def pace(ctx: PublishContext, ready: Sequence[Ready]) -> tuple[list[Ready], list[Outcome]]:
+    """Ask the pacer for every call of ``ready`` at once (docs/pacing.md): the posts
+    whose calls may go now, and what became of the others (back to ``scheduled``,
+    due when the pacer said, no attempt spent; all in one transaction)."""
+    if not ready:
+        return [], []
+    waits = ctx.pacer.admit(
+        [pacing_keys(ctx.app_id, item.post.target, page_token=True) for item in ready]
+    )
+    go = [item for item, wait_s in zip(ready, waits, strict=True) if wait_s <= 0]
+    held = [(item.post, wait_s) for item, wait_s in zip(ready, waits, strict=True) if wait_s > 0]
+    if not held:
+        return go, []
+    now = ctx.clock()
+    outcomes: list[Outcome] = []
+    with ctx.sessions.begin() as session:
+        finished: list[Finished] = []
+        for post, wait_s in held:
+            written = leave_scheduled(
+                session, post.id, ctx.worker, now, due_at=now + timedelta(seconds=wait_s)
+            )
+            if written is None:
+                outcomes.append(Outcome.LEASE_LOST)
+                continue
+            finished.append(Finished(post, Outcome.WAITING, written))
+            outcomes.append(Outcome.WAITING)
+        ctx.observer.posts_finished(session, finished, now)
+    logger.info(
+        "pacing: %d of %d posts wait for room under Graph's limits (up to %.0f s)",
+        len(held),
+        len(ready),
+        max(wait_s for _, wait_s in held),
+        extra={"action": "posts_paced", "count": len(held)},
+    )
+    return go, outcomes
+
+
 def sought_for(ctx: PublishContext, posts: Sequence[ClaimedPost]) -> dict[str, list[Sought]]:
     """What each post's attempts since its ``reconcile_since`` sent and when its post
     could appear (one query for all of them); an empty list: no call reached Graph."""
@@ -831,10 +881,17 @@ def _call_graph_batch(
         for index in live:
             answers[index] = _call_or_error(ctx, chunk[index])
         return answers
+    readings: list[tuple[str, int]] = []
     for index, reply in zip(live, replies, strict=True):
+        usage = reply.usage
         if isinstance(reply, PublishResult):
-            count_usage(ctx, reply.usage, chunk[index].post.target)
+            readings += count_usage(ctx, usage, chunk[index].post.target, pace=False)
+        else:
+            readings += readings_for(usage, app_id=ctx.app_id, page_id=chunk[index].post.target)
         answers[index] = reply
+    if readings:
+        # One round trip for the whole batch's readings.
+        ctx.pacer.observe(readings)
     return answers
 
 
