@@ -369,12 +369,23 @@ def posts_across_pages(
     return post_ids
 
 
+#: A Graph batch request: ``POST /`` or ``POST /v26.0/``.
+BATCH_REQUEST_PATH = r"^/(v\d+\.\d+/?)?$"
+
+
 def lose_publish_replies(
-    graph: SandboxClient, rate: float, times: int, paths: tuple[str, ...] = (r"/feed$",)
+    graph: SandboxClient,
+    rate: float,
+    times: int,
+    paths: tuple[str, ...] = (r"/feed$",),
+    *,
+    batches: bool = True,
 ) -> None:
     """Graph makes the post (or the photo, or the video), then the reply is lost (the
-    connection dropped), at ``rate``, on each of ``paths``."""
-    for path in paths:
+    connection dropped), at ``rate``, on each of ``paths``: a call of its own loses its
+    reply, a call in a batch request its answer (``null``). With ``batches``, whole
+    batch requests lose their reply at ``rate`` too, after Graph ran every call."""
+    for path in (*paths, *((BATCH_REQUEST_PATH,) if batches else ())):
         graph.fault(
             path=path,
             method="POST",

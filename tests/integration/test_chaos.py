@@ -4,7 +4,8 @@ are lost.
 A few hundred posts fall due over some twenty seconds, across several Pages.
 Two dispatchers and three workers run; every second or so one of them is killed
 with SIGKILL at a random instant and restarted. A tenth of the publish replies
-are lost after Graph created the post. All the while a client edits and cancels
+are lost after Graph created the post; publishes go in Graph batch requests (as
+shipped), and a tenth of those requests lose their whole reply too. All the while a client edits and cancels
 random posts through the HTTP API, one request at a time: posts falling due
 within seconds, posts falling due right now, and posts whose last Graph call
 may have published them (those must answer ``409 outcome_unknown``). Each
