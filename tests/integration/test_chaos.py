@@ -1,21 +1,22 @@
 """The promise under fire: edits, cancels and a lost role while processes die and replies
 are lost.
 
-A few hundred posts fall due over some twenty seconds, across several Pages.
-Two dispatchers and three workers run; every second or so one of them is killed
-with SIGKILL at a random instant and restarted. A tenth of the publish replies
-are lost after Graph created the post; publishes go in Graph batch requests (as
-shipped), and a tenth of those requests lose their whole reply too. All the while a client edits and cancels
-random posts through the HTTP API, one request at a time: posts falling due
-within seconds, posts falling due right now, and posts whose last Graph call
-may have published them (those must answer ``409 outcome_unknown``). Each
-answer goes into the post's ledger: the content of its last edit answered 200
-(else its first message), and whether a cancel answered 200; a 409 changes
-nothing. Meanwhile one Page's user loses their role on it: that Page's token dies,
-its posts are parked (``needs_reauth``), including any whose outcome is unknown; then
-the role comes back, the user logs in again, the client hands the fresh token over and
-the parked posts resume. A quarter of the posts carry several photos or a video, fetched
-by Graph from a local HTTP server; replies of photo uploads and videos are lost too.
+A few hundred posts fall due over some twenty seconds, across several Pages. Two
+dispatchers and three workers run; every second or so one of them is killed with
+SIGKILL at a random instant and restarted. A tenth of the publish replies are
+lost after Graph created the post; publishes go in Graph batch requests (as
+shipped), and a tenth of those requests lose their whole reply too. All the
+while a client edits and cancels random posts through the HTTP API, one request
+at a time: posts falling due within seconds, posts falling due right now, and
+posts whose last Graph call may have published them (those must answer ``409
+outcome_unknown``). Each answer goes into the post's ledger: the content of its
+last edit answered 200 (else its first message), and whether a cancel answered
+200; a 409 changes nothing. Meanwhile one Page's user loses their role on it:
+that Page's token dies, its posts are parked (``needs_reauth``), including any
+whose outcome is unknown; then the role comes back, the user logs in again, the
+client hands the fresh token over and the parked posts resume. A quarter of the
+posts carry several photos or a video, fetched by Graph from a local HTTP
+server; replies of photo uploads and videos are lost too.
 
 Afterwards every post is exactly one of: ``published`` once, on its Page, under
 its Graph id, with the content the client last set; ``canceled`` after a cancel

@@ -2,12 +2,13 @@
 
 A thousand posts fall due within seconds across ten Pages. Two dispatchers and
 three workers run; at random instants one of them is killed with SIGKILL and
-restarted. A tenth of the publish replies are lost after Graph created the
-post; publishes go in Graph batch requests (as shipped), and a tenth of those
-requests lose their whole reply after Graph ran every call. In the middle, Redis restarts (its queued messages are lost with it: it
-runs without persistence), and later PostgreSQL restarts (fast shutdown: every
-open session is cut). Both run as servers of this test's own, so that their
-restarts touch nothing else on the machine.
+restarted. A tenth of the publish replies are lost after Graph created the post;
+publishes go in Graph batch requests (as shipped), and a tenth of those requests
+lose their whole reply after Graph ran every call. In the middle, Redis restarts
+(its queued messages are lost with it: it runs without persistence), and later
+PostgreSQL restarts (fast shutdown: every open session is cut). Both run as
+servers of this test's own, so that their restarts touch nothing else on the
+machine.
 
 Afterwards: every post is ``published``, exactly once, on its Page; no process
 exited by itself (the ones not killed reconnected on their own, and said so in
