@@ -6,7 +6,10 @@ same functions against :class:`RedisPacer` on the real Redis. The rest checks
 what only one place has: settings, ``readings_for``, the metrics, the status table.
 
 Windows are short (app 60 s, Pages 600 s: buckets of 1 s and 10 s) and the
-clock starts on a bucket boundary, so every wait below is exact.
+clock starts on a bucket boundary, so every wait below is exact. A call admitted
+in bucket ``b`` leaves the count when bucket ``b + BUCKETS + 1`` (``b + 61``)
+begins: calls made at START leave at START + 61 buckets, START + 610 s for a
+Page (START + 61 s for the app).
 """
 
 from __future__ import annotations
@@ -121,10 +124,11 @@ def test_scenario_probe_allowance_before_any_reading(pacers: Pacers) -> None:
     clock = Clock()
     pacer = pacers(clock)
     waits = pacer.admit([[PAGE]] * 12)
-    # Ten probe calls; the others wait for the first of them to leave the window.
-    assert waits == [0.0] * 10 + [600.0, 600.0]
+    # Ten probe calls; the others wait for the first of them to leave the window, when
+    # bucket b0 + 61 begins: START + 610.
+    assert waits == [0.0] * 10 + [610.0, 610.0]
     s = state(pacer, PAGE)
-    assert (s.budget, s.calls, s.allowed, s.waits, s.next_free_s) == (None, 10, 10.0, 2, 600.0)
+    assert (s.budget, s.calls, s.allowed, s.waits, s.next_free_s) == (None, 10, 10.0, 2, 610.0)
     assert s.pacing
 
 
@@ -150,7 +154,7 @@ def test_scenario_admission_up_to_the_ceiling_with_a_known_budget(pacers: Pacers
     assert (s.budget, s.allowed, s.reported_pct) == (1000.0, 900.0, 0)
     waits = pacer.admit([[PAGE]] * 900)
     assert waits.count(0.0) == 890  # 10 + 890 = 900 = 90 % of 1000
-    assert waits[890:] == [600.0] * 10
+    assert waits[890:] == [610.0] * 10  # all were admitted at START: they leave at START + 610
     assert state(pacer, PAGE).calls == 900
 
 
@@ -162,10 +166,10 @@ def test_scenario_waits_come_from_the_window(pacers: Pacers) -> None:
     assert pacer.admit([[PAGE]] * 6) == [0.0] * 6
     clock.advance(50)
     # The probe allowance (10) is used up; one slot frees when the first 4 leave, at
-    # START + 600: 450 s from now. The second call needs those same 4 to leave.
-    assert pacer.admit([[PAGE]] * 2) == [450.0, 450.0]
+    # START + 610 (bucket b0 + 61): 460 s from now. The second call needs those same 4.
+    assert pacer.admit([[PAGE]] * 2) == [460.0, 460.0]
     clock.advance(2.5)
-    assert pacer.admit([[PAGE]]) == [447.5]
+    assert pacer.admit([[PAGE]]) == [457.5]
 
 
 def test_scenario_recovery_as_the_window_slides(pacers: Pacers) -> None:
@@ -174,24 +178,34 @@ def test_scenario_recovery_as_the_window_slides(pacers: Pacers) -> None:
     assert pacer.admit([[PAGE]] * 4) == [0.0] * 4
     clock.advance(100)
     assert pacer.admit([[PAGE]] * 6) == [0.0] * 6
-    clock.advance(500)  # START + 600: the first 4 leave
+    clock.advance(510)  # START + 610, bucket b0 + 61: the first 4 leave
+    # The 6 of bucket b0 + 10 leave when b0 + 71 begins: START + 710, 100 s from now.
     assert pacer.admit([[PAGE]] * 5) == [0.0] * 4 + [100.0]
-    clock.advance(100)  # START + 700: the next 6 leave
-    assert pacer.admit([[PAGE]] * 7) == [0.0] * 6 + [500.0]
+    clock.advance(100)  # START + 710: the next 6 leave
+    # The 4 just admitted (bucket b0 + 61) leave when b0 + 122 begins: START + 1220.
+    assert pacer.admit([[PAGE]] * 7) == [0.0] * 6 + [510.0]
     s = state(pacer, PAGE)
     assert (s.calls, s.waits) == (10, 2)
 
 
 def test_scenario_bucketed_window_never_forgets_early(pacers: Pacers) -> None:
-    """A call leaves between one window and one bucket (10 s here) more after it."""
-    clock = Clock(START + 7)
+    """A call is counted until a full window after its admission, even one admitted late
+    in its bucket: it leaves when bucket b + 61 begins, between one window and one
+    bucket (10 s here) more after it."""
+    clock = Clock(START + 9.75)  # late in bucket b0 = [START, START + 10)
     pacer = pacers(clock)
     assert pacer.admit([[PAGE]] * 10) == [0.0] * 10
-    assert pacer.admit([[PAGE]]) == [593.0]  # its bucket ends at START + 10
-    clock.advance(592.5)
-    assert pacer.admit([[PAGE]]) == [0.5]
-    clock.advance(0.5)
+    # They leave when bucket b0 + 61 begins: START + 610, 600.25 s from now.
+    assert pacer.admit([[PAGE]]) == [600.25]
+    clock.advance(599.5)  # START + 609.25: half a second short of a full window
+    assert pacer.admit([[PAGE]]) == [0.75]
+    clock.advance(0.5)  # START + 609.75: a full window after them, still counted
+    assert pacer.admit([[PAGE]]) == [0.25]
+    clock.advance(0.25)  # START + 610: bucket b0 + 61 begins
     assert pacer.admit([[PAGE]]) == [0.0]
+    s = state(pacer, PAGE)
+    # Waits leave like calls: the one of bucket b0 has left, the two of b0 + 60 stay.
+    assert (s.calls, s.waits) == (1, 2)
 
 
 def test_scenario_budget_is_the_largest_lower_bound_from_replies(pacers: Pacers) -> None:
@@ -208,10 +222,28 @@ def test_scenario_budget_is_the_largest_lower_bound_from_replies(pacers: Pacers)
     pacer.observe([(PAGE, 50)])
     assert state(pacer, PAGE).budget == 200.0
     # ...until the largest bound is a window old: then the estimate is learnt afresh.
-    clock.advance(600)
-    assert PAGE not in [s.key for s in pacer.snapshot()]
-    pacer.observe([(PAGE, 50)])
+    clock.advance(600)  # START + 600, bucket b0 + 60
+    s = state(pacer, PAGE)
+    # The replies of bucket b0 left when b0 + 58 began; its calls stay until b0 + 61.
+    assert (s.budget, s.reported_pct, s.replies, s.calls) == (None, None, 0, 20)
+    pacer.observe([(PAGE, 50)])  # m = 1: this reply alone
     assert state(pacer, PAGE).budget == pytest.approx(100 * 1 / 51)
+
+
+def test_scenario_replies_bound_the_budget_only_from_the_newest_buckets(pacers: Pacers) -> None:
+    """A reply counts in m (B ≥ 100·m/(p+1)) only while in the newest BUCKETS - 2
+    buckets: a reply of bucket b leaves m when bucket b + 58 begins."""
+    clock = Clock()
+    pacer = pacers(clock)
+    learn_budget(pacer, PAGE, 10, 0)  # 10 replies in bucket b0: budget 1000
+    clock.advance(575)  # START + 575, bucket b0 + 57: b0 is still among the newest 58
+    pacer.observe([(PAGE, 0)])  # m = 11: 100·11/1 = 1100
+    s = state(pacer, PAGE)
+    assert (s.replies, s.budget) == (11, 1100.0)
+    clock.advance(5)  # START + 580, bucket b0 + 58: the 10 replies of b0 leave
+    pacer.observe([(PAGE, 0)])  # m = 2: 200, below 1100 (with the 10, 1200 would win)
+    s = state(pacer, PAGE)
+    assert (s.replies, s.budget, s.calls) == (2, 1100.0, 10)  # the calls stay until b0 + 61
 
 
 def test_scenario_reported_usage_of_others_is_respected(pacers: Pacers) -> None:
@@ -274,12 +306,12 @@ def test_scenario_a_call_takes_every_key_or_none_earlier_calls_first(pacers: Pac
     pacer = pacers(clock)
     assert pacer.admit([[PAGE]] * 10) == [0.0] * 10  # the Page is full, the app is not
     waits = pacer.admit([[APP, PAGE], [APP], [APP, "page:2", APP]])
-    assert waits == [600.0, 0.0, 0.0]
+    assert waits == [610.0, 0.0, 0.0]
     assert state(pacer, APP).calls == 2  # the refused call took no app slot
     assert state(pacer, "page:2").calls == 1
     # Within one list, an earlier call takes the last slot before a later one.
     assert pacer.admit([["page:3"]] * 9) == [0.0] * 9
-    assert pacer.admit([["page:3", APP], ["page:3"]]) == [0.0, 600.0]
+    assert pacer.admit([["page:3", APP], ["page:3"]]) == [0.0, 610.0]
 
 
 def test_scenario_keys_other_than_app_and_page_are_not_paced(pacers: Pacers) -> None:
@@ -294,7 +326,8 @@ def test_scenario_keys_other_than_app_and_page_are_not_paced(pacers: Pacers) -> 
 def test_scenario_windows_are_per_scope(pacers: Pacers) -> None:
     clock = Clock()
     pacer = pacers(clock)
-    assert pacer.admit([[APP], [PAGE]] * 11) == [0.0] * 20 + [60.0, 600.0]
+    # Each waits 61 buckets: 61 x 1 s for the app, 61 x 10 s for the Page.
+    assert pacer.admit([[APP], [PAGE]] * 11) == [0.0] * 20 + [61.0, 610.0]
     assert state(pacer, APP).window_s == 60.0
     assert state(pacer, PAGE).window_s == 600.0
 
@@ -305,7 +338,9 @@ def test_scenario_idle_keys_leave_the_snapshot(pacers: Pacers) -> None:
     pacer.admit([[APP]] * 11)
     pacer.observe([(APP, 3)])
     assert [s.key for s in pacer.snapshot() if s.key == APP] == [APP]
-    clock.advance(60 + 1)
+    clock.advance(60)  # START + 60: the reading is a window old, the calls still count
+    assert state(pacer, APP).calls == 10
+    clock.advance(1)  # START + 61: bucket b0 + 61 begins, the calls and the wait leave
     assert [s for s in pacer.snapshot() if s.key == APP] == []
 
 
@@ -317,8 +352,8 @@ def test_scenario_the_observer_hears_each_wait_and_the_usage(pacers: Pacers) -> 
     heard.waits.clear()
     assert pacer.admit([[PAGE]] * 10) == [0.0] * 10
     # The Page (no budget yet, probe used up) sets the wait of the call on both keys.
-    assert pacer.admit([[APP, PAGE], [APP]]) == [600.0, 0.0]
-    assert heard.waits == [("page", 600.0)]
+    assert pacer.admit([[APP, PAGE], [APP]]) == [610.0, 0.0]
+    assert heard.waits == [("page", 610.0)]
     assert heard.usage[APP] == pytest.approx(11 / 1000)
     assert PAGE not in heard.usage  # no budget, no ratio
 
@@ -369,7 +404,7 @@ def test_idle_keys_are_swept_from_memory() -> None:
     clock = Clock()
     pacer = MemoryPacer(CONFIG, clock)
     pacer.admit([[f"page:{n}"] for n in range(100)])
-    clock.advance(601)
+    clock.advance(610)  # bucket b0 + 61 begins: the Pages' calls of bucket b0 leave
     pacer.admit([[APP]])
     assert list(pacer._keys) == [APP]
 
@@ -596,9 +631,11 @@ def burst_against_graph(
 
 
 def test_a_burst_drains_at_the_fastest_rate_under_the_ceiling() -> None:
-    # 5000 calls, 1000 a window: 900 at once, then 900 each time they leave: 5 windows.
+    # 5000 calls, 1000 a window: 898 at once, then 898 each time they leave, a window and
+    # a bucket (3600 + 60 s) after their admission at a bucket's start: the sixth and last
+    # wave goes 5 x 3660 s in.
     run = burst_against_graph(budget=1000, graph_window_s=3600, assumed_window_s=3600, burst=5000)
-    assert (run.hours, run.throttled) == (5.0, 0)
+    assert (run.hours, run.throttled) == (5 * 3660 / 3600, 0)
     assert run.peak_pct == pytest.approx(89.8)
     # Others' steady 300 calls an hour leave 600 a window: slower, never over.
     shared = burst_against_graph(

@@ -15,10 +15,12 @@ gives the sources and the reasons; in short:
   call of a batch request counts. The windows are settings.
 - **What offpost counts.** Per key, the calls it admitted in that window, in
   :data:`BUCKETS` buckets. A call leaves the count between one window and one
-  bucket more after it was admitted: never earlier than Graph forgets it.
+  bucket more after it was admitted: never earlier than Graph forgets it (unless
+  it reached Graph more than a bucket after its admission).
 - **The budget B is not known: it is estimated from the usage headers.** A
   reply whose header reports ``p`` % while offpost has seen ``m`` replies for
-  that key in the window proves ``B ≥ 100·m/(p+1)`` (Graph counted at least
+  that key in the newest ``BUCKETS - 2`` buckets (calls Graph surely still
+  counts) proves ``B ≥ 100·m/(p+1)`` (Graph counted at least
   those ``m`` calls, and whole-number percentages are at most one below the
   truth whichever way Graph rounds). It is a lower bound, so it is safe: other
   apps' calls on a Page, or offpost's own calls that are not paced, only make
@@ -132,7 +134,7 @@ class PaceState:
     budget: float | None
     #: offpost's own calls admitted in the window.
     calls: int
-    #: Replies with a usage reading in the window.
+    #: Replies with a usage reading in the newest buckets of the window (the bound's m).
     replies: int
     #: The latest reading (percent, as Graph reported it), if within the window.
     reported_pct: int | None
@@ -258,10 +260,21 @@ class _KeyState:
         return math.floor(now / self.width)
 
     def prune(self, now: float) -> None:
-        """Forget buckets that left the window (and any from a clock far ahead)."""
+        """Forget buckets that left the window (and any from a clock far ahead).
+
+        A call admitted in bucket ``b`` is forgotten once bucket ``b + BUCKETS + 1``
+        begins: a whole window after its admission at the earliest, so never before
+        Graph forgets it. A reply counts towards the budget's bound only while it is
+        in the newest ``BUCKETS - 2`` buckets: a call Graph still counts for sure
+        (unless it took longer than a bucket to answer).
+        """
         cur = self.bucket(now)
-        for buckets in (self.calls, self.replies, self.waits):
-            for b in [b for b in buckets if b <= cur - BUCKETS or b > cur + BUCKETS]:
+        for buckets, oldest in (
+            (self.calls, cur - BUCKETS),
+            (self.waits, cur - BUCKETS),
+            (self.replies, cur - BUCKETS + 3),
+        ):
+            for b in [b for b in buckets if b < oldest or b > cur + BUCKETS]:
                 del buckets[b]
 
     def cap(self, now: float, ceiling_pct: int, probe: int) -> float:
@@ -313,7 +326,7 @@ class _KeyState:
             for b in sorted(self.calls):
                 left -= self.calls[b]
                 if left + 1 <= cap:
-                    at = max(at, (b + BUCKETS) * self.width)
+                    at = max(at, (b + BUCKETS + 1) * self.width)
                     break
         return "wait", at
 
@@ -565,7 +578,9 @@ local function load(k, window)
     local kind, b = string.match(name, '^([cow]):(%-?%d+)$')
     if kind then
       b = tonumber(b)
-      if b <= st.cur - nb or b > st.cur + nb then
+      local oldest = st.cur - nb
+      if kind == 'o' then oldest = st.cur - nb + 3 end
+      if b < oldest or b > st.cur + nb then
         stale[#stale + 1] = name
       else
         v = tonumber(v)
@@ -620,7 +635,7 @@ local function verdict(st)
     for _, b in ipairs(idx) do
       left = left - st.c[b]
       if left + 1 <= cap then
-        at = math.max(at, (b + nb) * st.width)
+        at = math.max(at, (b + nb + 1) * st.width)
         break
       end
     end
