@@ -22,6 +22,7 @@ left out, and ``estimated_time_to_regain_access`` is capped at
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Mapping
@@ -114,11 +115,33 @@ def read_usage(headers: Mapping[str, str]) -> tuple[GraphUsage, tuple[str, ...]]
     The sentences name headers and fields, never their values.
     """
     lowered = {name.lower(): value for name, value in headers.items()}
+    values = tuple(lowered.get(name) for name in USAGE_HEADERS)
+    if sum(len(value) for value in values if value) <= MAX_CACHED_CHARS:
+        return _read_cached(*values)
+    return _read(*values)
+
+
+#: Readings this long or shorter are remembered (Graph's are a few hundred bytes).
+MAX_CACHED_CHARS = 2048
+
+
+@functools.lru_cache(maxsize=1024)
+def _read_cached(
+    app: str | None, page: str | None, business: str | None
+) -> tuple[GraphUsage, tuple[str, ...]]:
+    """:func:`_read`, remembered: the replies of a batch request repeat the same few
+    readings, and the answer is immutable."""
+    return _read(app, page, business)
+
+
+def _read(
+    app: str | None, page: str | None, business: str | None
+) -> tuple[GraphUsage, tuple[str, ...]]:
     problems: list[str] = []
     usage = GraphUsage(
-        app=_parse_counters(APP_USAGE_HEADER, lowered.get(APP_USAGE_HEADER), problems),
-        page=_parse_counters(PAGE_USAGE_HEADER, lowered.get(PAGE_USAGE_HEADER), problems),
-        business=_parse_business(lowered.get(BUSINESS_USAGE_HEADER), problems),
+        app=_parse_counters(APP_USAGE_HEADER, app, problems),
+        page=_parse_counters(PAGE_USAGE_HEADER, page, problems),
+        business=_parse_business(business, problems),
     )
     return usage, tuple(dict.fromkeys(problems))
 

@@ -30,8 +30,9 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    bindparam,
     case,
-    column,
+    cast,
     func,
     insert,
     literal,
@@ -40,7 +41,6 @@ from sqlalchemy import (
     type_coerce,
     update,
 )
-from sqlalchemy import values as values_clause
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -412,23 +412,41 @@ def finish_published(
             )
             is not None
         }
-    rows = values_clause(
-        column("id", String),
-        column("graph_post_id", String),
-        column("attempts", Integer),
-        name="done",
-    ).data([(p.post_id, p.graph_post_id, p.attempts) for p in published])
     result = session.execute(
-        update(POSTS)
-        .where(
-            POSTS.c.id == rows.c.id,
-            POSTS.c.status == PostStatus.PUBLISHING,
-            POSTS.c.lease_owner == worker,
-        )
-        .values(graph_post_id=rows.c.graph_post_id, attempts=rows.c.attempts, **common)
-        .returning(POSTS.c.id)
+        _FINISH_PUBLISHED.values(**common),
+        {
+            # Not named after columns: an UPDATE takes such parameters as values to SET.
+            "done_ids": [p.post_id for p in published],
+            "done_graph_post_ids": [p.graph_post_id for p in published],
+            "done_attempts": [p.attempts for p in published],
+            "done_by": worker,
+        },
     )
     return set(result.scalars())
+
+
+# One array per column, unnested: the statement is the same whatever the number of
+# posts, so it is compiled and parsed once (a VALUES list of literal rows was compiled
+# for every batch).
+_DONE = (
+    func.unnest(
+        cast(bindparam("done_ids"), postgresql.ARRAY(String)),
+        cast(bindparam("done_graph_post_ids"), postgresql.ARRAY(String)),
+        cast(bindparam("done_attempts"), postgresql.ARRAY(Integer)),
+    )
+    .table_valued("id", "graph_post_id", "attempts")
+    .render_derived(name="done")
+)
+_FINISH_PUBLISHED = (
+    update(POSTS)
+    .where(
+        POSTS.c.id == _DONE.c.id,
+        POSTS.c.status == PostStatus.PUBLISHING,
+        POSTS.c.lease_owner == bindparam("done_by"),
+    )
+    .values(graph_post_id=_DONE.c.graph_post_id, attempts=_DONE.c.attempts)
+    .returning(POSTS.c.id)
+)
 
 
 def close_attempts(
