@@ -11,7 +11,9 @@ lateness (done - publish_at) p50/p99/max, CPU ms per published post (the
 system's own processes, not PostgreSQL's or the sandbox's), peak RSS, and the
 ratio of throughput to the naive baseline measured in the same invocation.
 
-Systems: ``offpost`` (dispatcher + worker processes), ``naive`` (one Celery task
+Systems: ``offpost`` (dispatcher + worker processes, Graph batch requests on as
+shipped), ``offpost-single`` (the same with ``OFFPOST_GRAPH_BATCH=false``: one
+HTTP request per publish), ``naive`` (one Celery task
 per post with ``eta=publish_at``, 64 threads) and ``apscheduler`` (APScheduler 3,
 SQLAlchemy job store, 64 threads).
 """
@@ -82,9 +84,15 @@ def offpost_settings(args: argparse.Namespace, *, batch: bool = True) -> dict[st
 
 
 def start_offpost(
-    procs, sandbox: Sandbox, tenant, args: argparse.Namespace, *, batch: bool = True
+    procs,
+    sandbox: Sandbox,
+    tenant,
+    args: argparse.Namespace,
+    *,
+    batch: bool = True,
+    extra: dict[str, str] | None = None,
 ) -> dict[str, int]:
-    env = offpost_env(sandbox, tenant, **offpost_settings(args, batch=batch))
+    env = offpost_env(sandbox, tenant, **offpost_settings(args, batch=batch), **(extra or {}))
     pids = {}
     for n in range(args.workers):
         name = f"offpost-worker{n}"
