@@ -109,9 +109,7 @@ class Settings(BaseSettings):
     retry_cap_s: float = Field(default=3600.0, gt=0, le=86400)
     requeue_after_s: int = Field(default=120, ge=1, le=86400)
     dispatch_batch: int = Field(default=500, ge=1, le=10000)
-    # Two Graph batch requests' worth: a message's fixed cost (Celery, the claim, the
-    # credential reads) is shared by twice the posts (docs/benchmarks.md).
-    message_batch: int = Field(default=100, ge=1, le=500)
+    message_batch: int = Field(default=50, ge=1, le=500)
     publish_concurrency: int = Field(default=64, ge=1, le=256)
     dispatcher_max_sleep_s: float = Field(default=2.0, gt=0, le=60)
     # Publishes go to Graph up to graph_batch_size at a time in one batch request

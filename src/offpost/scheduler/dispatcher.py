@@ -39,7 +39,7 @@ Sender = Callable[[list[str]], None]
 @dataclass(frozen=True)
 class DispatcherConfig:
     dispatch_batch: int = 500
-    message_batch: int = 100
+    message_batch: int = 50
     requeue_after: timedelta = timedelta(seconds=120)
     max_sleep_s: float = 2.0
     #: Reaping and re-sending cost a query each; they need not run every tick.
