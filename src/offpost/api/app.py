@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
-from functools import partial
+from typing import Any
 
 import redis
+import redis.asyncio
 from fastapi import Depends, FastAPI
+from sqlalchemy.engine import Engine, make_url
 
 from offpost import __version__
 from offpost.api import (
@@ -32,6 +33,7 @@ from offpost.api.dashboard import insights as dashboard_insights
 from offpost.api.dashboard import routes as dashboard
 from offpost.api.deps import refuse_nul_characters
 from offpost.api.exporter import MetricsExporter, QueueProbe
+from offpost.api.fastdb import AsyncDatabase
 from offpost.api.limits import (
     BodyLimitMiddleware,
     MemoryRateLimiter,
@@ -40,9 +42,9 @@ from offpost.api.limits import (
 )
 from offpost.api.openapi import install_openapi
 from offpost.api.problems import install_problem_handlers
+from offpost.api.wake import DispatcherWake
 from offpost.graph.client import GraphClient, make_http_client
 from offpost.models import make_engine, make_sessionmaker
-from offpost.models.base import utcnow
 from offpost.models.clock import DatabaseClock
 from offpost.models.migrate import ensure_schema_current
 from offpost.redact import install_log_scrubbing
@@ -56,16 +58,50 @@ MAX_BATCH_BODY_BYTES = 32 * 1024 * 1024
 
 
 def make_rate_limiter(settings: Settings) -> RateLimiter:
-    """Shared through Redis when the broker is Redis; per process otherwise."""
+    """Shared through Redis when the broker is Redis; per process otherwise.
+
+    The Redis limiter also gets an asyncio client, for the authentications made
+    on the event loop (``POST /v1/posts``); it connects on first use.
+    """
     if settings.broker_url.startswith(("redis://", "rediss://")):
-        return RedisRateLimiter(redis.Redis.from_url(settings.broker_url, socket_timeout=2))
+        return RedisRateLimiter(
+            redis.Redis.from_url(settings.broker_url, socket_timeout=2),
+            async_client=redis.asyncio.Redis.from_url(settings.broker_url, socket_timeout=2),
+        )
     return MemoryRateLimiter()
 
 
-def wake_if_soon(waker: Waker, max_sleep_s: float, due_at: datetime) -> None:
-    """Wake the dispatchers when a post is due before they would look anyway."""
-    if (due_at - utcnow()).total_seconds() < max_sleep_s:
-        waker.notify(due_at)
+#: The most connections one API process keeps to PostgreSQL (the default pool's 5 + 10).
+MAX_API_CONNECTIONS = 15
+
+
+def api_pool_options(database_url: str) -> dict[str, Any]:
+    """A connection pool that keeps the connections the request threads use.
+
+    SQLAlchemy's default pool keeps 5 connections and closes each of its 10
+    "overflow" connections as soon as it is returned: with more than 5 requests
+    at once, nearly every request opened a new PostgreSQL connection (a backend
+    process) and closed it again. Here the pool keeps them all, with the same
+    bound on how many exist (requests beyond it wait for one, as before).
+    """
+    if make_url(database_url).get_backend_name() != "postgresql":
+        return {}
+    return {"pool_size": MAX_API_CONNECTIONS, "max_overflow": 0}
+
+
+def make_loop_database(database_url: str, engine: Engine) -> AsyncDatabase | None:
+    """The connections of the work done on the event loop: PostgreSQL only (SQLite's
+    driver has no asyncio side; there every route runs in the thread pool)."""
+    if engine.dialect.name != "postgresql":
+        return None
+    return AsyncDatabase(database_url, engine.dialect)
+
+
+async def _close_loop_resources(limiter: RateLimiter, database: AsyncDatabase | None) -> None:
+    limiter.close()
+    await limiter.aclose()
+    if database is not None:
+        await database.close()
 
 
 def create_app(
@@ -81,11 +117,16 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.database_url, encryption_keys=settings.encryption_key_list())
+        engine = make_engine(
+            settings.database_url,
+            encryption_keys=settings.encryption_key_list(),
+            **api_pool_options(settings.database_url),
+        )
         http = make_http_client(settings.graph_timeout_s)
         queue = QueueProbe(settings.broker_url, settings.queue)
         dispatcher_waker = waker or make_waker(settings.broker_url)
         limiter = make_rate_limiter(settings)
+        loop_database = make_loop_database(settings.database_url, engine)
         try:
             if check_schema:
                 ensure_schema_current(engine)
@@ -98,8 +139,9 @@ def create_app(
             app.state.metrics = MetricsExporter(
                 app.state.sessions, queue, metrics_dir=settings.metrics_dir
             )
-            app.state.wake_dispatcher = partial(
-                wake_if_soon, dispatcher_waker, settings.dispatcher_max_sleep_s
+            app.state.loop_database = loop_database
+            app.state.wake_dispatcher = DispatcherWake(
+                dispatcher_waker, settings.dispatcher_max_sleep_s
             )
             app.state.graph = GraphClient(
                 http,
@@ -117,7 +159,7 @@ def create_app(
                 dispatcher_waker.close()
             http.close()
             queue.close()
-            limiter.close()
+            await _close_loop_resources(limiter, loop_database)
             engine.dispose()
 
     app = FastAPI(

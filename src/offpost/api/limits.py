@@ -8,20 +8,64 @@ do not multiply a client's allowance.
 
 from __future__ import annotations
 
+import asyncio
+import enum
 import json
 import math
 import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+import anyio.to_thread
 import redis
+import redis.asyncio
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+#: How long a key that worked from an address stays "proven" there (a clock hour).
+PROVEN_WINDOW_S = 3600
+#: The window of an address's failed authentications and of a client's requests.
+MINUTE_S = 60
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCheck:
+    """What one authentication counts, judged by :meth:`RateLimiter.check_key` at once.
+
+    ``failures`` names the address's failed authentications (at most
+    ``failure_limit`` a minute); ``proven`` names "this key worked from this
+    address" (``None`` without a key, or for one too long to be one); ``good`` says whether the
+    key named a client that may call; ``client`` names that client's request
+    count and ``client_limit`` its requests per minute (``None``: not counted,
+    the dashboard's sign-in).
+    """
+
+    failures: str
+    failure_limit: int
+    proven: str | None
+    good: bool
+    client: str | None = None
+    client_limit: int = 0
+
+
+class KeyVerdict(enum.Enum):
+    """:meth:`RateLimiter.check_key`'s answer."""
+
+    #: A good key, counted against its client's requests per minute.
+    ACCEPTED = "accepted"
+    #: A bad key, counted against the address.
+    BAD_KEY = "bad_key"
+    #: The address has spent its failures and the key is not proven there: not judged.
+    ADDRESS_SLOWED = "address_slowed"
+    #: A good key over its client's requests per minute.
+    CLIENT_OVER_LIMIT = "client_over_limit"
 
 
 class RateLimiter(Protocol):
@@ -33,8 +77,46 @@ class RateLimiter(Protocol):
     def blocked(self, key: str, limit: int, window_s: int) -> float | None:
         """Without counting: None while under the limit, else seconds until the window resets."""
 
+    def check_key(self, check: KeyCheck) -> tuple[KeyVerdict, float]:
+        """Everything one authentication counts (:func:`judge_key`'s rule), at once;
+        the verdict and, when refused, the seconds until its window resets."""
+
+    async def check_key_async(self, check: KeyCheck) -> tuple[KeyVerdict, float]:
+        """:meth:`check_key` from the event loop (in a thread when it has no async client)."""
+
     def close(self) -> None:
         """Let go of any connection (the app's lifespan ends)."""
+
+    async def aclose(self) -> None:
+        """Let go of the event loop's connections too."""
+
+
+def judge_key(limiter: RateLimiter, check: KeyCheck) -> tuple[KeyVerdict, float]:
+    """The rule of :meth:`RateLimiter.check_key`, with ``limiter``'s counts.
+
+    Once the address has failed ``failure_limit`` times in its minute, a key is
+    judged only if it already worked from this address within the hour (no
+    guess is confirmed; the people sharing the address keep working). A bad
+    key counts against the address; a good one marks itself proven there
+    (while the address is not slowed) and counts against its client's minute.
+    """
+    wait_s = limiter.blocked(check.failures, check.failure_limit, MINUTE_S)
+    if wait_s is not None and (
+        check.proven is None or limiter.blocked(check.proven, 1, PROVEN_WINDOW_S) is None
+    ):
+        return KeyVerdict.ADDRESS_SLOWED, wait_s
+    if not check.good:
+        if wait_s is not None:  # proven once, revoked since
+            return KeyVerdict.ADDRESS_SLOWED, wait_s
+        over_s = limiter.hit(check.failures, check.failure_limit, MINUTE_S)
+        return (KeyVerdict.ADDRESS_SLOWED, over_s) if over_s else (KeyVerdict.BAD_KEY, 0.0)
+    if wait_s is None and check.proven is not None:
+        limiter.hit(check.proven, 1, PROVEN_WINDOW_S)
+    if check.client is not None:
+        over_s = limiter.hit(check.client, check.client_limit, MINUTE_S)
+        if over_s is not None:
+            return KeyVerdict.CLIENT_OVER_LIMIT, over_s
+    return KeyVerdict.ACCEPTED, 0.0
 
 
 class MemoryRateLimiter:
@@ -72,16 +154,82 @@ class MemoryRateLimiter:
             return None
         return (window + 1) * window_s - now
 
+    def check_key(self, check: KeyCheck) -> tuple[KeyVerdict, float]:
+        return judge_key(self, check)
+
+    async def check_key_async(self, check: KeyCheck) -> tuple[KeyVerdict, float]:
+        return judge_key(self, check)  # memory only: nothing to wait for
+
     def close(self) -> None:
         pass
+
+    async def aclose(self) -> None:
+        pass
+
+
+#: :func:`judge_key` in Redis: one round trip for an authentication's every count.
+#: KEYS: failures, proven, client (the window's counter of each). ARGV: failure
+#: limit, failure TTL, proven TTL, client limit, client TTL, then three flags
+#: (1/0): proven usable, key good, client counted. Returns a KeyVerdict index.
+_CHECK_KEY_SCRIPT = """
+local failed = tonumber(redis.call('GET', KEYS[1]) or '0')
+local slowed = failed >= tonumber(ARGV[1])
+if slowed and (ARGV[6] ~= '1' or tonumber(redis.call('GET', KEYS[2]) or '0') < 1) then
+  return 2
+end
+if ARGV[7] ~= '1' then
+  if slowed then return 2 end
+  local n = redis.call('INCR', KEYS[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  if n > tonumber(ARGV[1]) then return 2 end
+  return 1
+end
+if not slowed and ARGV[6] == '1' then
+  redis.call('INCR', KEYS[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+end
+if ARGV[8] == '1' then
+  local n = redis.call('INCR', KEYS[3])
+  redis.call('EXPIRE', KEYS[3], ARGV[5])
+  if n > tonumber(ARGV[4]) then return 3 end
+end
+return 0
+"""
+_VERDICTS = (
+    KeyVerdict.ACCEPTED,
+    KeyVerdict.BAD_KEY,
+    KeyVerdict.ADDRESS_SLOWED,
+    KeyVerdict.CLIENT_OVER_LIMIT,
+)
+
+
+def _with_wait(verdict: KeyVerdict, now: float, minute: int) -> tuple[KeyVerdict, float]:
+    """The verdict and, for a refusal, the seconds until its minute ends."""
+    if verdict in (KeyVerdict.ADDRESS_SLOWED, KeyVerdict.CLIENT_OVER_LIMIT):
+        return verdict, (minute + 1) * MINUTE_S - now
+    return verdict, 0.0
 
 
 class RedisRateLimiter:
     """Fixed windows in Redis, shared by every API process."""
 
-    def __init__(self, client: redis.Redis, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        clock: Callable[[], float] = time.time,
+        *,
+        async_client: redis.asyncio.Redis | None = None,
+    ) -> None:
+        """``async_client`` (the same Redis) serves :meth:`check_key_async` on the event
+        loop it is first used on; without it, that runs :meth:`check_key` in a thread."""
         self._redis = client
         self._clock = clock
+        self._check_key = client.register_script(_CHECK_KEY_SCRIPT)
+        self._async = async_client
+        self._async_check_key = (
+            async_client.register_script(_CHECK_KEY_SCRIPT) if async_client is not None else None
+        )
+        self._async_loop: asyncio.AbstractEventLoop | None = None
 
     def hit(self, key: str, limit: int, window_s: int) -> float | None:
         now = self._clock()
@@ -103,8 +251,50 @@ class RedisRateLimiter:
             return None
         return (window + 1) * window_s - now
 
+    def check_key(self, check: KeyCheck) -> tuple[KeyVerdict, float]:
+        """:func:`judge_key` as one Lua script: one round trip, the same keys and windows."""
+        now, minute, keys, args = self._script_arguments(check)
+        verdict = _VERDICTS[int(self._check_key(keys=keys, args=args))]
+        return _with_wait(verdict, now, minute)
+
+    def _script_arguments(self, check: KeyCheck) -> tuple[float, int, list[str], list[int]]:
+        now = self._clock()
+        minute = int(now // MINUTE_S)
+        hour = int(now // PROVEN_WINDOW_S)
+        keys = [
+            f"offpost:ratelimit:{check.failures}:{minute}",
+            f"offpost:ratelimit:{check.proven or ''}:{hour}",
+            f"offpost:ratelimit:{check.client or ''}:{minute}",
+        ]
+        args = [
+            check.failure_limit,
+            MINUTE_S + 1,
+            PROVEN_WINDOW_S + 1,
+            check.client_limit,
+            MINUTE_S + 1,
+            int(check.proven is not None),
+            int(check.good),
+            int(check.client is not None),
+        ]
+        return now, minute, keys, args
+
+    async def check_key_async(self, check: KeyCheck) -> tuple[KeyVerdict, float]:
+        loop = asyncio.get_running_loop()
+        if self._async_loop is None:
+            self._async_loop = loop
+        if self._async_check_key is None or loop is not self._async_loop:
+            # An async client's connections belong to the loop that opened them.
+            return await anyio.to_thread.run_sync(self.check_key, check)
+        now, minute, keys, args = self._script_arguments(check)
+        verdict = _VERDICTS[int(await self._async_check_key(keys=keys, args=args))]
+        return _with_wait(verdict, now, minute)
+
     def close(self) -> None:
         self._redis.close()
+
+    async def aclose(self) -> None:
+        if self._async is not None:
+            await self._async.aclose()
 
 
 def retry_after_header(wait_s: float) -> dict[str, str]:

@@ -8,6 +8,14 @@ new post, the same 422 as an id that does not exist).
 The batch route is built for throughput: it validates in memory, loads the
 credentials it needs with one query, inserts with one executemany statement and
 renders the answer from the inserted values without reading them back.
+
+The single route is built for request rate: on PostgreSQL it runs on the event
+loop (no thread), reads the key's client, the post's credential and Page, and
+writes the post, its quota check and its idempotency key in one round trip
+(:mod:`offpost.posts.single`). A post whose checks need more (an inline
+``access_token``, an upload, a Reel), SQLite, or a request on another event
+loop than the app's goes through the same code as the batch route, in the
+thread pool.
 """
 
 from __future__ import annotations
@@ -23,16 +31,20 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from offpost.api.credentials import intake_problem
 from offpost.api.deps import (
     ClientDep,
     GraphDep,
+    LoopClientDep,
     NowDep,
     SessionDep,
     SettingsDep,
+    loop_database,
     read_cursor,
 )
+from offpost.api.fastdb import AsyncDatabase
 from offpost.api.insights import latest_insight
 from offpost.api.problems import ProblemError, field_error, outcome_unknown, quota_problem
 from offpost.api.schemas import (
@@ -47,17 +59,20 @@ from offpost.api.schemas import (
     StepList,
     StepOut,
 )
+from offpost.api.wake import DispatcherWake
 from offpost.graph.client import GraphClient
 from offpost.models import (
     Attempt,
     Client,
     Credential,
     Followup,
+    IdPrefix,
     PostStatus,
     PostStep,
+    is_id,
     request_hash,
 )
-from offpost.posts import followups, quotas, rules, store
+from offpost.posts import followups, quotas, rules, single, store
 from offpost.posts.idempotency import (
     IdempotencyConflictError,
     StoredAnswer,
@@ -140,6 +155,10 @@ def _json(answer: StoredAnswer, *, replayed: bool = False) -> Response:
     )
 
 
+def _post_answer(row: dict[str, Any]) -> StoredAnswer:
+    return StoredAnswer(201, PostOut.of(row).model_dump(mode="json"))
+
+
 def _wake(request: Request, due_at: datetime | None) -> None:
     """Tell an in-process dispatcher that something is due at ``due_at`` (if it listens)."""
     wake = getattr(request.app.state, "wake_dispatcher", None)
@@ -167,14 +186,8 @@ def _create(
     """Create ``items`` in one transaction, once per ``key``; the JSON answer."""
     client_id = client.id
     settings: Settings = request.app.state.settings
-    digest = ""
+    digest = _digest(key, body, batch=batch)
     if key is not None:
-        if why := check_key(key):
-            raise field_error(IDEMPOTENCY_HEADER, why)
-        # The parsed body, not the raw bytes: key order, spacing and an explicit
-        # null versus an omitted field do not make another request.
-        path = "/v1/posts/batch" if batch else "/v1/posts"
-        digest = request_hash("POST", path, body.model_dump(mode="json", exclude_none=True))
         with _answers():
             stored = find_answer(session, client_id, key, digest, now)
         if stored is not None:
@@ -196,9 +209,19 @@ def _create(
 
     def work() -> StoredAnswer:
         nonlocal due_at
-        rows = store.insert_posts(session, client_id, new_posts, now)
         limits = QuotaDefaults.of(settings).for_client(client)
-        quotas.check_inserted_posts(session, client_id, limits, len(new_posts), now)
+        if batch:
+            # Inserted in parallel with the client's other batches; counted under its lock.
+            rows = store.insert_posts(session, client_id, new_posts, now)
+            quotas.check_inserted_posts(session, client_id, limits, len(new_posts), now)
+        else:
+            # One row: lock, then one statement that counts and writes only if it fits.
+            quotas.check_request_size(limits, 1)
+            quotas.lock_client(session, client_id)
+            room = quotas.room_for(client_id, limits, 1, now)
+            rows = store.insert_posts(session, client_id, new_posts, now, only_if=room)
+            if not rows:
+                raise quotas.refusal(session, client_id, limits, 1, now)
         due_at = store.earliest_due(rows)
         out = [PostOut.of(row).model_dump(mode="json") for row in rows]
         return StoredAnswer(201, {"posts": out} if batch else out[0])
@@ -209,13 +232,94 @@ def _create(
             session, client_id=client_id, key=key, request_hash=digest, now=now, work=work
         )
     if not replayed:
-        logger.info(
-            "%d posts created",
-            len(new_posts),
-            extra={"action": "posts_created", "client_id": client_id},
-        )
+        _log_created(len(new_posts), client_id)
         _wake(request, due_at)
     return _json(answer, replayed=replayed)
+
+
+def _digest(key: str | None, body: PostCreate | PostBatchCreate, *, batch: bool) -> str:
+    """The request's hash for its ``Idempotency-Key`` (``""`` without one); 422 for a bad key."""
+    if key is None:
+        return ""
+    if why := check_key(key):
+        raise field_error(IDEMPOTENCY_HEADER, why)
+    # The parsed body, not the raw bytes: key order, spacing and an explicit
+    # null versus an omitted field do not make another request.
+    path = "/v1/posts/batch" if batch else "/v1/posts"
+    return request_hash("POST", path, body.model_dump(mode="json", exclude_none=True))
+
+
+def _log_created(count: int, client_id: str) -> None:
+    logger.info(
+        "%d posts created", count, extra={"action": "posts_created", "client_id": client_id}
+    )
+
+
+async def _create_on_loop(
+    database: AsyncDatabase,
+    request: Request,
+    client: Client,
+    body: PostCreate,
+    key: str | None,
+    now: datetime,
+) -> Response:
+    """:func:`_create` for one post on the event loop (:mod:`offpost.posts.single`): the
+    same checks and answers, with three reads and one round trip for the write."""
+    settings: Settings = request.app.state.settings
+    digest = _digest(key, body, batch=False)
+    limits = QuotaDefaults.of(settings).for_client(client)
+    dialect = database.dialect
+    async with database.per_client.turn(client.id), database.connection() as conn:
+        with _answers():
+            if key is not None:
+                stored = await single.find_answer(conn, dialect, client.id, key, digest, now)
+                if stored is not None:
+                    return _json(stored, replayed=True)
+            credentials = {}
+            if body.credential_id is not None and is_id(body.credential_id, IdPrefix.CREDENTIAL):
+                credentials = await single.load_credential_facts(
+                    conn, dialect, client.id, body.credential_id, body.target
+                )
+            new_posts = store.prepare_posts(None, client.id, [body], now, credentials=credentials)
+            answer, row = await single.create_post(
+                conn,
+                dialect,
+                client.id,
+                new_posts[0],
+                limits,
+                now,
+                answer_of=_post_answer,
+                key=key,
+                request_hash=digest,
+            )
+    if row is None:
+        return _json(answer, replayed=True)
+    _log_created(1, client.id)
+    due_at = store.earliest_due([row])
+    if due_at is not None and _wake_does_something(request, due_at):
+        # The nudge may publish to Redis: not on the event loop.
+        await run_in_threadpool(_wake, request, due_at)
+    return _json(answer)
+
+
+def _wake_does_something(request: Request, due_at: datetime) -> bool:
+    """False when the app's own wake-up would do nothing for ``due_at`` (the dispatchers
+    look before then anyway); any other wake-up is always called."""
+    wake = getattr(request.app.state, "wake_dispatcher", None)
+    if wake is None:
+        return False
+    return not isinstance(wake, DispatcherWake) or wake.soon(due_at)
+
+
+def _create_one_in_a_session(
+    request: Request, client: Client, body: PostCreate, key: str | None, now: datetime
+) -> Response:
+    state = request.app.state
+    with state.sessions() as session:
+        app_id = state.settings.app_id or ""
+        return _create(
+            request, session, state.graph, app_id, client, [body], body, key, now, batch=False
+        )
 
 
 @router.post(
@@ -225,19 +329,20 @@ def _create(
     summary="Schedule a post",
     responses=_CREATE_ERRORS,
 )
-def create_post(
+async def create_post(
     body: PostCreate,
     request: Request,
-    client: ClientDep,
-    session: SessionDep,
-    graph: GraphDep,
-    settings: SettingsDep,
+    client: LoopClientDep,
     now: NowDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
-    app_id = settings.app_id or ""
-    return _create(
-        request, session, graph, app_id, client, [body], body, idempotency_key, now, batch=False
+    # On the event loop when it can (PostgreSQL, a post whose checks read only its
+    # credential); otherwise in the thread pool with a session, as every other route.
+    database = loop_database(request)
+    if database is not None and single.eligible(body):
+        return await _create_on_loop(database, request, client, body, idempotency_key, now)
+    return await run_in_threadpool(
+        _create_one_in_a_session, request, client, body, idempotency_key, now
     )
 
 

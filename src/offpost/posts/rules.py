@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from sqlalchemy import and_, or_
@@ -26,7 +26,6 @@ from sqlalchemy.sql.elements import ColumnElement
 from offpost.errors import OffpostError
 from offpost.models import (
     CREATE_CONTENT,
-    Credential,
     CredentialStatus,
     IdPrefix,
     PageTokenStatus,
@@ -226,7 +225,27 @@ def check_message(value: str) -> str:
     return value
 
 
-def initial_status(credential: Credential | None, target: str) -> PostStatus | FieldProblem:
+class PageView(Protocol):
+    """What :func:`initial_status` reads of a Page (a ``CredentialPage`` has it)."""
+
+    @property
+    def token_status(self) -> PageTokenStatus: ...
+    @property
+    def can_create_content(self) -> bool: ...
+
+
+class CredentialView(Protocol):
+    """What :func:`initial_status` reads of a credential: a ``Credential``, or the
+    token-free facts :func:`offpost.posts.store.load_credential_facts` reads."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def status(self) -> CredentialStatus: ...
+    def page(self, page_id: str) -> PageView | None: ...
+
+
+def initial_status(credential: CredentialView | None, target: str) -> PostStatus | FieldProblem:
     """The status a new post of ``credential`` on ``target`` starts in, or what forbids it.
 
     ``credential`` is ``None`` when the client has no such credential (another

@@ -24,14 +24,25 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, and_, case, insert, or_, select
+from sqlalchemy import Select, Table, and_, bindparam, case, insert, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from offpost.media.budgets import REELS_PER_DAY, next_reel_slot, page_reel_times
 from offpost.media.spec import spec_kind, spec_media_ids
 from offpost.media.uses import record_uses
-from offpost.models import Credential, IdPrefix, Post, PostStatus, is_id, transitions
+from offpost.models import (
+    CREATE_CONTENT,
+    Credential,
+    CredentialPage,
+    CredentialStatus,
+    IdPrefix,
+    PageTokenStatus,
+    Post,
+    PostStatus,
+    is_id,
+    transitions,
+)
 from offpost.models.ids import new_ids
 from offpost.models.post import (
     CANCELABLE_STATUSES,
@@ -61,13 +72,17 @@ from offpost.posts.rules import (
 from offpost.tokens.intake import MissingPermissionsError, TokenRejectedError
 
 __all__ = [
+    "NULL_ON_INSERT",
+    "CredentialFacts",
     "NewPost",
+    "PageFacts",
     "PostFields",
     "TokenIntake",
     "cancel_post",
     "earliest_due",
     "insert_posts",
     "list_posts",
+    "load_credential_facts",
     "load_credentials",
     "load_post",
     "new_post_ids",
@@ -144,13 +159,14 @@ class _Item:
 
 
 def prepare_posts(
-    session: Session,
+    session: Session | None,
     client_id: str,
     items: Sequence[PostFields],
     now: datetime,
     *,
     intake: TokenIntake | None = None,
     batch: bool = False,
+    credentials: Mapping[str, CredentialFacts] | None = None,
 ) -> list[NewPost]:
     """Check ``items`` against every rule; the posts to insert, in order.
 
@@ -159,6 +175,11 @@ def prepare_posts(
     ``access_token`` values go through ``intake`` (once per distinct token) only
     when everything else is right, so a bad body never costs a Graph call;
     ``intake`` may raise :class:`~offpost.tokens.intake.GraphUnavailableError`.
+
+    ``credentials`` are the items' credentials when the caller has read them
+    already (:func:`load_credential_facts`, or the event loop's reads of the
+    single route); ``session`` may then be ``None`` if no item names an upload
+    or a Reel (their checks read the database).
     """
     work = [_Item(i, item, f"posts[{i}]." if batch else "") for i, item in enumerate(items)]
     tokens: dict[str, int] = {}
@@ -175,9 +196,7 @@ def prepare_posts(
             "submit them to /v1/credentials and use credential_id",
         )
 
-    credentials = load_credentials(
-        session, client_id, {w.fields.credential_id for w in work if w.fields.credential_id}
-    )
+    credentials = _credentials_of(session, client_id, work, credentials)
     # A batch usually names a few (credential, Page) pairs many times: decide each once.
     verdicts: dict[tuple[str, str], PostStatus | FieldProblem] = {}
 
@@ -215,7 +234,7 @@ def prepare_posts(
             credential = taken.get(item.fields.access_token or "")
             if credential is not None:
                 item.credential_id = credential.id
-                credentials[credential.id] = credential
+                credentials[credential.id] = CredentialFacts.of(credential)
                 check_credential(item)
         _raise_problems(work)
 
@@ -253,7 +272,27 @@ def prepare_posts(
     return out
 
 
-def _check_media(session: Session, client_id: str, work: Sequence[_Item], now: datetime) -> None:
+def _credentials_of(
+    session: Session | None,
+    client_id: str,
+    work: Sequence[_Item],
+    known: Mapping[str, CredentialFacts] | None,
+) -> dict[str, CredentialFacts]:
+    """The items' credentials: ``known``, or read with one query."""
+    if known is not None:
+        return dict(known)
+    assert session is not None, "prepare_posts reads the credentials with a session"
+    return load_credential_facts(
+        session,
+        client_id,
+        {w.fields.credential_id for w in work if w.fields.credential_id},
+        {w.fields.target for w in work if w.fields.credential_id},
+    )
+
+
+def _check_media(
+    session: Session | None, client_id: str, work: Sequence[_Item], now: datetime
+) -> None:
     """The uploads each post names, and the Page's Reels budget at its time."""
     reels: dict[str, list[datetime]] = {}
     for item in work:
@@ -261,6 +300,10 @@ def _check_media(session: Session, client_id: str, work: Sequence[_Item], now: d
         spec = media_spec(fields.photos, fields.video, fields.reel)
         if spec is None or item.problems:
             continue
+        if spec_media_ids(spec) or spec_kind(spec) == "reel":
+            assert session is not None, "uploads and Reels are checked with a session"
+        else:
+            continue  # URLs only, not a Reel: nothing to read
         _, problems = check_uploads(session, client_id, spec, prefix=item.prefix)
         item.problems += problems
         if spec_kind(spec) == "reel" and not problems:
@@ -312,6 +355,100 @@ def _raise_problems(work: Iterable[_Item]) -> None:
         raise PostInputError(problems)
 
 
+@dataclass(frozen=True, slots=True)
+class PageFacts:
+    """What a new post's checks read of one Page of a credential (never its token)."""
+
+    token_status: PageTokenStatus
+    tasks: list[str] | None
+
+    @property
+    def can_create_content(self) -> bool:
+        """As :attr:`offpost.models.CredentialPage.can_create_content`."""
+        return self.tasks is None or CREATE_CONTENT in self.tasks
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialFacts:
+    """What a new post's checks read of a credential: status, scopes, some of its Pages.
+
+    Read by :func:`load_credential_facts` without the tokens (no decryption, no
+    ORM objects): :func:`~offpost.posts.rules.initial_status` takes it as it
+    takes a :class:`~offpost.models.Credential`.
+    """
+
+    id: str
+    status: CredentialStatus
+    scopes: list[str]
+    pages: dict[str, PageFacts]
+
+    def page(self, page_id: str) -> PageFacts | None:
+        return self.pages.get(page_id)
+
+    @classmethod
+    def of(cls, credential: Credential) -> CredentialFacts:
+        return cls(
+            id=credential.id,
+            status=credential.status,
+            scopes=list(credential.scopes or []),
+            pages={p.page_id: PageFacts(p.token_status, p.tasks) for p in credential.pages},
+        )
+
+
+def _credential_facts_query() -> Select[Any]:
+    credentials = cast(Table, Credential.__table__)
+    pages = cast(Table, CredentialPage.__table__)
+    return (
+        select(
+            credentials.c.id,
+            credentials.c.status,
+            credentials.c.scopes,
+            pages.c.page_id,
+            pages.c.token_status,
+            pages.c.tasks,
+        )
+        .select_from(
+            credentials.outerjoin(
+                pages,
+                and_(
+                    pages.c.credential_id == credentials.c.id,
+                    pages.c.page_id.in_(bindparam("page_ids", expanding=True)),
+                ),
+            )
+        )
+        .where(
+            credentials.c.client_id == bindparam("client_id"),
+            credentials.c.id.in_(bindparam("ids", expanding=True)),
+        )
+    )
+
+
+#: Built once: a request only binds its values.
+_CREDENTIAL_FACTS = _credential_facts_query()
+
+
+def load_credential_facts(
+    session: Session, client_id: str, credential_ids: Iterable[str], page_ids: Iterable[str]
+) -> dict[str, CredentialFacts]:
+    """The client's credentials among ``credential_ids``, each with those of ``page_ids``
+    that are its Pages, by id: one query, no token read."""
+    ids = [c for c in set(credential_ids) if is_id(c, IdPrefix.CREDENTIAL)]
+    if not ids:
+        return {}
+    found: dict[str, CredentialFacts] = {}
+    rows = session.connection().execute(
+        _CREDENTIAL_FACTS,
+        {"client_id": client_id, "ids": ids, "page_ids": sorted(set(page_ids))},
+    )
+    for row in rows:
+        facts = found.get(row.id)
+        if facts is None:
+            facts = found[row.id] = CredentialFacts(row.id, row.status, row.scopes or [], {})
+        if row.page_id is not None:
+            facts.pages[row.page_id] = PageFacts(row.token_status, row.tasks)
+    return found
+
+
 def load_credentials(
     session: Session, client_id: str, credential_ids: Iterable[str]
 ) -> dict[str, Credential]:
@@ -331,21 +468,43 @@ def new_post_ids(count: int) -> list[str]:
 
 
 def insert_posts(
-    session: Session, client_id: str, posts: Sequence[NewPost], now: datetime
+    session: Session,
+    client_id: str,
+    posts: Sequence[NewPost],
+    now: datetime,
+    *,
+    only_if: ColumnElement[bool] | None = None,
 ) -> list[dict[str, Any]]:
     """Insert ``posts`` for ``client_id`` with one executemany INSERT; does not commit.
 
     Returns every column's value of each row (as stored, without reading it
     back), in the order of ``posts``, ready for ``PostOut.of``.
+
+    With ``only_if`` (one post only), the row is written only if that condition
+    holds when the statement runs — ``INSERT … SELECT … WHERE``, one statement
+    for the check and the write (the single route's quotas,
+    :func:`offpost.posts.quotas.room_for`); ``[]`` when it did not hold.
     """
     if not posts:
         return []
     rows = new_post_rows(client_id, posts, now)
-    # Core on the Table, not the ORM: one executemany (insertmanyvalues batches it
-    # into multi-row VALUES), no identity map, no per-object flush bookkeeping.
-    session.execute(insert(cast(Table, Post.__table__)), rows)
+    table = cast(Table, Post.__table__)
+    if only_if is not None:
+        if len(rows) != 1:
+            raise ValueError("only_if inserts one post at a time")
+        row = rows[0]
+        values = select(*(bindparam(None, v, type_=table.c[k].type) for k, v in row.items()))
+        written = session.execute(
+            insert(table).from_select(list(row), values.where(only_if)).returning(table.c.id)
+        ).first()
+        if written is None:
+            return []
+    else:
+        # Core on the Table, not the ORM: one executemany (insertmanyvalues batches it
+        # into multi-row VALUES), no identity map, no per-object flush bookkeeping.
+        session.execute(insert(table), rows)
     record_post_uses(session, rows)
-    return [row | _NULL_ON_INSERT for row in rows]
+    return [row | NULL_ON_INSERT for row in rows]
 
 
 def record_post_uses(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -396,7 +555,7 @@ def new_post_rows(client_id: str, posts: Sequence[NewPost], now: datetime) -> li
 
 #: Columns a new post leaves NULL. They stay out of the INSERT: a ``None`` bound to
 #: the JSON column ``last_error`` would store JSON ``null``, not SQL ``NULL``.
-_NULL_ON_INSERT: dict[str, Any] = dict.fromkeys(
+NULL_ON_INSERT: dict[str, Any] = dict.fromkeys(
     (
         "queued_at",
         "lease_owner",
