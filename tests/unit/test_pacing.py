@@ -230,31 +230,6 @@ def test_scenario_budget_is_the_largest_lower_bound_from_replies(pacers: Pacers)
     assert state(pacer, PAGE).budget == pytest.approx(100 * 1 / 51)
 
 
-def test_scenario_a_reading_counts_only_replies_seen_before_its_call_was_admitted(
-    pacers: Pacers,
-) -> None:
-    """Replies arrive in the order threads finish, not the order Graph ran the calls:
-    a reading counts for sure only its own call and the replies seen before that call
-    was admitted (``seen``), not every reply seen before the reading."""
-    clock = Clock()
-    pacer = pacers(clock, config(probe_calls=0))
-    waits, seen = pacer.admit_counted([[PAGE]] * 20)  # 20 concurrent calls
-    assert (waits, seen) == ([0.0] * 20, {PAGE: 0})
-    # Their readings come back in any order; each call was admitted having seen none:
-    # each reading surely counts its own call only, 100·1/(p+1).
-    pacer.observe([(PAGE, 0, 0)])
-    assert state(pacer, PAGE).budget == 100.0
-    pacer.observe([(PAGE, 9, 0)] * 19)  # without seen, 100·20/10 = 200: too much, maybe
-    assert state(pacer, PAGE).budget == 100.0
-    # The next call is admitted having seen the 20: its reading counts 21 for sure.
-    waits, seen = pacer.admit_counted([[PAGE]])
-    assert (waits, seen) == ([0.0], {PAGE: 20})
-    pacer.observe([(PAGE, 9, 20)])
-    assert state(pacer, PAGE).budget == 210.0
-    # A key no call names is not in the counts; a Null pacer counts nothing.
-    assert pacer.admit_counted([[f"user:{PAGE}"]]) == ([0.0], {})
-
-
 def test_scenario_replies_bound_the_budget_only_from_the_newest_buckets(pacers: Pacers) -> None:
     """A reply counts in m (B ≥ 100·m/(p+1)) only while in the newest BUCKETS - 2
     buckets: a reply of bucket b leaves m when bucket b + 58 begins."""

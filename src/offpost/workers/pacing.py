@@ -64,7 +64,7 @@ import math
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -180,23 +180,16 @@ class Pacer(Protocol):
         wait before asking again (nothing taken for it). In order: earlier calls are
         admitted first. Keys of scopes other than app and page are not paced."""
 
-    def admit_counted(self, calls: Sequence[Sequence[str]]) -> tuple[list[float], dict[str, int]]:
-        """:meth:`admit`, and for each paced key named, the replies with a reading seen for
-        it so far (in the window): pass that back with each admitted call's reading."""
-
-    def observe(self, readings: Sequence[Reading]) -> None:
-        """Usage readings from replies: (key, percent used, as Graph reported it), and the
-        ``seen`` count of the call's admission when known. Feeds the budget estimate;
-        never raises."""
+    def observe(self, readings: Sequence[tuple[str, int]]) -> None:
+        """Usage readings from replies: (key, percent used, as Graph reported it). Feeds the
+        budget estimate; never raises."""
 
     def snapshot(self) -> list[PaceState]:
         """Every key with activity in its window (raises :class:`PacingUnavailableError`
         when the shared state cannot be read)."""
 
 
-def readings_for(
-    usage: GraphUsage, *, app_id: str, page_id: str, seen: Mapping[str, int] | None = None
-) -> list[Reading]:
+def readings_for(usage: GraphUsage, *, app_id: str, page_id: str) -> list[tuple[str, int]]:
     """What one reply's usage headers say, as :meth:`Pacer.observe` takes it.
 
     The app: ``X-App-Usage``. The Page: the highest of ``X-Page-Usage`` and the
@@ -204,15 +197,15 @@ def readings_for(
     of call_count, total_time and total_cputime: CPU time exhausts a budget as
     surely as calls do, and a higher percentage only makes the estimate smaller.
     """
-    pairs: list[tuple[str, int]] = []
+    readings: list[tuple[str, int]] = []
     if usage.app is not None:
-        pairs.append((app_key(app_id), usage.app.max_pct))
+        readings.append((app_key(app_id), usage.app.max_pct))
     page = [entry.max_pct for entry in usage.for_object(page_id)]
     if usage.page is not None:
         page.append(usage.page.max_pct)
     if page:
-        pairs.append((page_key(page_id), max(page)))
-    return [(k, pct, seen[k]) if seen and k in seen else (k, pct) for k, pct in pairs]
+        readings.append((page_key(page_id), max(page)))
+    return readings
 
 
 def pacing_keys(app_id: str, page_id: str, *, page_token: bool) -> list[str]:
@@ -348,10 +341,10 @@ class _KeyState:
         cur = self.bucket(now)
         self.waits[cur] = self.waits.get(cur, 0) + 1
 
-    def observe(self, now: float, pct: int, seen: int | None = None) -> None:
+    def observe(self, now: float, pct: int) -> None:
         cur = self.bucket(now)
         self.replies[cur] = self.replies.get(cur, 0) + 1
-        bound = 100 * _counted(sum(self.replies.values()), seen) / (pct + 1)
+        bound = 100 * sum(self.replies.values()) / (pct + 1)
         if self.budget is None or now - self.budget_at >= self.window or bound >= self.budget:
             self.budget = bound
             self.budget_at = now
@@ -395,40 +388,15 @@ class _KeyState:
         )
 
 
-def _counted(replies: int, seen: int | None) -> int:
-    """How many calls a reading surely counts: the replies seen in the window, or, when
-    the call's admission said how many had been seen by then, those and the call itself.
-
-    Replies are seen in the order threads and workers finish, not the order Graph ran
-    their calls: a reading need not count the replies seen just before it. Those seen
-    before its call was even admitted ran before it, so it counts them. (With the
-    replies alone, a burst of concurrent batch requests overstated the budget: the
-    benchmark saw 97 % usage under a 90 % ceiling.)
-    """
-    return replies if seen is None else min(replies, seen + 1)
-
-
 def _unique_paced(keys: Iterable[str], config: PacingConfig) -> list[str]:
     return [k for k in dict.fromkeys(keys) if config.window_s(k) is not None]
 
 
-#: One usage reading: (key, percent used as Graph reported it), or with a third element,
-#: the replies the pacer had seen for the key when the call was admitted (``seen`` of
-#: :meth:`Pacer.admit_counted`).
-Reading = tuple[str, int] | tuple[str, int, int]
-
-
 def _paced_readings(
-    readings: Sequence[Reading], config: PacingConfig
-) -> list[tuple[str, int, int | None]]:
+    readings: Sequence[tuple[str, int]], config: PacingConfig
+) -> list[tuple[str, int]]:
     """The readings of paced keys, as whole non-negative percentages (usage.py's kind)."""
-    paced: list[tuple[str, int, int | None]] = []
-    for reading in readings:
-        key, pct = reading[0], reading[1]
-        seen = reading[2] if len(reading) > 2 else None
-        if config.window_s(key) is not None and pct >= 0:
-            paced.append((key, int(pct), None if seen is None else max(0, int(seen))))
-    return paced
+    return [(k, int(p)) for k, p in readings if config.window_s(k) is not None and p >= 0]
 
 
 class _Report:
@@ -500,21 +468,15 @@ class MemoryPacer:
                 del self._keys[key]
 
     def admit(self, calls: Sequence[Sequence[str]]) -> list[float]:
-        return self.admit_counted(calls)[0]
-
-    def admit_counted(self, calls: Sequence[Sequence[str]]) -> tuple[list[float], dict[str, int]]:
         ceiling, probe = self.config.ceiling_pct, self.config.probe_calls
         now = self._clock()
         waits: list[float] = []
-        seen: dict[str, int] = {}
         report = _Report()
         with self._lock:
             self._sweep(now)
             for call in calls:
                 keys = _unique_paced(call, self.config)
                 states = [self._key(k, now) for k in keys]
-                for key, state in zip(keys, states, strict=True):
-                    seen.setdefault(key, sum(state.replies.values()))
                 verdicts = [s.verdict(now, ceiling, probe) for s in states]
                 refused = [
                     (at, key, state)
@@ -534,13 +496,13 @@ class MemoryPacer:
                 for key, state in zip(keys, states, strict=True):
                     report.usage(key, state.ratio(now, ceiling, probe))
         report.send(self._observer)
-        return waits, seen
+        return waits
 
-    def observe(self, readings: Sequence[Reading]) -> None:
+    def observe(self, readings: Sequence[tuple[str, int]]) -> None:
         now = self._clock()
         with self._lock:
-            for key, pct, seen in _paced_readings(readings, self.config):
-                self._key(key, now).observe(now, pct, seen)
+            for key, pct in _paced_readings(readings, self.config):
+                self._key(key, now).observe(now, pct)
 
     def snapshot(self) -> list[PaceState]:
         now = self._clock()
@@ -572,10 +534,7 @@ class NullPacer:
     def admit(self, calls: Sequence[Sequence[str]]) -> list[float]:
         return [0.0] * len(calls)
 
-    def admit_counted(self, calls: Sequence[Sequence[str]]) -> tuple[list[float], dict[str, int]]:
-        return [0.0] * len(calls), {}
-
-    def observe(self, readings: Sequence[Reading]) -> None:
+    def observe(self, readings: Sequence[tuple[str, int]]) -> None:
         return None
 
     def snapshot(self) -> list[PaceState]:
@@ -632,7 +591,6 @@ local function load(k, window)
     end
   end
   if #stale > 0 then redis.call('HDEL', k, unpack(stale)) end
-  st.m0 = st.m
   st.B = tonumber(f.B)
   st.Bt = tonumber(f.Bt) or 0
   st.p = tonumber(f.p)
@@ -764,9 +722,7 @@ for i = 2, #KEYS do
     ratios[i - 1] = num(used / st.B)
   end
 end
-local seen = {}
-for i = 2, #KEYS do seen[i - 1] = tostring(states[i].m0) end
-return {out, binding, ratios, seen}
+return {out, binding, ratios}
 """
 )
 
@@ -774,15 +730,13 @@ return {out, binding, ratios, seen}
 _LUA_OBSERVE = (
     _LUA_COMMON
     + """
-for i, p, seen in string.gmatch(ARGV[rest], '(%d+):(%d+):?(%d*)') do
+for i, p in string.gmatch(ARGV[rest], '(%d+):(%d+)') do
   i = tonumber(i)
   p = tonumber(p)
   local st = states[i]
   st.o[st.cur] = (st.o[st.cur] or 0) + 1
   st.m = st.m + 1
-  local counted = st.m
-  if seen ~= '' then counted = math.min(st.m, tonumber(seen) + 1) end
-  local bound = 100 * counted / (p + 1)
+  local bound = 100 * st.m / (p + 1)
   if st.B == nil or now - st.Bt >= st.window or bound >= st.B then
     st.B = bound
     st.Bt = now
@@ -895,13 +849,10 @@ class RedisPacer:
         return hashes, [repr(self.config.window_s(k)) for k in keys]
 
     def admit(self, calls: Sequence[Sequence[str]]) -> list[float]:
-        return self.admit_counted(calls)[0]
-
-    def admit_counted(self, calls: Sequence[Sequence[str]]) -> tuple[list[float], dict[str, int]]:
         paced = [_unique_paced(call, self.config) for call in calls]
         keys = list(dict.fromkeys(k for call in paced for k in call))
         if not keys:
-            return [0.0] * len(calls), {}
+            return [0.0] * len(calls)
         position = {k: i + 2 for i, k in enumerate(keys)}  # KEYS[1] is the index
         specs = [" ".join(str(position[k]) for k in call) for call in paced if call]
         hashes, windows = self._keys(keys)
@@ -911,9 +862,9 @@ class RedisPacer:
             )
         except redis.RedisError as exc:
             self._outage.failed(f"admitting no call, each waits {UNREACHABLE_WAIT_S:.0f} s", exc)
-            return [UNREACHABLE_WAIT_S if call else 0.0 for call in paced], {}
+            return [UNREACHABLE_WAIT_S if call else 0.0 for call in paced]
         self._outage.succeeded()
-        waits_ms, binding, ratios, seen = reply
+        waits_ms, binding, ratios = reply
         report = _Report()
         for ms, position in zip(waits_ms, binding, strict=True):
             if position:
@@ -922,16 +873,15 @@ class RedisPacer:
             report.usage(key, float(ratio) if ratio else None)
         report.send(self._observer)
         answers = iter(int(ms) / 1000 for ms in waits_ms)
-        counts = {key: int(count) for key, count in zip(keys, seen, strict=True)}
-        return [next(answers) if call else 0.0 for call in paced], counts
+        return [next(answers) if call else 0.0 for call in paced]
 
-    def observe(self, readings: Sequence[Reading]) -> None:
+    def observe(self, readings: Sequence[tuple[str, int]]) -> None:
         paced = _paced_readings(readings, self.config)
         if not paced:
             return
-        keys = list(dict.fromkeys(k for k, _, _ in paced))
+        keys = list(dict.fromkeys(k for k, _ in paced))
         position = {k: i + 2 for i, k in enumerate(keys)}
-        spec = "|".join(f"{position[k]}:{p}" + ("" if s is None else f":{s}") for k, p, s in paced)
+        spec = "|".join(f"{position[k]}:{p}" for k, p in paced)
         hashes, windows = self._keys(keys)
         try:
             self._observe(keys=hashes, args=[*self._head(self._clock()), *windows, spec])

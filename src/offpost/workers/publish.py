@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -81,7 +81,7 @@ from offpost.workers.decide import (
 )
 from offpost.workers.media_publish import MediaPost
 from offpost.workers.observe import Finished, NullObserver, Outcome, PublishObserver
-from offpost.workers.pacing import NullPacer, Pacer, Reading, pacing_keys, readings_for
+from offpost.workers.pacing import NullPacer, Pacer, pacing_keys, readings_for
 from offpost.workers.reconcile import Sought, find_published
 
 logger = logging.getLogger(__name__)
@@ -139,9 +139,6 @@ class Ready:
     tokens: Tokens
     #: The Page token was derived again for this post already (a 190 then is final).
     rederived: bool = False
-    #: The replies the pacer had seen for the post's Page when it admitted the call
-    #: (handed back with the reply's reading: see :mod:`offpost.workers.pacing`).
-    seen: int | None = None
 
 
 def publish_guarded(ctx: PublishContext, post: ClaimedPost) -> Outcome:
@@ -173,9 +170,7 @@ def sent_by(post: ClaimedPost) -> Sent:
     return Sent.of(text, None if post.photo_url else post.link, post.photo_url)
 
 
-def publish_call(
-    ctx: PublishContext, post: ClaimedPost, page_token: str, *, seen: int | None = None
-) -> PublishResult:
+def publish_call(ctx: PublishContext, post: ClaimedPost, page_token: str) -> PublishResult:
     """The one Graph write for a post (a photo post or a feed post). Its usage headers
     are counted and, when high, block the app or the Page for every worker."""
     text = post_text(post.message, post.link, post.photo_url)
@@ -183,24 +178,19 @@ def publish_call(
         result = ctx.graph.publish_photo(post.target, page_token, url=post.photo_url, caption=text)
     else:
         result = ctx.graph.publish_feed(post.target, page_token, message=text, link=post.link)
-    count_usage(ctx, result.usage, post.target, seen=seen)
+    count_usage(ctx, result.usage, post.target)
     return result
 
 
 def count_usage(
-    ctx: PublishContext,
-    usage: GraphUsage,
-    page_id: str,
-    *,
-    pace: bool = True,
-    seen: int | None = None,
-) -> list[Reading]:
+    ctx: PublishContext, usage: GraphUsage, page_id: str, *, pace: bool = True
+) -> list[tuple[str, int]]:
     """What a reply's usage headers say, told to the metrics, the rate limiter and (with
     ``pace``) the pacer; returns the pacer's readings."""
     ctx.observer.graph_usage(usage, page_id)
     for key, wait_s in ratelimit.usage_blocks(usage, app_id=ctx.app_id, page_id=page_id):
         ctx.blocks.block(key, wait_s)
-    readings = readings_for(usage, app_id=ctx.app_id, page_id=page_id, seen=_seen(page_id, seen))
+    readings = readings_for(usage, app_id=ctx.app_id, page_id=page_id)
     if pace and readings:
         ctx.pacer.observe(readings)
     return readings
@@ -235,8 +225,6 @@ class PostPublisher:
         self.ctx = ctx
         self.post = post
         self.rederived = rederived
-        #: What the pacer had seen when it admitted this post's call (see Ready.seen).
-        self.seen: int | None = None
         if tokens is not None:
             self.fb_user_id = tokens.fb_user_id
             self.user_token = tokens.user_token
@@ -283,10 +271,7 @@ class PostPublisher:
                     return found
             if post.attempts >= post.max_attempts:
                 return self.exhausted()
-            [paced_s], seen = ctx.pacer.admit_counted(
-                [pacing_keys(ctx.app_id, post.target, page_token=True)]
-            )
-            self.seen = seen.get(ratelimit.page_key(post.target))
+            [paced_s] = ctx.pacer.admit([pacing_keys(ctx.app_id, post.target, page_token=True)])
             if paced_s > 0:
                 return self._release(ctx.clock() + timedelta(seconds=paced_s), Outcome.WAITING)
             return self._attempt()
@@ -301,9 +286,7 @@ class PostPublisher:
             return MediaPost(self).attempt()
         tokens = Tokens(self.fb_user_id, self.user_token, self.page_token)
         [outcome] = publish_ready(
-            self.ctx,
-            [Ready(self.post, tokens, rederived=self.rederived, seen=self.seen)],
-            inline=True,
+            self.ctx, [Ready(self.post, tokens, rederived=self.rederived)], inline=True
         )
         return outcome
 
@@ -668,14 +651,10 @@ def pace(ctx: PublishContext, ready: Sequence[Ready]) -> tuple[list[Ready], list
     due when the pacer said, no attempt spent; all in one transaction)."""
     if not ready:
         return [], []
-    waits, seen = ctx.pacer.admit_counted(
+    waits = ctx.pacer.admit(
         [pacing_keys(ctx.app_id, item.post.target, page_token=True) for item in ready]
     )
-    go = [
-        replace(item, seen=seen.get(ratelimit.page_key(item.post.target)))
-        for item, wait_s in zip(ready, waits, strict=True)
-        if wait_s <= 0
-    ]
+    go = [item for item, wait_s in zip(ready, waits, strict=True) if wait_s <= 0]
     held = [(item.post, wait_s) for item, wait_s in zip(ready, waits, strict=True) if wait_s > 0]
     if not held:
         return go, []
@@ -831,7 +810,7 @@ class LeaseTooShort(Exception):
 def _call_graph(ctx: PublishContext, item: Ready) -> PublishResult:
     if lease_too_short(ctx, item.post):
         raise LeaseTooShort
-    return publish_call(ctx, item.post, item.tokens.page_token or "", seen=item.seen)
+    return publish_call(ctx, item.post, item.tokens.page_token or "")
 
 
 #: One post's Graph call, as :func:`publish_ready` waits for it: the batch request it
@@ -902,27 +881,18 @@ def _call_graph_batch(
         for index in live:
             answers[index] = _call_or_error(ctx, chunk[index])
         return answers
-    readings: list[Reading] = []
+    readings: list[tuple[str, int]] = []
     for index, reply in zip(live, replies, strict=True):
-        usage, item = reply.usage, chunk[index]
+        usage = reply.usage
         if isinstance(reply, PublishResult):
-            readings += count_usage(ctx, usage, item.post.target, pace=False, seen=item.seen)
+            readings += count_usage(ctx, usage, chunk[index].post.target, pace=False)
         else:
-            readings += readings_for(
-                usage,
-                app_id=ctx.app_id,
-                page_id=item.post.target,
-                seen=_seen(item.post.target, item.seen),
-            )
+            readings += readings_for(usage, app_id=ctx.app_id, page_id=chunk[index].post.target)
         answers[index] = reply
     if readings:
         # One round trip for the whole batch's readings.
         ctx.pacer.observe(readings)
     return answers
-
-
-def _seen(page_id: str, seen: int | None) -> dict[str, int] | None:
-    return None if seen is None else {ratelimit.page_key(page_id): seen}
 
 
 def _call_or_error(ctx: PublishContext, item: Ready) -> PublishResult | Exception:
