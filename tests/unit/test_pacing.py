@@ -230,6 +230,21 @@ def test_scenario_budget_is_the_largest_lower_bound_from_replies(pacers: Pacers)
     assert state(pacer, PAGE).budget == pytest.approx(100 * 1 / 51)
 
 
+def test_scenario_the_bound_takes_the_highest_reading_of_the_window(pacers: Pacers) -> None:
+    """Replies arrive in the order threads finish, not the order Graph ran the calls: the
+    reading seen last need not be the one that counted all the replies seen. The one
+    Graph gave the call it ran last is the highest, and it counted every one of them."""
+    clock = Clock()
+    pacer = pacers(clock, config(probe_calls=0))
+    assert pacer.admit([[PAGE]] * 20) == [0.0] * 20
+    pacer.observe([(PAGE, 9)] * 19)  # 19 replies: 100·19/10 = 190
+    # The call Graph ran first answers last, at 0 %: with its own reading the bound
+    # would be 100·20/1 = 2000; the window's highest reading (9 %) makes it 200.
+    pacer.observe([(PAGE, 0)])
+    assert state(pacer, PAGE).budget == 200.0
+    assert state(pacer, PAGE).reported_pct == 0
+
+
 def test_scenario_replies_bound_the_budget_only_from_the_newest_buckets(pacers: Pacers) -> None:
     """A reply counts in m (B ≥ 100·m/(p+1)) only while in the newest BUCKETS - 2
     buckets: a reply of bucket b leaves m when bucket b + 58 begins."""

@@ -233,6 +233,7 @@ class _KeyState:
         "budget",
         "budget_at",
         "calls",
+        "highest",
         "pct",
         "pct_at",
         "refresh_at",
@@ -248,6 +249,8 @@ class _KeyState:
         self.width = window / BUCKETS
         self.calls: dict[int, int] = {}
         self.replies: dict[int, int] = {}
+        #: The highest reading of each bucket's replies (the bound's p).
+        self.highest: dict[int, int] = {}
         self.waits: dict[int, int] = {}
         self.budget: float | None = None
         self.budget_at = 0.0
@@ -273,6 +276,7 @@ class _KeyState:
             (self.calls, cur - BUCKETS),
             (self.waits, cur - BUCKETS),
             (self.replies, cur - BUCKETS + 3),
+            (self.highest, cur - BUCKETS + 3),
         ):
             for b in [b for b in buckets if b < oldest or b > cur + BUCKETS]:
                 del buckets[b]
@@ -344,7 +348,8 @@ class _KeyState:
     def observe(self, now: float, pct: int) -> None:
         cur = self.bucket(now)
         self.replies[cur] = self.replies.get(cur, 0) + 1
-        bound = 100 * sum(self.replies.values()) / (pct + 1)
+        self.highest[cur] = max(self.highest.get(cur, 0), pct)
+        bound = 100 * sum(self.replies.values()) / (max(self.highest.values()) + 1)
         if self.budget is None or now - self.budget_at >= self.window or bound >= self.budget:
             self.budget = bound
             self.budget_at = now
@@ -544,10 +549,11 @@ class NullPacer:
 # --- Redis ------------------------------------------------------------------------------------
 #
 # One hash per key (PREFIX .. key): fields c:<bucket> (calls admitted), o:<bucket> (replies
-# observed), w:<bucket> (calls told to wait), W (its window), B/Bt (budget and when it was
-# set), p/pt (latest reading and when), s (calls since), ra (last refresh). A sorted set
-# (PREFIX .. "index") names the keys with recent writes, for the snapshot. Numbers go both
-# ways as "%.17g" strings: the same doubles as the Python above, so both pacers decide alike.
+# observed), x:<bucket> (their highest reading), w:<bucket> (calls told to wait), W (its
+# window), B/Bt (budget and when it was set), p/pt (latest reading and when), s (calls
+# since), ra (last refresh). A sorted set (PREFIX .. "index") names the keys with recent
+# writes, for the snapshot. Numbers go both ways as "%.17g" strings: the same doubles as
+# the Python above, so both pacers decide alike.
 #
 # ARGV of every script: now, ceiling %, probe calls, buckets, prefix, index TTL (ms). KEYS[1]
 # is the index; admit and observe name each key's hash in KEYS[2..] and its window in
@@ -564,7 +570,9 @@ local index_ttl = tonumber(ARGV[6])
 local function num(x) return string.format('%.17g', x) end
 
 local function load(k, window)
-  local st = {window = window, width = window / nb, c = {}, o = {}, w = {}, n = 0, m = 0, nw = 0}
+  local st = {
+    window = window, width = window / nb, c = {}, o = {}, w = {}, x = {}, n = 0, m = 0, nw = 0,
+  }
   st.cur = math.floor(now / st.width)
   local raw = redis.call('HGETALL', k)
   local f = {}
@@ -575,18 +583,18 @@ local function load(k, window)
   end
   local stale = {}
   for name, v in pairs(f) do
-    local kind, b = string.match(name, '^([cow]):(%-?%d+)$')
+    local kind, b = string.match(name, '^([cowx]):(%-?%d+)$')
     if kind then
       b = tonumber(b)
       local oldest = st.cur - nb
-      if kind == 'o' then oldest = st.cur - nb + 3 end
+      if kind == 'o' or kind == 'x' then oldest = st.cur - nb + 3 end
       if b < oldest or b > st.cur + nb then
         stale[#stale + 1] = name
       else
         v = tonumber(v)
         st[kind][b] = v
         if kind == 'c' then st.n = st.n + v elseif kind == 'o' then st.m = st.m + v
-        else st.nw = st.nw + v end
+        elseif kind == 'w' then st.nw = st.nw + v end
       end
     end
   end
@@ -736,7 +744,10 @@ for i, p in string.gmatch(ARGV[rest], '(%d+):(%d+)') do
   local st = states[i]
   st.o[st.cur] = (st.o[st.cur] or 0) + 1
   st.m = st.m + 1
-  local bound = 100 * st.m / (p + 1)
+  st.x[st.cur] = math.max(st.x[st.cur] or 0, p)
+  local top = 0
+  for _, v in pairs(st.x) do top = math.max(top, v) end
+  local bound = 100 * st.m / (top + 1)
   if st.B == nil or now - st.Bt >= st.window or bound >= st.B then
     st.B = bound
     st.Bt = now
@@ -745,6 +756,7 @@ for i, p in string.gmatch(ARGV[rest], '(%d+):(%d+)') do
   st.pt = now
   st.s = 0
   redis.call('HINCRBY', KEYS[i], 'o:' .. st.cur, 1)
+  redis.call('HSET', KEYS[i], 'x:' .. st.cur, st.x[st.cur])
   redis.call('HSET', KEYS[i], 'B', num(st.B), 'Bt', num(st.Bt), 'p', p, 'pt', num(now), 's', 0)
   touch(KEYS[i], st)
 end
