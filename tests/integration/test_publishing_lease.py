@@ -8,7 +8,10 @@ Graph timeout). Here one worker has a single publish thread, a 10 s lease and a
 the first two calls (2.5 s each), so the later posts of the same message wait
 in the pool past that point. They go back to ``scheduled`` without an attempt
 and the next claim publishes them. Every post ends published exactly once, and
-no attempt row is left for a call that was never made.
+no attempt row is left for a call that was never made. The worker sends each
+publish in a request of its own (``OFFPOST_GRAPH_BATCH=false``): in one batch
+request the slow calls would delay every post's reply, not keep later posts
+waiting for the thread.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ def test_a_call_that_could_outlive_the_lease_is_not_started(
             OFFPOST_GRAPH_TIMEOUT_S="3",
             OFFPOST_PUBLISH_CONCURRENCY="1",
             OFFPOST_MESSAGE_BATCH=str(POSTS),
+            OFFPOST_GRAPH_BATCH="false",
         ) as pipeline,
         httpx.Client(base_url=sandbox_server.url, timeout=TIMEOUT) as http,
     ):
