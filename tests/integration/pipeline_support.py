@@ -300,6 +300,19 @@ def serving_pipeline(
         yield pipeline
 
 
+@contextmanager
+def checked_pipeline(
+    server_url: str, redis_url: str, sandbox: RunningSandbox, logs: Path, **env_extra: str
+) -> Iterator[Pipeline]:
+    """:func:`serving_pipeline` for a module of tests, and at its end the check that no
+    process's log holds a token or the app secret."""
+    with serving_pipeline(server_url, redis_url, sandbox, logs, **env_extra) as running:
+        yield running
+        text = running.log_text()
+        assert sandbox.app_secret not in text
+        assert "EAA" not in text.replace("[redacted]", "")
+
+
 def handed_over_page(pipeline: Pipeline, graph: SandboxClient, name: str) -> dict[str, str]:
     """A fresh sandbox user with one Page, handed to offpost by a new client ``name``:
     ids of the client, credential, Page and user, and the client's auth header value."""

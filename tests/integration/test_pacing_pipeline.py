@@ -16,7 +16,7 @@ import pytest
 
 from offpost.graph.sandbox import RunningSandbox
 from offpost.models import AttemptOutcome, PostStatus
-from tests.integration.pipeline_support import Pipeline, handed_over_page, serving_pipeline
+from tests.integration.pipeline_support import Pipeline, checked_pipeline, handed_over_page
 from tests.integration.sandbox_support import SandboxClient
 
 pytestmark = pytest.mark.timeout(240)
@@ -35,7 +35,7 @@ def pipeline(
 ) -> Iterator[Pipeline]:
     """A worker whose pacer assumes the sandbox's window for Pages."""
     logs = Path(tmp_path_factory.mktemp("pipeline-logs"))
-    with serving_pipeline(
+    with checked_pipeline(
         postgres_server_url,
         redis_url,
         sandbox_server,

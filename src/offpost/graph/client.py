@@ -423,8 +423,7 @@ class GraphClient:
         for index, media_id in enumerate(media):
             fields[f"attached_media[{index}]"] = json.dumps({"media_fbid": media_id})
         body, usage = self._call("POST", f"{_path(page_id)}/feed", token=page_token, data=fields)
-        post_id = require_str(body, "id", "/feed", usage)
-        return PublishResult(id=post_id, post_id=post_id, usage=usage)
+        return _published(body, "feed", usage)
 
     def publish_photo(
         self, page_id: str, page_token: str, *, url: str, caption: str | None = None
@@ -436,11 +435,7 @@ class GraphClient:
         """
         fields = {"url": url, **({"caption": caption} if caption else {})}
         body, usage = self._call("POST", f"{_path(page_id)}/photos", token=page_token, data=fields)
-        return PublishResult(
-            id=require_str(body, "id", "/photos", usage),
-            post_id=opt_id(body.get("post_id")),
-            usage=usage,
-        )
+        return _published(body, "photos", usage)
 
     def page_posts(
         self,
@@ -603,18 +598,10 @@ class GraphClient:
         error = classify_error(answer["code"], content, "application/json", headers, call=where)
         if error is not None:
             return error
-        reply: JsonObject = json.loads(content)
         try:
-            if item.photo_url:
-                return PublishResult(
-                    id=require_str(reply, "id", f"/{edge}", usage),
-                    post_id=opt_id(reply.get("post_id")),
-                    usage=usage,
-                )
-            post_id = require_str(reply, "id", f"/{edge}", usage)
+            return _published(json.loads(content), edge, usage)
         except GraphError as exc:
             return exc
-        return PublishResult(id=post_id, post_id=post_id, usage=usage)
 
     # -- media ----------------------------------------------------------------
 
@@ -1321,6 +1308,15 @@ def _recovered(
         return None
     envelope = body.get("error") if isinstance(body, dict) else None
     return recover(envelope) if isinstance(envelope, dict) else None
+
+
+def _published(body: JsonObject, edge: str, usage: GraphUsage) -> PublishResult:
+    """What ``POST /{page}/{edge}`` created: a feed post (its id is the post's), or a
+    photo (its id, and the post's id as ``post_id``)."""
+    created = require_str(body, "id", f"/{edge}", usage)
+    if edge == "feed":
+        return PublishResult(id=created, post_id=created, usage=usage)
+    return PublishResult(id=created, post_id=opt_id(body.get("post_id")), usage=usage)
 
 
 def _batch_headers(value: object) -> dict[str, str]:
