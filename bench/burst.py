@@ -163,6 +163,26 @@ class Profiler:
             console.print(f"  profile: {self.out}.svg, {self.out}.txt")
 
 
+def burst_soon(conn: psycopg.Connection[Any], tenant, posts: int) -> datetime:
+    """After a moment's idling (the burst finds a sleeping dispatcher), ``posts`` posts
+    due at one instant T0 three seconds on, and the wake-up ``POST /v1/posts`` sends
+    after its insert; returns T0."""
+    time.sleep(2)
+    t0 = utcnow() + timedelta(seconds=3)
+    copy_posts(
+        conn,
+        client_id=tenant.client_id,
+        credential_id=tenant.credential_id,
+        pages=tenant.pages,
+        times=same_instant(t0),
+        count=posts,
+        ids=IdMaker(),
+        label="inserting the burst (COPY)",
+    )
+    wake_dispatcher(t0)
+    return t0
+
+
 def run_offpost_single(sandbox: Sandbox, args: argparse.Namespace) -> DrainResult:
     """offpost with Graph batch requests off: one HTTP request per publish."""
     return run_offpost(sandbox, args, batch=False)
@@ -188,19 +208,7 @@ def run_offpost(sandbox: Sandbox, args: argparse.Namespace, *, batch: bool = Tru
     conn.execute("VACUUM ANALYZE posts")
     with process_group() as procs:
         pids = start_offpost(procs, sandbox, tenant, args, batch=batch)
-        time.sleep(2)  # idle a moment: the burst finds a sleeping dispatcher
-        t0 = utcnow() + timedelta(seconds=3)
-        copy_posts(
-            conn,
-            client_id=tenant.client_id,
-            credential_id=tenant.credential_id,
-            pages=tenant.pages,
-            times=same_instant(t0),
-            count=args.posts,
-            ids=IdMaker(),
-            label="inserting the burst (COPY)",
-        )
-        wake_dispatcher(t0)  # what POST /v1/posts does after its insert
+        burst_soon(conn, tenant, args.posts)
         worker0 = pids["offpost-worker0"]
         with (
             CpuMeter(pids, sandbox.pid) as cpu,

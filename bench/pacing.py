@@ -24,27 +24,21 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from rich.table import Table
 
-from bench.burst import start_offpost
+from bench.burst import burst_soon, start_offpost
 from bench.common import (
-    IdMaker,
     connect,
     console,
-    copy_posts,
     flush_redis,
     fresh_database,
     machine_line,
     make_tenant,
     process_group,
-    same_instant,
     start_sandbox,
-    utcnow,
     wait_count,
-    wake_dispatcher,
 )
 from offpost.settings import Settings
 
@@ -77,19 +71,7 @@ def run(sandbox, args: argparse.Namespace, *, pacing: bool) -> dict[str, float]:
     }
     with process_group() as procs:
         start_offpost(procs, sandbox, tenant, args, extra=extra)
-        time.sleep(2)
-        t0 = utcnow() + timedelta(seconds=3)
-        copy_posts(
-            conn,
-            client_id=tenant.client_id,
-            credential_id=tenant.credential_id,
-            pages=tenant.pages,
-            times=same_instant(t0),
-            count=args.posts,
-            ids=IdMaker(),
-            label="inserting the burst (COPY)",
-        )
-        wake_dispatcher(t0)
+        t0 = burst_soon(conn, tenant, args.posts)
         done = wait_count(
             conn,
             "SELECT count(*) FROM posts WHERE status = 'published'",

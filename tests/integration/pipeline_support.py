@@ -302,11 +302,19 @@ def serving_pipeline(
 
 @contextmanager
 def checked_pipeline(
-    server_url: str, redis_url: str, sandbox: RunningSandbox, logs: Path, **env_extra: str
+    server_url: str,
+    redis_url: str,
+    sandbox: RunningSandbox,
+    logs: Path,
+    *,
+    webhooks: bool = False,
+    **env_extra: str,
 ) -> Iterator[Pipeline]:
     """:func:`serving_pipeline` for a module of tests, and at its end the check that no
     process's log holds a token or the app secret."""
-    with serving_pipeline(server_url, redis_url, sandbox, logs, **env_extra) as running:
+    with serving_pipeline(
+        server_url, redis_url, sandbox, logs, webhooks=webhooks, **env_extra
+    ) as running:
         yield running
         text = running.log_text()
         assert sandbox.app_secret not in text
